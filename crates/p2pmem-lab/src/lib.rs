@@ -1,1 +1,27 @@
-//! (being written)
+//! The virtual P2PDMA lab: builds a Linux kernel with `CONFIG_PCI_P2PDMA`, an initramfs
+//! holding busybox and the static `p2pmem` binary, and boots PCIe topologies described in
+//! TOML under QEMU (TCG, never KVM). Jobs run in the guest and their output comes back
+//! over the serial console in base64 frames; see `TOPOLOGY.md` for the topology schema.
+
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod cpio;
+pub mod disk;
+pub mod elf;
+pub mod error;
+pub mod guest;
+pub mod initramfs;
+pub mod kernel;
+pub mod lab;
+pub mod progress;
+pub mod qemu;
+pub mod qemu_args;
+pub mod topology;
+
+pub use cache::Cache;
+pub use error::{LabError, Result};
+pub use kernel::{ensure_kernel, Kernel, KernelSpec};
+pub use lab::{Job, Lab, RunOutcome};
+pub use progress::Progress;
+pub use topology::Topology;

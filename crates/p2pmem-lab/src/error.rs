@@ -1,0 +1,149 @@
+//! Errors of the lab: each names the file, the command or the topology key involved and
+//! carries the underlying cause as `#[source]`, so a user can act on it.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while building a kernel, an initramfs or running a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A file-system operation failed.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done ("cannot read", "cannot create", ...).
+        what: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A host program could not be started.
+    #[error("cannot start `{program}` (is it installed? run scripts/setup-host as root)")]
+    Spawn {
+        /// The program name.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A host program ran and failed.
+    #[error("`{command}` failed ({status}){}", log_hint(log, tail))]
+    Command {
+        /// The command line, for the user to rerun.
+        command: String,
+        /// Its exit status, as text.
+        status: String,
+        /// The log file holding its full output, if any.
+        log: Option<PathBuf>,
+        /// The last lines of its output.
+        tail: String,
+    },
+
+    /// A required host file is missing.
+    #[error("{what} not found at {}: {hint}", path.display())]
+    Missing {
+        /// What it is ("kernel source tarball", "busybox").
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// How to get it.
+        hint: &'static str,
+    },
+
+    /// An option of the kernel fragment did not survive `make olddefconfig`.
+    #[error("kernel option {option} did not stick in {} (a dependency is missing from the fragment)", config.display())]
+    KernelOption {
+        /// The option line, e.g. `CONFIG_PCI_P2PDMA=y`.
+        option: String,
+        /// The resulting `.config`.
+        config: PathBuf,
+    },
+
+    /// A topology file is invalid.
+    #[error("topology {}: {message}", path.display())]
+    Topology {
+        /// The file (or `<embedded>/NAME`).
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+
+    /// The `p2pmem` binary to put in the guest is dynamically linked.
+    #[error("{} is dynamically linked (it has an ELF interpreter); the guest has no libc. Build it static with scripts/build-static and run target/x86_64-unknown-linux-gnu/release/p2pmem", path.display())]
+    NotStatic {
+        /// The binary.
+        path: PathBuf,
+    },
+
+    /// A file is not a 64-bit little-endian ELF.
+    #[error("{} is not an x86_64 ELF executable: {why}", path.display())]
+    NotElf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: &'static str,
+    },
+
+    /// The guest panicked, hung or QEMU died: with the console tail.
+    #[error("guest run failed: {why}\nconsole log: {}\n--- last console lines ---\n{tail}", console.display())]
+    Guest {
+        /// What happened.
+        why: String,
+        /// The full console log.
+        console: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
+
+    /// The guest's framed output could not be decoded.
+    #[error("guest protocol error at console line {line}: {why}")]
+    Protocol {
+        /// 1-based line of the console log.
+        line: usize,
+        /// What is wrong.
+        why: String,
+    },
+
+    /// A JSON document from the guest could not be parsed.
+    #[error("cannot parse {what} from the guest")]
+    Json {
+        /// Which document.
+        what: String,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn log_hint(log: &Option<PathBuf>, tail: &str) -> String {
+    let mut s = String::new();
+    if let Some(log) = log {
+        s.push_str(&format!("; full log: {}", log.display()));
+    }
+    if !tail.is_empty() {
+        s.push_str("\n--- last lines ---\n");
+        s.push_str(tail);
+    }
+    s
+}
+
+/// Shorthand for the lab's results.
+pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+/// Builds a closure that wraps an `io::Error` with a path and what was being done.
+pub(crate) fn io_err(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> LabError {
+    let path = path.into();
+    move |source| LabError::Io { what, path, source }
+}
+
+/// The last `n` lines of `text`, joined with newlines.
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    lines[start..].join("\n")
+}

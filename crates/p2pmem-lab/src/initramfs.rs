@@ -1,0 +1,150 @@
+//! The guest's initramfs: a gzip'd `newc` cpio holding busybox (`/bin/busybox`, applet
+//! links made at boot by `/init`), the static `p2pmem` binary (`/bin/p2pmem`), the init
+//! script (`guest/init.sh`), and the job (`/lab/job.sh`, `/lab/env`, `/lab/send`).
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use crate::cpio::CpioWriter;
+use crate::elf::require_static;
+use crate::error::{io_err, LabError, Result};
+
+/// The guest's `/init`.
+pub const INIT_SCRIPT: &str = include_str!("../guest/init.sh");
+
+/// Debian's `busybox-static` binary.
+pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
+
+/// What goes into an initramfs.
+#[derive(Debug, Clone)]
+pub struct InitramfsSpec {
+    /// A static busybox.
+    pub busybox: PathBuf,
+    /// The static `p2pmem` binary.
+    pub p2pmem: PathBuf,
+    /// The job's shell script (`/lab/job.sh`).
+    pub job: String,
+    /// How many NVMe block devices `/init` waits for.
+    pub nvme_count: usize,
+    /// Guest directories sent back as tar streams after the job, in order.
+    pub send_dirs: Vec<String>,
+}
+
+/// Writes the initramfs to `out`.
+pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
+    let busybox = read_binary(&spec.busybox, "busybox", "install busybox-static (scripts/setup-host)")?;
+    require_static(&spec.busybox)?;
+    require_static(&spec.p2pmem)?;
+    let p2pmem = read_binary(&spec.p2pmem, "p2pmem binary", "build it with scripts/build-static")?;
+    if spec.send_dirs.iter().any(|d| d.contains('\n')) {
+        return Err(LabError::Io {
+            what: "directory names must be one line:",
+            path: PathBuf::from(spec.send_dirs.join(" ")),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
+    }
+    let env = format!("LAB_NVME={}\n", spec.nvme_count);
+    let send: String = spec.send_dirs.iter().map(|d| format!("{d}\n")).collect();
+
+    let file = File::create(out).map_err(io_err("cannot create", out))?;
+    let gz = GzEncoder::new(BufWriter::new(file), Compression::fast());
+    let mut w = CpioWriter::new(gz);
+    let write = |w: &mut CpioWriter<_>| -> std::io::Result<()> {
+        for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "lab", "root"] {
+            w.dir(d, 0o755)?;
+        }
+        w.chardev("dev/console", 0o600, 5, 1)?;
+        w.chardev("dev/null", 0o666, 1, 3)?;
+        w.file("bin/busybox", 0o755, &busybox)?;
+        w.symlink("bin/sh", "busybox")?;
+        w.file("bin/p2pmem", 0o755, &p2pmem)?;
+        w.file("init", 0o755, INIT_SCRIPT.as_bytes())?;
+        w.file("lab/job.sh", 0o755, spec.job.as_bytes())?;
+        w.file("lab/env", 0o644, env.as_bytes())?;
+        w.file("lab/send", 0o644, send.as_bytes())?;
+        Ok(())
+    };
+    write(&mut w).map_err(io_err("cannot write initramfs", out))?;
+    let gz = w.finish().map_err(io_err("cannot write initramfs", out))?;
+    let mut inner = gz.finish().map_err(io_err("cannot write initramfs", out))?;
+    std::io::Write::flush(&mut inner).map_err(io_err("cannot write initramfs", out))?;
+    Ok(())
+}
+
+fn read_binary(path: &Path, what: &'static str, hint: &'static str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            LabError::Missing {
+                what,
+                path: path.to_path_buf(),
+                hint,
+            }
+        } else {
+            io_err("cannot read", path)(source)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpio::read_newc;
+    use std::io::Read;
+
+    #[test]
+    fn dynamic_p2pmem_is_refused_naming_build_static() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bb = tmp.path().join("busybox");
+        fake_static_elf(&bb);
+        let spec = InitramfsSpec {
+            busybox: bb,
+            p2pmem: std::env::current_exe().unwrap(),
+            job: "true\n".into(),
+            nvme_count: 0,
+            send_dirs: vec![],
+        };
+        let err = build_initramfs(&spec, &tmp.path().join("i.gz")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("scripts/build-static"), "{text}");
+    }
+
+    /// A minimal static ELF: a valid header with no program headers.
+    fn fake_static_elf(path: &Path) {
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x36] = 56;
+        std::fs::write(path, elf).unwrap();
+    }
+
+    #[test]
+    fn archive_holds_init_busybox_and_job() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bb = tmp.path().join("busybox");
+        fake_static_elf(&bb);
+        let spec = InitramfsSpec {
+            busybox: bb.clone(),
+            p2pmem: bb.clone(),
+            job: "cat /proc/cmdline\n".into(),
+            nvme_count: 3,
+            send_dirs: vec!["/tmp/out".into()],
+        };
+        let out = tmp.path().join("initramfs.cpio.gz");
+        build_initramfs(&spec, &out).unwrap();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(File::open(&out).unwrap())
+            .read_to_end(&mut raw)
+            .unwrap();
+        let entries = read_newc(&raw).unwrap();
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
+        assert_eq!(get("init").data, INIT_SCRIPT.as_bytes());
+        assert_eq!(get("lab/job.sh").data, b"cat /proc/cmdline\n");
+        assert_eq!(get("lab/env").data, b"LAB_NVME=3\n");
+        assert_eq!(get("lab/send").data, b"/tmp/out\n");
+        assert_eq!(get("dev/console").mode & 0o170000, crate::cpio::S_IFCHR);
+        assert_eq!(get("bin/busybox").data.len(), std::fs::metadata(&bb).unwrap().len() as usize);
+    }
+}

@@ -1,0 +1,451 @@
+//! The lab kernel: Debian's `linux-source-6.12` built with `tinyconfig` plus the fragment
+//! `kernel/p2pmem-lab.config` (P2PDMA, NVMe, ACPI/MMCONFIG, no IOMMU).
+//!
+//! A kernel is cached under `kernels/<key>/bzImage`, where the key hashes the source
+//! tarball's identity (size and first MiB), the fragment text and [`RECIPE_VERSION`]. A
+//! build runs in `kernels/<key>.tmp-<pid>/` and is renamed into place only when complete,
+//! so an interrupted build never leaves a half kernel behind.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::cache::Cache;
+use crate::error::{io_err, tail_lines, LabError, Result};
+use crate::progress::{Heartbeat, Progress};
+
+/// The config fragment merged on top of `make tinyconfig`.
+pub const FRAGMENT: &str = include_str!("../kernel/p2pmem-lab.config");
+
+/// Bumped whenever the build steps change in a way that changes the kernel.
+pub const RECIPE_VERSION: &str = "p2pmem-lab-kernel-recipe-1";
+
+/// Where Debian's `linux-source-6.12` package puts the source.
+pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+
+/// Lines `make bzImage` prints for a clean build of this config (measured), for the
+/// percentage in the heartbeat.
+const EXPECTED_BUILD_LINES: usize = 1350;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    /// The kernel source tarball (`.tar.xz`).
+    pub tarball: PathBuf,
+    /// The config fragment text.
+    pub fragment: String,
+}
+
+impl Default for KernelSpec {
+    fn default() -> Self {
+        Self {
+            tarball: PathBuf::from(DEFAULT_TARBALL),
+            fragment: FRAGMENT.to_string(),
+        }
+    }
+}
+
+/// A built kernel.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    /// The `bzImage`.
+    pub bzimage: PathBuf,
+    /// The `.config` it was built with.
+    pub config: PathBuf,
+    /// The cache key.
+    pub key: String,
+    /// True when this call built it, false when it came from the cache.
+    pub built: bool,
+}
+
+/// One line of the fragment that must hold in the final `.config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// `CONFIG_X=value` must appear verbatim.
+    Set(String),
+    /// `# CONFIG_X is not set`: `CONFIG_X=` must not appear.
+    Unset(String),
+}
+
+/// The requirements a fragment states, in order.
+pub fn requirements(fragment: &str) -> Vec<Requirement> {
+    fragment
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| {
+            if let Some(rest) = l.strip_prefix("# ") {
+                let sym = rest.strip_suffix(" is not set")?;
+                sym.starts_with("CONFIG_")
+                    .then(|| Requirement::Unset(sym.to_string()))
+            } else if l.starts_with("CONFIG_") && l.contains('=') {
+                Some(Requirement::Set(l.to_string()))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn symbol(req: &Requirement) -> &str {
+    match req {
+        Requirement::Set(l) => l.split('=').next().unwrap_or(l),
+        Requirement::Unset(s) => s,
+    }
+}
+
+/// Merges the fragment into a `.config` text: every symbol the fragment mentions is
+/// dropped from `base` and the fragment's lines appended (what `merge_config.sh` does).
+pub fn merge_config(base: &str, fragment: &str) -> String {
+    let reqs = requirements(fragment);
+    let syms: std::collections::HashSet<&str> = reqs.iter().map(symbol).collect();
+    let mut out = String::with_capacity(base.len() + fragment.len());
+    for line in base.lines() {
+        let t = line.trim();
+        let sym = if let Some(rest) = t.strip_prefix("# ") {
+            rest.strip_suffix(" is not set")
+        } else {
+            t.split('=').next().filter(|_| t.contains('='))
+        };
+        if sym.is_some_and(|s| syms.contains(s)) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for req in &reqs {
+        match req {
+            Requirement::Set(l) => out.push_str(l),
+            Requirement::Unset(s) => out.push_str(&format!("# {s} is not set")),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The first requirement that `config` does not satisfy.
+pub fn first_unmet<'a>(config: &str, reqs: &'a [Requirement]) -> Option<&'a Requirement> {
+    let lines: std::collections::HashSet<&str> = config.lines().map(str::trim).collect();
+    reqs.iter().find(|req| match req {
+        Requirement::Set(l) => !lines.contains(l.as_str()),
+        Requirement::Unset(s) => {
+            let prefix = format!("{s}=");
+            lines.iter().any(|l| l.starts_with(&prefix))
+        }
+    })
+}
+
+/// The cache key of a spec: hex sha256 (first 16 digits) of the recipe version, the
+/// tarball's size and first MiB, and the fragment.
+pub fn cache_key(spec: &KernelSpec) -> Result<String> {
+    let mut file = File::open(&spec.tarball).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            LabError::Missing {
+                what: "kernel source tarball",
+                path: spec.tarball.clone(),
+                hint: "install the Debian package linux-source-6.12 (scripts/setup-host)",
+            }
+        } else {
+            io_err("cannot open", &spec.tarball)(source)
+        }
+    })?;
+    let size = file
+        .metadata()
+        .map_err(io_err("cannot stat", &spec.tarball))?
+        .len();
+    let mut head = Vec::with_capacity(1 << 20);
+    (&mut file)
+        .take(1 << 20)
+        .read_to_end(&mut head)
+        .map_err(io_err("cannot read", &spec.tarball))?;
+    Ok(key_of(size, &head, &spec.fragment))
+}
+
+fn key_of(size: u64, head: &[u8], fragment: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(RECIPE_VERSION.as_bytes());
+    h.update(b"\0");
+    h.update(size.to_le_bytes());
+    h.update(Sha256::digest(head));
+    h.update(fragment.as_bytes());
+    let digest = h.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Returns the cached kernel for `spec`, building it first if needed.
+pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Result<Kernel> {
+    let key = cache_key(spec)?;
+    let dir = cache.kernels().join(&key);
+    let bzimage = dir.join("bzImage");
+    if bzimage.is_file() {
+        progress.phase(&format!("kernel {key}: cached at {}", bzimage.display()));
+        return Ok(Kernel {
+            bzimage,
+            config: dir.join("config"),
+            key,
+            built: false,
+        });
+    }
+    fs::create_dir_all(cache.kernels()).map_err(io_err("cannot create", cache.kernels()))?;
+    let work = cache
+        .kernels()
+        .join(format!("{key}.tmp-{}", std::process::id()));
+    let result = build_in(&work, &dir, spec, &key, progress);
+    if result.is_err() {
+        // Keep the log next to the cache, drop the (large) tree.
+        let failed_log = cache.kernels().join(format!("{key}.failed.log"));
+        let _ = fs::rename(work.join("build.log"), &failed_log);
+    }
+    let _ = fs::remove_dir_all(&work);
+    result.map_err(|e| match e {
+        LabError::Command {
+            command,
+            status,
+            tail,
+            ..
+        } => LabError::Command {
+            command,
+            status,
+            log: Some(cache.kernels().join(format!("{key}.failed.log"))),
+            tail,
+        },
+        other => other,
+    })?;
+    Ok(Kernel {
+        bzimage,
+        config: dir.join("config"),
+        key,
+        built: true,
+    })
+}
+
+fn build_in(
+    work: &Path,
+    dest: &Path,
+    spec: &KernelSpec,
+    key: &str,
+    progress: Progress,
+) -> Result<()> {
+    let started = Instant::now();
+    if work.exists() {
+        fs::remove_dir_all(work).map_err(io_err("cannot remove", work))?;
+    }
+    let src = work.join("src");
+    let out = work.join("out");
+    fs::create_dir_all(&src).map_err(io_err("cannot create", &src))?;
+    fs::create_dir_all(&out).map_err(io_err("cannot create", &out))?;
+    let log = work.join("build.log");
+    File::create(&log).map_err(io_err("cannot create", &log))?;
+
+    progress.phase(&format!(
+        "kernel {key}: unpacking {} (about 10 s)",
+        spec.tarball.display()
+    ));
+    let mut tar = Command::new("tar");
+    tar.arg("-xJf")
+        .arg(&spec.tarball)
+        .arg("-C")
+        .arg(&src)
+        .arg("--strip-components=1");
+    run_logged(tar, &log, None)?;
+
+    progress.phase(&format!("kernel {key}: configuring (tinyconfig + fragment)"));
+    run_logged(make(&src, &out, &["tinyconfig"]), &log, None)?;
+    let config = out.join(".config");
+    let base = fs::read_to_string(&config).map_err(io_err("cannot read", &config))?;
+    fs::write(&config, merge_config(&base, &spec.fragment))
+        .map_err(io_err("cannot write", &config))?;
+    run_logged(make(&src, &out, &["olddefconfig"]), &log, None)?;
+    let final_config = fs::read_to_string(&config).map_err(io_err("cannot read", &config))?;
+    if let Some(req) = first_unmet(&final_config, &requirements(&spec.fragment)) {
+        let option = match req {
+            Requirement::Set(l) => l.clone(),
+            Requirement::Unset(s) => format!("# {s} is not set"),
+        };
+        return Err(LabError::KernelOption {
+            option,
+            config: config.clone(),
+        });
+    }
+
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    progress.phase(&format!(
+        "kernel {key}: building bzImage with make -j{jobs} (about 4 min on 2 cores; log {})",
+        log.display()
+    ));
+    let j = format!("-j{jobs}");
+    run_logged(
+        make(&src, &out, &[j.as_str(), "bzImage"]),
+        &log,
+        Some((progress, key)),
+    )?;
+
+    let staged = work.join("result");
+    fs::create_dir_all(&staged).map_err(io_err("cannot create", &staged))?;
+    let built = out.join("arch/x86/boot/bzImage");
+    fs::copy(&built, staged.join("bzImage")).map_err(io_err("cannot copy", &built))?;
+    fs::copy(&config, staged.join("config")).map_err(io_err("cannot copy", &config))?;
+    fs::copy(&log, staged.join("build.log")).map_err(io_err("cannot copy", &log))?;
+    match fs::rename(&staged, dest) {
+        Ok(()) => {}
+        // A concurrent build finished first: its kernel is as good as ours.
+        Err(_) if dest.join("bzImage").is_file() => {}
+        Err(e) => return Err(io_err("cannot rename into", dest)(e)),
+    }
+    progress.phase(&format!(
+        "kernel {key}: built in {:.0} s: {}",
+        started.elapsed().as_secs_f64(),
+        dest.join("bzImage").display()
+    ));
+    Ok(())
+}
+
+fn make(src: &Path, out: &Path, targets: &[&str]) -> Command {
+    let mut cmd = Command::new("make");
+    cmd.arg("-C")
+        .arg(src)
+        .arg(format!("O={}", out.display()))
+        .args(targets)
+        .env("KBUILD_BUILD_USER", "p2pmem")
+        .env("KBUILD_BUILD_HOST", "lab");
+    cmd
+}
+
+/// Runs `cmd` with stdout and stderr appended to `log`. With a heartbeat, stdout lines are
+/// counted and a progress line printed every 15 s.
+fn run_logged(mut cmd: Command, log: &Path, heartbeat: Option<(Progress, &str)>) -> Result<()> {
+    let described = format!("{cmd:?}").replace('"', "");
+    let open = || {
+        OpenOptions::new()
+            .append(true)
+            .open(log)
+            .map_err(io_err("cannot open", log))
+    };
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(open()?));
+    let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let lines = Arc::new(AtomicUsize::new(0));
+    let copier = child.stdout.take().map(|stdout| {
+        let lines = Arc::clone(&lines);
+        let sink = open();
+        std::thread::spawn(move || {
+            let Ok(mut sink) = sink else { return };
+            for line in BufReader::new(stdout).split(b'\n').map_while(|l| l.ok()) {
+                use std::io::Write;
+                let _ = sink.write_all(&line);
+                let _ = sink.write_all(b"\n");
+                lines.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    let mut beat = Heartbeat::new(Duration::from_secs(15));
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(source) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LabError::Spawn { program, source });
+            }
+        }
+        if let Some((progress, key)) = heartbeat {
+            if beat.due() {
+                let n = lines.load(Ordering::Relaxed);
+                let pct = (n * 100 / EXPECTED_BUILD_LINES).min(99);
+                progress.phase(&format!(
+                    "kernel {key}: building: {n} steps, ~{pct}%, {:.0} s",
+                    beat.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if let Some(copier) = copier {
+        let _ = copier.join();
+    }
+    if status.success() {
+        return Ok(());
+    }
+    let text = fs::read(log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Err(LabError::Command {
+        command: described,
+        status: status.to_string(),
+        log: Some(log.to_path_buf()),
+        tail: tail_lines(&text, 40),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment_requires_p2pdma_and_excludes_iommu() {
+        let reqs = requirements(FRAGMENT);
+        assert!(reqs.contains(&Requirement::Set("CONFIG_PCI_P2PDMA=y".into())));
+        assert!(reqs.contains(&Requirement::Unset("CONFIG_IOMMU_SUPPORT".into())));
+        assert!(reqs.contains(&Requirement::Set("CONFIG_PRINTK=y".into())));
+        assert!(reqs.len() > 40);
+    }
+
+    #[test]
+    fn merge_replaces_base_values() {
+        let base = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_KERNEL_XZ=y\n";
+        let frag = "# comment\nCONFIG_B=y\n# CONFIG_C is not set\n";
+        let merged = merge_config(base, frag);
+        assert_eq!(
+            merged,
+            "CONFIG_A=y\nCONFIG_KERNEL_XZ=y\nCONFIG_B=y\n# CONFIG_C is not set\n"
+        );
+    }
+
+    #[test]
+    fn unmet_option_is_named() {
+        let reqs = requirements("CONFIG_PCI_P2PDMA=y\n# CONFIG_IOMMU_SUPPORT is not set\n");
+        assert_eq!(
+            first_unmet("CONFIG_PCI=y\n", &reqs),
+            Some(&Requirement::Set("CONFIG_PCI_P2PDMA=y".into()))
+        );
+        assert_eq!(
+            first_unmet("CONFIG_PCI_P2PDMA=y\nCONFIG_IOMMU_SUPPORT=y\n", &reqs),
+            Some(&Requirement::Unset("CONFIG_IOMMU_SUPPORT".into()))
+        );
+        assert_eq!(first_unmet("CONFIG_PCI_P2PDMA=y\n", &reqs), None);
+    }
+
+    #[test]
+    fn key_changes_with_fragment_and_source() {
+        let a = key_of(10, b"abc", "CONFIG_X=y\n");
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, key_of(11, b"abc", "CONFIG_X=y\n"));
+        assert_ne!(a, key_of(10, b"abd", "CONFIG_X=y\n"));
+        assert_ne!(a, key_of(10, b"abc", "CONFIG_Y=y\n"));
+        assert_eq!(a, key_of(10, b"abc", "CONFIG_X=y\n"));
+    }
+
+    #[test]
+    fn missing_tarball_is_reported_with_a_hint() {
+        let spec = KernelSpec {
+            tarball: PathBuf::from("/nonexistent/linux.tar.xz"),
+            fragment: FRAGMENT.into(),
+        };
+        let err = cache_key(&spec).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/linux.tar.xz"), "{err}");
+        assert!(err.contains("linux-source-6.12"), "{err}");
+    }
+}

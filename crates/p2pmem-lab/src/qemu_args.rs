@@ -1,0 +1,165 @@
+//! Translates a [`Topology`] into the `qemu-system-x86_64` command line, in the exact form
+//! the ground-truth captures were recorded with (`shared/truth/*/qemu.sh`): q35, TCG,
+//! one CPU, no default devices, serial console, and the PCIe tree emitted depth-first
+//! with chassis numbers in emission order.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::topology::{Nvme, Topology, ROOT_BUS};
+
+/// The QEMU binary the lab runs.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Paths and knobs that are not part of the topology.
+#[derive(Debug, Clone)]
+pub struct MachineFiles<'a> {
+    /// The kernel `bzImage`.
+    pub kernel: &'a Path,
+    /// The gzip'd initramfs.
+    pub initrd: &'a Path,
+    /// The directory holding `<serial>.img` disk images.
+    pub images: &'a Path,
+    /// The `-serial` backend, e.g. `stdio`.
+    pub serial: &'a str,
+}
+
+/// The full argv, starting with [`QEMU`]. `cpu` overrides the topology's CPU model.
+pub fn qemu_args(topo: &Topology, files: &MachineFiles<'_>, cpu: Option<&str>) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    let mem = topo.memory_mib.to_string();
+    push(&[QEMU, "-accel", "tcg,thread=multi", "-cpu", cpu.unwrap_or(&topo.cpu)]);
+    push(&["-smp", "1", "-m", &mem, "-M", "q35", "-nodefaults", "-no-reboot"]);
+    push(&["-display", "none", "-vga", "none", "-serial", files.serial]);
+    let kernel = files.kernel.display().to_string();
+    let initrd = files.initrd.display().to_string();
+    let append = topo.kernel_cmdline();
+    push(&["-kernel", &kernel, "-initrd", &initrd, "-append", &append]);
+
+    let mut w = Walker {
+        topo,
+        images: files.images,
+        chassis: 0,
+        devices: Vec::new(),
+    };
+    let mut bridges_done: HashSet<&str> = HashSet::new();
+    for rp in &topo.root_port {
+        if rp.host_bridge != ROOT_BUS && bridges_done.insert(&rp.host_bridge) {
+            if let Some(hb) = topo.host_bridge.iter().find(|h| h.id == rp.host_bridge) {
+                w.device(format!(
+                    "pxb-pcie,id={},bus_nr={:#x},bus={ROOT_BUS},addr={:#x}",
+                    hb.id, hb.bus_nr, hb.addr
+                ));
+            }
+        }
+        w.chassis += 1;
+        w.device(format!(
+            "pcie-root-port,id={},bus={},addr={:#x},chassis={},slot=0",
+            rp.id, rp.host_bridge, rp.addr, w.chassis
+        ));
+        w.children(&rp.id, 0);
+    }
+    a.extend(w.devices);
+    a
+}
+
+struct Walker<'t> {
+    topo: &'t Topology,
+    images: &'t Path,
+    chassis: u32,
+    devices: Vec<String>,
+}
+
+impl Walker<'_> {
+    fn device(&mut self, spec: String) {
+        self.devices.push("-device".into());
+        self.devices.push(spec);
+    }
+
+    fn children(&mut self, port: &str, depth: usize) {
+        // Validation forbids cycles; the depth bound keeps a bad value from recursing forever.
+        if depth > 64 {
+            return;
+        }
+        let topo = self.topo;
+        for sw in topo.switch.iter().filter(|s| s.parent == port) {
+            self.device(format!("x3130-upstream,id={},bus={port}", sw.id));
+            for (i, dn) in sw.downstream.iter().enumerate() {
+                self.chassis += 1;
+                self.device(format!(
+                    "xio3130-downstream,id={dn},bus={},addr={i:#x},chassis={},slot=0",
+                    sw.id, self.chassis
+                ));
+            }
+            for dn in &sw.downstream {
+                self.children(dn, depth + 1);
+            }
+        }
+        let devs = topo.nvme_on(port);
+        let multi = devs.iter().any(|d| d.function.is_some_and(|f| f > 0));
+        for n in devs {
+            self.nvme(n, port, multi);
+        }
+    }
+
+    fn nvme(&mut self, n: &Nvme, port: &str, multi: bool) {
+        let image = self.images.join(format!("{}.img", n.serial));
+        self.devices.push("-drive".into());
+        self.devices.push(format!(
+            "file={},if=none,id=drv_{},format=raw",
+            image.display(),
+            n.serial
+        ));
+        let mut spec = format!("nvme,serial={s},drive=drv_{s},bus={port}", s = n.serial);
+        if let Some(f) = n.function {
+            spec.push_str(&format!(",addr=0.{f}"));
+            if f == 0 && multi {
+                spec.push_str(",multifunction=on");
+            }
+        }
+        if let Some(mb) = n.cmb_mb {
+            spec.push_str(&format!(",cmb_size_mb={mb}"));
+        }
+        self.device(spec);
+    }
+}
+
+/// A `qemu.sh` script that reruns `args` (each argument single-quoted when needed).
+pub fn qemu_script(args: &[String], comment: &str) -> String {
+    let mut s = String::from("#!/bin/sh\n");
+    for line in comment.lines() {
+        s.push_str(&format!("# {line}\n"));
+    }
+    let mut first = true;
+    let mut iter = args.iter().peekable();
+    while let Some(arg) = iter.next() {
+        let quoted = shell_quote(arg);
+        if first {
+            s.push_str(&quoted);
+            first = false;
+        } else if arg.starts_with('-') {
+            s.push_str(&format!(" \\\n  {quoted}"));
+            if let Some(val) = iter.next_if(|v| !v.starts_with('-')) {
+                s.push(' ');
+                s.push_str(&shell_quote(val));
+            }
+        } else {
+            s.push(' ');
+            s.push_str(&quoted);
+        }
+    }
+    s.push('\n');
+    s
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but safe characters. `$VAR`
+/// prefixes are kept unquoted so scripts can use `$SCRATCH` placeholders.
+pub fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_=,./:@+%$".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
