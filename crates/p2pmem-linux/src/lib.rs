@@ -1,1 +1,17 @@
-//! (being written)
+//! The Linux side of p2pmem: reads a live or captured system from a root directory
+//! (sysfs, procfs, the kernel config), maps p2pmem and does O_DIRECT I/O.
+//!
+//! Nothing here spells out `/sys` as an absolute path: every path is joined onto a root
+//! directory (`/` on a live system, a capture elsewhere), so tests run against fixture
+//! trees that are real captures.
+
+pub mod capture;
+pub mod dio;
+pub mod dma_probe;
+pub mod kconfig;
+pub mod klog;
+pub mod p2pbuf;
+pub mod resolve;
+pub mod rootfs;
+pub mod sys;
+pub mod system;

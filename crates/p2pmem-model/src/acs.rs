@@ -211,7 +211,10 @@ mod tests {
 
     #[test]
     fn names_and_display() {
-        assert_eq!(AcsFlags(0x005f).names(), ["SV", "TB", "RR", "CR", "UF", "DT"]);
+        assert_eq!(
+            AcsFlags(0x005f).names(),
+            ["SV", "TB", "RR", "CR", "UF", "DT"]
+        );
         assert_eq!(AcsFlags(0x000c).to_string(), "0x000c (RR CR)");
         assert_eq!(AcsFlags(0).to_string(), "0x0000 (none)");
     }
@@ -219,9 +222,15 @@ mod tests {
     #[test]
     fn states() {
         assert_eq!(AcsState::Absent.redirects_p2p(), Some(false));
-        let p = AcsState::Present { offset: 0x148, capability: AcsFlags(0x5f), control: AcsFlags(0x0c) };
+        let p = AcsState::Present {
+            offset: 0x148,
+            capability: AcsFlags(0x5f),
+            control: AcsFlags(0x0c),
+        };
         assert_eq!(p.redirects_p2p(), Some(true));
-        let u = AcsState::Unknown { reason: AcsUnknown::ConfigTruncated };
+        let u = AcsState::Unknown {
+            reason: AcsUnknown::ConfigTruncated,
+        };
         assert_eq!(u.redirects_p2p(), None);
     }
 

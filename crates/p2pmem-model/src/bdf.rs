@@ -72,7 +72,12 @@ impl Bdf {
     }
 }
 
-fn hex_field(input: &str, field: &'static str, text: &str, max_len: usize) -> Result<u32, BdfError> {
+fn hex_field(
+    input: &str,
+    field: &'static str,
+    text: &str,
+    max_len: usize,
+) -> Result<u32, BdfError> {
     let bad = |why| BdfError::Field {
         input: input.to_string(),
         field,
@@ -215,7 +220,10 @@ mod tests {
     fn parses_full_and_short_forms() {
         let b: Bdf = "0000:03:00.0".parse().unwrap();
         assert_eq!(b, Bdf::new(0, 3, 0, 0).unwrap());
-        assert_eq!("03:1f.7".parse::<Bdf>().unwrap(), Bdf::new(0, 3, 31, 7).unwrap());
+        assert_eq!(
+            "03:1f.7".parse::<Bdf>().unwrap(),
+            Bdf::new(0, 3, 31, 7).unwrap()
+        );
         assert_eq!("10000:e1:00.1".parse::<Bdf>().unwrap().domain, 0x10000);
         assert_eq!(b.to_string(), "0000:03:00.0");
         assert_eq!(b.devfn(), 0);
@@ -224,7 +232,16 @@ mod tests {
 
     #[test]
     fn errors_repeat_the_input() {
-        for bad in ["", "0000:03:00", "0000:03:20.0", "0000:03:00.8", "zz:00.0", "0:0:0:0.0", "0000:100:00.0", "03:00.0x"] {
+        for bad in [
+            "",
+            "0000:03:00",
+            "0000:03:20.0",
+            "0000:03:00.8",
+            "zz:00.0",
+            "0:0:0:0.0",
+            "0000:100:00.0",
+            "03:00.0x",
+        ] {
             let e = bad.parse::<Bdf>().unwrap_err();
             assert!(e.to_string().contains(&format!("'{bad}'")), "{e}");
         }
@@ -233,7 +250,13 @@ mod tests {
     #[test]
     fn host_bridge_names() {
         let h: HostBridgeId = "pci0000:80".parse().unwrap();
-        assert_eq!(h, HostBridgeId { domain: 0, bus: 0x80 });
+        assert_eq!(
+            h,
+            HostBridgeId {
+                domain: 0,
+                bus: 0x80
+            }
+        );
         assert_eq!(h.to_string(), "pci0000:80");
         assert!("pcix:00".parse::<HostBridgeId>().is_err());
         assert!("0000:00".parse::<HostBridgeId>().is_err());

@@ -330,6 +330,13 @@ impl ConfigSpace {
 
     /// What P2PDMA can know about this function's ACS from these bytes.
     pub fn acs(&self) -> AcsState {
+        // A kernel exposes 256 (conventional) or 4096 (PCIe) bytes; 64 only appears in a
+        // capture made by an unprivileged reader, where nothing is known.
+        if self.exposed_len <= 64 {
+            return AcsState::Unknown {
+                reason: AcsUnknown::ConfigTruncated,
+            };
+        }
         // No extended config space exposed at all: no ACS capability can exist.
         if self.exposed_len <= 0x100 {
             return AcsState::Absent;
@@ -377,7 +384,11 @@ pub(crate) mod tests {
         b[0..2].copy_from_slice(&0x1b36u16.to_le_bytes());
         b[2..4].copy_from_slice(&0x000cu16.to_le_bytes());
         b[6] = 0x10; // capability list
-        b[0x0e] = if port == 4 || port == 6 || port == 5 { 1 } else { 0 };
+        b[0x0e] = if port == 4 || port == 6 || port == 5 {
+            1
+        } else {
+            0
+        };
         b[0x34] = 0x40;
         b[0x40] = PCIE_CAP_ID;
         b[0x41] = 0x00;
@@ -404,7 +415,11 @@ pub(crate) mod tests {
         assert_eq!(ext.problem, None);
         assert_eq!(
             cs.acs(),
-            AcsState::Present { offset: 0x148, capability: AcsFlags(0x5f), control: AcsFlags(0x0c) }
+            AcsState::Present {
+                offset: 0x148,
+                capability: AcsFlags(0x5f),
+                control: AcsFlags(0x0c)
+            }
         );
     }
 
@@ -413,11 +428,24 @@ pub(crate) mod tests {
         let full = pcie_function(6, Some(0));
         let cs = ConfigSpace::new(full[..64].to_vec(), 4096).unwrap();
         assert!(cs.is_truncated());
-        assert_eq!(cs.acs(), AcsState::Unknown { reason: AcsUnknown::ConfigTruncated });
+        assert_eq!(
+            cs.acs(),
+            AcsState::Unknown {
+                reason: AcsUnknown::ConfigTruncated
+            }
+        );
         assert_eq!(cs.port_type(), None);
         // A conventional function exposes 256 bytes: no extended space, so no ACS.
         let cs = ConfigSpace::new(full[..64].to_vec(), 256).unwrap();
         assert_eq!(cs.acs(), AcsState::Absent);
+        // A 64-byte file (an unprivileged capture) says nothing.
+        let cs = ConfigSpace::from_bytes(&full[..64]).unwrap();
+        assert_eq!(
+            cs.acs(),
+            AcsState::Unknown {
+                reason: AcsUnknown::ConfigTruncated
+            }
+        );
         assert!(ConfigSpace::from_bytes(&full[..63]).is_err());
     }
 
@@ -438,7 +466,10 @@ pub(crate) mod tests {
         let acs: u32 = 0x000d | (1 << 16) | (0x100 << 20); // ACS points back to AER
         b[0x148..0x14c].copy_from_slice(&acs.to_le_bytes());
         let cs = ConfigSpace::from_bytes(&b).unwrap();
-        assert_eq!(cs.extended_capabilities().problem, Some(WalkProblem::Loop { offset: 0x100 }));
+        assert_eq!(
+            cs.extended_capabilities().problem,
+            Some(WalkProblem::Loop { offset: 0x100 })
+        );
         // ACS was found before the loop, so it is still known.
         assert!(matches!(cs.acs(), AcsState::Present { .. }));
     }

@@ -34,7 +34,9 @@ impl CpuInfo {
             if line.trim().is_empty() && i > 0 {
                 break; // end of cpu0's block
             }
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
             let (k, v) = (k.trim(), v.trim());
             match k {
                 "vendor_id" => info.vendor_id = Some(v.to_string()),
@@ -79,11 +81,19 @@ mod tests {
 
     #[test]
     fn zen_and_later_only_from_5_9() {
-        let zen = CpuInfo { vendor_id: Some("AuthenticAMD".into()), family: Some(23), model_name: None };
+        let zen = CpuInfo {
+            vendor_id: Some("AuthenticAMD".into()),
+            family: Some(23),
+            model_name: None,
+        };
         assert!(zen.supports_p2pdma(KernelVersion::new(6, 12, 0)));
         assert!(zen.supports_p2pdma(KernelVersion::new(5, 9, 0)));
         assert!(!zen.supports_p2pdma(KernelVersion::new(5, 8, 0)));
-        let hygon = CpuInfo { vendor_id: Some("HygonGenuine".into()), family: Some(24), model_name: None };
+        let hygon = CpuInfo {
+            vendor_id: Some("HygonGenuine".into()),
+            family: Some(24),
+            model_name: None,
+        };
         assert!(!hygon.supports_p2pdma(KernelVersion::new(6, 12, 0)));
         let arm = CpuInfo::parse(b"processor\t: 0\nBogoMIPS\t: 50.00\n");
         assert!(!arm.supports_p2pdma(KernelVersion::new(6, 12, 0)));

@@ -369,7 +369,9 @@ pub fn decide(
         // Unreadable ACS: either BUS_ADDR, or the ACS path through the host bridge.
         let mut scratch = Vec::new();
         let h = rule_h(topo, provider, client, true, rules, &mut scratch);
-        verdict.unknowns.push(unknown_acs_text(topo, &verdict.acs_unknown));
+        verdict
+            .unknowns
+            .push(unknown_acs_text(topo, &verdict.acs_unknown));
         verdict.supported = match h.allowed() {
             Some(true) => Some(true),
             _ => None,

@@ -18,15 +18,30 @@ pub struct Errno {
 }
 
 /// EINVAL.
-pub const EINVAL: Errno = Errno { name: "EINVAL", code: 22 };
+pub const EINVAL: Errno = Errno {
+    name: "EINVAL",
+    code: 22,
+};
 /// EREMOTEIO.
-pub const EREMOTEIO: Errno = Errno { name: "EREMOTEIO", code: 121 };
+pub const EREMOTEIO: Errno = Errno {
+    name: "EREMOTEIO",
+    code: 121,
+};
 /// ENODEV.
-pub const ENODEV: Errno = Errno { name: "ENODEV", code: 19 };
+pub const ENODEV: Errno = Errno {
+    name: "ENODEV",
+    code: 19,
+};
 /// EBUSY.
-pub const EBUSY: Errno = Errno { name: "EBUSY", code: 16 };
+pub const EBUSY: Errno = Errno {
+    name: "EBUSY",
+    code: 16,
+};
 /// ENOMEM.
-pub const ENOMEM: Errno = Errno { name: "ENOMEM", code: 12 };
+pub const ENOMEM: Errno = Errno {
+    name: "ENOMEM",
+    code: 12,
+};
 
 /// Versions with the `p2pmem/allocate` mmap file and GUP P2P gating (userspace P2P I/O).
 pub const USERSPACE_P2P: VersionRange = VersionRange::since(6, 2);
@@ -60,11 +75,29 @@ mod tests {
     #[test]
     fn not_supported_errno_by_version() {
         assert_eq!(o_direct_not_supported(KernelVersion::new(6, 1, 0)), None);
-        assert_eq!(o_direct_not_supported(KernelVersion::new(6, 2, 0)), Some(EREMOTEIO));
-        assert_eq!(o_direct_not_supported(KernelVersion::new(6, 12, 117)), Some(EREMOTEIO));
-        assert_eq!(o_direct_not_supported(KernelVersion::new(6, 16, 9)), Some(EREMOTEIO));
-        assert_eq!(o_direct_not_supported(KernelVersion::new(6, 17, 0)), Some(EINVAL));
-        assert_eq!(o_direct_not_supported(KernelVersion::new(7, 3, 0)), Some(EINVAL));
-        assert_eq!(o_direct_queue_lacks_p2pdma(KernelVersion::new(6, 17, 0)), Some(EREMOTEIO));
+        assert_eq!(
+            o_direct_not_supported(KernelVersion::new(6, 2, 0)),
+            Some(EREMOTEIO)
+        );
+        assert_eq!(
+            o_direct_not_supported(KernelVersion::new(6, 12, 117)),
+            Some(EREMOTEIO)
+        );
+        assert_eq!(
+            o_direct_not_supported(KernelVersion::new(6, 16, 9)),
+            Some(EREMOTEIO)
+        );
+        assert_eq!(
+            o_direct_not_supported(KernelVersion::new(6, 17, 0)),
+            Some(EINVAL)
+        );
+        assert_eq!(
+            o_direct_not_supported(KernelVersion::new(7, 3, 0)),
+            Some(EINVAL)
+        );
+        assert_eq!(
+            o_direct_queue_lacks_p2pdma(KernelVersion::new(6, 17, 0)),
+            Some(EREMOTEIO)
+        );
     }
 }

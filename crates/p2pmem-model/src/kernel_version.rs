@@ -117,10 +117,22 @@ mod tests {
 
     #[test]
     fn parses_osrelease_forms() {
-        assert_eq!("6.12.117".parse::<KernelVersion>().unwrap(), KernelVersion::new(6, 12, 117));
-        assert_eq!("6.1.0-18-amd64".parse::<KernelVersion>().unwrap(), KernelVersion::new(6, 1, 0));
-        assert_eq!("7.3.0-rc1+\n".parse::<KernelVersion>().unwrap(), KernelVersion::new(7, 3, 0));
-        assert_eq!("5.4".parse::<KernelVersion>().unwrap(), KernelVersion::new(5, 4, 0));
+        assert_eq!(
+            "6.12.117".parse::<KernelVersion>().unwrap(),
+            KernelVersion::new(6, 12, 117)
+        );
+        assert_eq!(
+            "6.1.0-18-amd64".parse::<KernelVersion>().unwrap(),
+            KernelVersion::new(6, 1, 0)
+        );
+        assert_eq!(
+            "7.3.0-rc1+\n".parse::<KernelVersion>().unwrap(),
+            KernelVersion::new(7, 3, 0)
+        );
+        assert_eq!(
+            "5.4".parse::<KernelVersion>().unwrap(),
+            KernelVersion::new(5, 4, 0)
+        );
         assert!("linux".parse::<KernelVersion>().is_err());
         assert!("6".parse::<KernelVersion>().is_err());
         assert!("99999999.1".parse::<KernelVersion>().is_err());

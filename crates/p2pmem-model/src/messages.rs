@@ -94,7 +94,12 @@ pub fn text(kind: &MessageKind, _kernel: KernelVersion) -> String {
 
 impl KernelMessage {
     /// Build the message as printed on `device` (bound to `driver`, `None` = unbound).
-    pub fn new(kind: MessageKind, device: Bdf, driver: Option<&str>, kernel: KernelVersion) -> Self {
+    pub fn new(
+        kind: MessageKind,
+        device: Bdf,
+        driver: Option<&str>,
+        kernel: KernelVersion,
+    ) -> Self {
         let driver = driver.unwrap_or("pci").to_string();
         let line = format!("{driver} {device}: {}", text(&kind, kernel));
         Self {
@@ -135,16 +140,53 @@ mod tests {
     #[test]
     fn lines_match_the_lab_kernel() {
         // Verbatim from lab-notes.md and truth s01 (6.12.117).
-        let m = KernelMessage::new(MessageKind::NoPath { provider: bdf("0000:05:00.0") }, bdf("0000:04:00.0"), Some("nvme"), V);
+        let m = KernelMessage::new(
+            MessageKind::NoPath {
+                provider: bdf("0000:05:00.0"),
+            },
+            bdf("0000:04:00.0"),
+            Some("nvme"),
+            V,
+        );
         assert_eq!(m.line, "nvme 0000:04:00.0: cannot be used for peer-to-peer DMA as the client and provider (0000:05:00.0) do not share an upstream bridge or whitelisted host bridge");
-        let m = KernelMessage::new(MessageKind::AcsRedirect { provider: bdf("0000:06:00.0") }, bdf("0000:06:00.1"), Some("nvme"), V);
-        assert_eq!(m.line, "nvme 0000:06:00.1: ACS redirect is set between the client and provider (0000:06:00.0)");
-        let m = KernelMessage::new(MessageKind::AcsFix { devices: vec![bdf("0000:00:07.0")] }, bdf("0000:06:00.1"), Some("nvme"), V);
+        let m = KernelMessage::new(
+            MessageKind::AcsRedirect {
+                provider: bdf("0000:06:00.0"),
+            },
+            bdf("0000:06:00.1"),
+            Some("nvme"),
+            V,
+        );
+        assert_eq!(
+            m.line,
+            "nvme 0000:06:00.1: ACS redirect is set between the client and provider (0000:06:00.0)"
+        );
+        let m = KernelMessage::new(
+            MessageKind::AcsFix {
+                devices: vec![bdf("0000:00:07.0")],
+            },
+            bdf("0000:06:00.1"),
+            Some("nvme"),
+            V,
+        );
         assert_eq!(m.line, "nvme 0000:06:00.1: to disable ACS redirect for this path, add the kernel parameter: pci=disable_acs_redir=0000:00:07.0");
-        let m = KernelMessage::new(MessageKind::HostBridgeNotWhitelisted { vendor: 0x8086, device: 0x29c0 }, bdf("0000:00:00.0"), None, V);
-        assert_eq!(m.line, "pci 0000:00:00.0: Host bridge not in P2PDMA whitelist: 8086:29c0");
+        let m = KernelMessage::new(
+            MessageKind::HostBridgeNotWhitelisted {
+                vendor: 0x8086,
+                device: 0x29c0,
+            },
+            bdf("0000:00:00.0"),
+            None,
+            V,
+        );
+        assert_eq!(
+            m.line,
+            "pci 0000:00:00.0: Host bridge not in P2PDMA whitelist: 8086:29c0"
+        );
         let m = KernelMessage::new(MessageKind::NotPci, bdf("0000:00:01.0"), Some("x"), V);
-        assert!(m.line.ends_with("cannot be used for peer-to-peer DMA as it is not a PCI device"));
+        assert!(m
+            .line
+            .ends_with("cannot be used for peer-to-peer DMA as it is not a PCI device"));
         assert!(is_p2pdma_decision_line(&m.line));
     }
 
@@ -154,7 +196,10 @@ mod tests {
         assert_eq!(s, "0000:02:01.0;0000:00:04.0");
         assert!(!over);
         let many: Vec<Bdf> = (0..10).map(|i| Bdf::new(0, i, 0, 0).unwrap()).collect();
-        assert!(acs_list(&many).1, "10 entries of 13 bytes do not fit in 128");
+        assert!(
+            acs_list(&many).1,
+            "10 entries of 13 bytes do not fit in 128"
+        );
         assert!(!acs_list(&many[..9]).1);
     }
 }

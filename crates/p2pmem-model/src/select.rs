@@ -55,9 +55,7 @@ pub fn check(
         .collect::<Result<Vec<_>, _>>()?;
     let p = topo.get(&provider);
     let is_provider = p.is_some_and(|f| f.p2pmem.is_some());
-    let published = p
-        .and_then(|f| f.p2pmem)
-        .is_some_and(|m| m.is_published());
+    let published = p.and_then(|f| f.p2pmem).is_some_and(|m| m.is_published());
     let mut c = combine(provider, clients, pairs);
     c.is_provider = is_provider;
     c.published = published;
@@ -85,7 +83,10 @@ fn combine(provider: Bdf, clients: &[Bdf], pairs: Vec<PairVerdict>) -> Check {
         Some(MapType::NotSupported)
     } else if pairs.iter().any(|p| p.map_type.is_none()) {
         None
-    } else if pairs.iter().any(|p| p.map_type == Some(MapType::ThruHostBridge)) {
+    } else if pairs
+        .iter()
+        .any(|p| p.map_type == Some(MapType::ThruHostBridge))
+    {
         Some(MapType::ThruHostBridge)
     } else if pairs.is_empty() {
         None
@@ -99,7 +100,10 @@ fn combine(provider: Bdf, clients: &[Bdf], pairs: Vec<PairVerdict>) -> Check {
         .collect();
     let mut fixes: Vec<String> = pairs.iter().filter_map(|p| p.fix.clone()).collect();
     fixes.dedup();
-    let unknowns = pairs.iter().flat_map(|p| p.unknowns.iter().cloned()).collect();
+    let unknowns = pairs
+        .iter()
+        .flat_map(|p| p.unknowns.iter().cloned())
+        .collect();
     Check {
         provider,
         clients: clients.to_vec(),
@@ -211,7 +215,11 @@ mod tests {
     use crate::topology::{Function, P2pmemInfo};
 
     fn prov(mut f: Function, published: bool) -> Function {
-        f.p2pmem = Some(P2pmemInfo { size: Some(1 << 24), available: Some(1 << 24), published: Some(published) });
+        f.p2pmem = Some(P2pmemInfo {
+            size: Some(1 << 24),
+            available: Some(1 << 24),
+            published: Some(published),
+        });
         f
     }
 
@@ -223,8 +231,14 @@ mod tests {
             func(&["00:04.0", "01:00.0", "02:00.0"], Some(6), None),
             func(&["00:04.0", "01:00.0", "02:01.0"], Some(6), None),
             func(&["00:04.0", "01:00.0", "02:02.0"], Some(6), None),
-            prov(func(&["00:04.0", "01:00.0", "02:00.0", "03:00.0"], Some(0), None), true),
-            prov(func(&["00:04.0", "01:00.0", "02:01.0", "04:00.0"], Some(0), None), true),
+            prov(
+                func(&["00:04.0", "01:00.0", "02:00.0", "03:00.0"], Some(0), None),
+                true,
+            ),
+            prov(
+                func(&["00:04.0", "01:00.0", "02:01.0", "04:00.0"], Some(0), None),
+                true,
+            ),
             func(&["00:04.0", "01:00.0", "02:02.0", "05:00.0"], Some(0), None),
             func(&["00:05.0"], Some(4), Some(0)),
             prov(func(&["00:05.0", "06:00.0"], Some(0), None), true),
@@ -237,20 +251,48 @@ mod tests {
     fn rules(family: u32) -> Rules {
         Rules {
             kernel: KernelVersion::new(6, 12, 0),
-            cpu: CpuInfo { vendor_id: Some("AuthenticAMD".into()), family: Some(family), model_name: None },
+            cpu: CpuInfo {
+                vendor_id: Some("AuthenticAMD".into()),
+                family: Some(family),
+                model_name: None,
+            },
         }
     }
 
     #[test]
     fn many_clients_sum_or_fail() {
         let t = topo();
-        let c = check(&t, &rules(15), bdf("03:00.0"), &[bdf("04:00.0"), bdf("05:00.0")]).unwrap();
-        assert_eq!((c.supported, c.distance, c.map_type), (Some(true), Some(8), Some(MapType::BusAddr)));
-        let c = check(&t, &rules(15), bdf("03:00.0"), &[bdf("04:00.0"), bdf("06:00.0")]).unwrap();
+        let c = check(
+            &t,
+            &rules(15),
+            bdf("03:00.0"),
+            &[bdf("04:00.0"), bdf("05:00.0")],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.supported, c.distance, c.map_type),
+            (Some(true), Some(8), Some(MapType::BusAddr))
+        );
+        let c = check(
+            &t,
+            &rules(15),
+            bdf("03:00.0"),
+            &[bdf("04:00.0"), bdf("06:00.0")],
+        )
+        .unwrap();
         assert_eq!((c.supported, c.distance), (Some(false), None));
         assert_eq!(c.messages.len(), 1, "verbose: every client's warnings");
-        let c = check(&t, &rules(23), bdf("03:00.0"), &[bdf("04:00.0"), bdf("06:00.0")]).unwrap();
-        assert_eq!((c.map_type, c.distance), (Some(MapType::ThruHostBridge), Some(4 + 6)));
+        let c = check(
+            &t,
+            &rules(23),
+            bdf("03:00.0"),
+            &[bdf("04:00.0"), bdf("06:00.0")],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.map_type, c.distance),
+            (Some(MapType::ThruHostBridge), Some(4 + 6))
+        );
     }
 
     #[test]
@@ -264,7 +306,11 @@ mod tests {
     fn find_picks_closest_and_lists_ties() {
         let t = topo();
         let f = find(&t, &rules(15), &[bdf("05:00.0")]).unwrap();
-        assert_eq!(f.best, vec![bdf("03:00.0"), bdf("04:00.0")], "a tie: the kernel picks at random");
+        assert_eq!(
+            f.best,
+            vec![bdf("03:00.0"), bdf("04:00.0")],
+            "a tie: the kernel picks at random"
+        );
         assert_eq!(f.best_distance, Some(4));
         let f = find(&t, &rules(15), &[bdf("03:00.0")]).unwrap();
         assert_eq!(f.best, vec![bdf("03:00.0")]);

@@ -290,7 +290,11 @@ pub(crate) mod tests {
         let (config, class) = match port {
             Some(p) => {
                 let bytes = pcie_function(p, acs);
-                let class = if matches!(p, 4..=6) { 0x060400 } else { 0x010802 };
+                let class = if matches!(p, 4..=6) {
+                    0x060400
+                } else {
+                    0x010802
+                };
                 (ConfigSpace::from_bytes(&bytes).ok(), class)
             }
             None => {
@@ -302,7 +306,10 @@ pub(crate) mod tests {
         };
         Function {
             bdf: me,
-            host_bridge: HostBridgeId { domain: me.domain, bus: path[0].bus },
+            host_bridge: HostBridgeId {
+                domain: me.domain,
+                bus: path[0].bus,
+            },
             path,
             vendor: 0x1b36,
             device: 0x0010,
@@ -323,7 +330,10 @@ pub(crate) mod tests {
         ])
         .unwrap();
         let ep = bdf("03:00.0");
-        assert_eq!(t.upstream_chain(&ep), vec![ep, bdf("02:00.0"), bdf("01:00.0"), bdf("00:04.0")]);
+        assert_eq!(
+            t.upstream_chain(&ep),
+            vec![ep, bdf("02:00.0"), bdf("01:00.0"), bdf("00:04.0")]
+        );
         assert_eq!(t.upstream_bridge(&ep), Some(bdf("02:00.0")));
         assert_eq!(t.upstream_bridge(&bdf("00:04.0")), None);
         assert_eq!(t.children(&bdf("01:00.0")).count(), 1);
@@ -336,7 +346,10 @@ pub(crate) mod tests {
         f.path = vec![bdf("00:05.0")];
         assert!(Topology::new(vec![f]).is_err());
         let f = func(&["00:04.0"], Some(4), None);
-        assert_eq!(Topology::new(vec![f.clone(), f]).unwrap_err(), TopologyError::Duplicate(bdf("00:04.0")));
+        assert_eq!(
+            Topology::new(vec![f.clone(), f]).unwrap_err(),
+            TopologyError::Duplicate(bdf("00:04.0"))
+        );
     }
 
     #[test]
@@ -344,17 +357,32 @@ pub(crate) mod tests {
         let new = KernelVersion::new(6, 12, 0);
         let old = KernelVersion::new(5, 15, 0);
         // pxb-pcie style: the first device on bus 0x80 is a root port at 80:00.0.
-        let t = Topology::new(vec![func(&["80:00.0"], Some(4), None), func(&["00:00.0"], None, None)]).unwrap();
-        let hb80 = HostBridgeId { domain: 0, bus: 0x80 };
+        let t = Topology::new(vec![
+            func(&["80:00.0"], Some(4), None),
+            func(&["00:00.0"], None, None),
+        ])
+        .unwrap();
+        let hb80 = HostBridgeId {
+            domain: 0,
+            bus: 0x80,
+        };
         assert_eq!(t.representative(hb80, new).usable, Some(true));
         // A root port at a non-zero devfn counts only from 5.19.
-        let t = Topology::new(vec![func(&["00:01.0"], Some(4), None), func(&["00:02.0"], Some(0), None)]).unwrap();
+        let t = Topology::new(vec![
+            func(&["00:01.0"], Some(4), None),
+            func(&["00:02.0"], Some(0), None),
+        ])
+        .unwrap();
         let hb0 = HostBridgeId { domain: 0, bus: 0 };
         let r = t.representative(hb0, new);
         assert_eq!((r.bdf, r.usable), (Some(bdf("00:01.0")), Some(true)));
         assert_eq!(t.representative(hb0, old).usable, Some(false));
         // An endpoint first at a non-zero devfn never matches.
-        let t = Topology::new(vec![func(&["00:02.0"], Some(0), None), func(&["00:03.0"], Some(4), None)]).unwrap();
+        let t = Topology::new(vec![
+            func(&["00:02.0"], Some(0), None),
+            func(&["00:03.0"], Some(4), None),
+        ])
+        .unwrap();
         assert_eq!(t.representative(hb0, new).usable, Some(false));
     }
 }

@@ -7,12 +7,20 @@ const V6_12: KernelVersion = KernelVersion::new(6, 12, 117);
 fn rules(family: u32) -> Rules {
     Rules {
         kernel: V6_12,
-        cpu: CpuInfo { vendor_id: Some("AuthenticAMD".into()), family: Some(family), model_name: None },
+        cpu: CpuInfo {
+            vendor_id: Some("AuthenticAMD".into()),
+            family: Some(family),
+            model_name: None,
+        },
     }
 }
 
 fn provider(mut f: Function) -> Function {
-    f.p2pmem = Some(P2pmemInfo { size: Some(16 << 20), available: Some(16 << 20), published: Some(true) });
+    f.p2pmem = Some(P2pmemInfo {
+        size: Some(16 << 20),
+        available: Some(16 << 20),
+        published: Some(true),
+    });
     f
 }
 
@@ -33,8 +41,16 @@ fn q35(rp7_acs: u16) -> Topology {
         func(&["00:04.0", "01:00.0"], Some(5), None),
         func(&["00:04.0", "01:00.0", "02:00.0"], Some(6), None),
         func(&["00:04.0", "01:00.0", "02:01.0"], Some(6), None),
-        provider(func(&["00:04.0", "01:00.0", "02:00.0", "03:00.0"], Some(0), None)),
-        provider(func(&["00:04.0", "01:00.0", "02:01.0", "04:00.0"], Some(0), None)),
+        provider(func(
+            &["00:04.0", "01:00.0", "02:00.0", "03:00.0"],
+            Some(0),
+            None,
+        )),
+        provider(func(
+            &["00:04.0", "01:00.0", "02:01.0", "04:00.0"],
+            Some(0),
+            None,
+        )),
         func(&["00:05.0"], Some(4), Some(0)),
         provider(func(&["00:05.0", "05:00.0"], Some(0), None)),
         func(&["00:07.0"], Some(4), Some(rp7_acs)),
@@ -52,7 +68,11 @@ fn distances_follow_the_kernel_table() {
     assert_eq!(d("03:00.0", "03:00.0").walk_distance, 0);
     assert_eq!(d("06:00.0", "06:00.1").walk_distance, 2);
     assert_eq!(d("03:00.0", "04:00.0").walk_distance, 4);
-    assert_eq!(d("03:00.0", "05:00.0").walk_distance, 6, "4 + 2, no common device");
+    assert_eq!(
+        d("03:00.0", "05:00.0").walk_distance,
+        6,
+        "4 + 2, no common device"
+    );
     let same_switch = d("03:00.0", "04:00.0");
     assert_eq!(same_switch.map_type, Some(MapType::BusAddr));
     assert_eq!(same_switch.common_upstream, Some(bdf("01:00.0")));
@@ -65,7 +85,11 @@ fn cross_root_port_needs_zen_on_q35() {
     let v = decide(&t, &rules(15), bdf("05:00.0"), bdf("04:00.0")).unwrap();
     assert_eq!(v.map_type, Some(MapType::NotSupported));
     assert_eq!(v.supported, Some(false));
-    assert_eq!(v.messages.len(), 1, "no whitelist warning without an ACS redirect");
+    assert_eq!(
+        v.messages.len(),
+        1,
+        "no whitelist warning without an ACS redirect"
+    );
     assert_eq!(v.messages[0].line, "nvme 0000:04:00.0: cannot be used for peer-to-peer DMA as the client and provider (0000:05:00.0) do not share an upstream bridge or whitelisted host bridge");
     let v = decide(&t, &rules(23), bdf("05:00.0"), bdf("04:00.0")).unwrap();
     assert_eq!(v.map_type, Some(MapType::ThruHostBridge));
@@ -98,9 +122,19 @@ fn acs_redirect_on_the_common_root_port() {
     assert_eq!(v.messages.len(), 2);
     // Only EC counts too; SV/UF/TB/DT alone do not.
     let t = q35(0x0020);
-    assert_eq!(decide(&t, &rules(15), bdf("06:00.0"), bdf("06:00.1")).unwrap().map_type, Some(MapType::NotSupported));
+    assert_eq!(
+        decide(&t, &rules(15), bdf("06:00.0"), bdf("06:00.1"))
+            .unwrap()
+            .map_type,
+        Some(MapType::NotSupported)
+    );
     let t = q35(0x0053);
-    assert_eq!(decide(&t, &rules(15), bdf("06:00.0"), bdf("06:00.1")).unwrap().map_type, Some(MapType::BusAddr));
+    assert_eq!(
+        decide(&t, &rules(15), bdf("06:00.0"), bdf("06:00.1"))
+            .unwrap()
+            .map_type,
+        Some(MapType::BusAddr)
+    );
 }
 
 #[test]
@@ -117,10 +151,22 @@ fn acs_test_is_asymmetric() {
     t = Topology::new(fns).unwrap();
     let v = decide(&t, &rules(15), bdf("03:00.0"), bdf("04:00.0")).unwrap();
     assert_eq!(v.acs_redirect, vec![bdf("02:01.0")]);
-    assert_eq!(v.acs_tests.iter().filter(|a| a.side == Side::Client).count(), 2);
+    assert_eq!(
+        v.acs_tests
+            .iter()
+            .filter(|a| a.side == Side::Client)
+            .count(),
+        2
+    );
     let v = decide(&t, &rules(15), bdf("04:00.0"), bdf("03:00.0")).unwrap();
     assert_eq!(v.acs_redirect, vec![bdf("02:01.0")]);
-    assert_eq!(v.acs_tests.iter().filter(|a| a.side == Side::Provider).count(), 2);
+    assert_eq!(
+        v.acs_tests
+            .iter()
+            .filter(|a| a.side == Side::Provider)
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -133,7 +179,11 @@ fn provider_with_acs_redirect_even_to_itself() {
     let v = decide(&t, &rules(15), bdf("01:00.0"), bdf("01:00.0")).unwrap();
     assert_eq!(v.walk_distance, 0);
     assert_eq!(v.acs_redirect, vec![bdf("01:00.0")]);
-    assert_eq!(v.map_type, Some(MapType::NotSupported), "no host bridge entry for an empty root bus 00.0");
+    assert_eq!(
+        v.map_type,
+        Some(MapType::NotSupported),
+        "no host bridge entry for an empty root bus 00.0"
+    );
 }
 
 #[test]
@@ -176,15 +226,27 @@ fn whitelisted_host_bridges() {
     let mut hb = func(&["00:00.0"], None, None);
     hb.vendor = 0x8086;
     hb.device = 0x2030;
-    let mut t: Vec<Function> = q35(0).functions().cloned().filter(|f| f.bdf != bdf("00:00.0")).collect();
+    let mut t: Vec<Function> = q35(0)
+        .functions()
+        .cloned()
+        .filter(|f| f.bdf != bdf("00:00.0"))
+        .collect();
     t.push(hb);
     let t = Topology::new(t).unwrap();
     let v = decide(&t, &rules(15), bdf("05:00.0"), bdf("04:00.0")).unwrap();
     assert_eq!(v.map_type, Some(MapType::ThruHostBridge));
     assert!(matches!(v.rule_h, Some(RuleH::Whitelisted { .. })));
     // Before 5.4 nothing is modelled; on 5.4 the entry exists too.
-    let r = Rules { kernel: KernelVersion::new(5, 4, 0), ..rules(15) };
-    assert_eq!(decide(&t, &r, bdf("05:00.0"), bdf("04:00.0")).unwrap().map_type, Some(MapType::ThruHostBridge));
+    let r = Rules {
+        kernel: KernelVersion::new(5, 4, 0),
+        ..rules(15)
+    };
+    assert_eq!(
+        decide(&t, &r, bdf("05:00.0"), bdf("04:00.0"))
+            .unwrap()
+            .map_type,
+        Some(MapType::ThruHostBridge)
+    );
 }
 
 #[test]
@@ -211,7 +273,9 @@ fn same_host_bridge_only_entries_refuse_across_bridges_silently() {
     let v = decide(&t, &rules(15), bdf("01:00.0"), bdf("81:00.0")).unwrap();
     assert_eq!(v.map_type, Some(MapType::NotSupported));
     match v.rule_h {
-        Some(RuleH::Refused { bridges }) => assert_eq!(bridges.len(), 1, "the kernel stops at the first refusal"),
+        Some(RuleH::Refused { bridges }) => {
+            assert_eq!(bridges.len(), 1, "the kernel stops at the first refusal")
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -1,0 +1,271 @@
+//! Paths inside a root directory, with symlinks resolved *inside* that root.
+//!
+//! sysfs is a forest of relative symlinks (`sys/bus/pci/devices/<BDF>` ->
+//! `../../../devices/pci0000:00/...`). A capture keeps them, and may also hold absolute
+//! ones; both are followed as if the root were `/`, never escaping it. Loops and dangling
+//! links are errors that name the path.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Most symlinks followed in one resolution (the kernel's limit is 40).
+pub const MAX_LINKS: usize = 40;
+
+/// Why a path could not be read or resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// An I/O error on a path.
+    #[error("{path}: {what}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Too many symlinks: a loop.
+    #[error("{path}: too many levels of symbolic links (a loop?)")]
+    Loop {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file's content is not what the kernel writes there.
+    #[error("{path}: unexpected content {content:?}: {why}")]
+    Parse {
+        /// The path.
+        path: PathBuf,
+        /// What was read (shortened).
+        content: String,
+        /// What was expected.
+        why: &'static str,
+    },
+}
+
+/// A root directory that stands for `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootFs {
+    root: PathBuf,
+}
+
+impl RootFs {
+    /// A root; `/` for the live system.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `rel` joined onto the root (no symlink resolution). `rel` is relative to `/`.
+    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let rel = rel.as_ref();
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        self.root.join(rel)
+    }
+
+    /// Resolve `rel` (relative to the root) following symlinks inside the root. Returns
+    /// the resolved path relative to the root (`sys/devices/pci0000:00/...`).
+    pub fn resolve(&self, rel: impl AsRef<Path>) -> Result<PathBuf, FsError> {
+        let mut done: Vec<OsString> = Vec::new();
+        let mut todo: Vec<OsString> = Vec::new();
+        push_components(&mut todo, rel.as_ref());
+        let mut links = 0usize;
+        while let Some(c) = todo.pop() {
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            if c == "." || c.is_empty() {
+                continue;
+            }
+            done.push(c);
+            let here: PathBuf = self.root.join(done.iter().collect::<PathBuf>());
+            let meta = match std::fs::symlink_metadata(&here) {
+                Ok(m) => m,
+                Err(source) => {
+                    return Err(FsError::Io {
+                        path: here,
+                        what: "cannot resolve",
+                        source,
+                    })
+                }
+            };
+            if meta.file_type().is_symlink() {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(FsError::Loop { path: here });
+                }
+                let target = std::fs::read_link(&here).map_err(|source| FsError::Io {
+                    path: here.clone(),
+                    what: "cannot read link",
+                    source,
+                })?;
+                done.pop();
+                if target.is_absolute() {
+                    done.clear();
+                }
+                push_components(&mut todo, &target);
+            }
+        }
+        Ok(done.iter().collect())
+    }
+
+    /// Read a whole file.
+    pub fn read(&self, rel: impl AsRef<Path>) -> Result<Vec<u8>, FsError> {
+        let p = self.path(rel);
+        std::fs::read(&p).map_err(|source| FsError::Io {
+            path: p,
+            what: "cannot read",
+            source,
+        })
+    }
+
+    /// Read a text file, trimmed; `None` when it does not exist.
+    pub fn read_opt_string(&self, rel: impl AsRef<Path>) -> Result<Option<String>, FsError> {
+        let p = self.path(rel);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).trim().to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(FsError::Io {
+                path: p,
+                what: "cannot read",
+                source,
+            }),
+        }
+    }
+
+    /// Does `rel` exist (following links)?
+    pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
+        self.path(rel).exists()
+    }
+
+    /// Names in a directory, sorted; empty when it does not exist.
+    pub fn list(&self, rel: impl AsRef<Path>) -> Result<Vec<String>, FsError> {
+        let p = self.path(rel);
+        let rd = match std::fs::read_dir(&p) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(FsError::Io {
+                    path: p,
+                    what: "cannot list",
+                    source,
+                })
+            }
+        };
+        let mut names = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|source| FsError::Io {
+                path: p.clone(),
+                what: "cannot list",
+                source,
+            })?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Parse a hex sysfs value like `0x8086`.
+    pub fn read_hex(&self, rel: impl AsRef<Path>) -> Result<u32, FsError> {
+        let rel = rel.as_ref();
+        let bytes = self.read(rel)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let t = text.trim();
+        let digits = t.strip_prefix("0x").unwrap_or(t);
+        u32::from_str_radix(digits, 16).map_err(|_| FsError::Parse {
+            path: self.path(rel),
+            content: t.chars().take(40).collect(),
+            why: "expected a hexadecimal number like 0x8086",
+        })
+    }
+
+    /// Parse a decimal sysfs value like `16777216`.
+    pub fn read_u64(&self, rel: impl AsRef<Path>) -> Result<u64, FsError> {
+        let rel = rel.as_ref();
+        let bytes = self.read(rel)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let t = text.trim();
+        t.parse().map_err(|_| FsError::Parse {
+            path: self.path(rel),
+            content: t.chars().take(40).collect(),
+            why: "expected a decimal number",
+        })
+    }
+}
+
+fn push_components(todo: &mut Vec<OsString>, p: &Path) {
+    // `todo` is a stack: push in reverse so the first component is popped first.
+    let comps: Vec<OsString> = p
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => None,
+        })
+        .collect();
+    todo.extend(comps.into_iter().rev());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn resolves_relative_and_absolute_links_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let r = RootFs::new(d.path());
+        std::fs::create_dir_all(r.path("sys/devices/pci0000:00/0000:00:04.0")).unwrap();
+        std::fs::create_dir_all(r.path("sys/bus/pci/devices")).unwrap();
+        symlink(
+            "../../../devices/pci0000:00/0000:00:04.0",
+            r.path("sys/bus/pci/devices/0000:00:04.0"),
+        )
+        .unwrap();
+        symlink("/sys/devices/pci0000:00", r.path("sys/abs")).unwrap();
+        assert_eq!(
+            r.resolve("sys/bus/pci/devices/0000:00:04.0").unwrap(),
+            PathBuf::from("sys/devices/pci0000:00/0000:00:04.0")
+        );
+        assert_eq!(
+            r.resolve("/sys/abs/0000:00:04.0").unwrap(),
+            PathBuf::from("sys/devices/pci0000:00/0000:00:04.0")
+        );
+        // `..` never climbs above the root.
+        assert_eq!(
+            r.resolve("../../sys/devices").unwrap(),
+            PathBuf::from("sys/devices")
+        );
+    }
+
+    #[test]
+    fn loops_and_dangling_links_are_errors_naming_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        let r = RootFs::new(d.path());
+        symlink("b", r.path("a")).unwrap();
+        symlink("a", r.path("b")).unwrap();
+        let e = r.resolve("a").unwrap_err();
+        assert!(matches!(e, FsError::Loop { .. }), "{e}");
+        symlink("nowhere", r.path("dangling")).unwrap();
+        let e = r.resolve("dangling/x").unwrap_err();
+        assert!(e.to_string().contains("nowhere"), "{e}");
+    }
+
+    #[test]
+    fn parse_errors_name_the_path_and_content() {
+        let d = tempfile::tempdir().unwrap();
+        let r = RootFs::new(d.path());
+        std::fs::write(r.path("size"), "sixteen\n").unwrap();
+        let e = r.read_u64("size").unwrap_err().to_string();
+        assert!(e.contains("size") && e.contains("sixteen"), "{e}");
+        std::fs::write(r.path("vendor"), "0x8086\n").unwrap();
+        assert_eq!(r.read_hex("vendor").unwrap(), 0x8086);
+        assert_eq!(r.read_opt_string("missing").unwrap(), None);
+    }
+}

@@ -1,0 +1,451 @@
+//! Read a whole system (live or captured) into the model's terms: PCI functions with
+//! their config space and p2pmem state, NVMe controllers and namespaces, RDMA devices,
+//! CPU 0, the kernel version, command line and config.
+//!
+//! Only a missing root or PCI device directory is fatal. Everything else that is missing
+//! or malformed becomes a [`Problem`] naming the path, and the answer is partial.
+
+use crate::kconfig::KernelConfig;
+use crate::rootfs::{FsError, RootFs};
+use p2pmem_model::config_space::ConfigSpace;
+use p2pmem_model::cpu::CpuInfo;
+use p2pmem_model::distance::Rules;
+use p2pmem_model::topology::{Function, P2pmemInfo, Topology};
+use p2pmem_model::{Bdf, HostBridgeId, KernelVersion};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Where PCI functions are listed, relative to the root.
+pub const PCI_DEVICES: &str = "sys/bus/pci/devices";
+
+/// Something that could not be read; the rest of the answer stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The path concerned (as seen from the root, e.g. `/sys/bus/...`).
+    pub path: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// Why a system could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The root directory does not exist.
+    #[error("root directory {0} does not exist or is not a directory")]
+    NoRoot(PathBuf),
+    /// No PCI devices directory.
+    #[error("{0} does not exist: no PCI bus in this system or capture")]
+    NoPci(PathBuf),
+    /// An I/O error on something essential.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// The functions found do not form a topology.
+    #[error("the PCI functions found do not form a tree: {0}")]
+    Topology(#[from] p2pmem_model::topology::TopologyError),
+}
+
+/// An NVMe controller (`/sys/class/nvme/nvmeN`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NvmeController {
+    /// `nvme0`.
+    pub name: String,
+    /// Its PCI function, when it is an nvme-pci controller.
+    pub bdf: Option<Bdf>,
+    /// `transport` (`pcie`, `rdma`, `tcp`, `loop`...), when readable.
+    pub transport: Option<String>,
+    /// `cmbloc` and `cmbsz` register values, when the controller has a CMB.
+    pub cmb: Option<(u32, u32)>,
+}
+
+/// A block device whose DMA is done by a PCI function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlockDevice {
+    /// `nvme0n1`.
+    pub name: String,
+    /// The PCI function(s) doing its DMA: one, or one per path of a multipath head.
+    pub bdfs: Vec<Bdf>,
+    /// Is it an NVMe multipath head disk (no PCI parent of its own)?
+    pub multipath_head: bool,
+}
+
+/// An RDMA device (`/sys/class/infiniband/<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RdmaDevice {
+    /// `mlx5_0`.
+    pub name: String,
+    /// Its PCI function, if it has one (soft-RoCE has none).
+    pub bdf: Option<Bdf>,
+}
+
+/// Everything p2pmem knows about a system.
+#[derive(Debug, Clone, Serialize)]
+pub struct System {
+    /// The root it was read from.
+    pub root: PathBuf,
+    /// The PCI functions.
+    pub topology: Topology,
+    /// Kernel version and CPU: the rules that apply.
+    pub rules: Rules,
+    /// `osrelease` as read.
+    pub kernel_release: Option<String>,
+    /// Whether the version was known or assumed.
+    pub kernel_version_assumed: bool,
+    /// `/proc/cmdline`.
+    pub cmdline: Option<String>,
+    /// The kernel config, where exposed.
+    pub kernel_config: Option<KernelConfig>,
+    /// NVMe controllers.
+    pub nvme: Vec<NvmeController>,
+    /// Block devices backed by PCI functions.
+    pub block: Vec<BlockDevice>,
+    /// RDMA devices.
+    pub rdma: Vec<RdmaDevice>,
+    /// Functions whose config space read was cut to 64 bytes (not root).
+    pub truncated_config: Vec<Bdf>,
+    /// IOMMU instances (`/sys/class/iommu`).
+    pub iommus: Vec<String>,
+    /// What could not be read.
+    pub problems: Vec<Problem>,
+}
+
+/// The chain of PCI functions in a resolved device path: the components after the last
+/// `pciDDDD:BB` host-bridge component that parse as addresses, and that host bridge.
+pub fn chain_from_path(resolved: &Path) -> Option<(HostBridgeId, Vec<Bdf>)> {
+    let comps: Vec<String> = resolved
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let hb_pos = comps
+        .iter()
+        .rposition(|c| c.parse::<HostBridgeId>().is_ok())?;
+    let hb = comps[hb_pos].parse().ok()?;
+    let mut chain = Vec::new();
+    for c in &comps[hb_pos + 1..] {
+        match c.parse::<Bdf>() {
+            Ok(b) if c.len() >= 12 => chain.push(b),
+            _ => break,
+        }
+    }
+    (!chain.is_empty()).then_some((hb, chain))
+}
+
+/// The last PCI function in a resolved device path (the device doing the DMA).
+pub fn pci_function_of(resolved: &Path) -> Option<Bdf> {
+    chain_from_path(resolved).and_then(|(_, c)| c.last().copied())
+}
+
+struct Reader {
+    fs: RootFs,
+    problems: Vec<Problem>,
+}
+
+impl Reader {
+    fn problem(&mut self, path: impl AsRef<Path>, what: impl Into<String>) {
+        self.problems.push(Problem {
+            path: format!("/{}", path.as_ref().display()),
+            what: what.into(),
+        });
+    }
+
+    fn fs_problem(&mut self, e: &FsError) {
+        let (path, what) = match e {
+            FsError::Io { path, what, source } => (path.clone(), format!("{what}: {source}")),
+            FsError::Loop { path } => (path.clone(), "symbolic link loop".to_string()),
+            FsError::Parse { path, content, why } => (
+                path.clone(),
+                format!("unexpected content {content:?}: {why}"),
+            ),
+        };
+        let rel = path
+            .strip_prefix(self.fs.root())
+            .map(Path::to_path_buf)
+            .unwrap_or(path);
+        self.problem(rel, what);
+    }
+
+    fn function(&mut self, name: &str, truncated: &mut Vec<Bdf>) -> Option<Function> {
+        let link = format!("{PCI_DEVICES}/{name}");
+        let bdf: Bdf = match name.parse() {
+            Ok(b) => b,
+            Err(_) => {
+                self.problem(&link, "not a PCI address; skipped");
+                return None;
+            }
+        };
+        let dir = match self.fs.resolve(&link) {
+            Ok(d) => d,
+            Err(e) => {
+                self.fs_problem(&e);
+                return None;
+            }
+        };
+        let Some((host_bridge, path)) = chain_from_path(&dir) else {
+            self.problem(
+                &dir,
+                "device path has no pciDDDD:BB host bridge component; skipped",
+            );
+            return None;
+        };
+        if path.last() != Some(&bdf) {
+            self.problem(&dir, format!("path does not end with {bdf}; skipped"));
+            return None;
+        }
+        let config = self.config(&dir, bdf, truncated);
+        let mut id = |file: &str, from_cfg: Option<u32>| -> u32 {
+            match self.fs.read_hex(dir.join(file)) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.fs_problem(&e);
+                    from_cfg.unwrap_or(0xffff)
+                }
+            }
+        };
+        let vendor = id("vendor", config.as_ref().map(|c| u32::from(c.vendor_id())));
+        let device = id("device", config.as_ref().map(|c| u32::from(c.device_id())));
+        let class = id("class", config.as_ref().map(ConfigSpace::class_code));
+        let driver = std::fs::read_link(self.fs.path(dir.join("driver")))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let p2pmem = self.p2pmem(&dir);
+        Some(Function {
+            bdf,
+            host_bridge,
+            path,
+            vendor: (vendor & 0xffff) as u16,
+            device: (device & 0xffff) as u16,
+            class,
+            config,
+            driver,
+            p2pmem,
+        })
+    }
+
+    fn config(&mut self, dir: &Path, bdf: Bdf, truncated: &mut Vec<Bdf>) -> Option<ConfigSpace> {
+        let rel = dir.join("config");
+        let full = self.fs.path(&rel);
+        let exposed = std::fs::metadata(&full)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        let bytes = match self.fs.read(&rel) {
+            Ok(b) => b,
+            Err(e) => {
+                self.fs_problem(&e);
+                return None;
+            }
+        };
+        match ConfigSpace::new(bytes, exposed) {
+            Ok(cs) => {
+                if cs.is_truncated() || cs.exposed_len() <= 64 {
+                    truncated.push(bdf);
+                }
+                Some(cs)
+            }
+            Err(e) => {
+                self.problem(&rel, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn p2pmem(&mut self, dir: &Path) -> Option<P2pmemInfo> {
+        let p = dir.join("p2pmem");
+        if !self.fs.path(&p).is_dir() {
+            return None;
+        }
+        let mut num = |f: &str| match self.fs.read_u64(p.join(f)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.fs_problem(&e);
+                None
+            }
+        };
+        let size = num("size");
+        let available = num("available");
+        let published = match num("published") {
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            Some(other) => {
+                self.problem(
+                    p.join("published"),
+                    format!("expected 0 or 1, read {other}"),
+                );
+                None
+            }
+            None => None,
+        };
+        Some(P2pmemInfo {
+            size,
+            available,
+            published,
+        })
+    }
+
+    fn class_dir_bdf(&mut self, rel: &str) -> Option<Bdf> {
+        match self.fs.resolve(rel) {
+            Ok(p) => pci_function_of(&p),
+            Err(e) => {
+                self.fs_problem(&e);
+                None
+            }
+        }
+    }
+
+    fn list(&mut self, rel: &str) -> Vec<String> {
+        match self.fs.list(rel) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fs_problem(&e);
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Read the system below `root`.
+pub fn read_system(root: &Path) -> Result<System, ReadError> {
+    if !root.is_dir() {
+        return Err(ReadError::NoRoot(root.to_path_buf()));
+    }
+    let mut r = Reader {
+        fs: RootFs::new(root),
+        problems: Vec::new(),
+    };
+    if !r.fs.path(PCI_DEVICES).is_dir() {
+        return Err(ReadError::NoPci(r.fs.path(PCI_DEVICES)));
+    }
+    let mut truncated = Vec::new();
+    let mut functions = Vec::new();
+    for name in r.fs.list(PCI_DEVICES)? {
+        if let Some(f) = r.function(&name, &mut truncated) {
+            functions.push(f);
+        }
+    }
+    let topology = Topology::new(functions)?;
+
+    let release = match r.fs.read_opt_string("proc/sys/kernel/osrelease") {
+        Ok(v) => v,
+        Err(e) => {
+            r.fs_problem(&e);
+            None
+        }
+    };
+    let parsed = release.as_deref().map(str::parse::<KernelVersion>);
+    let (kernel, assumed) = match parsed {
+        Some(Ok(v)) => (v, false),
+        Some(Err(e)) => {
+            r.problem(
+                "proc/sys/kernel/osrelease",
+                format!("{e}; assuming the newest rules"),
+            );
+            (KernelVersion::NEWEST_READ, true)
+        }
+        None => {
+            r.problem(
+                "proc/sys/kernel/osrelease",
+                "missing; assuming the newest rules",
+            );
+            (KernelVersion::NEWEST_READ, true)
+        }
+    };
+    let cpu = match r.fs.read("proc/cpuinfo") {
+        Ok(b) => CpuInfo::parse(&b),
+        Err(e) => {
+            r.fs_problem(&e);
+            CpuInfo::default()
+        }
+    };
+    let cmdline = r.fs.read_opt_string("proc/cmdline").unwrap_or(None);
+    let kernel_config = KernelConfig::read(&r.fs, release.as_deref());
+
+    let mut nvme = Vec::new();
+    for name in r.list("sys/class/nvme") {
+        let base = format!("sys/class/nvme/{name}");
+        let bdf = r.class_dir_bdf(&base);
+        let transport =
+            r.fs.read_opt_string(format!("{base}/transport"))
+                .unwrap_or(None);
+        let reg = |r: &mut Reader, f: &str| -> Option<u32> {
+            r.fs.read_opt_string(format!("{base}/{f}"))
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse().ok())
+        };
+        let cmb = match (reg(&mut r, "cmbloc"), reg(&mut r, "cmbsz")) {
+            (Some(l), Some(s)) => Some((l, s)),
+            _ => None,
+        };
+        nvme.push(NvmeController {
+            name,
+            bdf,
+            transport,
+            cmb,
+        });
+    }
+
+    let mut block = Vec::new();
+    for name in r.list("sys/class/block") {
+        let rel = format!("sys/class/block/{name}");
+        let Ok(resolved) = r.fs.resolve(&rel) else {
+            continue;
+        };
+        if let Some(bdf) = pci_function_of(&resolved) {
+            block.push(BlockDevice {
+                name,
+                bdfs: vec![bdf],
+                multipath_head: false,
+            });
+            continue;
+        }
+        // An NVMe multipath head: its paths are listed under `multipath/`.
+        let paths = r.fs.list(format!("{rel}/multipath")).unwrap_or_default();
+        let bdfs: Vec<Bdf> = paths
+            .iter()
+            .filter_map(|p| r.fs.resolve(format!("{rel}/multipath/{p}")).ok())
+            .filter_map(|p| pci_function_of(&p))
+            .collect();
+        if !bdfs.is_empty() {
+            block.push(BlockDevice {
+                name,
+                bdfs,
+                multipath_head: true,
+            });
+        }
+    }
+
+    let mut rdma = Vec::new();
+    for name in r.list("sys/class/infiniband") {
+        let dev = format!("sys/class/infiniband/{name}/device");
+        let bdf = if r.fs.path(&dev).exists() {
+            r.class_dir_bdf(&dev)
+        } else {
+            None
+        };
+        rdma.push(RdmaDevice { name, bdf });
+    }
+    let iommus = r.list("sys/class/iommu");
+
+    Ok(System {
+        root: root.to_path_buf(),
+        topology,
+        rules: Rules { kernel, cpu },
+        kernel_release: release,
+        kernel_version_assumed: assumed,
+        cmdline,
+        kernel_config,
+        nvme,
+        block,
+        rdma,
+        truncated_config: truncated,
+        iommus,
+        problems: r.problems,
+    })
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Helpers shared by this crate's tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) use super::tests::scratch_copy;
+}

@@ -1,0 +1,170 @@
+use super::*;
+use std::os::unix::fs::symlink;
+
+/// The repository's copy of the ground-truth captures (scripts/import-truth).
+pub(crate) fn truth_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/truth")
+}
+
+fn s01() -> PathBuf {
+    truth_dir().join("s01_switch_cmbmix_fam15/root")
+}
+
+/// Copy a fixture root into a temp dir (symlinks kept) so a test can break it.
+pub(crate) fn scratch_copy(src: &Path) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(d.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::process::Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(d.path())
+        .status()
+        .unwrap();
+    d
+}
+
+#[test]
+fn reads_the_s01_capture() {
+    let s = read_system(&s01()).unwrap();
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+    assert_eq!(s.rules.kernel, KernelVersion::new(6, 12, 117));
+    assert_eq!(s.rules.cpu.family, Some(15));
+    assert_eq!(s.topology.functions().count(), 17);
+    let providers: Vec<String> = s.topology.providers().map(|f| f.bdf.to_string()).collect();
+    assert_eq!(
+        providers,
+        [
+            "0000:03:00.0",
+            "0000:04:00.0",
+            "0000:06:00.0",
+            "0000:81:00.0"
+        ]
+    );
+    let p = s.topology.get(&"0000:03:00.0".parse().unwrap()).unwrap();
+    let m = p.p2pmem.unwrap();
+    assert_eq!(
+        (m.size, m.available, m.published),
+        (Some(16 << 20), Some((16 << 20) - (64 << 10)), Some(true))
+    );
+    assert_eq!(
+        s.topology
+            .upstream_chain(&p.bdf)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "0000:03:00.0",
+            "0000:02:00.0",
+            "0000:01:00.0",
+            "0000:00:04.0"
+        ]
+    );
+    let e = s.topology.get(&"0000:81:00.0".parse().unwrap()).unwrap();
+    assert_eq!(e.host_bridge.to_string(), "pci0000:80");
+    assert!(s.truncated_config.is_empty());
+}
+
+#[test]
+fn missing_root_or_pci_is_an_error() {
+    let e = read_system(Path::new("/nonexistent/p2pmem-root")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/p2pmem-root"));
+    let d = tempfile::tempdir().unwrap();
+    let e = read_system(d.path()).unwrap_err();
+    assert!(e.to_string().contains("sys/bus/pci/devices"), "{e}");
+}
+
+#[test]
+fn malformed_trees_give_problems_naming_the_path() {
+    let d = scratch_copy(&s01());
+    let root = d.path();
+    let dev =
+        root.join("sys/devices/pci0000:00/0000:00:04.0/0000:01:00.0/0000:02:00.0/0000:03:00.0");
+    std::fs::write(dev.join("p2pmem/size"), "garbage\n").unwrap();
+    std::fs::remove_file(dev.join("vendor")).unwrap();
+    // Truncated config (as an unprivileged reader sees it, file size kept small).
+    let cfg = root.join("sys/devices/pci0000:00/0000:00:05.0/config");
+    let bytes = std::fs::read(&cfg).unwrap();
+    std::fs::write(&cfg, &bytes[..64]).unwrap();
+    // A config shorter than the header.
+    let cfg6 = root.join("sys/devices/pci0000:00/0000:00:05.0/0000:06:00.0/config");
+    std::fs::write(&cfg6, [0u8; 10]).unwrap();
+    // Dangling and looping links, a link to a non-function, a stray file.
+    let devs = root.join("sys/bus/pci/devices");
+    symlink(
+        "../../../devices/pci0000:00/0000:00:09.0",
+        devs.join("0000:00:09.0"),
+    )
+    .unwrap();
+    symlink("0000:00:0b.0", devs.join("0000:00:0a.0")).unwrap();
+    symlink("0000:00:0a.0", devs.join("0000:00:0b.0")).unwrap();
+    symlink("../../../devices/pci0000:00", devs.join("0000:00:0c.0")).unwrap();
+    std::fs::write(devs.join("not-a-bdf"), "").unwrap();
+
+    let s = read_system(root).unwrap();
+    let has = |frag: &str, what: &str| {
+        s.problems
+            .iter()
+            .any(|p| p.path.contains(frag) && p.what.contains(what))
+    };
+    assert!(
+        has("0000:03:00.0/p2pmem/size", "garbage"),
+        "{:#?}",
+        s.problems
+    );
+    assert!(
+        has("0000:03:00.0/vendor", "cannot read"),
+        "{:#?}",
+        s.problems
+    );
+    assert!(
+        has("0000:06:00.0/config", "64-byte header"),
+        "{:#?}",
+        s.problems
+    );
+    assert!(has("0000:00:09.0", "cannot resolve"), "{:#?}", s.problems);
+    assert!(has("0000:00:0", "loop"), "{:#?}", s.problems);
+    assert!(has("not-a-bdf", "not a PCI address"), "{:#?}", s.problems);
+    assert!(
+        has("pci0000:00", "no pciDDDD:BB host bridge component"),
+        "{:#?}",
+        s.problems
+    );
+    // The rest is still there; what was broken is unknown, not guessed.
+    let p = s.topology.get(&"0000:03:00.0".parse().unwrap()).unwrap();
+    assert_eq!(p.p2pmem.unwrap().size, None);
+    assert_eq!(p.vendor, 0x1b36, "vendor falls back to config space");
+    assert_eq!(s.truncated_config, vec!["0000:00:05.0".parse().unwrap()]);
+    let rp = s.topology.get(&"0000:00:05.0".parse().unwrap()).unwrap();
+    assert!(rp.acs().redirects_p2p().is_none());
+    assert!(s
+        .topology
+        .get(&"0000:06:00.0".parse().unwrap())
+        .unwrap()
+        .config
+        .is_none());
+}
+
+#[test]
+fn chains_from_paths() {
+    let (hb, chain) = chain_from_path(Path::new(
+        "sys/devices/pci0000:00/0000:00:0e.0/pci10000:e0/10000:e0:06.0/10000:e1:00.0/nvme/nvme0",
+    ))
+    .unwrap();
+    assert_eq!(
+        hb.to_string(),
+        "pci10000:e0",
+        "VMD: the innermost host bridge counts"
+    );
+    assert_eq!(chain.len(), 2);
+    assert_eq!(
+        pci_function_of(Path::new(
+            "sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1"
+        )),
+        None
+    );
+}
