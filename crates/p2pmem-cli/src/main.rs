@@ -1,1 +1,89 @@
-fn main() {}
+//! `p2pmem`: predict, explain, use and prove Linux PCI peer-to-peer DMA.
+//!
+//! Exit status: 0 yes (allowed, found, healthy), 1 no, 2 error or an answer that depends
+//! on registers this user cannot read. Human output goes to stdout, diagnostics to
+//! stderr; `--json` prints JSON on stdout.
+
+mod agent;
+mod cmd_capture;
+mod cmd_check;
+mod cmd_doctor;
+mod cmd_topo;
+mod output;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Options every subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Read the system below DIR instead of `/` (a capture made by `p2pmem capture`).
+    #[arg(long, value_name = "DIR", default_value = "/", global = true)]
+    pub root: PathBuf,
+    /// Print JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "p2pmem",
+    version,
+    about = "Predict, explain, use and prove Linux PCI peer-to-peer DMA (P2PDMA)",
+    long_about = "p2pmem reproduces the Linux kernel's P2PDMA rules (common upstream bridge, \
+ACS redirect bits, host-bridge whitelist, AMD Zen CPUs) in userspace, so it can say for any \
+provider and clients what the kernel will decide and why, in the kernel's own words, with \
+the fix.\n\nExit status: 0 yes, 1 no, 2 error (or the answer depends on config space this \
+user cannot read: run as root).",
+    after_help = "Examples:\n  p2pmem topo\n  p2pmem check 0000:03:00.0 nvme1n1\n  \
+p2pmem find nvme0n1 nvme1n1\n  p2pmem doctor\n  p2pmem capture /tmp/p2p-capture && \
+p2pmem --root /tmp/p2p-capture topo"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the PCI tree: host bridges, ports and their ACS state, P2P providers, NVMe
+    /// and RDMA clients.
+    Topo(cmd_topo::TopoArgs),
+    /// Would the kernel allow P2P DMA between PROVIDER's p2pmem and CLIENT(s)? Shows the
+    /// map type, distance, the kernel's messages and the fix. Exit 0 yes, 1 no.
+    Check(cmd_check::CheckArgs),
+    /// Which provider(s) would the kernel choose for CLIENT(s)? (`pci_p2pmem_find_many`;
+    /// ties are listed because the kernel picks among them at random.)
+    Find(cmd_check::FindArgs),
+    /// Is P2PDMA usable here? Kernel support, providers, CMBs that failed to register,
+    /// IOMMU and ACS, the CPU/host-bridge rule, caveats; each with what to do.
+    Doctor,
+    /// Copy what p2pmem reads (sysfs, procfs) into DIR in the same layout, to replay it
+    /// with `--root DIR` or attach it to a bug report.
+    Capture(cmd_capture::CaptureArgs),
+    /// Low-level helpers used inside the lab's guest.
+    #[command(hide = true)]
+    Agent(agent::AgentArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Topo(a) => cmd_topo::run(&cli.common, &a),
+        Command::Check(a) => cmd_check::run_check(&cli.common, &a),
+        Command::Find(a) => cmd_check::run_find(&cli.common, &a),
+        Command::Doctor => cmd_doctor::run(&cli.common),
+        Command::Capture(a) => cmd_capture::run(&cli.common, &a),
+        Command::Agent(a) => agent::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+        Err(e) => {
+            eprintln!("p2pmem: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

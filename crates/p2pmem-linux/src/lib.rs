@@ -12,6 +12,7 @@ pub mod kconfig;
 pub mod klog;
 pub mod p2pbuf;
 pub mod resolve;
+pub mod resource;
 pub mod rootfs;
 pub mod sys;
 pub mod system;

@@ -66,6 +66,8 @@ pub struct BlockDevice {
     pub bdfs: Vec<Bdf>,
     /// Is it an NVMe multipath head disk (no PCI parent of its own)?
     pub multipath_head: bool,
+    /// Is it a partition of another block device?
+    pub partition: bool,
 }
 
 /// An RDMA device (`/sys/class/infiniband/<name>`).
@@ -388,11 +390,13 @@ pub fn read_system(root: &Path) -> Result<System, ReadError> {
         let Ok(resolved) = r.fs.resolve(&rel) else {
             continue;
         };
+        let partition = r.fs.path(format!("{rel}/partition")).exists();
         if let Some(bdf) = pci_function_of(&resolved) {
             block.push(BlockDevice {
                 name,
                 bdfs: vec![bdf],
                 multipath_head: false,
+                partition,
             });
             continue;
         }
@@ -408,6 +412,7 @@ pub fn read_system(root: &Path) -> Result<System, ReadError> {
                 name,
                 bdfs,
                 multipath_head: true,
+                partition,
             });
         }
     }

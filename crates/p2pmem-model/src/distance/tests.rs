@@ -228,8 +228,8 @@ fn whitelisted_host_bridges() {
     hb.device = 0x2030;
     let mut t: Vec<Function> = q35(0)
         .functions()
-        .cloned()
         .filter(|f| f.bdf != bdf("00:00.0"))
+        .cloned()
         .collect();
     t.push(hb);
     let t = Topology::new(t).unwrap();

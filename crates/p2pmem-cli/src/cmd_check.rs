@@ -1,0 +1,310 @@
+//! `p2pmem check PROVIDER CLIENT...` and `p2pmem find CLIENT...`.
+
+use crate::output::{load, opt_size, print_json};
+use crate::Common;
+use anyhow::Context;
+use clap::Args;
+use p2pmem_linux::resolve::{resolve_client, Client};
+use p2pmem_linux::system::System;
+use p2pmem_model::distance::{MapType, PairVerdict, RuleH, Side};
+use p2pmem_model::errno;
+use p2pmem_model::select::{check, find, Check};
+use p2pmem_model::Bdf;
+use serde::Serialize;
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The provider: a PCI address (or a device name of the function) with `p2pmem/`.
+    pub provider: String,
+    /// One or more clients: PCI address, block device (nvme0n1, /dev/nvme0n1), NVMe
+    /// controller (nvme0) or RDMA device (mlx5_0).
+    #[arg(required = true)]
+    pub clients: Vec<String>,
+}
+
+/// Arguments of `find`.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// One or more clients (as for `check`).
+    #[arg(required = true)]
+    pub clients: Vec<String>,
+}
+
+fn resolve_all(sys: &System, names: &[String]) -> anyhow::Result<Vec<Client>> {
+    names
+        .iter()
+        .map(|n| resolve_client(sys, n).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn describe(sys: &System, bdf: Bdf) -> String {
+    let Some(f) = sys.topology.get(&bdf) else {
+        return bdf.to_string();
+    };
+    let mut parts = vec![format!("{:04x}:{:04x}", f.vendor, f.device)];
+    if let Some(pt) = f.port_type() {
+        parts.push(pt.label().to_string());
+    }
+    for c in sys.nvme.iter().filter(|c| c.bdf == Some(bdf)) {
+        parts.push(c.name.clone());
+    }
+    for b in sys.block.iter().filter(|b| b.bdfs == [bdf]) {
+        parts.push(b.name.clone());
+    }
+    if let Some(m) = f.p2pmem {
+        parts.push(format!(
+            "p2pmem {} ({} available, {})",
+            opt_size(m.size),
+            opt_size(m.available),
+            match m.published {
+                Some(true) => "published",
+                Some(false) => "not published",
+                None => "published: ?",
+            }
+        ));
+    }
+    format!("{bdf} ({})", parts.join(", "))
+}
+
+fn verdict_word(s: Option<bool>) -> &'static str {
+    match s {
+        Some(true) => "ALLOWED",
+        Some(false) => "REFUSED",
+        None => "CANNOT TELL",
+    }
+}
+
+fn map_word(m: Option<MapType>) -> &'static str {
+    m.map(MapType::as_str).unwrap_or("unknown")
+}
+
+fn print_pair(sys: &System, p: &PairVerdict, is_provider: bool) {
+    println!("client   {}", describe(sys, p.client));
+    match p.common_upstream {
+        Some(c) if c == p.client && c == p.provider => {
+            println!("  path: the provider is the client (distance 0)")
+        }
+        Some(c) => println!(
+            "  path: common upstream device {}, distance {}",
+            describe(sys, c),
+            p.walk_distance
+        ),
+        None => println!(
+            "  path: no common upstream device; through the host bridge (distance {})",
+            p.walk_distance
+        ),
+    }
+    if !p.acs_tests.is_empty() {
+        let list: Vec<String> = p
+            .acs_tests
+            .iter()
+            .map(|t| {
+                let side = match t.side {
+                    Side::Provider => "",
+                    Side::Common => "common ",
+                    Side::Client => "client-side ",
+                };
+                let state = match t.acs.redirects_p2p() {
+                    Some(true) => "REDIRECT",
+                    Some(false) => "ok",
+                    None => "unknown",
+                };
+                format!("{side}{} {state}", t.bdf)
+            })
+            .collect();
+        println!("  ACS tested (RR/CR/EC): {}", list.join(", "));
+    }
+    if let Some(h) = &p.rule_h {
+        let text = match h {
+            RuleH::AmdZen { cpu } => format!("allowed: {cpu} is AMD Zen or later"),
+            RuleH::Whitelisted { bridges }
+            | RuleH::Refused { bridges }
+            | RuleH::Unknown { bridges } => {
+                let word = match h.allowed() {
+                    Some(true) => "allowed",
+                    Some(false) => "refused",
+                    None => "unknown",
+                };
+                let why: Vec<&str> = bridges.iter().map(|b| b.why.as_str()).collect();
+                format!("{word}: {}", why.join("; "))
+            }
+        };
+        println!("  host bridge: {text}");
+    }
+    if is_provider {
+        println!(
+            "  result: {} (map type {})",
+            verdict_word(p.supported),
+            map_word(p.map_type)
+        );
+    } else {
+        println!(
+            "  path alone would give: {} (map type {}), but there is no p2pmem to use",
+            verdict_word(p.supported),
+            map_word(p.map_type)
+        );
+    }
+    for u in &p.unknowns {
+        println!("  unknown: {u}");
+    }
+}
+
+#[derive(Serialize)]
+struct CheckJson<'a> {
+    provider: Bdf,
+    clients: Vec<Bdf>,
+    client_names: Vec<&'a str>,
+    map_type: Option<&'static str>,
+    distance: Option<u32>,
+    supported: Option<bool>,
+    messages: &'a [String],
+    fixes: &'a [String],
+    unknowns: &'a [String],
+    kernel: String,
+    refused_errno: Option<&'static str>,
+    is_provider: bool,
+    published: bool,
+    pairs: &'a [PairVerdict],
+}
+
+/// Run `check`.
+pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
+    let sys = load(common)?;
+    let provider = resolve_client(&sys, &args.provider).context("provider")?;
+    let clients = resolve_all(&sys, &args.clients)?;
+    let bdfs: Vec<Bdf> = clients.iter().map(|c| c.bdf).collect();
+    let c: Check = check(&sys.topology, &sys.rules, provider.bdf, &bdfs)?;
+    let refused_errno = errno::o_direct_not_supported(sys.rules.kernel).map(|e| e.name);
+    if common.json {
+        print_json(&CheckJson {
+            provider: c.provider,
+            clients: c.clients.clone(),
+            client_names: clients.iter().map(|c| c.name.as_str()).collect(),
+            map_type: c.map_type.map(MapType::as_str),
+            distance: c.distance,
+            supported: c.supported,
+            messages: &c.messages,
+            fixes: &c.fixes,
+            unknowns: &c.unknowns,
+            kernel: sys.rules.kernel.to_string(),
+            refused_errno,
+            is_provider: c.is_provider,
+            published: c.published,
+            pairs: &c.pairs,
+        })?;
+    } else {
+        println!("provider {}", describe(&sys, c.provider));
+        if !c.is_provider {
+            println!(
+                "  {} has no p2pmem/ directory: it is not a P2PDMA provider",
+                c.provider
+            );
+        }
+        for p in &c.pairs {
+            print_pair(&sys, p, c.is_provider);
+        }
+        if !c.messages.is_empty() {
+            println!("kernel messages (printed on the first DMA mapping of each pair):");
+            for m in &c.messages {
+                println!("  {m}");
+            }
+        }
+        for f in &c.fixes {
+            println!("fix: add to the kernel command line (boot time only): {f}");
+        }
+        let dist = c
+            .distance
+            .map(|d| format!(", distance {d}"))
+            .unwrap_or_default();
+        println!(
+            "verdict: {} (map type {}{dist}) on kernel {}",
+            verdict_word(c.supported),
+            map_word(c.map_type),
+            sys.rules.kernel
+        );
+        if c.supported == Some(false) && c.is_provider {
+            match refused_errno {
+                Some(e) => {
+                    println!("an O_DIRECT transfer through this provider's p2pmem fails with {e}")
+                }
+                None => println!(
+                    "(kernel {} has no userspace P2P I/O: `p2pmem/allocate` arrived in 6.2)",
+                    sys.rules.kernel
+                ),
+            }
+        }
+        if c.supported.is_none() {
+            println!("the answer depends on config space this user cannot read: run as root");
+        }
+    }
+    Ok(match c.supported {
+        Some(true) => 0,
+        Some(false) => 1,
+        None => 2,
+    })
+}
+
+/// Run `find`.
+pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
+    let sys = load(common)?;
+    let clients = resolve_all(&sys, &args.clients)?;
+    let bdfs: Vec<Bdf> = clients.iter().map(|c| c.bdf).collect();
+    let f = find(&sys.topology, &sys.rules, &bdfs)?;
+    if common.json {
+        print_json(&f)?;
+    } else {
+        let names: Vec<String> = clients
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.bdf))
+            .collect();
+        println!("clients: {}", names.join(", "));
+        match f.best.as_slice() {
+            [] => println!("the kernel finds no provider (pci_p2pmem_find returns NULL)"),
+            [one] => println!(
+                "the kernel chooses {} at distance {}",
+                describe(&sys, *one),
+                f.best_distance.unwrap_or(0)
+            ),
+            many => {
+                println!(
+                    "{} providers tie at distance {}; the kernel picks one at random:",
+                    many.len(),
+                    f.best_distance.unwrap_or(0)
+                );
+                for b in many {
+                    println!("  {}", describe(&sys, *b));
+                }
+            }
+        }
+        for m in &f.maybe {
+            println!("  unknown (ACS unreadable, run as root): {m} might also qualify");
+        }
+        println!("candidates:");
+        for c in &f.candidates {
+            let state = if !c.published {
+                "not published: never chosen".to_string()
+            } else {
+                match (c.supported, c.distance) {
+                    (Some(true), Some(d)) => format!("reachable, distance {d}"),
+                    (Some(false), _) => "refused for at least one client".to_string(),
+                    _ => "unknown".to_string(),
+                }
+            };
+            println!("  {}: {state}", c.provider);
+        }
+        if f.candidates.is_empty() {
+            println!("  none: no function here has p2pmem/");
+        }
+        for m in &f.messages {
+            println!("kernel message: {m}");
+        }
+    }
+    Ok(if !f.best.is_empty() {
+        0
+    } else if !f.maybe.is_empty() {
+        2
+    } else {
+        1
+    })
+}

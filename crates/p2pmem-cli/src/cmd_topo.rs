@@ -1,0 +1,365 @@
+//! `p2pmem topo [--dot]`: the PCI tree as P2PDMA sees it.
+
+use crate::output::{load, opt_size, print_json};
+use crate::Common;
+use clap::Args;
+use p2pmem_linux::system::System;
+use p2pmem_model::acs::AcsState;
+use p2pmem_model::distance::{decide, MapType};
+use p2pmem_model::topology::{Function, P2pmemInfo};
+use p2pmem_model::whitelist;
+use p2pmem_model::{Bdf, HostBridgeId};
+use serde::Serialize;
+
+/// Arguments of `topo`.
+#[derive(Debug, Args)]
+pub struct TopoArgs {
+    /// Draw the tree for Graphviz (`| dot -Tsvg`): host bridges and root ports as
+    /// clusters (P2P domains), providers and clients as nodes, edges for the pairs the
+    /// kernel allows (solid: bus address, dashed: through the host bridge).
+    #[arg(long, conflicts_with = "json")]
+    pub dot: bool,
+}
+
+#[derive(Serialize)]
+struct HostBridgeJson {
+    id: HostBridgeId,
+    representative: Option<Bdf>,
+    representative_ids: Option<String>,
+    whitelisted: Option<bool>,
+    why: String,
+}
+
+#[derive(Serialize)]
+struct FunctionJson<'a> {
+    bdf: Bdf,
+    parent: Option<Bdf>,
+    host_bridge: HostBridgeId,
+    vendor: String,
+    device: String,
+    class: String,
+    port_type: Option<&'static str>,
+    driver: Option<&'a str>,
+    acs: AcsState,
+    p2pmem: Option<P2pmemInfo>,
+    nvme: Vec<&'a str>,
+    block: Vec<&'a str>,
+    rdma: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct TopoJson<'a> {
+    kernel: String,
+    kernel_version_assumed: bool,
+    cpu: String,
+    cpu_allows_host_bridge_p2p: bool,
+    host_bridges: Vec<HostBridgeJson>,
+    functions: Vec<FunctionJson<'a>>,
+    acs_unknown_config_truncated: &'a [Bdf],
+    problems: &'a [p2pmem_linux::system::Problem],
+}
+
+fn host_bridge_json(sys: &System, hb: HostBridgeId) -> HostBridgeJson {
+    let rep = sys.topology.representative(hb, sys.rules.kernel);
+    let entry = rep
+        .ids
+        .and_then(|(v, d)| whitelist::lookup(sys.rules.kernel, v, d));
+    let whitelisted = match rep.usable {
+        Some(true) => Some(entry.is_some()),
+        Some(false) => Some(false),
+        None => None,
+    };
+    HostBridgeJson {
+        id: hb,
+        representative: rep.bdf,
+        representative_ids: rep.ids.map(|(v, d)| format!("{v:04x}:{d:04x}")),
+        whitelisted,
+        why: match entry {
+            Some(e) if rep.usable == Some(true) => format!(
+                "{}{}",
+                e.comment,
+                if e.req_same_host_bridge {
+                    " (within this host bridge only)"
+                } else {
+                    ""
+                }
+            ),
+            _ => rep.why,
+        },
+    }
+}
+
+fn names_of(sys: &System, bdf: Bdf) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+    let nvme = sys
+        .nvme
+        .iter()
+        .filter(|c| c.bdf == Some(bdf))
+        .map(|c| c.name.as_str())
+        .collect();
+    let block = sys
+        .block
+        .iter()
+        .filter(|b| b.bdfs.contains(&bdf) && !b.partition)
+        .map(|b| b.name.as_str())
+        .collect();
+    let rdma = sys
+        .rdma
+        .iter()
+        .filter(|r| r.bdf == Some(bdf))
+        .map(|r| r.name.as_str())
+        .collect();
+    (nvme, block, rdma)
+}
+
+fn acs_text(acs: &AcsState) -> String {
+    match acs {
+        AcsState::Absent => String::new(),
+        AcsState::Present {
+            control,
+            capability,
+            ..
+        } => {
+            let redirect = if control.redirects_p2p() {
+                " REDIRECT"
+            } else {
+                ""
+            };
+            format!(
+                " ACS ctrl {control}{redirect} [cap {}]",
+                capability.names().join(" ")
+            )
+        }
+        AcsState::Unknown { reason } => format!(" ACS unknown: {}", reason.explain()),
+    }
+}
+
+fn line(sys: &System, f: &Function) -> String {
+    let kind = match f.port_type() {
+        Some(pt) => pt.label().to_string(),
+        None if f.is_nvme() => "NVMe".to_string(),
+        None => format!("class {:06x}", f.class),
+    };
+    let kind = if f.is_nvme() {
+        "NVMe".to_string()
+    } else {
+        kind
+    };
+    let mut s = format!("{} {kind} [{:04x}:{:04x}]", f.bdf, f.vendor, f.device);
+    if let Some(d) = &f.driver {
+        s.push_str(&format!(" ({d})"));
+    }
+    s.push_str(&acs_text(&f.acs()));
+    let (nvme, block, rdma) = names_of(sys, f.bdf);
+    let names: Vec<&str> = nvme.into_iter().chain(block).chain(rdma).collect();
+    if !names.is_empty() {
+        s.push_str(&format!(" {}", names.join(" ")));
+    }
+    if let Some(m) = f.p2pmem {
+        s.push_str(&format!(
+            "  p2pmem {} ({} available{})",
+            opt_size(m.size),
+            opt_size(m.available),
+            match m.published {
+                Some(true) => ", published",
+                Some(false) => ", NOT published",
+                None => ", published ?",
+            }
+        ));
+    }
+    s
+}
+
+fn print_tree(sys: &System, f: &Function, prefix: &str, last: bool, out: &mut String) {
+    let (branch, next) = if last {
+        ("└─ ", "   ")
+    } else {
+        ("├─ ", "│  ")
+    };
+    out.push_str(&format!("{prefix}{branch}{}\n", line(sys, f)));
+    let kids: Vec<&Function> = sys.topology.children(&f.bdf).collect();
+    for (i, k) in kids.iter().enumerate() {
+        print_tree(sys, k, &format!("{prefix}{next}"), i + 1 == kids.len(), out);
+    }
+}
+
+fn text(sys: &System) -> String {
+    let mut out = String::new();
+    let cpu_ok = sys.rules.cpu.supports_p2pdma(sys.rules.kernel);
+    out.push_str(&format!(
+        "kernel {}{}; CPU {}: {}\n",
+        sys.rules.kernel,
+        if sys.kernel_version_assumed {
+            " (assumed)"
+        } else {
+            ""
+        },
+        sys.rules.cpu.describe(),
+        if cpu_ok {
+            "AMD Zen or later, every host-bridge path is allowed"
+        } else {
+            "host-bridge paths need a whitelisted host bridge"
+        }
+    ));
+    for hb in sys.topology.host_bridges() {
+        let j = host_bridge_json(sys, hb);
+        let wl = match j.whitelisted {
+            Some(true) => "whitelisted",
+            Some(false) => "not whitelisted",
+            None => "whitelist status unknown",
+        };
+        out.push_str(&format!(
+            "{hb} host bridge, representative {} {} ({wl}: {})\n",
+            j.representative
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "none".into()),
+            j.representative_ids.unwrap_or_default(),
+            j.why
+        ));
+        let roots: Vec<&Function> = sys.topology.root_bus_functions(hb).collect();
+        for (i, f) in roots.iter().enumerate() {
+            print_tree(sys, f, "", i + 1 == roots.len(), &mut out);
+        }
+    }
+    if !sys.truncated_config.is_empty() {
+        out.push_str(&format!(
+            "note: config space of {} functions was readable only in part (not root): their ACS state is unknown\n",
+            sys.truncated_config.len()
+        ));
+    }
+    if sys.topology.providers().next().is_none() {
+        out.push_str("no P2P providers (no function has p2pmem/); see `p2pmem doctor`\n");
+    }
+    out
+}
+
+fn dot_id(b: Bdf) -> String {
+    format!("\"{b}\"")
+}
+
+fn dot(sys: &System) -> String {
+    let mut out = String::from(
+        "digraph p2pmem {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
+    for hb in sys.topology.host_bridges() {
+        let j = host_bridge_json(sys, hb);
+        out.push_str(&format!(
+            "  subgraph \"cluster_{hb}\" {{\n    label=\"{hb} ({})\";\n    style=rounded;\n",
+            if j.whitelisted == Some(true) {
+                "whitelisted"
+            } else {
+                "not whitelisted"
+            }
+        ));
+        for root in sys.topology.root_bus_functions(hb) {
+            out.push_str(&format!(
+                "    subgraph \"cluster_{}\" {{\n      label=\"P2P domain below {}\";\n      style=dashed;\n",
+                root.bdf, root.bdf
+            ));
+            for f in sys
+                .topology
+                .functions()
+                .filter(|f| f.path.first() == Some(&root.bdf))
+            {
+                let mut label = line(sys, f).replace('"', "'");
+                label = label.replacen(' ', "\\n", 1);
+                let style = if f.p2pmem.is_some() {
+                    ", style=filled, fillcolor=\"#cde8ff\""
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "      {} [label=\"{label}\"{style}];\n",
+                    dot_id(f.bdf)
+                ));
+            }
+            out.push_str("    }\n");
+        }
+        out.push_str("  }\n");
+    }
+    for f in sys.topology.functions() {
+        if let Some(up) = sys.topology.upstream_bridge(&f.bdf) {
+            out.push_str(&format!(
+                "  {} -> {} [arrowhead=none, color=gray];\n",
+                dot_id(up),
+                dot_id(f.bdf)
+            ));
+        }
+    }
+    let clients: Vec<&Function> = sys
+        .topology
+        .functions()
+        .filter(|f| f.is_nvme() || sys.rdma.iter().any(|r| r.bdf == Some(f.bdf)))
+        .collect();
+    for p in sys.topology.providers() {
+        for c in &clients {
+            if c.bdf == p.bdf {
+                continue;
+            }
+            if let Ok(v) = decide(&sys.topology, &sys.rules, p.bdf, c.bdf) {
+                let style = match v.map_type {
+                    Some(MapType::BusAddr) => "color=green4",
+                    Some(MapType::ThruHostBridge) => "color=blue, style=dashed",
+                    Some(MapType::NotSupported) => continue,
+                    None => "color=orange, style=dotted",
+                };
+                out.push_str(&format!(
+                    "  {} -> {} [{style}, constraint=false, label=\"{}\"];\n",
+                    dot_id(p.bdf),
+                    dot_id(c.bdf),
+                    v.walk_distance
+                ));
+            }
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Run `topo`.
+pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
+    let sys = load(common)?;
+    if common.json {
+        let functions = sys
+            .topology
+            .functions()
+            .map(|f| {
+                let (nvme, block, rdma) = names_of(&sys, f.bdf);
+                FunctionJson {
+                    bdf: f.bdf,
+                    parent: sys.topology.upstream_bridge(&f.bdf),
+                    host_bridge: f.host_bridge,
+                    vendor: format!("{:04x}", f.vendor),
+                    device: format!("{:04x}", f.device),
+                    class: format!("{:06x}", f.class),
+                    port_type: f.port_type().map(|p| p.label()),
+                    driver: f.driver.as_deref(),
+                    acs: f.acs(),
+                    p2pmem: f.p2pmem,
+                    nvme,
+                    block,
+                    rdma,
+                }
+            })
+            .collect();
+        print_json(&TopoJson {
+            kernel: sys.rules.kernel.to_string(),
+            kernel_version_assumed: sys.kernel_version_assumed,
+            cpu: sys.rules.cpu.describe(),
+            cpu_allows_host_bridge_p2p: sys.rules.cpu.supports_p2pdma(sys.rules.kernel),
+            host_bridges: sys
+                .topology
+                .host_bridges()
+                .into_iter()
+                .map(|h| host_bridge_json(&sys, h))
+                .collect(),
+            functions,
+            acs_unknown_config_truncated: &sys.truncated_config,
+            problems: &sys.problems,
+        })?;
+    } else if args.dot {
+        print!("{}", dot(&sys));
+    } else {
+        print!("{}", text(&sys));
+    }
+    Ok(0)
+}
