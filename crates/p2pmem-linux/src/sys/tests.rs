@@ -1,0 +1,111 @@
+use super::*;
+
+#[test]
+fn errno_names_match_the_numbers_we_meet() {
+    assert_eq!(errno_name(1), Some("EPERM"));
+    assert_eq!(errno_name(5), Some("EIO"));
+    assert_eq!(errno_name(6), Some("ENXIO"));
+    assert_eq!(errno_name(9), Some("EBADF"));
+    assert_eq!(errno_name(12), Some("ENOMEM"));
+    assert_eq!(errno_name(13), Some("EACCES"));
+    assert_eq!(errno_name(14), Some("EFAULT"));
+    assert_eq!(errno_name(16), Some("EBUSY"));
+    assert_eq!(errno_name(19), Some("ENODEV"));
+    assert_eq!(errno_name(22), Some("EINVAL"));
+    assert_eq!(errno_name(28), Some("ENOSPC"));
+    assert_eq!(errno_name(30), Some("EROFS"));
+    assert_eq!(errno_name(95), Some("EOPNOTSUPP"));
+    assert_eq!(errno_name(121), Some("EREMOTEIO"));
+    assert_eq!(errno_name(0), None);
+    assert_eq!(errno_label(121), "EREMOTEIO");
+    assert_eq!(errno_label(4000), "errno 4000");
+    assert_eq!(io_error_label(&io::Error::from_raw_os_error(22)), "EINVAL");
+}
+
+#[test]
+fn errno_table_has_no_duplicates() {
+    for (i, (a, an)) in ERRNO_NAMES.iter().enumerate() {
+        for (b, bn) in &ERRNO_NAMES[i + 1..] {
+            assert_ne!(a, b, "{an} and {bn} share a number");
+        }
+    }
+}
+
+#[test]
+fn page_rounding() {
+    let p = page_size();
+    assert!(p.is_power_of_two());
+    assert_eq!(round_up_to_page(0), Some(0));
+    assert_eq!(round_up_to_page(1), Some(p));
+    assert_eq!(round_up_to_page(p), Some(p));
+    assert_eq!(round_up_to_page(p + 1), Some(2 * p));
+    assert_eq!(round_up_to_page(usize::MAX), None);
+}
+
+#[test]
+fn host_alloc_is_page_aligned_zeroed_and_bounded() {
+    let mut a = HostAlloc::new(100).unwrap();
+    assert_eq!(a.len(), 100);
+    assert_eq!(a.as_slice().as_ptr() as usize % page_size(), 0);
+    assert!(a.as_slice().iter().all(|&b| b == 0));
+    a.as_mut_slice()[99] = 7;
+    assert_eq!(a.as_slice()[99], 7);
+    assert!(a.io_mut(0, 100).is_some());
+    assert!(a.io_mut(1, 100).is_none());
+    assert!(a.io(usize::MAX, 2).is_none());
+    let empty = HostAlloc::new(0).unwrap();
+    assert!(empty.is_empty());
+    assert!(HostAlloc::new(usize::MAX).is_none());
+}
+
+#[test]
+fn volatile_copies_handle_unaligned_heads_and_tails() {
+    let mut backing = HostAlloc::new(64).unwrap();
+    let base = backing.as_mut_slice().as_mut_ptr();
+    for off in 0..9 {
+        for len in 0..40 {
+            let src: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(off as u8))
+                .collect();
+            // SAFETY: off + len <= 48 < 64 bytes of the live allocation.
+            unsafe { volatile_copy_in(base.add(off), &src) };
+            let mut out = vec![0u8; len];
+            // SAFETY: as above.
+            unsafe { volatile_copy_out(base.add(off), &mut out) };
+            assert_eq!(out, src, "off {off} len {len}");
+            // SAFETY: as above.
+            unsafe { volatile_fill(base.add(off), len, 0x5a) };
+            // SAFETY: as above.
+            unsafe { volatile_copy_out(base.add(off), &mut out) };
+            assert!(out.iter().all(|&b| b == 0x5a));
+        }
+    }
+}
+
+#[test]
+fn mmap_rejects_zero_and_unaligned_lengths_before_the_syscall() {
+    let f = tempfile::tempfile().unwrap();
+    let fd = rustix::fd::AsFd::as_fd(&f);
+    let e = MmapRegion::map_shared_rw(fd, 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    let e = MmapRegion::map_shared_rw(fd, 100).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+}
+
+#[test]
+fn mmap_of_a_sized_file_round_trips_through_volatile_access() {
+    let f = tempfile::tempfile().unwrap();
+    let p = page_size();
+    f.set_len(2 * p as u64).unwrap();
+    let mut m = MmapRegion::map_shared_rw(rustix::fd::AsFd::as_fd(&f), 2 * p).unwrap();
+    assert_eq!(m.len(), 2 * p);
+    m.fill(0xa5);
+    m.write_from(p - 3, b"hello, world").unwrap();
+    let mut out = [0u8; 14];
+    m.read_into(p - 4, &mut out).unwrap();
+    assert_eq!(&out, b"\xa5hello, world\xa5");
+    assert!(m.write_from(2 * p - 1, b"xy").is_none());
+    assert!(m.read_into(2 * p, &mut [0u8; 1]).is_none());
+    assert!(m.io(0, 2 * p).is_some());
+    assert!(m.io_mut(1, 2 * p).is_none());
+}
