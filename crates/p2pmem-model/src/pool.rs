@@ -18,10 +18,10 @@ pub struct Range {
 }
 
 impl Range {
-    /// One past the last offset. Cannot overflow: every range lies inside a pool whose
-    /// length is a `u64`.
+    /// One past the last offset. Exact for every range a pool hands out (they lie inside
+    /// `[0, len)`); saturates for a hand-built range that would overflow.
     pub fn end(&self) -> u64 {
-        self.start + self.len
+        self.start.saturating_add(self.len)
     }
 }
 
