@@ -1,6 +1,6 @@
 //! `p2pmem agent`: commands that run inside a lab guest (as root) and answer in JSON.
 //!
-//! `p2pmem agent dma-probe --provider BDF --client DEV [--client-bdf BDF] [--root DIR]`
+//! `p2pmem agent dma-probe --provider BDF --client DEV [--client-bdf BDF] [--root DIR] [--json]`
 //! runs the ground-truth method (map p2pmem, O_DIRECT read and write through it, record
 //! the kernel's answers and log) and prints one JSON object on stdout, shaped like a
 //! `truth.json` pair. Exit status: 0 when the probe produced a record, whatever the
@@ -9,6 +9,8 @@
 
 use anyhow::Context;
 use p2pmem_linux::dma_probe::dma_probe;
+use p2pmem_linux::resolve::resolve_client;
+use p2pmem_linux::system::read_system;
 use p2pmem_model::Bdf;
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,12 +41,16 @@ pub struct DmaProbeArgs {
     /// 64 KiB at 1 MiB are overwritten.
     #[arg(long, value_name = "DEV")]
     pub client: PathBuf,
-    /// The client's PCI function, recorded in the output as `client`.
+    /// The client's PCI function, recorded in the output as `client`. Without it, the
+    /// function is looked up from the block device in sysfs (null when that fails).
     #[arg(long, value_name = "BDF")]
     pub client_bdf: Option<Bdf>,
     /// Root directory that holds `sys/` (the live system is `/`).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
+    /// Accepted for symmetry with other commands: the output is always JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs an agent command; returns the process exit status.
@@ -54,8 +60,29 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// The client's PCI function: as given, or resolved from the block device in sysfs.
+fn client_bdf(a: &DmaProbeArgs) -> Option<Bdf> {
+    if a.client_bdf.is_some() {
+        return a.client_bdf;
+    }
+    let name = a.client.to_string_lossy();
+    let resolved = read_system(&a.root)
+        .map_err(anyhow::Error::new)
+        .and_then(|sys| resolve_client(&sys, &name).map_err(anyhow::Error::new));
+    match resolved {
+        Ok(client) => Some(client.bdf),
+        Err(e) => {
+            eprintln!(
+                "p2pmem agent dma-probe: note: client PCI function unknown ({e:#}); recording null"
+            );
+            None
+        }
+    }
+}
+
 fn run_dma_probe(a: &DmaProbeArgs) -> anyhow::Result<i32> {
-    let rec = match dma_probe(&a.root, a.provider, a.client_bdf, &a.client) {
+    let client = client_bdf(a);
+    let rec = match dma_probe(&a.root, a.provider, client, &a.client) {
         Ok(rec) => rec,
         Err(e) => {
             eprintln!("p2pmem agent dma-probe: {:#}", anyhow::Error::new(e));
