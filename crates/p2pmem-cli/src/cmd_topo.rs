@@ -84,6 +84,13 @@ fn host_bridge_json(sys: &System, hb: HostBridgeId) -> HostBridgeJson {
                     ""
                 }
             ),
+            None if rep.usable == Some(true) => format!(
+                "{} is not on kernel {}'s P2PDMA host-bridge whitelist",
+                rep.ids
+                    .map(|(v, d)| format!("{v:04x}:{d:04x}"))
+                    .unwrap_or_default(),
+                sys.rules.kernel
+            ),
             _ => rep.why,
         },
     }
