@@ -25,9 +25,10 @@ pub fn linkage(bytes: &[u8]) -> std::result::Result<Linkage, &'static str> {
     if bytes[4] != 2 || bytes[5] != 1 {
         return Err("not a 64-bit little-endian ELF");
     }
-    let u16_at = |o: usize| -> Option<u16> { Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?)) };
-    let u64_at = |o: usize| -> Option<u64> { Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?)) };
-    let u32_at = |o: usize| -> Option<u32> { Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?)) };
+    let field = |o: usize, n: usize| bytes.get(o..o.checked_add(n)?);
+    let u16_at = |o: usize| Some(u16::from_le_bytes(field(o, 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(field(o, 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(field(o, 8)?.try_into().ok()?));
     let phoff = u64_at(0x20).ok_or("truncated header")?;
     let phentsize = u16_at(0x36).ok_or("truncated header")? as usize;
     let phnum = u16_at(0x38).ok_or("truncated header")? as usize;

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod cpio;
+pub mod demo;
 pub mod disk;
 pub mod elf;
 pub mod error;
@@ -14,10 +15,12 @@ pub mod guest;
 pub mod initramfs;
 pub mod kernel;
 pub mod lab;
+pub mod pairs;
 pub mod progress;
 pub mod qemu;
 pub mod qemu_args;
 pub mod topology;
+pub mod truth;
 
 pub use cache::Cache;
 pub use error::{LabError, Result};

@@ -1,0 +1,323 @@
+//! `p2pmem lab ...`: the virtual P2PDMA lab. Builds the P2PDMA kernel, boots lab
+//! topologies under QEMU (TCG) with this binary inside the guest, and runs commands,
+//! captures and the prediction-versus-kernel demo there. Progress goes to stderr; the
+//! guest's output and results go to stdout.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use p2pmem_lab::demo::{demo, DemoPair, DemoSummary};
+use p2pmem_lab::lab::{job_from_argv, unpack_tar};
+use p2pmem_lab::pairs::{pairs_job, PairsOptions, PairsResult};
+use p2pmem_lab::truth::{build_truth, scratch_script, TruthContext};
+use p2pmem_lab::{Job, Lab, RunOutcome, Topology};
+
+/// `p2pmem lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Build the lab kernel (or reuse the cached one) and print its path.
+    Kernel,
+    /// List the embedded topologies.
+    Topologies,
+    /// Boot a topology, run COMMAND in the guest, print its output, exit with its status.
+    Run {
+        #[command(flatten)]
+        guest: GuestOpts,
+        /// Also print the guest's kernel log (dmesg) on stderr.
+        #[arg(long)]
+        dmesg: bool,
+        /// The command and its arguments (run by the guest's sh in /tmp).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Boot a topology and record a ground-truth capture into DIR (root/, truth.json,
+    /// boot_dmesg.txt, qemu.sh).
+    Capture {
+        #[command(flatten)]
+        guest: GuestOpts,
+        /// Output directory (must not exist or be empty).
+        dir: PathBuf,
+    },
+    /// Boot the demo topology and compare p2pmem's predictions with the kernel's verdicts.
+    Demo {
+        #[command(flatten)]
+        guest: GuestOpts,
+        /// JSON Lines on stdout: one object per pair, then the summary object last.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct GuestOpts {
+    /// Topology file, or the name of an embedded topology (see `p2pmem lab topologies`).
+    #[arg(long, default_value = "default")]
+    topology: String,
+    /// QEMU CPU model, overriding the topology's (e.g. `max,family=23`).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Guest time limit in seconds (default 300, or $P2PMEM_LAB_TIMEOUT).
+    #[arg(long)]
+    timeout: Option<u64>,
+}
+
+impl GuestOpts {
+    fn lab_and_topology(&self) -> anyhow::Result<(Lab, Topology)> {
+        let mut lab = Lab::from_env()?;
+        if let Some(t) = self.timeout {
+            lab.timeout = Duration::from_secs(t);
+        }
+        let topo = Topology::load(&self.topology)?;
+        Ok((lab, topo))
+    }
+
+    fn cpu<'a>(&'a self, topo: &'a Topology) -> &'a str {
+        self.cpu.as_deref().unwrap_or(&topo.cpu)
+    }
+}
+
+/// Runs `p2pmem lab ...`; returns the process exit code.
+pub fn run(args: LabArgs) -> anyhow::Result<i32> {
+    match args.command {
+        LabCommand::Kernel => {
+            let k = Lab::from_env()?.kernel()?;
+            println!("{}", k.bzimage.display());
+            Ok(0)
+        }
+        LabCommand::Topologies => {
+            for (name, _) in p2pmem_lab::topology::EMBEDDED {
+                let t = Topology::embedded(name)?;
+                println!("{name:<26} cpu {:<14} {}", t.cpu, t.description);
+            }
+            Ok(0)
+        }
+        LabCommand::Run {
+            guest,
+            dmesg,
+            command,
+        } => {
+            let (lab, topo) = guest.lab_and_topology()?;
+            let job = Job {
+                script: job_from_argv(&command),
+                fetch_dirs: Vec::new(),
+            };
+            let out = lab.run(&topo, guest.cpu.as_deref(), &job)?;
+            std::io::stdout().write_all(&out.stdout)?;
+            std::io::stdout().flush()?;
+            std::io::stderr().write_all(&out.stderr)?;
+            if dmesg {
+                eprint!("{}", out.dmesg);
+            }
+            Ok(out.exit_code)
+        }
+        LabCommand::Capture { guest, dir } => capture(&guest, &dir),
+        LabCommand::Demo { guest, json } => demo_cmd(&guest, json),
+    }
+}
+
+/// Boots with the pairs job and unpacks the guest's results into a temp dir.
+fn run_pairs(
+    lab: &Lab,
+    topo: &Topology,
+    cpu: &str,
+    opts: PairsOptions,
+) -> anyhow::Result<(RunOutcome, PairsResult, PathBuf)> {
+    let out = lab.run(topo, Some(cpu), &pairs_job(opts))?;
+    if out.exit_code != 0 {
+        bail!(
+            "the guest job failed (exit status {}): {}\nconsole log: {}",
+            out.exit_code,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            out.console_log.display()
+        );
+    }
+    // The results stay in the run directory, next to the console log.
+    let results = out.run_dir.join("results");
+    let (rc, tar) = out.dirs.first().context("the guest sent no result directory")?;
+    if *rc != 0 {
+        bail!("the guest could not archive its results (tar exit status {rc})");
+    }
+    unpack_tar(tar, &results)?;
+    let res = PairsResult::load(&results)?;
+    Ok((out, res, results))
+}
+
+fn qemu_version() -> String {
+    std::process::Command::new(p2pmem_lab::qemu_args::QEMU)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
+    if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    let (lab, topo) = guest.lab_and_topology()?;
+    let cpu = guest.cpu(&topo).to_string();
+    let opts = PairsOptions {
+        capture: true,
+        check: false,
+    };
+    let (out, res, results) = run_pairs(&lab, &topo, &cpu, opts)?;
+    match &res.capture {
+        Some((0, _)) => {}
+        Some((rc, log)) => bail!("`p2pmem capture` failed in the guest (exit status {rc}):\n{}", log.trim()),
+        None => bail!("the guest did not run `p2pmem capture`"),
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let root = dir.join("root");
+    std::fs::rename(results.join("capture"), &root)
+        .or_else(|_| copy_tree(&results.join("capture"), &root))
+        .with_context(|| format!("cannot move the capture into {}", root.display()))?;
+    let qemu = qemu_version();
+    let truth = build_truth(
+        &TruthContext {
+            topo: &topo,
+            cpu: &cpu,
+            boot_dmesg: out.boot_dmesg(),
+            kernel_key: &out.kernel.key,
+            qemu_version: &qemu,
+        },
+        &res,
+    );
+    let write = |name: &str, data: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, data).with_context(|| format!("cannot write {}", p.display()))
+    };
+    write("truth.json", (serde_json::to_string_pretty(&truth)? + "\n").as_bytes())?;
+    write("boot_dmesg.txt", out.boot_dmesg().as_bytes())?;
+    write("qemu.sh", scratch_script(&topo, &cpu).as_bytes())?;
+    let failed = truth.pairs.iter().filter(|p| p.get("read").and_then(|v| v.as_str()) != Some("ok")).count();
+    eprintln!(
+        "lab: captured {} ({} pairs, {} not ok) into {}",
+        topo.name,
+        truth.pairs.len(),
+        failed,
+        dir.display()
+    );
+    let missing = res.pairs.iter().filter(|p| p.probe.is_none()).count();
+    if missing > 0 {
+        eprintln!("lab: {missing} pairs have no dma-probe result (see probe_error in truth.json)");
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if ty.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn demo_cmd(guest: &GuestOpts, json: bool) -> anyhow::Result<i32> {
+    let (lab, topo) = guest.lab_and_topology()?;
+    let cpu = guest.cpu(&topo).to_string();
+    let opts = PairsOptions {
+        capture: false,
+        check: true,
+    };
+    let (_out, res, _results) = run_pairs(&lab, &topo, &cpu, opts)?;
+    let (pairs, summary) = demo(&topo.name, &cpu, &res);
+    if json {
+        let mut stdout = std::io::stdout().lock();
+        for p in &pairs {
+            writeln!(stdout, "{}", serde_json::to_string(p)?)?;
+        }
+        writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
+    } else {
+        print_demo(&topo, &res, &pairs, &summary);
+    }
+    Ok(if summary.agreed == summary.pairs { 0 } else { 1 })
+}
+
+fn verdict(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "p2p ok",
+        Some(false) => "refused",
+        None => "n/a",
+    }
+}
+
+fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSummary) {
+    println!("topology {} (cpu {}): {}", topo.name, s.cpu, topo.description);
+    println!("NVMe devices:");
+    for n in &res.nvme {
+        let cmb = topo
+            .nvme
+            .iter()
+            .find(|t| t.serial == n.serial)
+            .and_then(|t| t.cmb_mb)
+            .map_or("no CMB (client only)".to_string(), |mb| format!("CMB {mb} MiB (provider)"));
+        println!("  {}  {:<6} {:<13} {cmb}", n.bdf, n.serial, n.blkdev);
+    }
+    println!();
+    for p in pairs {
+        let agree = match p.agree {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        };
+        println!(
+            "provider {} -> client {} ({}): predicted {}, kernel {} (read {}, write {}), agree {agree}",
+            p.provider,
+            p.client,
+            p.client_blkdev,
+            verdict(p.predicted),
+            verdict(p.kernel),
+            p.read.as_deref().unwrap_or("-"),
+            p.write.as_deref().unwrap_or("-"),
+        );
+        if let Some(e) = &p.prediction_error {
+            println!("    prediction unavailable: {e}");
+        }
+        if let Some(e) = &p.kernel_error {
+            println!("    kernel probe unavailable: {e}");
+        }
+        for l in &p.kernel_log {
+            println!("    kernel: {l}");
+        }
+    }
+    println!();
+    println!("{:<14} {:<14} {:<10} {:<10} {:<6}", "provider", "client", "predicted", "kernel", "agree");
+    for p in pairs {
+        let agree = p.agree.map_or("-", |a| if a { "yes" } else { "NO" });
+        println!(
+            "{:<14} {:<14} {:<10} {:<10} {:<6}",
+            p.provider,
+            p.client,
+            verdict(p.predicted),
+            verdict(p.kernel),
+            agree
+        );
+    }
+    println!();
+    println!("verified copy through a CMB: {}", s.copy);
+    println!(
+        "summary: {} pairs, {} agreed, {} disagreed, {} incomplete; the kernel allowed {}",
+        s.pairs, s.agreed, s.disagreed, s.incomplete, s.kernel_ok
+    );
+}

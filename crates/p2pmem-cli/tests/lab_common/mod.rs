@@ -1,0 +1,37 @@
+//! Shared helpers of the lab tier: run the static `p2pmem` binary named by `P2PMEM_BIN`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The static binary under test (`scripts/build-static` prints its path).
+pub fn bin() -> PathBuf {
+    match std::env::var_os("P2PMEM_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => panic!(
+            "lab tier: set P2PMEM_BIN to the static p2pmem binary \
+             (P2PMEM_BIN=$(scripts/build-static))"
+        ),
+    }
+}
+
+/// Runs `p2pmem ARGS...` and returns its output; progress (stderr) is echoed on failure.
+pub fn p2pmem(args: &[&str]) -> Output {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()));
+    eprintln!(
+        "p2pmem {}: exit {:?}\n--- stderr ---\n{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `p2pmem lab run --topology TOPO -- sh -c SCRIPT`, asserting exit 0; returns stdout.
+pub fn guest_sh(topology: &str, script: &str) -> String {
+    let out = p2pmem(&["lab", "run", "--topology", topology, "--", "sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(0), "guest script failed: {script}");
+    String::from_utf8(out.stdout).expect("guest stdout is UTF-8")
+}

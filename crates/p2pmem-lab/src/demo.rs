@@ -1,0 +1,178 @@
+//! `lab demo` as data: for each (provider, client) pair, the prediction made in the guest
+//! by `p2pmem check --json` next to the kernel's real verdict from `p2pmem agent
+//! dma-probe`, whether they agree, and the kernel's messages; then the copy step and a
+//! summary. Rendering (table or JSON lines) is left to the CLI.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::pairs::{probe_ok, PairResult, PairsResult};
+
+/// One pair of the demo.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoPair {
+    /// Provider BDF.
+    pub provider: String,
+    /// Client BDF.
+    pub client: String,
+    /// Client block device.
+    pub client_blkdev: String,
+    /// The prediction: `Some(true)` supported, `Some(false)` refused, `None` unavailable.
+    pub predicted: Option<bool>,
+    /// The predicted map type, if any.
+    pub map_type: Option<String>,
+    /// Why there is no prediction, if there is none.
+    pub prediction_error: Option<String>,
+    /// The kernel's verdict: `Some(true)` when read and write both moved all bytes.
+    pub kernel: Option<bool>,
+    /// Read result (`ok` or an errno name).
+    pub read: Option<String>,
+    /// Write result.
+    pub write: Option<String>,
+    /// Why there is no kernel verdict, if there is none.
+    pub kernel_error: Option<String>,
+    /// Prediction and kernel agree (None when either is missing).
+    pub agree: Option<bool>,
+    /// Kernel messages logged during the probe.
+    pub kernel_log: Vec<String>,
+}
+
+/// The demo's last word.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    /// Topology name.
+    pub topology: String,
+    /// The `-cpu` value.
+    pub cpu: String,
+    /// Pairs run.
+    pub pairs: usize,
+    /// Pairs whose prediction matched the kernel.
+    pub agreed: usize,
+    /// Pairs whose prediction contradicted the kernel.
+    pub disagreed: usize,
+    /// Pairs without a prediction or a kernel verdict.
+    pub incomplete: usize,
+    /// Pairs the kernel allowed.
+    pub kernel_ok: usize,
+    /// The verified-copy step: `not available yet` or what happened.
+    pub copy: String,
+}
+
+fn short_err(stderr: &str, rc: Option<i32>) -> String {
+    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    match rc {
+        Some(rc) if first.is_empty() => format!("exit status {rc}, no output"),
+        Some(rc) => format!("exit status {rc}: {first}"),
+        None => first.to_string(),
+    }
+}
+
+/// The demo record of one pair.
+pub fn demo_pair(p: &PairResult) -> DemoPair {
+    let (predicted, map_type, prediction_error) = match &p.check {
+        Some(c) => match c.get("supported").and_then(Value::as_bool) {
+            Some(s) => (
+                Some(s),
+                c.get("map_type").and_then(Value::as_str).map(str::to_string),
+                None,
+            ),
+            None => (None, None, Some("`supported` missing from p2pmem check --json".to_string())),
+        },
+        None => (None, None, Some(short_err(&p.check_err, p.check_rc))),
+    };
+    let (kernel, read, write, kernel_error, kernel_log) = match &p.probe {
+        Some(v) => {
+            let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+            let log = v
+                .get("kernel_log")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default();
+            (Some(probe_ok(v)), s("read"), s("write"), None, log)
+        }
+        None => (None, None, None, Some(short_err(&p.probe_err, Some(p.probe_rc))), Vec::new()),
+    };
+    let agree = match (predicted, kernel) {
+        (Some(a), Some(b)) => Some(a == b),
+        _ => None,
+    };
+    DemoPair {
+        provider: p.provider.clone(),
+        client: p.client.clone(),
+        client_blkdev: p.blkdev.clone(),
+        predicted,
+        map_type,
+        prediction_error,
+        kernel,
+        read,
+        write,
+        kernel_error,
+        agree,
+        kernel_log,
+    }
+}
+
+/// The copy step's report. The lab never fakes it: without `p2pmem copy` in the guest
+/// binary it says so.
+pub fn copy_step(res: &PairsResult) -> String {
+    if res.copy_available {
+        "p2pmem copy exists in the guest binary, but lab demo does not drive it yet".to_string()
+    } else {
+        "not available yet: the guest's p2pmem has no `copy` subcommand".to_string()
+    }
+}
+
+/// Pairs and summary.
+pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, DemoSummary) {
+    let pairs: Vec<DemoPair> = res.pairs.iter().map(demo_pair).collect();
+    let count = |f: &dyn Fn(&DemoPair) -> bool| pairs.iter().filter(|p| f(p)).count();
+    let summary = DemoSummary {
+        topology: topology.to_string(),
+        cpu: cpu.to_string(),
+        pairs: pairs.len(),
+        agreed: count(&|p| p.agree == Some(true)),
+        disagreed: count(&|p| p.agree == Some(false)),
+        incomplete: count(&|p| p.agree.is_none()),
+        kernel_ok: count(&|p| p.kernel == Some(true)),
+        copy: copy_step(res),
+    };
+    (pairs, summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pair(check: Option<Value>, probe: Option<Value>) -> PairResult {
+        PairResult {
+            provider: "0000:03:00.0".into(),
+            client: "0000:06:00.0".into(),
+            blkdev: "/dev/nvme3n1".into(),
+            probe_rc: if probe.is_some() { 0 } else { 2 },
+            probe,
+            probe_err: "error: unrecognized subcommand 'agent'\n".into(),
+            check_rc: Some(if check.is_some() { 0 } else { 2 }),
+            check,
+            check_err: String::new(),
+        }
+    }
+
+    #[test]
+    fn agreement_is_computed_from_both_sides() {
+        let refused = json!({"read": "EREMOTEIO", "write": "EREMOTEIO", "kernel_log": ["cannot be used"]});
+        let p = demo_pair(&pair(Some(json!({"supported": false, "map_type": "not_supported"})), Some(refused.clone())));
+        assert_eq!(p.agree, Some(true));
+        assert_eq!(p.kernel_log, ["cannot be used"]);
+        let p = demo_pair(&pair(Some(json!({"supported": true})), Some(refused)));
+        assert_eq!(p.agree, Some(false));
+    }
+
+    #[test]
+    fn missing_commands_are_incomplete_not_agreed() {
+        let p = demo_pair(&pair(None, None));
+        assert_eq!(p.agree, None);
+        assert!(p.kernel_error.unwrap().contains("unrecognized subcommand"));
+        assert!(p.prediction_error.unwrap().contains("exit status 2"));
+    }
+}
