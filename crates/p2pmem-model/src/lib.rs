@@ -17,6 +17,7 @@ pub mod errno;
 pub mod kernel_version;
 pub mod messages;
 pub mod nvmet_attr;
+pub mod nvmet_plan;
 pub mod pool;
 pub mod select;
 pub mod topology;
