@@ -7,6 +7,7 @@
 mod agent;
 mod cmd_capture;
 mod cmd_check;
+mod cmd_copy;
 mod cmd_doctor;
 mod cmd_topo;
 mod output;
@@ -64,6 +65,10 @@ enum Command {
     /// Copy what p2pmem reads (sysfs, procfs) into DIR in the same layout, to replay it
     /// with `--root DIR` or attach it to a bug report.
     Capture(cmd_capture::CaptureArgs),
+    /// Copy SRC to DST (block devices or files) through a provider's p2pmem, so the
+    /// payload never crosses host memory; host memory, loudly, when there is no P2P
+    /// path. Exit 0 copied, 1 --verify mismatch or --require-p2p without a path, 2 error.
+    Copy(cmd_copy::CopyArgs),
     /// Low-level helpers used inside the lab's guest.
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Command::Find(a) => cmd_check::run_find(&cli.common, &a),
         Command::Doctor => cmd_doctor::run(&cli.common),
         Command::Capture(a) => cmd_capture::run(&cli.common, &a),
+        Command::Copy(a) => cmd_copy::run(&cli.common, &a),
         Command::Agent(a) => agent::run(a),
     };
     match result {

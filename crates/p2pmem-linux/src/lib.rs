@@ -6,6 +6,7 @@
 //! trees that are real captures.
 
 pub mod capture;
+pub mod copy;
 pub mod dio;
 pub mod dma_probe;
 pub mod kconfig;

@@ -1,0 +1,314 @@
+//! `p2pmem copy SRC DST`: copy between block devices or files through a provider's
+//! p2pmem (or host memory), with a progress bar on a TTY, a final report, and
+//! `--verify`.
+//!
+//! Exit status: 0 copied (and verified, with `--verify`); 1 no: `--verify` found
+//! differences, or `--require-p2p` found no P2P path; 2 error (refused by a safety check,
+//! I/O error, interrupted: the message says which destination bytes were written).
+
+use crate::output::{print_json, size};
+use crate::Common;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use p2pmem_linux::copy::{
+    prepare, verify_ranges, ByteRange, CopyError, CopyReport, CopyRequest, EngineChoice, Route,
+    VerifyReport, Via,
+};
+use p2pmem_linux::p2pbuf::Location;
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Arguments of `copy`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Sizes take K, M, G (powers of 1024): --chunk 64K, --length 8M.\n\n\
+Exit status: 0 copied (and verified); 1 --verify found differences, or --require-p2p found \
+no P2P path; 2 error (the message says which destination bytes were written).\n\n\
+Examples:\n  p2pmem copy /dev/nvme0n1 /dev/nvme1n1 --via auto --verify --length 8M\n  \
+p2pmem copy disk.img /dev/nvme1n1 --via host --chunk 4M --depth 16\n  \
+p2pmem copy /dev/nvme0n1 /dev/nvme1n1 --via 0000:03:00.0 --require-p2p --json"
+)]
+pub struct CopyArgs {
+    /// Source: a block device or a regular file.
+    pub src: PathBuf,
+    /// Destination: a block device or a regular file (created when missing, never
+    /// truncated).
+    pub dst: PathBuf,
+    /// Where the buffer lives: `auto` (the provider the kernel would pick for both
+    /// devices; host memory, loudly, when there is none), `host`, or a provider's PCI
+    /// address.
+    #[arg(long, value_name = "auto|host|BDF", default_value = "auto", value_parser = parse_via)]
+    pub via: Via,
+    /// Bytes per request (a multiple of the logical block size).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    pub chunk: u64,
+    /// Chunks in flight at once (the buffer is DEPTH x CHUNK, mapped once).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub depth: usize,
+    /// First source byte (block-aligned).
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    pub offset: u64,
+    /// First destination byte (block-aligned); default: the same as --offset.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub dst_offset: Option<u64>,
+    /// Bytes to copy; default: to the end of the source.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub length: Option<u64>,
+    /// Afterwards, read both ranges again into host memory and compare BLAKE3 hashes
+    /// chunk by chunk.
+    #[arg(long)]
+    pub verify: bool,
+    /// Fail (exit 1) instead of falling back to host memory.
+    #[arg(long)]
+    pub require_p2p: bool,
+    /// Write to a destination that is mounted or in use, or overlapping the source; try
+    /// a P2P path the model predicts refused.
+    #[arg(long)]
+    pub force: bool,
+    /// Diagnostic: the I/O engine, `auto` (io_uring, else pread/pwrite), `uring` or
+    /// `sync` (pread/pwrite, one request at a time). Also read from P2PMEM_ENGINE.
+    #[arg(long, value_name = "auto|uring|sync", value_parser = parse_engine)]
+    pub engine: Option<EngineChoice>,
+}
+
+fn parse_via(s: &str) -> Result<Via, String> {
+    s.parse()
+}
+
+fn parse_engine(s: &str) -> Result<EngineChoice, String> {
+    s.parse()
+}
+
+/// `4096`, `4K`, `64KiB`, `1M`, `8MB`, `1G`: binary units.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (e.g. 4096, 64K, 1M, 2G)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[derive(Serialize)]
+struct CopyJson<'a> {
+    #[serde(flatten)]
+    report: &'a CopyReport,
+    /// `host` or the provider's BDF.
+    via: String,
+    reason: &'a str,
+    model: &'a [String],
+    warnings: &'a [String],
+    notes: &'a [String],
+    verified: Option<bool>,
+    mismatches: Option<&'a [ByteRange]>,
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    if no_color || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// SIGINT/SIGTERM set the flag (checked between chunks); a second one exits at once.
+fn cancel_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))?;
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
+}
+
+fn via_label(loc: Location) -> String {
+    match loc {
+        Location::Host => "host".to_string(),
+        Location::P2p(b) => b.to_string(),
+    }
+}
+
+fn print_text(report: &CopyReport, route: &Route, verify: Option<&VerifyReport>) {
+    let rate = report.bytes_per_second as u64;
+    println!(
+        "copied {} in {:.3} s: {}/s",
+        size(report.bytes),
+        report.seconds,
+        size(rate)
+    );
+    let range = |off: u64| ByteRange {
+        start: off,
+        end: off + report.bytes,
+    };
+    println!(
+        "  source       {} bytes {}",
+        report.src.display(),
+        range(report.src_offset)
+    );
+    println!(
+        "  destination  {} bytes {}{}",
+        report.dst.display(),
+        range(report.dst_offset),
+        if report.created { " (created)" } else { "" }
+    );
+    println!("  buffer       {}: {}", report.location, route.reason);
+    println!(
+        "  engine       {}, {} chunks of {} allowed in flight ({} at most seen)",
+        report.engine,
+        report.depth,
+        size(report.chunk),
+        report.max_in_flight
+    );
+    for (i, line) in route.model.iter().enumerate() {
+        let head = if i == 0 {
+            "  path         "
+        } else {
+            "               "
+        };
+        println!("{head}{}", line.trim_start());
+    }
+    if report.tail_bytes_via_host > 0 {
+        println!(
+            "  tail         the last {} bytes (less than a block) went through host memory with buffered I/O",
+            report.tail_bytes_via_host
+        );
+    }
+    if let Some(v) = verify {
+        if v.ok() {
+            println!(
+                "verify: OK, {} chunks of {} match ({})",
+                v.chunks,
+                size(v.chunk),
+                v.hash
+            );
+        } else {
+            let list: Vec<String> = v.mismatches.iter().map(ToString::to_string).collect();
+            println!(
+                "verify: MISMATCH: destination bytes {} differ from the source ({})",
+                list.join(", "),
+                v.hash
+            );
+        }
+    }
+}
+
+/// Run `copy`.
+pub fn run(common: &Common, args: &CopyArgs) -> anyhow::Result<i32> {
+    let engine = match args.engine {
+        Some(e) => e,
+        None => match std::env::var("P2PMEM_ENGINE") {
+            Ok(v) if !v.is_empty() => v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("P2PMEM_ENGINE: {e}"))?,
+            _ => EngineChoice::Auto,
+        },
+    };
+    let req = CopyRequest {
+        src: args.src.clone(),
+        dst: args.dst.clone(),
+        offset: args.offset,
+        dst_offset: args.dst_offset,
+        length: args.length,
+        chunk: args.chunk,
+        depth: args.depth,
+        via: args.via,
+        require_p2p: args.require_p2p,
+        force: args.force,
+        engine,
+    };
+    let prepared = match prepare(&common.root, &req) {
+        Ok(p) => p,
+        Err(e @ CopyError::NoP2pPath { .. }) => {
+            eprintln!("p2pmem: {e}");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for w in &prepared.route().warnings {
+        eprintln!("p2pmem: WARNING: {w}");
+    }
+    for n in prepared.notes() {
+        eprintln!("p2pmem: note: {n}");
+    }
+    let route = prepared.route().clone();
+    let notes = prepared.notes().to_vec();
+    let plan = *prepared.plan();
+    let cancel = cancel_flag()?;
+    let bar = progress_bar(plan.len);
+    let result = prepared.run(&cancel, &mut |done| bar.set_position(done));
+    bar.finish_and_clear();
+    let report = result?;
+    let verify = if args.verify {
+        let chunk = plan.chunk.clamp(64 << 10, 8 << 20);
+        Some(verify_ranges(
+            &report.src,
+            report.src_offset,
+            &report.dst,
+            report.dst_offset,
+            report.bytes,
+            chunk,
+            &cancel,
+        )?)
+    } else {
+        None
+    };
+    if common.json {
+        print_json(&CopyJson {
+            report: &report,
+            via: via_label(report.location),
+            reason: &route.reason,
+            model: &route.model,
+            warnings: &route.warnings,
+            notes: &notes,
+            verified: verify.as_ref().map(VerifyReport::ok),
+            mismatches: verify.as_ref().map(|v| v.mismatches.as_slice()),
+        })?;
+    } else {
+        print_text(&report, &route, verify.as_ref());
+    }
+    Ok(match verify {
+        Some(v) if !v.ok() => 1,
+        _ => 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("8mb"), Ok(8 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("4X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
+    }
+}

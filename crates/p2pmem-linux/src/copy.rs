@@ -1,0 +1,580 @@
+//! `p2pmem copy`: read from one block device (or file) into a buffer and write from it to
+//! another, with the buffer in a provider's p2pmem so that the payload never crosses
+//! host memory, or in host memory when there is no P2P path.
+//!
+//! [`prepare`] opens both ends, runs the safety checks (destination in use, overlapping
+//! ranges), plans the chunks, decides with the model where the buffer lives, maps it once
+//! and picks the I/O engine (io_uring, or `pread`/`pwrite` when io_uring is
+//! unavailable). [`Prepared::run`] then pipelines the chunks and reports exactly which
+//! destination bytes were written if anything stops it. [`verify_ranges`] compares the
+//! two ranges afterwards through host memory.
+
+mod endpoint;
+mod engine;
+mod error;
+mod plan;
+mod queue;
+mod route;
+mod safety;
+mod uring;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+pub use endpoint::{DevNo, Endpoint, Ident};
+pub use error::{CopyError, Progress, TransferError};
+pub use plan::{ByteRange, Chunk, Plan, PlanError, Side, Written, MAX_CHUNK};
+pub use queue::{Completion, Dir, PushError, Queue, SyncQueue};
+pub use route::{client_of, explain_check, explain_refusal, ClientInfo, Route, Via};
+pub use safety::{block_device_in_use, common_object, parse_mountinfo, InUse, MountEntry};
+pub use uring::{unavailable_hint, Ring, UringQueue, MAX_DEPTH};
+pub use verify::{verify_ranges, VerifyError, VerifyReport};
+
+use crate::dio::{io_hint, DirectKind, Op};
+use crate::p2pbuf::{DmaBuffer, HostBuffer, Location, P2pBuffer};
+use crate::sys;
+use crate::system::{read_system, System};
+use p2pmem_model::Bdf;
+use rustix::fs::FileType;
+use rustix::io::Errno;
+use serde::Serialize;
+use std::fmt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+/// Which I/O engine to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChoice {
+    /// io_uring when available, else synchronous `pread`/`pwrite` (said once).
+    Auto,
+    /// io_uring or an error (a diagnostic choice).
+    Uring,
+    /// `pread`/`pwrite`, one request at a time (a diagnostic choice).
+    Sync,
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "uring" | "io_uring" => Ok(Self::Uring),
+            "sync" => Ok(Self::Sync),
+            other => Err(format!("'{other}' is not an engine: auto, uring or sync")),
+        }
+    }
+}
+
+/// What to copy and how.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    /// Source: block device or regular file.
+    pub src: PathBuf,
+    /// Destination: block device or regular file (created when missing).
+    pub dst: PathBuf,
+    /// First source byte (block-aligned).
+    pub offset: u64,
+    /// First destination byte (block-aligned); `None`: the same as `offset`.
+    pub dst_offset: Option<u64>,
+    /// Bytes to copy; `None`: to the end of the source.
+    pub length: Option<u64>,
+    /// Chunk size (a multiple of the logical block size).
+    pub chunk: u64,
+    /// Chunks in flight.
+    pub depth: usize,
+    /// Where the buffer lives.
+    pub via: Via,
+    /// Fail instead of falling back to host memory.
+    pub require_p2p: bool,
+    /// Skip the in-use and overlap refusals; try a P2P path the model refuses.
+    pub force: bool,
+    /// I/O engine.
+    pub engine: EngineChoice,
+}
+
+/// A copy ready to run: both ends open, the buffer mapped, the engine set up.
+pub struct Prepared {
+    // Field order matters: the queue (which owns the buffer and drains in-flight
+    // requests on drop) goes before the endpoints whose descriptors those requests use.
+    queue: Box<dyn Queue>,
+    src: Endpoint,
+    dst: Endpoint,
+    plan: Plan,
+    route: Route,
+    depth: usize,
+    sys: Option<System>,
+    notes: Vec<String>,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("src", &self.src)
+            .field("dst", &self.dst)
+            .field("plan", &self.plan)
+            .field("engine", &self.queue.name())
+            .finish()
+    }
+}
+
+/// A finished copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyReport {
+    /// Source path.
+    pub src: PathBuf,
+    /// Destination path.
+    pub dst: PathBuf,
+    /// First source byte.
+    pub src_offset: u64,
+    /// First destination byte.
+    pub dst_offset: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Wall time, including the final fdatasync.
+    pub seconds: f64,
+    /// `bytes / seconds`.
+    pub bytes_per_second: f64,
+    /// Where the buffer was.
+    pub location: Location,
+    /// `io_uring` or `sync`.
+    pub engine: &'static str,
+    /// Chunk size.
+    pub chunk: u64,
+    /// Chunks allowed in flight.
+    pub depth: usize,
+    /// Most requests the kernel had at once.
+    pub max_in_flight: usize,
+    /// Bytes at the end, shorter than a block, copied with buffered I/O through host
+    /// memory.
+    pub tail_bytes_via_host: u64,
+    /// Whether the destination file was created.
+    pub created: bool,
+}
+
+/// Removes a destination file this copy created when preparing fails.
+struct CreatedGuard<'a>(Option<&'a Path>);
+
+impl Drop for CreatedGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn open_queue(
+    engine: EngineChoice,
+    depth: usize,
+    buf: Box<dyn DmaBuffer>,
+    notes: &mut Vec<String>,
+) -> Result<Box<dyn Queue>, CopyError> {
+    if engine == EngineChoice::Sync {
+        return Ok(Box::new(SyncQueue::new(buf)));
+    }
+    match Ring::open(depth) {
+        Ok(ring) => Ok(Box::new(UringQueue::new(ring, buf))),
+        Err(source) if engine == EngineChoice::Auto => {
+            notes.push(format!(
+                "io_uring is unavailable ({}: {}); using synchronous pread/pwrite, one request \
+                 at a time",
+                sys::io_error_label(&source),
+                unavailable_hint(&source)
+            ));
+            Ok(Box::new(SyncQueue::new(buf)))
+        }
+        Err(source) => Err(CopyError::Uring {
+            errno: sys::io_error_label(&source),
+            hint: unavailable_hint(&source),
+            source,
+        }),
+    }
+}
+
+/// Maps `depth * chunk` bytes of `provider`'s p2pmem, halving the depth while the pool
+/// cannot supply one contiguous piece (ENOMEM).
+fn map_p2p(
+    root: &Path,
+    provider: Bdf,
+    chunk: u64,
+    depth: usize,
+    notes: &mut Vec<String>,
+) -> Result<(P2pBuffer, usize), CopyError> {
+    let mut d = depth;
+    loop {
+        let len = usize::try_from(chunk.saturating_mul(d as u64)).unwrap_or(usize::MAX);
+        match P2pBuffer::map(root, provider, len) {
+            Ok(b) => {
+                if d != depth {
+                    notes.push(format!(
+                        "the p2pmem pool of {provider} could not supply {depth} chunks in one piece; \
+                         using depth {d}"
+                    ));
+                }
+                return Ok((b, d));
+            }
+            Err(e) if e.mmap_errno() == Some(Errno::NOMEM.raw_os_error()) && d > 1 => d /= 2,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Opens, checks, plans, routes and maps: everything before the first byte moves.
+/// `root` is where sysfs and procfs are read (`/` on a live system).
+pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
+    if req.depth == 0 || req.depth > MAX_DEPTH {
+        return Err(PlanError::BadDepth {
+            depth: req.depth,
+            max: MAX_DEPTH,
+        }
+        .into());
+    }
+    let mut notes = Vec::new();
+    let src = Endpoint::open_source(&req.src)?;
+    // A destination block device: refuse it when mounted or held, before opening it.
+    if let Ok(st) = rustix::fs::stat(&req.dst) {
+        if FileType::from_raw_mode(st.st_mode) == FileType::BlockDevice {
+            let dev = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+            let used = block_device_in_use(root, dev);
+            if !used.is_free() {
+                if !req.force {
+                    return Err(CopyError::InUse {
+                        path: req.dst.clone(),
+                        why: used.describe(),
+                    });
+                }
+                notes.push(format!(
+                    "--force: writing to {} although it is {}",
+                    req.dst.display(),
+                    used.describe()
+                ));
+            }
+        }
+    }
+    let dst = Endpoint::open_destination(&req.dst, !req.force)?;
+    let mut created = CreatedGuard(dst.created().then_some(req.dst.as_path()));
+    let side = |e: &Endpoint| Side {
+        size: e.size(),
+        block: u64::from(e.alignment().offset_align.max(1)),
+        fixed_size: e.kind() == DirectKind::BlockDevice,
+    };
+    let plan = Plan::new(
+        side(&src),
+        side(&dst),
+        req.offset,
+        req.dst_offset.unwrap_or(req.offset),
+        req.length,
+        req.chunk,
+    )?;
+    let src_range = ByteRange {
+        start: plan.src_offset,
+        end: plan.src_offset + plan.len,
+    };
+    if let Some((a, b)) = common_object(root, &src, src_range, &dst, plan.dst_range()) {
+        if a.overlaps(&b) {
+            let object = match src.ident() {
+                Ident::File { .. } => "file",
+                Ident::Block { .. } => "disk",
+            };
+            if !req.force {
+                return Err(CopyError::Overlap {
+                    src: req.src.clone(),
+                    dst: req.dst.clone(),
+                    src_range: a,
+                    dst_range: b,
+                    object,
+                });
+            }
+            notes.push(format!(
+                "--force: source {a} and destination {b} overlap on the same {object}; the result is undefined"
+            ));
+        }
+    }
+    let sys = match req.via {
+        Via::Host => None,
+        _ => Some(read_system(root).map_err(|source| CopyError::System {
+            root: root.to_path_buf(),
+            source,
+        })),
+    };
+    let sys_ref = match &sys {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("not read (--via host)".to_string()),
+    };
+    let mut route = route::decide(
+        root,
+        sys_ref,
+        req.via,
+        &src,
+        &dst,
+        req.force,
+        req.require_p2p,
+    )?;
+    let sys = sys.and_then(Result::ok);
+    let mut depth = req.depth;
+    let buffer: Box<dyn DmaBuffer> = match route.provider {
+        Some(provider) => match map_p2p(root, provider, plan.chunk, depth, &mut notes) {
+            Ok((b, d)) => {
+                depth = d;
+                Box::new(b)
+            }
+            Err(e) if req.via == Via::Auto && !req.require_p2p => {
+                route.warnings.push(format!(
+                    "NO P2P BUFFER: {e}. Copying through HOST memory instead: the payload crosses \
+                     host RAM (--require-p2p makes this an error)"
+                ));
+                route.provider = None;
+                route.reason = format!("host memory: the p2pmem of {provider} could not be mapped");
+                Box::new(host_buffer(plan.chunk, depth)?)
+            }
+            Err(e) => return Err(e),
+        },
+        None => Box::new(host_buffer(plan.chunk, depth)?),
+    };
+    let queue = open_queue(req.engine, depth, buffer, &mut notes)?;
+    if queue.name() == "sync" && depth > 1 {
+        notes.push(format!(
+            "the sync engine moves one request at a time: --depth {depth} only sizes the buffer"
+        ));
+    }
+    created.0 = None;
+    Ok(Prepared {
+        queue,
+        src,
+        dst,
+        plan,
+        route,
+        depth,
+        sys,
+        notes,
+    })
+}
+
+fn host_buffer(chunk: u64, depth: usize) -> Result<HostBuffer, CopyError> {
+    let len = usize::try_from(chunk.saturating_mul(depth as u64)).unwrap_or(usize::MAX);
+    Ok(HostBuffer::new(len)?)
+}
+
+impl Prepared {
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Where the buffer lives and why.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// Things to say once on stderr before the copy starts (engine fallback, depth
+    /// reduced, `--force` overrides). The route's warnings are separate.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// `io_uring` or `sync`.
+    pub fn engine(&self) -> &'static str {
+        self.queue.name()
+    }
+
+    /// Chunks in flight (may be lower than asked when the p2pmem pool was short).
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// The source.
+    pub fn src(&self) -> &Endpoint {
+        &self.src
+    }
+
+    /// The destination.
+    pub fn dst(&self) -> &Endpoint {
+        &self.dst
+    }
+
+    fn progress(&self, written: &Written) -> Progress {
+        Progress {
+            dst: self.dst.path().to_path_buf(),
+            planned: self.plan.dst_range(),
+            written: written.clone(),
+        }
+    }
+
+    /// Copies. `cancel` (set by a signal handler) is checked between chunks; `progress`
+    /// receives the destination bytes written so far.
+    pub fn run(
+        mut self,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<CopyReport, CopyError> {
+        let start = Instant::now();
+        let location = self.queue.location();
+        let mem_align = u64::from(
+            self.src
+                .alignment()
+                .mem_align
+                .max(self.dst.alignment().mem_align),
+        );
+        let outcome = engine::run(
+            self.queue.as_mut(),
+            &self.plan,
+            self.src.fd(),
+            self.dst.fd(),
+            mem_align,
+            cancel,
+            progress,
+        );
+        let mut written = outcome.written;
+        if let Some(stop) = outcome.stop {
+            return Err(self.stop_error(stop, &written, location));
+        }
+        let mut tail_bytes_via_host = 0;
+        if self.plan.tail > 0 {
+            let at = self.plan.direct_len();
+            self.copy_tail(at)
+                .map_err(|(what, path, source)| CopyError::Finish {
+                    what,
+                    path,
+                    errno: sys::io_error_label(&source),
+                    progress: Box::new(self.progress(&written)),
+                    source,
+                })?;
+            written.insert(self.plan.dst_offset + at, self.plan.tail);
+            tail_bytes_via_host = self.plan.tail;
+            progress(written.bytes());
+        }
+        rustix::fs::fdatasync(self.dst.fd()).map_err(|e| CopyError::Finish {
+            what: "fdatasync",
+            path: self.dst.path().to_path_buf(),
+            errno: sys::errno_label(e.raw_os_error()),
+            progress: Box::new(self.progress(&written)),
+            source: e.into(),
+        })?;
+        let seconds = start.elapsed().as_secs_f64();
+        let bytes = written.bytes();
+        Ok(CopyReport {
+            src: self.src.path().to_path_buf(),
+            dst: self.dst.path().to_path_buf(),
+            src_offset: self.plan.src_offset,
+            dst_offset: self.plan.dst_offset,
+            bytes,
+            seconds,
+            bytes_per_second: if seconds > 0.0 {
+                bytes as f64 / seconds
+            } else {
+                0.0
+            },
+            location,
+            engine: self.queue.name(),
+            chunk: self.plan.chunk,
+            depth: self.depth,
+            max_in_flight: outcome.max_in_flight.min(self.queue.max_concurrency()),
+            tail_bytes_via_host,
+            created: self.dst.created(),
+        })
+    }
+
+    /// Copies the sub-block tail at plan offset `at` with buffered I/O (O_DIRECT cannot
+    /// move part of a block), then the caller's fdatasync makes it durable.
+    fn copy_tail(&self, at: u64) -> Result<(), (&'static str, PathBuf, std::io::Error)> {
+        let len = usize::try_from(self.plan.tail).unwrap_or(0);
+        let src_path = self.src.path().to_path_buf();
+        let dst_path = self.dst.path().to_path_buf();
+        let src = std::fs::File::open(&src_path).map_err(|e| ("open", src_path.clone(), e))?;
+        let mut bytes = vec![0u8; len];
+        src.read_exact_at(&mut bytes, self.plan.src_offset + at)
+            .map_err(|e| ("buffered read of the tail", src_path, e))?;
+        let dst = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&dst_path)
+            .map_err(|e| ("open", dst_path.clone(), e))?;
+        dst.write_all_at(&bytes, self.plan.dst_offset + at)
+            .map_err(|e| ("buffered write of the tail", dst_path.clone(), e))?;
+        dst.sync_data()
+            .map_err(|e| ("fdatasync of the tail", dst_path, e))
+    }
+
+    fn stop_error(&self, stop: engine::Stop, written: &Written, location: Location) -> CopyError {
+        let progress = self.progress(written);
+        let boxed = || Box::new(self.progress(written));
+        let side = |dir: Dir| match dir {
+            Dir::Read => (Op::Read, self.src.path().to_path_buf(), &self.route.src),
+            Dir::Write => (Op::Write, self.dst.path().to_path_buf(), &self.route.dst),
+        };
+        match stop {
+            engine::Stop::Io {
+                dir,
+                file_off,
+                len,
+                source,
+            } => {
+                let (op, path, client) = side(dir);
+                let errno = source.raw_os_error();
+                let explanation = match (location, errno, &self.sys, client) {
+                    (Location::P2p(provider), Some(e), Some(sys), Some(client))
+                        if e == Errno::REMOTEIO.raw_os_error()
+                            || e == Errno::INVAL.raw_os_error()
+                            || e == Errno::OPNOTSUPP.raw_os_error() =>
+                    {
+                        Some(explain_refusal(sys, provider, client, e))
+                    }
+                    _ => None,
+                };
+                CopyError::Transfer(Box::new(TransferError {
+                    op,
+                    path,
+                    file_off,
+                    len,
+                    location,
+                    errno: sys::io_error_label(&source),
+                    hint: io_hint(errno, location),
+                    explanation,
+                    progress,
+                    source,
+                }))
+            }
+            engine::Stop::ShortSource { file_off } => CopyError::ShortSource {
+                path: self.src.path().to_path_buf(),
+                file_off,
+                progress: boxed(),
+            },
+            engine::Stop::UnalignedShort { dir, file_off, got } => {
+                let (op, path, _) = side(dir);
+                CopyError::UnalignedShort {
+                    op,
+                    path,
+                    file_off,
+                    got,
+                    block: self.plan.block,
+                    progress: boxed(),
+                }
+            }
+            engine::Stop::Push(e) => CopyError::Transfer(Box::new(TransferError {
+                op: Op::Read,
+                path: self.src.path().to_path_buf(),
+                file_off: self.plan.src_offset,
+                len: self.plan.chunk,
+                location,
+                errno: "none".to_string(),
+                hint: "the I/O queue refused the request before it reached the kernel",
+                explanation: None,
+                progress,
+                source: std::io::Error::other(e),
+            })),
+            engine::Stop::Wait(source) => CopyError::Wait {
+                errno: sys::io_error_label(&source),
+                progress: boxed(),
+                source,
+            },
+            engine::Stop::Pool(source) => CopyError::Pool {
+                len: self.queue.buffer_len(),
+                source,
+            },
+            engine::Stop::Cancelled => CopyError::Interrupted { progress: boxed() },
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The two ends of a copy: a block device or a regular file opened with O_DIRECT, with
+//! its size, its alignment and what it is on disk (for the overlap check).
+//!
+//! [`DirectFile`] checks the file and learns the alignment; since it does not lend its
+//! descriptor, the copy opens its own (same path and flags, plus `O_EXCL` on a
+//! destination block device) and checks with `fstat` that both name the same object.
+
+use super::error::CopyError;
+use crate::dio::{Access, Alignment, DirectFile, DirectKind};
+use crate::sys;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{FileType, Mode, OFlags, SeekFrom};
+use rustix::io::Errno;
+use std::path::{Path, PathBuf};
+
+/// A device number split into major and minor.
+pub type DevNo = (u32, u32);
+
+/// What an endpoint is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ident {
+    /// A block device.
+    Block {
+        /// Its device number.
+        rdev: DevNo,
+    },
+    /// A regular file.
+    File {
+        /// The device of its file system.
+        dev: DevNo,
+        /// Its inode.
+        ino: u64,
+    },
+}
+
+/// One end of a copy, open for O_DIRECT.
+#[derive(Debug)]
+pub struct Endpoint {
+    path: PathBuf,
+    kind: DirectKind,
+    align: Alignment,
+    size: u64,
+    ident: Ident,
+    created: bool,
+    fd: OwnedFd,
+}
+
+fn split_dev(dev: u64) -> DevNo {
+    (rustix::fs::major(dev), rustix::fs::minor(dev))
+}
+
+fn stat_error(path: &Path, e: Errno) -> CopyError {
+    CopyError::Stat {
+        path: path.to_path_buf(),
+        errno: sys::errno_label(e.raw_os_error()),
+        source: e.into(),
+    }
+}
+
+impl Endpoint {
+    /// Opens the source read-only.
+    pub fn open_source(path: &Path) -> Result<Self, CopyError> {
+        Self::open(path, Access::Read, false, false)
+    }
+
+    /// Opens the destination read-write. A missing path becomes a new regular file. A
+    /// block device is opened with `O_EXCL` when `exclusive`, so that the kernel refuses
+    /// (EBUSY) a device that is mounted or claimed by md, dm, swap or another exclusive
+    /// opener, and nobody can claim it while the copy runs.
+    pub fn open_destination(path: &Path, exclusive: bool) -> Result<Self, CopyError> {
+        let created = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(source) => {
+                return Err(CopyError::Create {
+                    path: path.to_path_buf(),
+                    errno: sys::io_error_label(&source),
+                    source,
+                })
+            }
+        };
+        Self::open(path, Access::ReadWrite, exclusive, created)
+    }
+
+    fn open(
+        path: &Path,
+        access: Access,
+        exclusive: bool,
+        created: bool,
+    ) -> Result<Self, CopyError> {
+        let probe = DirectFile::open(path, access)?;
+        let (kind, align) = (probe.kind(), probe.alignment());
+        drop(probe);
+        let mut flags = OFlags::DIRECT | OFlags::CLOEXEC;
+        flags |= match access {
+            Access::Read => OFlags::RDONLY,
+            Access::ReadWrite => OFlags::RDWR,
+        };
+        if exclusive && kind == DirectKind::BlockDevice {
+            flags |= OFlags::EXCL;
+        }
+        let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
+            if e == Errno::BUSY {
+                CopyError::InUse {
+                    path: path.to_path_buf(),
+                    why: "the kernel refused an exclusive open (EBUSY): it is mounted, swap, \
+                          part of md/dm/LVM, or held open exclusively by another program"
+                        .to_string(),
+                }
+            } else {
+                CopyError::Stat {
+                    path: path.to_path_buf(),
+                    errno: sys::errno_label(e.raw_os_error()),
+                    source: e.into(),
+                }
+            }
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| stat_error(path, e))?;
+        let ident = match FileType::from_raw_mode(st.st_mode) {
+            FileType::BlockDevice if kind == DirectKind::BlockDevice => Ident::Block {
+                rdev: split_dev(st.st_rdev),
+            },
+            FileType::RegularFile if kind == DirectKind::RegularFile => Ident::File {
+                dev: split_dev(st.st_dev),
+                ino: st.st_ino,
+            },
+            _ => return Err(CopyError::Changed(path.to_path_buf())),
+        };
+        let size = match kind {
+            DirectKind::RegularFile => u64::try_from(st.st_size).unwrap_or(0),
+            DirectKind::BlockDevice => {
+                rustix::fs::seek(&fd, SeekFrom::End(0)).map_err(|e| stat_error(path, e))?
+            }
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            kind,
+            align,
+            size,
+            ident,
+            created,
+            fd,
+        })
+    }
+
+    /// The path as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Block device or regular file.
+    pub fn kind(&self) -> DirectKind {
+        self.kind
+    }
+
+    /// O_DIRECT alignment.
+    pub fn alignment(&self) -> Alignment {
+        self.align
+    }
+
+    /// Size in bytes when opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// What it is on disk.
+    pub fn ident(&self) -> Ident {
+        self.ident
+    }
+
+    /// Whether the destination file was created by this open.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// The block device that does the I/O: the device itself, or the file system's
+    /// device for a regular file.
+    pub fn block_dev(&self) -> DevNo {
+        match self.ident {
+            Ident::Block { rdev } => rdev,
+            Ident::File { dev, .. } => dev,
+        }
+    }
+
+    /// The descriptor, for the I/O queue.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -1,0 +1,733 @@
+//! Host-tier tests of the copy: regular files on a file system with O_DIRECT (the
+//! target directory), host buffers, both engines; a fault-injecting queue for errors in
+//! the middle of a copy; loop devices when root and losetup are there.
+
+use super::*;
+use crate::p2pbuf::HostBuffer;
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::fs::{Mode, OFlags};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+/// A scratch directory on a file system that supports O_DIRECT (the target directory,
+/// normally ext4/xfs/overlay; tmpfs may not), or `None` with a note.
+fn scratch() -> Option<tempfile::TempDir> {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    for dir in [base.as_path(), Path::new("/var/tmp")] {
+        let Ok(tmp) = tempfile::tempdir_in(dir) else {
+            continue;
+        };
+        let probe = tmp.path().join("probe");
+        std::fs::write(&probe, [0u8; 4096]).unwrap();
+        if crate::dio::DirectFile::open(&probe, crate::dio::Access::Read).is_ok() {
+            return Some(tmp);
+        }
+    }
+    None
+}
+
+macro_rules! scratch_or_skip {
+    () => {
+        match scratch() {
+            Some(d) => d,
+            None => {
+                eprintln!("SKIPPED: no file system here supports O_DIRECT");
+                return;
+            }
+        }
+    };
+}
+
+/// Deterministic, position-dependent bytes (a 64-bit LCG), so shifted copies differ.
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+fn request(src: &Path, dst: &Path) -> CopyRequest {
+    CopyRequest {
+        src: src.to_path_buf(),
+        dst: dst.to_path_buf(),
+        offset: 0,
+        dst_offset: None,
+        length: None,
+        chunk: 64 << 10,
+        depth: 4,
+        via: Via::Host,
+        require_p2p: false,
+        force: false,
+        engine: EngineChoice::Auto,
+    }
+}
+
+fn no_cancel() -> AtomicBool {
+    AtomicBool::new(false)
+}
+
+fn copy(req: &CopyRequest) -> Result<CopyReport, CopyError> {
+    let root = Path::new("/");
+    prepare(root, req)?.run(&no_cancel(), &mut |_| {})
+}
+
+fn verify(req: &CopyRequest, len: u64) -> VerifyReport {
+    verify_ranges(
+        &req.src,
+        req.offset,
+        &req.dst,
+        req.dst_offset.unwrap_or(req.offset),
+        len,
+        req.chunk,
+        &no_cancel(),
+    )
+    .unwrap()
+}
+
+fn uring_works() -> bool {
+    match Ring::open(4) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED (io_uring part): io_uring unavailable here: {e}");
+            false
+        }
+    }
+}
+
+#[test]
+fn copies_and_verifies_with_both_engines_and_many_geometries() {
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    let data = pattern(3 << 20, 1);
+    std::fs::write(&src, &data).unwrap();
+    let mut engines = vec![EngineChoice::Sync];
+    if uring_works() {
+        engines.push(EngineChoice::Uring);
+    }
+    let mut runs = 0;
+    for engine in engines {
+        for (chunk, depth) in [
+            (4096, 1),
+            (4096, 8),
+            (64 << 10, 3),
+            (1 << 20, 8),
+            (2 << 20, 2),
+        ] {
+            let dst = d.path().join(format!("dst-{engine:?}-{chunk}-{depth}.img"));
+            let mut req = request(&src, &dst);
+            req.chunk = chunk;
+            req.depth = depth;
+            req.engine = engine;
+            let p = prepare(Path::new("/"), &req).unwrap();
+            assert_eq!(
+                p.engine(),
+                if engine == EngineChoice::Sync {
+                    "sync"
+                } else {
+                    "io_uring"
+                }
+            );
+            let r = p.run(&no_cancel(), &mut |_| {}).unwrap();
+            assert_eq!(r.bytes, 3 << 20);
+            assert_eq!(r.location, Location::Host);
+            assert!(r.created);
+            if engine == EngineChoice::Uring && depth > 1 {
+                assert!(r.max_in_flight > 1, "{r:?}");
+            }
+            assert!(r.max_in_flight <= depth, "{r:?}");
+            assert_eq!(
+                std::fs::read(&dst).unwrap(),
+                data,
+                "{engine:?} {chunk} {depth}"
+            );
+            let v = verify(&req, 3 << 20);
+            assert!(v.ok(), "{v:?}");
+            assert_eq!(v.chunks, (3u64 << 20).div_ceil(chunk.max(1)));
+            runs += 1;
+        }
+    }
+    assert!(runs >= 5);
+}
+
+#[test]
+fn offset_length_and_destination_offset_touch_only_that_range() {
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    let dst = d.path().join("dst.img");
+    let data = pattern(1 << 20, 2);
+    let old = pattern(1 << 20, 3);
+    std::fs::write(&src, &data).unwrap();
+    std::fs::write(&dst, &old).unwrap();
+    let mut req = request(&src, &dst);
+    req.offset = 8192;
+    req.dst_offset = Some(65536);
+    req.length = Some(200 << 10);
+    req.chunk = 16 << 10;
+    let r = copy(&req).unwrap();
+    assert_eq!(
+        (r.bytes, r.src_offset, r.dst_offset),
+        (200 << 10, 8192, 65536)
+    );
+    assert!(!r.created);
+    let got = std::fs::read(&dst).unwrap();
+    let (a, b) = (65536, 65536 + (200 << 10));
+    assert_eq!(&got[..a], &old[..a]);
+    assert_eq!(&got[a..b], &data[8192..8192 + (200 << 10)]);
+    assert_eq!(&got[b..], &old[b..]);
+    assert!(verify(&req, 200 << 10).ok());
+    // Misaligned offsets never reach the kernel.
+    req.offset = 100;
+    let e = prepare(Path::new("/"), &req).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CopyError::Plan(PlanError::Misaligned { offset: 100, .. })
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_source_that_ends_mid_block_gets_its_tail_through_host_memory() {
+    let d = scratch_or_skip!();
+    let src = d.path().join("odd.bin");
+    let dst = d.path().join("odd.copy");
+    let data = pattern(100_000, 4);
+    std::fs::write(&src, &data).unwrap();
+    let req = request(&src, &dst);
+    let r = copy(&req).unwrap();
+    assert_eq!(r.bytes, 100_000);
+    assert_eq!(r.tail_bytes_via_host, 100_000 % 512);
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    let v = verify(&req, 100_000);
+    assert!(v.ok(), "{v:?}");
+}
+
+#[test]
+fn overlapping_ranges_of_one_file_are_refused_unless_forced() {
+    let d = scratch_or_skip!();
+    let f = d.path().join("one.img");
+    let data = pattern(1 << 20, 5);
+    std::fs::write(&f, &data).unwrap();
+    let mut req = request(&f, &f);
+    req.length = Some(256 << 10);
+    req.dst_offset = Some(128 << 10);
+    let e = prepare(Path::new("/"), &req).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, CopyError::Overlap { .. }), "{msg}");
+    assert!(
+        msg.contains("[0, 262144)") && msg.contains("[131072, 393216)") && msg.contains("--force"),
+        "{msg}"
+    );
+    // A hard link is the same file.
+    let link = d.path().join("link.img");
+    std::fs::hard_link(&f, &link).unwrap();
+    let mut via_link = req.clone();
+    via_link.dst = link;
+    assert!(matches!(
+        prepare(Path::new("/"), &via_link),
+        Err(CopyError::Overlap { .. })
+    ));
+    // Disjoint ranges of the same file are fine.
+    req.dst_offset = Some(512 << 10);
+    copy(&req).unwrap();
+    let got = std::fs::read(&f).unwrap();
+    assert_eq!(&got[512 << 10..768 << 10], &data[..256 << 10]);
+    // --force lets an overlap through, and says so.
+    req.dst_offset = Some(128 << 10);
+    req.force = true;
+    let p = prepare(Path::new("/"), &req).unwrap();
+    assert!(
+        p.notes().iter().any(|n| n.contains("overlap")),
+        "{:?}",
+        p.notes()
+    );
+}
+
+#[test]
+fn verify_catches_a_byte_flipped_after_the_copy() {
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    let dst = d.path().join("dst.img");
+    std::fs::write(&src, pattern(1 << 20, 6)).unwrap();
+    let mut req = request(&src, &dst);
+    req.chunk = 128 << 10;
+    copy(&req).unwrap();
+    assert!(verify(&req, 1 << 20).ok());
+    // Corrupt one byte of the destination through the page cache; the O_DIRECT re-read
+    // must see it (the kernel writes dirty pages back before a direct read).
+    let f = std::fs::OpenOptions::new().write(true).open(&dst).unwrap();
+    let at = 300_000u64;
+    let mut b = [0u8; 1];
+    std::fs::File::open(&dst)
+        .unwrap()
+        .read_exact_at(&mut b, at)
+        .unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], at).unwrap();
+    f.sync_all().unwrap();
+    let v = verify(&req, 1 << 20);
+    assert_eq!(
+        v.mismatches,
+        vec![ByteRange {
+            start: 256 << 10,
+            end: 384 << 10
+        }]
+    );
+    assert_eq!(v.hash, "blake3");
+    // A destination that is too short is a mismatch too, not an error.
+    f.set_len(900_000).unwrap();
+    let v = verify(&req, 1 << 20);
+    assert_eq!(v.mismatches.last().map(|r| r.end), Some(1 << 20), "{v:?}");
+}
+
+#[test]
+fn cancellation_stops_between_chunks_and_says_what_was_written() {
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    std::fs::write(&src, pattern(1 << 20, 7)).unwrap();
+    for engine in [EngineChoice::Sync, EngineChoice::Auto] {
+        // Cancelled before it starts: nothing written.
+        let dst = d.path().join(format!("a-{engine:?}.img"));
+        let mut req = request(&src, &dst);
+        req.engine = engine;
+        let cancel = AtomicBool::new(true);
+        let e = prepare(Path::new("/"), &req)
+            .unwrap()
+            .run(&cancel, &mut |_| {})
+            .unwrap_err();
+        assert!(matches!(e, CopyError::Interrupted { .. }), "{e}");
+        assert!(e.to_string().contains("nothing were written"), "{e}");
+        // Cancelled after the first completed write: the written set is exact.
+        let dst = d.path().join(format!("b-{engine:?}.img"));
+        let mut req = request(&src, &dst);
+        req.engine = engine;
+        req.depth = 1;
+        let cancel = AtomicBool::new(false);
+        let e = prepare(Path::new("/"), &req)
+            .unwrap()
+            .run(&cancel, &mut |_| cancel.store(true, Ordering::Relaxed))
+            .unwrap_err();
+        let p = e.progress().unwrap();
+        assert_eq!(p.written.to_string(), "bytes [0, 65536)", "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("interrupted; of the planned [0, 1048576)"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_source_truncated_mid_copy_is_reported_with_the_bytes_written() {
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    let dst = d.path().join("dst.img");
+    std::fs::write(&src, pattern(1 << 20, 8)).unwrap();
+    let mut req = request(&src, &dst);
+    req.engine = EngineChoice::Sync;
+    req.depth = 1;
+    let p = prepare(Path::new("/"), &req).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_len(256 << 10)
+        .unwrap();
+    let e = p.run(&no_cancel(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(e, CopyError::ShortSource { file_off, .. } if file_off == 256 << 10),
+        "{e}"
+    );
+    assert_eq!(
+        e.progress().unwrap().written.to_string(),
+        "bytes [0, 262144)"
+    );
+}
+
+/// Fails the `fail_at`-th write (counting from 1) with `errno` without doing it: a
+/// device error in the middle of a copy. Everything else goes to a real [`SyncQueue`].
+struct FaultQueue {
+    inner: SyncQueue,
+    pending: Vec<Completion>,
+    writes: usize,
+    fail_at: usize,
+    errno: i32,
+}
+
+impl Queue for FaultQueue {
+    fn name(&self) -> &'static str {
+        "fault"
+    }
+    fn location(&self) -> Location {
+        self.inner.location()
+    }
+    fn buffer_len(&self) -> usize {
+        self.inner.buffer_len()
+    }
+    fn push(
+        &mut self,
+        dir: Dir,
+        fd: rustix::fd::BorrowedFd<'_>,
+        buf_off: usize,
+        len: usize,
+        file_off: u64,
+        user_data: u64,
+    ) -> Result<(), PushError> {
+        if dir == Dir::Write {
+            self.writes += 1;
+            if self.writes == self.fail_at {
+                self.pending.push(Completion {
+                    user_data,
+                    result: Err(std::io::Error::from_raw_os_error(self.errno)),
+                });
+                return Ok(());
+            }
+        }
+        self.inner.push(dir, fd, buf_off, len, file_off, user_data)
+    }
+    fn wait(&mut self, out: &mut Vec<Completion>) -> std::io::Result<()> {
+        out.append(&mut self.pending);
+        self.inner.wait(out)
+    }
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight() + self.pending.len()
+    }
+}
+
+fn open_direct(path: &Path, flags: OFlags) -> OwnedFd {
+    rustix::fs::open(
+        path,
+        flags | OFlags::DIRECT | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_device_error_mid_copy_stops_new_work_and_leaves_an_exact_written_set() {
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    let dst = d.path().join("dst.img");
+    std::fs::write(&src, pattern(1 << 20, 9)).unwrap();
+    let s = open_direct(&src, OFlags::RDONLY);
+    let t = open_direct(&dst, OFlags::RDWR | OFlags::CREATE);
+    let side = Side {
+        size: 1 << 20,
+        block: 512,
+        fixed_size: false,
+    };
+    let plan = Plan::new(side, side, 0, 0, None, 64 << 10).unwrap();
+    let mut q = FaultQueue {
+        inner: SyncQueue::new(Box::new(HostBuffer::new(4 * (64 << 10)).unwrap())),
+        pending: Vec::new(),
+        writes: 0,
+        fail_at: 6,
+        errno: 5,
+    };
+    let mut seen = Vec::new();
+    let out = engine::run(
+        &mut q,
+        &plan,
+        s.as_fd(),
+        t.as_fd(),
+        512,
+        &no_cancel(),
+        &mut |b| seen.push(b),
+    );
+    // The sync queue runs each request as it is pushed and reports at the next wait:
+    // reads 0-3, writes 0-3, reads 4-7, writes 4-7 (write 5 fails), and only then the
+    // failure is seen. Chunks 6 and 7 were written before it was: the written set is
+    // not a prefix, and it is exact. Nothing after chunk 7 was started.
+    assert_eq!(
+        out.written.to_string(),
+        "bytes [0, 327680), [393216, 524288)"
+    );
+    match out.stop {
+        Some(engine::Stop::Io {
+            dir: Dir::Write,
+            file_off,
+            len,
+            ref source,
+        }) => {
+            assert_eq!((file_off, len), (5 * 65536, 65536));
+            assert_eq!(source.raw_os_error(), Some(5));
+        }
+        ref other => panic!("{other:?}"),
+    }
+    assert_eq!(seen.last(), Some(&(327_680 + 131_072)));
+    assert_eq!(q.in_flight(), 0, "everything in flight was reaped");
+    let got = std::fs::read(&dst).unwrap();
+    assert_eq!(&got[..327_680], &pattern(1 << 20, 9)[..327_680]);
+}
+
+#[test]
+fn a_buffer_too_small_for_one_chunk_is_an_error_not_a_hang() {
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    std::fs::write(&src, pattern(1 << 20, 10)).unwrap();
+    let s = open_direct(&src, OFlags::RDONLY);
+    let t = open_direct(&d.path().join("dst.img"), OFlags::RDWR | OFlags::CREATE);
+    let side = Side {
+        size: 1 << 20,
+        block: 512,
+        fixed_size: false,
+    };
+    let plan = Plan::new(side, side, 0, 0, None, 64 << 10).unwrap();
+    let mut q = SyncQueue::new(Box::new(HostBuffer::new(8192).unwrap()));
+    let out = engine::run(
+        &mut q,
+        &plan,
+        s.as_fd(),
+        t.as_fd(),
+        512,
+        &no_cancel(),
+        &mut |_| {},
+    );
+    assert!(
+        matches!(out.stop, Some(engine::Stop::Pool(_))),
+        "{:?}",
+        out.stop
+    );
+    assert_eq!(out.written.bytes(), 0);
+}
+
+#[test]
+fn the_uring_queue_guards_its_buffer() {
+    let Ok(ring) = Ring::open(4) else {
+        eprintln!("SKIPPED: io_uring unavailable here");
+        return;
+    };
+    let d = scratch_or_skip!();
+    let path = d.path().join("f.img");
+    std::fs::write(&path, pattern(1 << 16, 11)).unwrap();
+    let fd = open_direct(&path, OFlags::RDONLY);
+    let mut q = UringQueue::new(ring, Box::new(HostBuffer::new(16384).unwrap()));
+    q.push(Dir::Read, fd.as_fd(), 0, 8192, 0, 1).unwrap();
+    assert_eq!(
+        q.push(Dir::Read, fd.as_fd(), 4096, 8192, 0, 2),
+        Err(PushError::Busy {
+            offset: 4096,
+            len: 8192
+        })
+    );
+    assert_eq!(
+        q.push(Dir::Read, fd.as_fd(), 8192, 4096, 0, 1),
+        Err(PushError::DuplicateTag(1))
+    );
+    assert!(matches!(
+        q.push(Dir::Read, fd.as_fd(), 12288, 8192, 0, 3),
+        Err(PushError::OutOfBuffer { .. })
+    ));
+    q.push(Dir::Read, fd.as_fd(), 8192, 8192, 8192, 4).unwrap();
+    assert_eq!(q.in_flight(), 2);
+    let mut out = Vec::new();
+    while q.in_flight() > 0 {
+        q.wait(&mut out).unwrap();
+    }
+    let mut tags: Vec<(u64, usize)> = out
+        .iter()
+        .map(|c| (c.user_data, *c.result.as_ref().unwrap()))
+        .collect();
+    tags.sort();
+    assert_eq!(tags, vec![(1, 8192), (4, 8192)]);
+    // A request left in flight is reaped by Drop before the buffer goes.
+    q.push(Dir::Read, fd.as_fd(), 0, 16384, 0, 5).unwrap();
+    drop(q);
+}
+
+#[test]
+fn auto_falls_back_to_host_memory_loudly_for_files_and_require_p2p_refuses() {
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    std::fs::write(&src, pattern(65536, 12)).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/truth/s01_switch_cmbmix_fam15/root");
+    let mut req = request(&src, &d.path().join("dst.img"));
+    req.via = Via::Auto;
+    let p = prepare(&root, &req).unwrap();
+    assert_eq!(p.route().provider, None);
+    let w = p.route().warnings.join("\n");
+    assert!(
+        w.contains("NO P2P PATH") && w.contains("regular file"),
+        "{w}"
+    );
+    let r = p.run(&no_cancel(), &mut |_| {}).unwrap();
+    assert_eq!(r.location, Location::Host);
+    req.require_p2p = true;
+    let e = prepare(&root, &req).unwrap_err();
+    assert!(matches!(e, CopyError::NoP2pPath { .. }), "{e}");
+    // An explicit provider with endpoints that cannot take p2pmem is refused up front.
+    req.require_p2p = false;
+    req.via = Via::Provider("0000:03:00.0".parse().unwrap());
+    let e = prepare(&root, &req).unwrap_err();
+    assert!(matches!(e, CopyError::P2pRefused { .. }), "{e}");
+    assert!(e.to_string().contains("--force tries anyway"), "{e}");
+    // A created destination is removed again when preparing fails.
+    let fresh = d.path().join("never.img");
+    let mut req2 = request(&src, &fresh);
+    req2.via = Via::Provider("0000:03:00.0".parse().unwrap());
+    assert!(prepare(&root, &req2).is_err());
+    assert!(!fresh.exists());
+    // Not a PCI function at all.
+    req.via = Via::Provider("0000:7f:00.0".parse().unwrap());
+    let e = prepare(&root, &req).unwrap_err();
+    assert!(e.to_string().contains("not a PCI function"), "{e}");
+}
+
+#[test]
+fn via_and_engine_parse() {
+    assert_eq!("auto".parse::<Via>(), Ok(Via::Auto));
+    assert_eq!("host".parse::<Via>(), Ok(Via::Host));
+    assert_eq!(
+        "03:00.0".parse::<Via>(),
+        Ok(Via::Provider("0000:03:00.0".parse().unwrap()))
+    );
+    assert!("nvme0".parse::<Via>().unwrap_err().contains("'nvme0'"));
+    assert_eq!("uring".parse::<EngineChoice>(), Ok(EngineChoice::Uring));
+    assert!("fast".parse::<EngineChoice>().is_err());
+}
+
+// ---------------------------------------------------------------------------------
+// Loop devices: real block devices (BLKSSZGET, O_EXCL, sysfs). Need root and losetup.
+// ---------------------------------------------------------------------------------
+
+/// An attached loop device, detached on drop.
+struct Loop {
+    dev: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+fn loop_device(len: u64, sector: u32) -> Result<Loop, String> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("not root".into());
+    }
+    let dir = scratch().ok_or("no O_DIRECT scratch directory")?;
+    let img = dir.path().join("loop.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(len))
+        .map_err(|e| e.to_string())?;
+    let out = Command::new("losetup")
+        .args(["--find", "--show", "--direct-io=on"])
+        .arg(format!("--sector-size={sector}"))
+        .arg(&img)
+        .output()
+        .map_err(|e| format!("losetup: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(Loop {
+        dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        _dir: dir,
+    })
+}
+
+macro_rules! loop_or_skip {
+    ($len:expr, $sector:expr) => {
+        match loop_device($len, $sector) {
+            Ok(l) => l,
+            Err(why) => {
+                eprintln!("SKIPPED: loop device test needs root and losetup: {why}");
+                return;
+            }
+        }
+    };
+}
+
+#[test]
+fn loop_devices_copy_verify_and_refuse_overlap() {
+    let a = loop_or_skip!(4 << 20, 512);
+    let b = loop_or_skip!(4 << 20, 4096);
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    let data = pattern(4 << 20, 13);
+    std::fs::write(&src, &data).unwrap();
+    // file -> loop (512) -> loop (4096): the 4096-byte block size rules the second copy.
+    let mut req = request(&src, &a.dev);
+    req.chunk = 256 << 10;
+    let r = copy(&req).unwrap();
+    assert_eq!(r.bytes, 4 << 20);
+    assert!(verify(&req, 4 << 20).ok());
+    let mut req = request(&a.dev, &b.dev);
+    req.offset = 4096;
+    req.length = Some(1 << 20);
+    let r = copy(&req).unwrap();
+    assert_eq!(r.bytes, 1 << 20);
+    assert!(verify(&req, 1 << 20).ok());
+    req.offset = 512;
+    assert!(matches!(
+        prepare(Path::new("/"), &req),
+        Err(CopyError::Plan(PlanError::Misaligned { block: 4096, .. }))
+    ));
+    // A device past its end.
+    let mut req = request(&src, &b.dev);
+    req.dst_offset = Some(1 << 20);
+    assert!(matches!(
+        prepare(Path::new("/"), &req),
+        Err(CopyError::Plan(PlanError::PastDestination { .. }))
+    ));
+    // The same device: overlapping ranges refused.
+    let mut req = request(&a.dev, &a.dev);
+    req.length = Some(1 << 20);
+    req.dst_offset = Some(512 << 10);
+    let e = prepare(Path::new("/"), &req).unwrap_err();
+    assert!(
+        matches!(e, CopyError::Overlap { object: "disk", .. }),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_loop_device_held_exclusively_is_refused_unless_forced() {
+    let a = loop_or_skip!(1 << 20, 512);
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    std::fs::write(&src, pattern(1 << 20, 14)).unwrap();
+    // Hold the device the way a mount or md would: an exclusive open.
+    let holder = rustix::fs::open(&a.dev, OFlags::RDONLY | OFlags::EXCL, Mode::empty()).unwrap();
+    let req = request(&src, &a.dev);
+    let e = prepare(Path::new("/"), &req).unwrap_err();
+    assert!(matches!(e, CopyError::InUse { .. }), "{e}");
+    assert!(e.to_string().contains("EBUSY"), "{e}");
+    let mut forced = req.clone();
+    forced.force = true;
+    copy(&forced).unwrap();
+    drop(holder);
+    copy(&req).unwrap();
+}
+
+#[test]
+fn a_loop_device_listed_in_mountinfo_is_refused() {
+    let a = loop_or_skip!(1 << 20, 512);
+    let d = scratch_or_skip!();
+    let src = d.path().join("src.img");
+    std::fs::write(&src, pattern(1 << 20, 15)).unwrap();
+    let st = rustix::fs::stat(&a.dev).unwrap();
+    let (maj, min) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+    // A root whose mountinfo says the device is mounted (the real sysfs is not needed).
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("proc/self")).unwrap();
+    std::fs::write(
+        root.path().join("proc/self/mountinfo"),
+        format!(
+            "40 1 {maj}:{min} / /srv/data rw,relatime - ext4 {} rw\n",
+            a.dev.display()
+        ),
+    )
+    .unwrap();
+    let req = request(&src, &a.dev);
+    let e = prepare(root.path(), &req).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("mounted at /srv/data (ext4"), "{msg}");
+    assert!(msg.contains("--force overrides"), "{msg}");
+}
