@@ -20,6 +20,17 @@ use p2pmem_lab::{Job, Lab, RunOutcome, Topology};
 pub struct LabArgs {
     #[command(subcommand)]
     command: LabCommand,
+    /// JSON output, from the global `--json` (see [`LabArgs::with_json`]).
+    #[arg(skip)]
+    json: bool,
+}
+
+impl LabArgs {
+    /// Passes the global `--json` flag down (`lab demo --json` prints JSON Lines).
+    pub fn with_json(mut self, json: bool) -> Self {
+        self.json = json;
+        self
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,12 +59,10 @@ enum LabCommand {
         dir: PathBuf,
     },
     /// Boot the demo topology and compare p2pmem's predictions with the kernel's verdicts.
+    /// With the global `--json`: JSON Lines, one object per pair, the summary object last.
     Demo {
         #[command(flatten)]
         guest: GuestOpts,
-        /// JSON Lines on stdout: one object per pair, then the summary object last.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -120,7 +129,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
             Ok(out.exit_code)
         }
         LabCommand::Capture { guest, dir } => capture(&guest, &dir),
-        LabCommand::Demo { guest, json } => demo_cmd(&guest, json),
+        LabCommand::Demo { guest } => demo_cmd(&guest, args.json),
     }
 }
 
@@ -142,7 +151,10 @@ fn run_pairs(
     }
     // The results stay in the run directory, next to the console log.
     let results = out.run_dir.join("results");
-    let (rc, tar) = out.dirs.first().context("the guest sent no result directory")?;
+    let (rc, tar) = out
+        .dirs
+        .first()
+        .context("the guest sent no result directory")?;
     if *rc != 0 {
         bail!("the guest could not archive its results (tar exit status {rc})");
     }
@@ -162,7 +174,11 @@ fn qemu_version() -> String {
 }
 
 fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
-    if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
         bail!("{} exists and is not empty", dir.display());
     }
     let (lab, topo) = guest.lab_and_topology()?;
@@ -174,7 +190,10 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
     let (out, res, results) = run_pairs(&lab, &topo, &cpu, opts)?;
     match &res.capture {
         Some((0, _)) => {}
-        Some((rc, log)) => bail!("`p2pmem capture` failed in the guest (exit status {rc}):\n{}", log.trim()),
+        Some((rc, log)) => bail!(
+            "`p2pmem capture` failed in the guest (exit status {rc}):\n{}",
+            log.trim()
+        ),
         None => bail!("the guest did not run `p2pmem capture`"),
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -187,7 +206,7 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
         &TruthContext {
             topo: &topo,
             cpu: &cpu,
-            boot_dmesg: out.boot_dmesg(),
+            boot_dmesg: &out.boot_dmesg,
             kernel_key: &out.kernel.key,
             qemu_version: &qemu,
         },
@@ -197,10 +216,17 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
         let p = dir.join(name);
         std::fs::write(&p, data).with_context(|| format!("cannot write {}", p.display()))
     };
-    write("truth.json", (serde_json::to_string_pretty(&truth)? + "\n").as_bytes())?;
-    write("boot_dmesg.txt", out.boot_dmesg().as_bytes())?;
+    write(
+        "truth.json",
+        (serde_json::to_string_pretty(&truth)? + "\n").as_bytes(),
+    )?;
+    write("boot_dmesg.txt", out.boot_dmesg.as_bytes())?;
     write("qemu.sh", scratch_script(&topo, &cpu).as_bytes())?;
-    let failed = truth.pairs.iter().filter(|p| p.get("read").and_then(|v| v.as_str()) != Some("ok")).count();
+    let failed = truth
+        .pairs
+        .iter()
+        .filter(|p| p.get("read").and_then(|v| v.as_str()) != Some("ok"))
+        .count();
     eprintln!(
         "lab: captured {} ({} pairs, {} not ok) into {}",
         topo.name,
@@ -251,7 +277,11 @@ fn demo_cmd(guest: &GuestOpts, json: bool) -> anyhow::Result<i32> {
     } else {
         print_demo(&topo, &res, &pairs, &summary);
     }
-    Ok(if summary.agreed == summary.pairs { 0 } else { 1 })
+    Ok(if summary.agreed == summary.pairs {
+        0
+    } else {
+        1
+    })
 }
 
 fn verdict(v: Option<bool>) -> &'static str {
@@ -263,7 +293,10 @@ fn verdict(v: Option<bool>) -> &'static str {
 }
 
 fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSummary) {
-    println!("topology {} (cpu {}): {}", topo.name, s.cpu, topo.description);
+    println!(
+        "topology {} (cpu {}): {}",
+        topo.name, s.cpu, topo.description
+    );
     println!("NVMe devices:");
     for n in &res.nvme {
         let cmb = topo
@@ -271,7 +304,9 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
             .iter()
             .find(|t| t.serial == n.serial)
             .and_then(|t| t.cmb_mb)
-            .map_or("no CMB (client only)".to_string(), |mb| format!("CMB {mb} MiB (provider)"));
+            .map_or("no CMB (client only)".to_string(), |mb| {
+                format!("CMB {mb} MiB (provider)")
+            });
         println!("  {}  {:<6} {:<13} {cmb}", n.bdf, n.serial, n.blkdev);
     }
     println!();
@@ -302,7 +337,10 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
         }
     }
     println!();
-    println!("{:<14} {:<14} {:<10} {:<10} {:<6}", "provider", "client", "predicted", "kernel", "agree");
+    println!(
+        "{:<14} {:<14} {:<10} {:<10} {:<6}",
+        "provider", "client", "predicted", "kernel", "agree"
+    );
     for p in pairs {
         let agree = p.agree.map_or("-", |a| if a { "yes" } else { "NO" });
         println!(
@@ -320,4 +358,66 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
         "summary: {} pairs, {} agreed, {} disagreed, {} incomplete; the kernel allowed {}",
         s.pairs, s.agreed, s.disagreed, s.incomplete, s.kernel_ok
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Arg, ArgAction, Command, FromArgMatches};
+
+    /// The lab subcommand next to global `--json`/`--root` flags like main.rs has.
+    fn cli() -> Command {
+        let lab = LabArgs::augment_args(Command::new("lab"));
+        Command::new("p2pmem")
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .global(true)
+                    .action(ArgAction::SetTrue),
+            )
+            .arg(Arg::new("root").long("root").global(true))
+            .subcommand(lab)
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        cli().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_command_after_double_dash() {
+        let m = cli()
+            .try_get_matches_from([
+                "p2pmem",
+                "lab",
+                "run",
+                "--topology",
+                "switch",
+                "--",
+                "sh",
+                "-c",
+                "exit 3",
+            ])
+            .unwrap();
+        let (_, sub) = m.subcommand().unwrap();
+        let args = LabArgs::from_arg_matches(sub).unwrap();
+        match args.command {
+            LabCommand::Run { guest, command, .. } => {
+                assert_eq!(guest.topology, "switch");
+                assert_eq!(command, ["sh", "-c", "exit 3"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn demo_json_comes_from_the_global_flag() {
+        let m = cli()
+            .try_get_matches_from(["p2pmem", "lab", "demo", "--json"])
+            .unwrap();
+        assert!(m.get_flag("json"));
+        let (_, sub) = m.subcommand().unwrap();
+        let args = LabArgs::from_arg_matches(sub).unwrap().with_json(true);
+        assert!(args.json);
+    }
 }

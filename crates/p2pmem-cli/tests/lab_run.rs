@@ -2,6 +2,8 @@
 //! `p2pmem lab run`. Needs scripts/setup-host, and P2PMEM_BIN pointing at the static
 //! binary; scripts/test runs these with `--include-ignored`.
 
+#![cfg(test)]
+
 mod lab_common;
 
 use lab_common::{guest_sh, p2pmem};
@@ -19,18 +21,37 @@ fn kernel_is_built_or_cached_and_has_p2pdma() {
     assert!(std::fs::metadata(path).unwrap().len() > 1_000_000);
     let config = std::fs::read_to_string(path.with_file_name("config")).unwrap();
     assert!(config.lines().any(|l| l == "CONFIG_PCI_P2PDMA=y"));
-    assert!(config.lines().any(|l| l == "# CONFIG_IOMMU_SUPPORT is not set"));
+    assert!(config
+        .lines()
+        .any(|l| l == "# CONFIG_IOMMU_SUPPORT is not set"));
 }
 
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn run_prints_cmdline_and_passes_exit_status_and_stderr() {
-    let out = p2pmem(&["lab", "run", "--topology", "rootports_max", "--", "cat", "/proc/cmdline"]);
+    let out = p2pmem(&[
+        "lab",
+        "run",
+        "--topology",
+        "rootports_max",
+        "--",
+        "cat",
+        "/proc/cmdline",
+    ]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "console=ttyS0 panic=-1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "console=ttyS0 panic=-1\n"
+    );
 
     let out = p2pmem(&[
-        "lab", "run", "--topology", "rootports_max", "--", "sh", "-c",
+        "lab",
+        "run",
+        "--topology",
+        "rootports_max",
+        "--",
+        "sh",
+        "-c",
         "echo to-stdout; echo to-stderr >&2; exit 7",
     ]);
     assert_eq!(out.status.code(), Some(7));
@@ -49,12 +70,16 @@ for d in /sys/bus/pci/devices/*; do
 done
 for b in /sys/block/nvme*; do
   ctrl=$(basename "$(readlink -f "$b/device")")
-  echo "blk $(cat /sys/class/nvme/$ctrl/serial | tr -d ' ') $(basename "$(readlink -f "/sys/class/nvme/$ctrl/device")") $(head -c 32 "/dev/$(basename "$b")")"
+  echo "blk $(cat /sys/class/nvme/$ctrl/serial | tr -d ' ') $(basename "$(readlink -f "/sys/class/nvme/$ctrl/device")") $(head -n 1 "/dev/$(basename "$b")")"
 done
 "#;
     let out = guest_sh("switch", script);
     let lines: Vec<&str> = out.lines().collect();
-    let providers: Vec<&str> = lines.iter().filter(|l| !l.starts_with("blk ")).copied().collect();
+    let providers: Vec<&str> = lines
+        .iter()
+        .filter(|l| !l.starts_with("blk "))
+        .copied()
+        .collect();
     assert_eq!(
         providers,
         [
@@ -64,16 +89,26 @@ done
         "{out}"
     );
     // Each namespace holds its device's pattern, at the BDF the topology implies.
-    for (serial, bdf) in [("swA", "0000:03:00.0"), ("swB", "0000:04:00.0"), ("swC", "0000:05:00.0")] {
+    for (serial, bdf) in [
+        ("swA", "0000:03:00.0"),
+        ("swB", "0000:04:00.0"),
+        ("swC", "0000:05:00.0"),
+    ] {
         let want = format!("blk {serial} {bdf} p2pmem-lab serial={serial} sector=0");
-        assert!(lines.iter().any(|l| l.starts_with(&want)), "{want:?} not in\n{out}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(&want)),
+            "{want:?} not in\n{out}"
+        );
     }
 }
 
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn acs_topology_passes_config_acs_and_the_kernel_applies_it() {
-    let out = guest_sh("multifunction_acs", "cat /proc/cmdline; dmesg | grep -c 'Configured ACS'");
+    let out = guest_sh(
+        "multifunction_acs",
+        "cat /proc/cmdline; dmesg | grep -c 'Configured ACS'",
+    );
     let mut lines = out.lines();
     assert_eq!(
         lines.next(),
@@ -86,8 +121,17 @@ fn acs_topology_passes_config_acs_and_the_kernel_applies_it() {
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn cpu_override_reaches_the_guest() {
     let out = p2pmem(&[
-        "lab", "run", "--topology", "rootports_max", "--cpu", "max,family=23", "--",
-        "grep", "-m1", "cpu family", "/proc/cpuinfo",
+        "lab",
+        "run",
+        "--topology",
+        "rootports_max",
+        "--cpu",
+        "max,family=23",
+        "--",
+        "grep",
+        "-m1",
+        "cpu family",
+        "/proc/cpuinfo",
     ]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains(": 23"));
@@ -96,7 +140,17 @@ fn cpu_override_reaches_the_guest() {
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn guest_timeout_is_an_error_with_the_console_tail() {
-    let out = p2pmem(&["lab", "run", "--topology", "rootports_max", "--timeout", "20", "--", "sleep", "600"]);
+    let out = p2pmem(&[
+        "lab",
+        "run",
+        "--topology",
+        "rootports_max",
+        "--timeout",
+        "20",
+        "--",
+        "sleep",
+        "600",
+    ]);
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("timed out after 20 s"), "{err}");

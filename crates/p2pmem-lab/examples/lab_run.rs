@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     use std::io::Write;
     std::io::stdout().write_all(&out.stdout)?;
     std::io::stderr().write_all(&out.stderr)?;
-    eprintln!("exit {} init {:?} qemu {:.1}s", out.exit_code, out.init_secs, out.qemu_secs);
+    eprintln!(
+        "exit {} init {:?} qemu {:.1}s",
+        out.exit_code, out.init_secs, out.qemu_secs
+    );
     std::process::exit(out.exit_code);
 }

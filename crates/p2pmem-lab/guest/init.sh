@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # p2pmem lab guest init (PID 1), embedded in the initramfs by the p2pmem-lab crate.
 # Mounts the pseudo file systems, waits for the NVMe namespaces, runs /lab/job.sh with
-# its output captured, then sends stdout, stderr, the kernel log and each directory
+# its output captured, then sends stdout, stderr, the kernel log (before and after the
+# job) and each directory
 # listed in /lab/send back over the console as base64 frames (protocol: guest.rs), and
 # powers off. Every marker line starts with @@P2PMEM: and is unique to this protocol.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
@@ -34,6 +35,8 @@ for b in $(ls /sys/block | grep '^nvme'); do
 done
 echo "@@P2PMEM:READY nvme=$have want=$want@@"
 
+# The boot log is saved before the job: a job may clear the kernel ring buffer.
+dmesg > /tmp/.lab.bootlog 2>&1
 echo "p2pmem-lab: job start" > /dev/kmsg
 cd /tmp
 sh /lab/job.sh > /tmp/.lab.stdout 2> /tmp/.lab.stderr < /dev/null
@@ -49,6 +52,7 @@ frame() {
 }
 frame stdout /tmp/.lab.stdout "$rc"
 frame stderr /tmp/.lab.stderr "$rc"
+frame bootlog /tmp/.lab.bootlog 0
 frame dmesg /tmp/.lab.dmesg 0
 n=0
 while read -r dir; do

@@ -70,7 +70,10 @@ impl<W: Write> CpioWriter<W> {
     fn entry(&mut self, name: &str, mode: u32, nlink: u32, data: &[u8]) -> io::Result<()> {
         let name = name.trim_start_matches('/');
         if name.is_empty() || name.contains('\0') {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad cpio entry name"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "bad cpio entry name",
+            ));
         }
         let size = u32::try_from(data.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "cpio entry over 4 GiB"))?;
@@ -78,7 +81,9 @@ impl<W: Write> CpioWriter<W> {
         self.ino += 1;
         let (rmaj, rmin) = self.rdev;
         let namesize = name.len() as u32 + 1;
-        let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rmaj, rmin, namesize, 0];
+        let fields = [
+            ino, mode, 0, 0, nlink, 0, size, 0, 0, rmaj, rmin, namesize, 0,
+        ];
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         for f in fields {
@@ -129,7 +134,8 @@ pub fn read_newc(mut b: &[u8]) -> Result<Vec<Entry>, String> {
         let field = |i: usize| -> Result<u32, String> {
             let s = std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i])
                 .map_err(|_| format!("non-ASCII header field at offset {offset}"))?;
-            u32::from_str_radix(s, 16).map_err(|_| format!("bad hex field {s:?} at offset {offset}"))
+            u32::from_str_radix(s, 16)
+                .map_err(|_| format!("bad hex field {s:?} at offset {offset}"))
         };
         let mode = field(1)?;
         let size = field(6)? as usize;

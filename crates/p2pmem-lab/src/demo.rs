@@ -59,7 +59,11 @@ pub struct DemoSummary {
 }
 
 fn short_err(stderr: &str, rc: Option<i32>) -> String {
-    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let first = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     match rc {
         Some(rc) if first.is_empty() => format!("exit status {rc}, no output"),
         Some(rc) => format!("exit status {rc}: {first}"),
@@ -73,10 +77,16 @@ pub fn demo_pair(p: &PairResult) -> DemoPair {
         Some(c) => match c.get("supported").and_then(Value::as_bool) {
             Some(s) => (
                 Some(s),
-                c.get("map_type").and_then(Value::as_str).map(str::to_string),
+                c.get("map_type")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 None,
             ),
-            None => (None, None, Some("`supported` missing from p2pmem check --json".to_string())),
+            None => (
+                None,
+                None,
+                Some("`supported` missing from p2pmem check --json".to_string()),
+            ),
         },
         None => (None, None, Some(short_err(&p.check_err, p.check_rc))),
     };
@@ -86,11 +96,22 @@ pub fn demo_pair(p: &PairResult) -> DemoPair {
             let log = v
                 .get("kernel_log")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             (Some(probe_ok(v)), s("read"), s("write"), None, log)
         }
-        None => (None, None, None, Some(short_err(&p.probe_err, Some(p.probe_rc))), Vec::new()),
+        None => (
+            None,
+            None,
+            None,
+            Some(short_err(&p.probe_err, Some(p.probe_rc))),
+            Vec::new(),
+        ),
     };
     let agree = match (predicted, kernel) {
         (Some(a), Some(b)) => Some(a == b),
@@ -160,8 +181,12 @@ mod tests {
 
     #[test]
     fn agreement_is_computed_from_both_sides() {
-        let refused = json!({"read": "EREMOTEIO", "write": "EREMOTEIO", "kernel_log": ["cannot be used"]});
-        let p = demo_pair(&pair(Some(json!({"supported": false, "map_type": "not_supported"})), Some(refused.clone())));
+        let refused =
+            json!({"read": "EREMOTEIO", "write": "EREMOTEIO", "kernel_log": ["cannot be used"]});
+        let p = demo_pair(&pair(
+            Some(json!({"supported": false, "map_type": "not_supported"})),
+            Some(refused.clone()),
+        ));
         assert_eq!(p.agree, Some(true));
         assert_eq!(p.kernel_log, ["cannot be used"]);
         let p = demo_pair(&pair(Some(json!({"supported": true})), Some(refused)));

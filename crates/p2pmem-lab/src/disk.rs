@@ -20,9 +20,9 @@ pub const PATTERN_MIB: u64 = 2;
 /// The pattern of sector `n` of the device with `serial`.
 pub fn sector_pattern(serial: &str, n: u64) -> [u8; SECTOR] {
     let mut s = [0u8; SECTOR];
-    let seed = serial
-        .bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let seed = serial.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     for (i, byte) in s.iter_mut().enumerate() {
         let x = seed
             .wrapping_add((n as u32).wrapping_mul(2_654_435_761))
@@ -53,7 +53,8 @@ pub fn create_image(dir: &Path, serial: &str, mib: u32) -> Result<PathBuf> {
         w.write_all(&sector_pattern(serial, n))
             .map_err(io_err("cannot write disk image", &path))?;
     }
-    w.flush().map_err(io_err("cannot write disk image", &path))?;
+    w.flush()
+        .map_err(io_err("cannot write disk image", &path))?;
     Ok(path)
 }
 

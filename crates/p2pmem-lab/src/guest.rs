@@ -10,8 +10,8 @@
 //! @@P2PMEM:DONE@@                           everything was sent
 //! ```
 //!
-//! Payload ids: `stdout` and `stderr` (rc = the job's exit status), `dmesg` (the kernel
-//! log), `dir<N>` (a tar stream of the N-th directory in `/lab/send`; rc = tar's status).
+//! Payload ids: `stdout` and `stderr` (rc = the job's exit status), `bootlog` (the kernel
+//! log just before the job), `dmesg` (the kernel log after it), `dir<N>` (a tar stream of the N-th directory in `/lab/send`; rc = tar's status).
 //! Everything outside frames is ordinary console text (the boot log).
 
 use base64::Engine;
@@ -88,7 +88,10 @@ fn marker(line: &str) -> Option<std::result::Result<Marker<'_>, String>> {
             _ => Err(format!("BEGIN without id: {line:?}")),
         },
         "END" => (|| {
-            let id = words.next().filter(|i| !i.is_empty()).ok_or("END without id")?;
+            let id = words
+                .next()
+                .filter(|i| !i.is_empty())
+                .ok_or("END without id")?;
             let rc = kv(words.next(), "rc=")?;
             let bytes = kv(words.next(), "bytes=")?;
             Ok(Marker::End {
@@ -119,8 +122,14 @@ pub fn parse_console(text: &str) -> Result<GuestReport> {
             None => {
                 if let Some((_, b64, _)) = open.as_mut() {
                     let l = line.trim();
-                    if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=') {
-                        return Err(err(format!("non-base64 line inside a frame: {:?}", truncate(line))));
+                    if !l
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+                    {
+                        return Err(err(format!(
+                            "non-base64 line inside a frame: {:?}",
+                            truncate(line)
+                        )));
                     }
                     b64.push_str(l);
                 }
@@ -180,7 +189,10 @@ pub fn encode_frame(id: &str, rc: i32, data: &[u8]) -> String {
         s.push_str(&String::from_utf8_lossy(chunk));
         s.push('\n');
     }
-    s.push_str(&format!("{PREFIX}END {id} rc={rc} bytes={}{SUFFIX}\n", data.len()));
+    s.push_str(&format!(
+        "{PREFIX}END {id} rc={rc} bytes={}{SUFFIX}\n",
+        data.len()
+    ));
     s
 }
 

@@ -36,10 +36,18 @@ pub struct InitramfsSpec {
 
 /// Writes the initramfs to `out`.
 pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
-    let busybox = read_binary(&spec.busybox, "busybox", "install busybox-static (scripts/setup-host)")?;
+    let busybox = read_binary(
+        &spec.busybox,
+        "busybox",
+        "install busybox-static (scripts/setup-host)",
+    )?;
     require_static(&spec.busybox)?;
     require_static(&spec.p2pmem)?;
-    let p2pmem = read_binary(&spec.p2pmem, "p2pmem binary", "build it with scripts/build-static")?;
+    let p2pmem = read_binary(
+        &spec.p2pmem,
+        "p2pmem binary",
+        "build it with scripts/build-static",
+    )?;
     if spec.send_dirs.iter().any(|d| d.contains('\n')) {
         return Err(LabError::Io {
             what: "directory names must be one line:",
@@ -54,7 +62,9 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
     let gz = GzEncoder::new(BufWriter::new(file), Compression::fast());
     let mut w = CpioWriter::new(gz);
     let write = |w: &mut CpioWriter<_>| -> std::io::Result<()> {
-        for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "lab", "root"] {
+        for d in [
+            "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "lab", "root",
+        ] {
             w.dir(d, 0o755)?;
         }
         w.chardev("dev/console", 0o600, 5, 1)?;
@@ -145,6 +155,9 @@ mod tests {
         assert_eq!(get("lab/env").data, b"LAB_NVME=3\n");
         assert_eq!(get("lab/send").data, b"/tmp/out\n");
         assert_eq!(get("dev/console").mode & 0o170000, crate::cpio::S_IFCHR);
-        assert_eq!(get("bin/busybox").data.len(), std::fs::metadata(&bb).unwrap().len() as usize);
+        assert_eq!(
+            get("bin/busybox").data.len(),
+            std::fs::metadata(&bb).unwrap().len() as usize
+        );
     }
 }

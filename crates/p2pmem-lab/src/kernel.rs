@@ -254,7 +254,9 @@ fn build_in(
         .arg("--strip-components=1");
     run_logged(tar, &log, None)?;
 
-    progress.phase(&format!("kernel {key}: configuring (tinyconfig + fragment)"));
+    progress.phase(&format!(
+        "kernel {key}: configuring (tinyconfig + fragment)"
+    ));
     run_logged(make(&src, &out, &["tinyconfig"]), &log, None)?;
     let config = out.join(".config");
     let base = fs::read_to_string(&config).map_err(io_err("cannot read", &config))?;

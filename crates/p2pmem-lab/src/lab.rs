@@ -68,7 +68,10 @@ pub struct RunOutcome {
     pub stderr: Vec<u8>,
     /// The job's exit status.
     pub exit_code: i32,
-    /// The guest's kernel log after the job (`dmesg`, with timestamps).
+    /// The guest's kernel log just before the job (`dmesg`, with timestamps).
+    pub boot_dmesg: String,
+    /// The guest's kernel log after the job (`dmesg`, with timestamps). A job that clears
+    /// the ring buffer (klogctl CLEAR) leaves only what came after.
     pub dmesg: String,
     /// Tar streams of the fetched directories, in [`Job::fetch_dirs`] order, with
     /// tar's status.
@@ -81,19 +84,6 @@ pub struct RunOutcome {
     pub qemu_secs: f64,
 }
 
-impl RunOutcome {
-    /// The kernel log up to the job's start (the boot log).
-    pub fn boot_dmesg(&self) -> &str {
-        match self.dmesg.find("p2pmem-lab: job start") {
-            Some(at) => {
-                let line_start = self.dmesg[..at].rfind('\n').map_or(0, |i| i + 1);
-                &self.dmesg[..line_start]
-            }
-            None => &self.dmesg,
-        }
-    }
-}
-
 impl Lab {
     /// Settings from the environment: cache from `P2PMEM_LAB_CACHE` etc., the guest
     /// binary from `P2PMEM_LAB_BIN` or the running executable, the timeout from
@@ -101,7 +91,8 @@ impl Lab {
     pub fn from_env() -> Result<Self> {
         let p2pmem = match std::env::var_os(BIN_ENV) {
             Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => std::env::current_exe().map_err(io_err("cannot locate", "the running executable"))?,
+            _ => std::env::current_exe()
+                .map_err(io_err("cannot locate", "the running executable"))?,
         };
         let timeout = std::env::var(TIMEOUT_ENV)
             .ok()
@@ -211,6 +202,7 @@ fn assemble(
     let stdout = get("stdout")?;
     let stderr = get("stderr")?;
     let dmesg = get("dmesg")?;
+    let bootlog = get("bootlog")?;
     let mut dirs = Vec::new();
     for i in 0..job.fetch_dirs.len() {
         let f = get(&format!("dir{i}"))?;
@@ -229,6 +221,7 @@ fn assemble(
         stdout: stdout.data,
         stderr: stderr.data,
         exit_code: stdout.rc,
+        boot_dmesg: String::from_utf8_lossy(&bootlog.data).into_owned(),
         dmesg: String::from_utf8_lossy(&dmesg.data).into_owned(),
         dirs,
         nvme_ready: report.ready,

@@ -238,12 +238,18 @@ mod tests {
 
     #[test]
     fn job_fetches_out_and_runs_each_pair_once() {
-        let job = pairs_job(PairsOptions { capture: true, check: true });
+        let job = pairs_job(PairsOptions {
+            capture: true,
+            check: true,
+        });
         assert_eq!(job.fetch_dirs, [OUT]);
         assert_eq!(job.script.matches("p2pmem agent dma-probe").count(), 1);
         assert!(job.script.contains("p2pmem check --json"));
         assert!(job.script.contains("sleep 2"));
-        let plain = pairs_job(PairsOptions { capture: false, check: false });
+        let plain = pairs_job(PairsOptions {
+            capture: false,
+            check: false,
+        });
         assert!(!plain.script.contains("p2pmem capture"));
         assert!(!plain.script.contains("p2pmem check"));
     }
@@ -263,7 +269,11 @@ mod tests {
             "0 0000:03:00.0 0000:03:00.0 /dev/nvme0n1 0 -\n1 0000:03:00.0 0000:04:00.0 /dev/nvme1n1 1 -\n",
         )
         .unwrap();
-        std::fs::write(d.join("pairs/0.probe.json"), r#"{"read":"ok","write":"ok"}"#).unwrap();
+        std::fs::write(
+            d.join("pairs/0.probe.json"),
+            r#"{"read":"ok","write":"ok"}"#,
+        )
+        .unwrap();
         let r = PairsResult::load(d).unwrap();
         assert_eq!(r.cmdline, "console=ttyS0 panic=-1");
         assert_eq!(r.nvme[0].bdf, "0000:03:00.0");

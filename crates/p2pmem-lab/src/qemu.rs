@@ -143,7 +143,8 @@ pub fn run_qemu(
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(Event::Data(chunk)) => {
-                log.write_all(&chunk).map_err(io_err("cannot write", console_log))?;
+                log.write_all(&chunk)
+                    .map_err(io_err("cannot write", console_log))?;
                 let from = bytes.len().saturating_sub(64);
                 bytes.extend_from_slice(&chunk);
                 let window = String::from_utf8_lossy(&bytes[from..]);
@@ -187,7 +188,8 @@ pub fn run_qemu(
         if let Some(status) = exited {
             // Drain what is still in the pipe.
             while let Ok(Event::Data(chunk)) = rx.recv_timeout(Duration::from_millis(500)) {
-                log.write_all(&chunk).map_err(io_err("cannot write", console_log))?;
+                log.write_all(&chunk)
+                    .map_err(io_err("cannot write", console_log))?;
                 bytes.extend_from_slice(&chunk);
             }
             let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -210,7 +212,10 @@ pub fn run_qemu(
         }
         if started.elapsed() > timeout {
             return Err(fail(
-                format!("timed out after {} s (raise it with --timeout)", timeout.as_secs()),
+                format!(
+                    "timed out after {} s (raise it with --timeout)",
+                    timeout.as_secs()
+                ),
                 &bytes,
                 &mut guard,
             ));

@@ -29,8 +29,23 @@ pub fn qemu_args(topo: &Topology, files: &MachineFiles<'_>, cpu: Option<&str>) -
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     let mem = topo.memory_mib.to_string();
-    push(&[QEMU, "-accel", "tcg,thread=multi", "-cpu", cpu.unwrap_or(&topo.cpu)]);
-    push(&["-smp", "1", "-m", &mem, "-M", "q35", "-nodefaults", "-no-reboot"]);
+    push(&[
+        QEMU,
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        cpu.unwrap_or(&topo.cpu),
+    ]);
+    push(&[
+        "-smp",
+        "1",
+        "-m",
+        &mem,
+        "-M",
+        "q35",
+        "-nodefaults",
+        "-no-reboot",
+    ]);
     push(&["-display", "none", "-vga", "none", "-serial", files.serial]);
     let kernel = files.kernel.display().to_string();
     let initrd = files.initrd.display().to_string();

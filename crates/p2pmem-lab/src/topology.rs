@@ -126,8 +126,14 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ("default", include_str!("../topologies/default.toml")),
     ("switch", include_str!("../topologies/switch.toml")),
     ("nested", include_str!("../topologies/nested.toml")),
-    ("rootports_max", include_str!("../topologies/rootports_max.toml")),
-    ("rootports_zen", include_str!("../topologies/rootports_zen.toml")),
+    (
+        "rootports_max",
+        include_str!("../topologies/rootports_max.toml"),
+    ),
+    (
+        "rootports_zen",
+        include_str!("../topologies/rootports_zen.toml"),
+    ),
     (
         "multifunction_acs",
         include_str!("../topologies/multifunction_acs.toml"),
@@ -169,7 +175,11 @@ impl Topology {
                 path: PathBuf::from(name),
                 message: format!(
                     "no such file, and not an embedded topology (embedded: {})",
-                    EMBEDDED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    EMBEDDED
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }),
         }
@@ -209,13 +219,18 @@ impl Topology {
 
     fn validate(&self) -> std::result::Result<(), String> {
         if self.cpu.trim().is_empty() {
-            return Err("key `cpu`: must name a QEMU CPU model, e.g. \"max\" or \"max,family=23\"".into());
+            return Err(
+                "key `cpu`: must name a QEMU CPU model, e.g. \"max\" or \"max,family=23\"".into(),
+            );
         }
         if self.cpu.contains(char::is_whitespace) {
             return Err(format!("key `cpu`: {:?} contains whitespace", self.cpu));
         }
         if !(128..=65536).contains(&self.memory_mib) {
-            return Err(format!("key `memory_mib`: {} is outside 128..=65536", self.memory_mib));
+            return Err(format!(
+                "key `memory_mib`: {} is outside 128..=65536",
+                self.memory_mib
+            ));
         }
         if self.cmdline.contains(['\n', '\'']) {
             return Err("key `cmdline`: must be one line without single quotes".into());
@@ -223,7 +238,9 @@ impl Topology {
         let mut ids: HashSet<String> = HashSet::from([ROOT_BUS.to_string()]);
         let mut claim = |key: &str, id: &str| -> std::result::Result<(), String> {
             if !valid_name(id, 32) {
-                return Err(format!("key `{key}`: {id:?} is not a valid id ([A-Za-z0-9_-], 1-32 chars)"));
+                return Err(format!(
+                    "key `{key}`: {id:?} is not a valid id ([A-Za-z0-9_-], 1-32 chars)"
+                ));
             }
             if !ids.insert(id.to_string()) {
                 return Err(format!("key `{key}`: id {id:?} is used twice"));
@@ -234,9 +251,17 @@ impl Topology {
         let mut bus_nrs = HashSet::new();
         for (i, hb) in self.host_bridge.iter().enumerate() {
             claim(&format!("host_bridge[{i}].id"), &hb.id)?;
-            check_slot(&format!("host_bridge[{i}].addr"), ROOT_BUS, hb.addr, &mut slots)?;
+            check_slot(
+                &format!("host_bridge[{i}].addr"),
+                ROOT_BUS,
+                hb.addr,
+                &mut slots,
+            )?;
             if hb.bus_nr == 0 || !bus_nrs.insert(hb.bus_nr) {
-                return Err(format!("key `host_bridge[{i}].bus_nr`: {:#x} is 0 or used twice", hb.bus_nr));
+                return Err(format!(
+                    "key `host_bridge[{i}].bus_nr`: {:#x} is 0 or used twice",
+                    hb.bus_nr
+                ));
             }
         }
         let hb_ids: HashSet<&str> = self.host_bridge.iter().map(|h| h.id.as_str()).collect();
@@ -250,13 +275,20 @@ impl Topology {
                     rp.host_bridge
                 ));
             }
-            check_slot(&format!("root_port[{i}].addr"), &rp.host_bridge, rp.addr, &mut slots)?;
+            check_slot(
+                &format!("root_port[{i}].addr"),
+                &rp.host_bridge,
+                rp.addr,
+                &mut slots,
+            )?;
             ports.insert(&rp.id, None);
         }
         for (i, sw) in self.switch.iter().enumerate() {
             claim(&format!("switch[{i}].id"), &sw.id)?;
             if sw.downstream.is_empty() || sw.downstream.len() > 32 {
-                return Err(format!("key `switch[{i}].downstream`: needs 1 to 32 port ids"));
+                return Err(format!(
+                    "key `switch[{i}].downstream`: needs 1 to 32 port ids"
+                ));
             }
             for (j, dn) in sw.downstream.iter().enumerate() {
                 claim(&format!("switch[{i}].downstream[{j}]"), dn)?;
@@ -264,15 +296,27 @@ impl Topology {
             }
         }
         for (i, sw) in self.switch.iter().enumerate() {
-            take_port(&mut ports, &format!("switch[{i}].parent"), &sw.parent, "switch")?;
+            take_port(
+                &mut ports,
+                &format!("switch[{i}].parent"),
+                &sw.parent,
+                "switch",
+            )?;
         }
         // A switch must not sit below itself.
         for (i, sw) in self.switch.iter().enumerate() {
             let mut at = sw.parent.as_str();
             for _ in 0..=self.switch.len() {
-                match self.switch.iter().find(|s| s.downstream.iter().any(|d| d == at)) {
+                match self
+                    .switch
+                    .iter()
+                    .find(|s| s.downstream.iter().any(|d| d == at))
+                {
                     Some(s) if s.id == sw.id => {
-                        return Err(format!("key `switch[{i}].parent`: switch {:?} is below itself", sw.id));
+                        return Err(format!(
+                            "key `switch[{i}].parent`: switch {:?} is below itself",
+                            sw.id
+                        ));
                     }
                     Some(s) => at = s.parent.as_str(),
                     None => break,
@@ -283,23 +327,37 @@ impl Topology {
         for (i, n) in self.nvme.iter().enumerate() {
             let key = |k: &str| format!("key `nvme[{i}].{k}`");
             if !valid_name(&n.serial, 20) {
-                return Err(format!("{}: {:?} is not a valid serial ([A-Za-z0-9_-], 1-20 chars)", key("serial"), n.serial));
+                return Err(format!(
+                    "{}: {:?} is not a valid serial ([A-Za-z0-9_-], 1-20 chars)",
+                    key("serial"),
+                    n.serial
+                ));
             }
             if !serials.insert(n.serial.as_str()) {
                 return Err(format!("{}: {:?} is used twice", key("serial"), n.serial));
             }
             if let Some(mb) = n.cmb_mb {
                 if !(1..=1024).contains(&mb) || !mb.is_power_of_two() {
-                    return Err(format!("{}: {mb} must be a power of two in 1..=1024", key("cmb_mb")));
+                    return Err(format!(
+                        "{}: {mb} must be a power of two in 1..=1024",
+                        key("cmb_mb")
+                    ));
                 }
             }
             if let Some(f) = n.function {
                 if f > 7 {
-                    return Err(format!("{}: {f} is not a PCI function number (0-7)", key("function")));
+                    return Err(format!(
+                        "{}: {f} is not a PCI function number (0-7)",
+                        key("function")
+                    ));
                 }
             }
             if !(1..=65536).contains(&n.disk_mib) {
-                return Err(format!("{}: {} is outside 1..=65536", key("disk_mib"), n.disk_mib));
+                return Err(format!(
+                    "{}: {} is outside 1..=65536",
+                    key("disk_mib"),
+                    n.disk_mib
+                ));
             }
             if n.desc.contains(['\n', '\r']) {
                 return Err(format!("{}: must be one line", key("desc")));
@@ -313,7 +371,11 @@ impl Topology {
                     ))
                 }
                 Some(Some("switch")) => {
-                    return Err(format!("{}: port {:?} already holds a switch", key("parent"), n.parent))
+                    return Err(format!(
+                        "{}: port {:?} already holds a switch",
+                        key("parent"),
+                        n.parent
+                    ))
                 }
                 Some(_) => {}
             }
@@ -329,10 +391,14 @@ impl Topology {
             let funcs: Vec<u8> = devs.iter().filter_map(|d| d.function).collect();
             let distinct: HashSet<u8> = funcs.iter().copied().collect();
             if distinct.len() != funcs.len() {
-                return Err(format!("port {port:?}: two NVMe devices have the same `function`"));
+                return Err(format!(
+                    "port {port:?}: two NVMe devices have the same `function`"
+                ));
             }
             if !funcs.is_empty() && !distinct.contains(&0) {
-                return Err(format!("port {port:?}: a multi-function device needs a `function = 0`"));
+                return Err(format!(
+                    "port {port:?}: a multi-function device needs a `function = 0`"
+                ));
             }
         }
         if self.nvme.is_empty() {
@@ -345,7 +411,8 @@ impl Topology {
 fn valid_name(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn check_slot<'a>(
@@ -361,7 +428,9 @@ fn check_slot<'a>(
         ));
     }
     if !slots.insert((bus, addr)) {
-        return Err(format!("key `{key}`: slot {addr:#x} on {bus} is used twice"));
+        return Err(format!(
+            "key `{key}`: slot {addr:#x} on {bus} is used twice"
+        ));
     }
     Ok(())
 }
@@ -373,8 +442,12 @@ fn take_port<'a>(
     what: &'a str,
 ) -> std::result::Result<(), String> {
     match ports.get_mut(parent) {
-        None => Err(format!("key `{key}`: {parent:?} is not a root port or switch downstream port id")),
-        Some(Some(_)) => Err(format!("key `{key}`: port {parent:?} already holds a switch")),
+        None => Err(format!(
+            "key `{key}`: {parent:?} is not a root port or switch downstream port id"
+        )),
+        Some(Some(_)) => Err(format!(
+            "key `{key}`: port {parent:?} already holds a switch"
+        )),
         Some(slot) => {
             *slot = Some(what);
             Ok(())

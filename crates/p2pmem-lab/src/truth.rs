@@ -208,7 +208,10 @@ mod tests {
 
     #[test]
     fn klog_prefixes_are_stripped() {
-        assert_eq!(strip_klog_prefix("[    0.000000] Linux version 6"), "Linux version 6");
+        assert_eq!(
+            strip_klog_prefix("[    0.000000] Linux version 6"),
+            "Linux version 6"
+        );
         assert_eq!(strip_klog_prefix("<4>[ 1.5] nvme x"), "nvme x");
         assert_eq!(strip_klog_prefix("plain"), "plain");
         assert_eq!(strip_klog_prefix("[unterminated"), "[unterminated");
@@ -216,7 +219,10 @@ mod tests {
 
     #[test]
     fn boot_log_filter_matches_the_recorded_truth() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/truth/s01_switch_cmbmix_fam15");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/truth/s01_switch_cmbmix_fam15"
+        );
         let (Ok(dmesg), Ok(truth)) = (
             std::fs::read_to_string(format!("{dir}/boot_dmesg.txt")),
             std::fs::read_to_string(format!("{dir}/truth.json")),
@@ -226,7 +232,10 @@ mod tests {
         let truth: Value = serde_json::from_str(&truth).unwrap();
         let ours = filter_boot_log(&dmesg);
         for line in truth["boot_log"].as_array().unwrap() {
-            assert!(ours.contains(&line.as_str().unwrap().to_string()), "missing {line}");
+            assert!(
+                ours.contains(&line.as_str().unwrap().to_string()),
+                "missing {line}"
+            );
         }
     }
 
@@ -235,7 +244,9 @@ mod tests {
         let t = Topology::embedded("switch").unwrap();
         let a = scratch_args(&t, "max,family=23");
         assert!(a.contains(&"$SCRATCH/bzImage".to_string()));
-        assert!(a.contains(&"file=$SCRATCH/img/switch/swA.img,if=none,id=drv_swA,format=raw".to_string()));
+        assert!(a.contains(
+            &"file=$SCRATCH/img/switch/swA.img,if=none,id=drv_swA,format=raw".to_string()
+        ));
         assert!(a.contains(&"max,family=23".to_string()));
     }
 }

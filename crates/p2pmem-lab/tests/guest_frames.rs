@@ -1,6 +1,8 @@
 //! The guest frame parser never panics, and decodes whatever the encoder produced, with
 //! arbitrary console noise around the frames.
 
+#![cfg(test)]
+
 use p2pmem_lab::guest::{encode_frame, parse_console};
 use proptest::prelude::*;
 

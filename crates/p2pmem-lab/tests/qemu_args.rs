@@ -2,6 +2,8 @@
 //! the ground truth in shared/truth (the truth files are read when present; the expected
 //! argv of s01 is also spelled out here so the test never depends on them).
 
+#![cfg(test)]
+
 use std::path::Path;
 
 use p2pmem_lab::qemu_args::{qemu_args, qemu_script, MachineFiles};
@@ -33,10 +35,12 @@ fn s01_args_match_the_recorded_command() {
 }
 
 fn truth_args(scenario: &str) -> Option<Vec<String>> {
-    let root = std::env::var("P2PMEM_SHARED").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string()
-    });
-    let path = Path::new(&root).join("truth").join(scenario).join("truth.json");
+    let root = std::env::var("P2PMEM_SHARED")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string());
+    let path = Path::new(&root)
+        .join("truth")
+        .join(scenario)
+        .join("truth.json");
     let text = std::fs::read_to_string(&path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     Some(
@@ -75,10 +79,18 @@ fn cpu_override_and_cmdline() {
     let cpu = a.iter().position(|x| x == "-cpu").unwrap();
     assert_eq!(a[cpu + 1], "max,family=23");
     let ap = a.iter().position(|x| x == "-append").unwrap();
-    assert_eq!(a[ap + 1], "console=ttyS0 panic=-1 pci=config_acs=11xx@0000:00:07.0");
+    assert_eq!(
+        a[ap + 1],
+        "console=ttyS0 panic=-1 pci=config_acs=11xx@0000:00:07.0"
+    );
     assert!(!a.iter().any(|x| x.contains("kvm")));
-    assert!(a.contains(&"nvme,serial=mfA,drive=drv_mfA,bus=rp1,addr=0.0,multifunction=on,cmb_size_mb=16".to_string()));
-    assert!(a.contains(&"nvme,serial=mfB,drive=drv_mfB,bus=rp1,addr=0.1,cmb_size_mb=16".to_string()));
+    assert!(a.contains(
+        &"nvme,serial=mfA,drive=drv_mfA,bus=rp1,addr=0.0,multifunction=on,cmb_size_mb=16"
+            .to_string()
+    ));
+    assert!(
+        a.contains(&"nvme,serial=mfB,drive=drv_mfB,bus=rp1,addr=0.1,cmb_size_mb=16".to_string())
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Topology files: every embedded file parses, and bad files are rejected with an error
 //! naming the file and the key.
 
+#![cfg(test)]
+
 use std::path::Path;
 
 use p2pmem_lab::topology::{Topology, EMBEDDED};
@@ -10,7 +12,9 @@ fn parse(text: &str) -> Result<Topology, String> {
 }
 
 fn assert_err(text: &str, needles: &[&str]) {
-    let err = parse(text).expect_err("must be rejected");
+    let Err(err) = parse(text) else {
+        unreachable!("must be rejected: {text}")
+    };
     assert!(err.contains("/x/bad.toml"), "no path in: {err}");
     for n in needles {
         assert!(err.contains(n), "{n:?} not in: {err}");
@@ -67,7 +71,10 @@ fn acs_topology_sets_config_acs_on_its_root_port() {
         t.kernel_cmdline(),
         "console=ttyS0 panic=-1 pci=config_acs=11xx@0000:00:07.0"
     );
-    assert_eq!(Topology::embedded("rootports_zen").unwrap().cpu, "max,family=23");
+    assert_eq!(
+        Topology::embedded("rootports_zen").unwrap().cpu,
+        "max,family=23"
+    );
 }
 
 #[test]
@@ -79,7 +86,10 @@ fn missing_cpu_is_named() {
 #[test]
 fn unknown_key_is_named() {
     assert_err(&format!("{MINIMAL}\ncolour = 1\n"), &["colour"]);
-    assert_err(&MINIMAL.replace("addr = 4", "addr = 4\nslot = 2"), &["slot"]);
+    assert_err(
+        &MINIMAL.replace("addr = 4", "addr = 4\nslot = 2"),
+        &["slot"],
+    );
 }
 
 #[test]
@@ -90,7 +100,10 @@ fn wrong_type_is_named() {
 
 #[test]
 fn dangling_parent_is_named() {
-    assert_err(&MINIMAL.replace("parent = \"rp1\"", "parent = \"rp9\""), &["nvme[0].parent", "rp9"]);
+    assert_err(
+        &MINIMAL.replace("parent = \"rp1\"", "parent = \"rp9\""),
+        &["nvme[0].parent", "rp9"],
+    );
 }
 
 #[test]
@@ -105,14 +118,29 @@ fn duplicate_ids_and_serials_are_named() {
 
 #[test]
 fn reserved_slots_and_bad_values_are_named() {
-    assert_err(&MINIMAL.replace("addr = 4", "addr = 0"), &["root_port[0].addr"]);
-    assert_err(&MINIMAL.replace("addr = 4", "addr = 0x1f"), &["root_port[0].addr"]);
+    assert_err(
+        &MINIMAL.replace("addr = 4", "addr = 0"),
+        &["root_port[0].addr"],
+    );
+    assert_err(
+        &MINIMAL.replace("addr = 4", "addr = 0x1f"),
+        &["root_port[0].addr"],
+    );
     assert_err(&format!("{MINIMAL}cmb_mb = 3\n"), &["nvme[0].cmb_mb"]);
     assert_err(&format!("{MINIMAL}function = 9\n"), &["nvme[0].function"]);
     assert_err(&format!("{MINIMAL}disk_mib = 0\n"), &["nvme[0].disk_mib"]);
-    assert_err(&MINIMAL.replace("serial = \"a\"", "serial = \"a b\""), &["nvme[0].serial"]);
-    assert_err(&MINIMAL.replace("cpu = \"max\"", "cpu = \"max\"\nmemory_mib = 16"), &["memory_mib"]);
-    assert_err(&MINIMAL.replace("cpu = \"max\"", "cpu = \"max\"\ncmdline = \"a'b\""), &["cmdline"]);
+    assert_err(
+        &MINIMAL.replace("serial = \"a\"", "serial = \"a b\""),
+        &["nvme[0].serial"],
+    );
+    assert_err(
+        &MINIMAL.replace("cpu = \"max\"", "cpu = \"max\"\nmemory_mib = 16"),
+        &["memory_mib"],
+    );
+    assert_err(
+        &MINIMAL.replace("cpu = \"max\"", "cpu = \"max\"\ncmdline = \"a'b\""),
+        &["cmdline"],
+    );
 }
 
 #[test]
@@ -148,10 +176,22 @@ serial = "a"
 parent = "dn0"
 "#;
     parse(base).unwrap();
-    assert_err(&base.replace("downstream = [\"dn0\"]", "downstream = []"), &["switch[0].downstream"]);
-    assert_err(&base.replace("parent = \"rp1\"", "parent = \"dn0\""), &["below itself"]);
-    assert_err(&base.replace("parent = \"dn0\"", "parent = \"rp1\""), &["nvme[0].parent", "switch"]);
-    assert_err(&base.replace("parent = \"dn0\"", "parent = \"up1\""), &["nvme[0].parent"]);
+    assert_err(
+        &base.replace("downstream = [\"dn0\"]", "downstream = []"),
+        &["switch[0].downstream"],
+    );
+    assert_err(
+        &base.replace("parent = \"rp1\"", "parent = \"dn0\""),
+        &["below itself"],
+    );
+    assert_err(
+        &base.replace("parent = \"dn0\"", "parent = \"rp1\""),
+        &["nvme[0].parent", "switch"],
+    );
+    assert_err(
+        &base.replace("parent = \"dn0\"", "parent = \"up1\""),
+        &["nvme[0].parent"],
+    );
 }
 
 #[test]
@@ -177,5 +217,8 @@ parent = "rpx"
 #[test]
 fn loading_unknown_name_lists_embedded_topologies() {
     let err = Topology::load("no-such-topology").unwrap_err().to_string();
-    assert!(err.contains("default") && err.contains("multifunction_acs"), "{err}");
+    assert!(
+        err.contains("default") && err.contains("multifunction_acs"),
+        "{err}"
+    );
 }

@@ -1,5 +1,7 @@
 //! Shared helpers of the lab tier: run the static `p2pmem` binary named by `P2PMEM_BIN`.
 
+#![cfg(test)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -31,7 +33,16 @@ pub fn p2pmem(args: &[&str]) -> Output {
 
 /// `p2pmem lab run --topology TOPO -- sh -c SCRIPT`, asserting exit 0; returns stdout.
 pub fn guest_sh(topology: &str, script: &str) -> String {
-    let out = p2pmem(&["lab", "run", "--topology", topology, "--", "sh", "-c", script]);
+    let out = p2pmem(&[
+        "lab",
+        "run",
+        "--topology",
+        topology,
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
     assert_eq!(out.status.code(), Some(0), "guest script failed: {script}");
     String::from_utf8(out.stdout).expect("guest stdout is UTF-8")
 }

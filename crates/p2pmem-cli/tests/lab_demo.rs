@@ -1,0 +1,58 @@
+//! Lab tier: `p2pmem lab demo --json` on the default topology: every pair's prediction
+//! agrees with the kernel, and the summary object comes last.
+
+#![cfg(test)]
+
+mod lab_common;
+
+use serde_json::Value;
+
+fn demo_json(topology: &str) -> (Vec<Value>, Value, Option<i32>) {
+    let out = lab_common::p2pmem(&["--json", "lab", "demo", "--topology", topology]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let summary = lines.pop().expect("no output");
+    (lines, summary, out.status.code())
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn default_demo_predictions_agree_with_the_kernel() {
+    let (pairs, summary, code) = demo_json("default");
+    // 4 CMB providers x 5 NVMe clients; same switch, same device and the multi-function
+    // pair work, everything across root ports is refused (AMD family 15).
+    assert_eq!(summary["pairs"], 20, "{summary}");
+    assert_eq!(pairs.len(), 20);
+    assert_eq!(summary["kernel_ok"], 7, "{summary}");
+    assert_eq!(summary["agreed"], 20, "{summary}");
+    assert!(summary["copy"].is_string());
+    assert_eq!(code, Some(0));
+    let refused: Vec<&Value> = pairs.iter().filter(|p| p["kernel"] == false).collect();
+    assert!(refused.iter().all(|p| p["read"] == "EREMOTEIO"));
+    assert!(refused.iter().all(|p| p["kernel_log"][0]
+        .as_str()
+        .is_some_and(|l| l.contains("cannot be used for peer-to-peer DMA"))));
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn zen_cpu_allows_cross_root_port_p2p() {
+    let (_, max, _) = demo_json("rootports_max");
+    let (_, zen, code) = demo_json("rootports_zen");
+    assert_eq!(
+        (max["pairs"].clone(), max["kernel_ok"].clone()),
+        (4.into(), 2.into()),
+        "{max}"
+    );
+    assert_eq!(
+        (zen["pairs"].clone(), zen["kernel_ok"].clone()),
+        (4.into(), 4.into()),
+        "{zen}"
+    );
+    assert_eq!(max["agreed"], 4);
+    assert_eq!(zen["agreed"], 4);
+    assert_eq!(code, Some(0));
+}
