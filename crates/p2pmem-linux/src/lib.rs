@@ -11,6 +11,7 @@ pub mod dio;
 pub mod dma_probe;
 pub mod kconfig;
 pub mod klog;
+pub mod nvmet;
 pub mod p2pbuf;
 pub mod resolve;
 pub mod resource;

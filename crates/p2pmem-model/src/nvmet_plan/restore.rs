@@ -287,9 +287,9 @@ fn ns_diffs(
     }
     let cur_p2p = cur.and_then(|c| c.p2pmem);
     match want.p2pmem {
-        // Absent is the same as off, and writing it would fail (ENOENT) on a kernel
-        // without the attribute.
-        Some(P2pmemSetting::Off) if cur_p2p.is_none() => {}
+        // An existing namespace without the attribute is off already, and writing it
+        // would fail (ENOENT) on a kernel without CONFIG_PCI_P2PDMA.
+        Some(P2pmemSetting::Off) if cur.is_some() && cur_p2p.is_none() => {}
         Some(w) if cur_p2p != Some(w) => {
             out.push((
                 "p2pmem",
