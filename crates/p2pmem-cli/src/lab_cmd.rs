@@ -186,6 +186,7 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
     let opts = PairsOptions {
         capture: true,
         check: false,
+        copy: false,
     };
     let (out, res, results) = run_pairs(&lab, &topo, &cpu, opts)?;
     match &res.capture {
@@ -265,6 +266,7 @@ fn demo_cmd(guest: &GuestOpts, json: bool) -> anyhow::Result<i32> {
     let opts = PairsOptions {
         capture: false,
         check: true,
+        copy: true,
     };
     let (_out, res, _results) = run_pairs(&lab, &topo, &cpu, opts)?;
     let (pairs, summary) = demo(&topo.name, &cpu, &res);

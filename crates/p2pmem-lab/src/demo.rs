@@ -54,8 +54,14 @@ pub struct DemoSummary {
     pub incomplete: usize,
     /// Pairs the kernel allowed.
     pub kernel_ok: usize,
-    /// The verified-copy step: `not available yet` or what happened.
+    /// The verified-copy step in words: what was copied and whether it verified, or why
+    /// it did not run.
     pub copy: String,
+    /// `Some(true)`: `p2pmem copy --verify` succeeded through a CMB and the lab's own
+    /// sha256 of both ranges matched; `Some(false)`: it ran and failed; `None`: not run.
+    pub copy_verified: Option<bool>,
+    /// `p2pmem copy`'s JSON report, when it ran.
+    pub copy_report: Option<Value>,
 }
 
 fn short_err(stderr: &str, rc: Option<i32>) -> String {
@@ -134,12 +140,66 @@ pub fn demo_pair(p: &PairResult) -> DemoPair {
 }
 
 /// The copy step's report. The lab never fakes it: without `p2pmem copy` in the guest
-/// binary it says so.
-pub fn copy_step(res: &PairsResult) -> String {
-    if res.copy_available {
-        "p2pmem copy exists in the guest binary, but lab demo does not drive it yet".to_string()
+/// binary, or without a working pair, it says so.
+pub fn copy_step(res: &PairsResult) -> (String, Option<bool>) {
+    if !res.copy_available {
+        return (
+            "not available yet: the guest's p2pmem has no `copy` subcommand".into(),
+            None,
+        );
+    }
+    let Some(c) = &res.copy else {
+        return (
+            "not run: no working pair between two different NVMe with a CMB".into(),
+            None,
+        );
+    };
+    let what = format!(
+        "1 MiB {} -> {} at 4 MiB through the CMB of {}",
+        c.src, c.dst, c.via
+    );
+    let sha_ok = c
+        .sha256
+        .as_ref()
+        .is_some_and(|(a, b)| a == b && a.len() == 64);
+    let via_ok = c
+        .report
+        .as_ref()
+        .and_then(|r| r.get("via"))
+        .and_then(Value::as_str)
+        == Some(c.via.as_str());
+    if c.exit == 0 && sha_ok && via_ok {
+        (
+            format!(
+                "verified: {what} (p2pmem copy --verify ok; the lab's sha256 of both ranges match)"
+            ),
+            Some(true),
+        )
     } else {
-        "not available yet: the guest's p2pmem has no `copy` subcommand".to_string()
+        let why = c
+            .stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        (
+            format!(
+                "FAILED: {what}: exit status {}, sha256 {}, buffer {}{}",
+                c.exit,
+                if sha_ok { "match" } else { "differ" },
+                if via_ok {
+                    "in the CMB"
+                } else {
+                    "not in the CMB"
+                },
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            ),
+            Some(false),
+        )
     }
 }
 
@@ -155,7 +215,9 @@ pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, Dem
         disagreed: count(&|p| p.agree == Some(false)),
         incomplete: count(&|p| p.agree.is_none()),
         kernel_ok: count(&|p| p.kernel == Some(true)),
-        copy: copy_step(res),
+        copy: copy_step(res).0,
+        copy_verified: copy_step(res).1,
+        copy_report: res.copy.as_ref().and_then(|c| c.report.clone()),
     };
     (pairs, summary)
 }
@@ -191,6 +253,48 @@ mod tests {
         assert_eq!(p.kernel_log, ["cannot be used"]);
         let p = demo_pair(&pair(Some(json!({"supported": true})), Some(refused)));
         assert_eq!(p.agree, Some(false));
+    }
+
+    fn with_copy(copy: Option<crate::pairs::CopyRun>, available: bool) -> PairsResult {
+        PairsResult {
+            cpuinfo: String::new(),
+            cmdline: String::new(),
+            osrelease: String::new(),
+            capture: None,
+            nvme: Vec::new(),
+            copy_available: available,
+            pairs: Vec::new(),
+            copy,
+        }
+    }
+
+    fn run(sha_b: &str, exit: i32) -> crate::pairs::CopyRun {
+        crate::pairs::CopyRun {
+            via: "0000:03:00.0".into(),
+            src: "/dev/nvme0n1".into(),
+            dst: "/dev/nvme1n1".into(),
+            exit,
+            report: Some(json!({"via": "0000:03:00.0", "bytes": 1048576})),
+            stderr: String::new(),
+            sha256: Some(("a".repeat(64), sha_b.to_string())),
+        }
+    }
+
+    #[test]
+    fn copy_step_is_never_faked() {
+        let (text, ok) = copy_step(&with_copy(None, false));
+        assert!(text.starts_with("not available yet"));
+        assert_eq!(ok, None);
+        assert_eq!(copy_step(&with_copy(None, true)).1, None);
+        let (text, ok) = copy_step(&with_copy(Some(run(&"a".repeat(64), 0)), true));
+        assert_eq!(ok, Some(true), "{text}");
+        let (text, ok) = copy_step(&with_copy(Some(run(&"b".repeat(64), 0)), true));
+        assert_eq!(ok, Some(false));
+        assert!(text.contains("sha256 differ"), "{text}");
+        assert_eq!(
+            copy_step(&with_copy(Some(run(&"a".repeat(64), 1)), true)).1,
+            Some(false)
+        );
     }
 
     #[test]

@@ -22,7 +22,15 @@ pub struct PairsOptions {
     pub capture: bool,
     /// Run `p2pmem check --json PROVIDER CLIENT` before each probe.
     pub check: bool,
+    /// After the probes, copy 1 MiB between two NVMe through a CMB with `p2pmem copy`
+    /// (when the guest binary has it), and check the bytes independently with sha256.
+    pub copy: bool,
 }
+
+/// Bytes the demo copy moves.
+pub const COPY_BYTES: u64 = 1 << 20;
+/// Destination offset of the demo copy (a scratch area past the pattern).
+pub const COPY_DST_OFFSET_MIB: u64 = 4;
 
 /// The guest job.
 pub fn pairs_job(opts: PairsOptions) -> Job {
@@ -81,10 +89,51 @@ for prov in $providers; do
 done
 "#,
     );
+    if opts.copy {
+        s.push_str(COPY_SCRIPT);
+    }
     Job {
         script: s,
         fetch_dirs: vec![OUT.to_string()],
     }
+}
+
+/// The first working pair between two different NVMe whose provider is itself an NVMe:
+/// copy the provider's first MiB to the client at 4 MiB through the provider's CMB.
+const COPY_SCRIPT: &str = r#"if [ "$(cat "$OUT/copy.rc")" = 0 ]; then
+  while read -r n prov bdf blk prc crc; do
+    [ "$prov" = "$bdf" ] && continue
+    grep -Eq '"read": *"ok"' "$OUT/pairs/$n.probe.json" || continue
+    src=$(awk -v p="$prov" '$3 == p { print $4 }' "$OUT/nvme.txt")
+    [ -n "$src" ] || continue
+    echo "$prov $src $blk" > "$OUT/copy.pair"
+    p2pmem --json copy "$src" "$blk" --via "$prov" --require-p2p --verify --length 1M --dst-offset 4M < /dev/null > "$OUT/copy.json" 2> "$OUT/copy.err"
+    echo $? > "$OUT/copy.exit"
+    a=$(dd if="$src" bs=1M count=1 2>/dev/null | sha256sum | cut -d' ' -f1)
+    b=$(dd if="$blk" bs=1M skip=4 count=1 2>/dev/null | sha256sum | cut -d' ' -f1)
+    echo "$a $b" > "$OUT/copy.sha256"
+    break
+  done < "$OUT/pairs/index"
+fi
+"#;
+
+/// The demo copy, as run in the guest.
+#[derive(Debug, Clone)]
+pub struct CopyRun {
+    /// The provider whose CMB held the buffer.
+    pub via: String,
+    /// Source block device (the provider's namespace).
+    pub src: String,
+    /// Destination block device.
+    pub dst: String,
+    /// `p2pmem copy` exit status.
+    pub exit: i32,
+    /// Its JSON report, if it printed one.
+    pub report: Option<Value>,
+    /// Its stderr.
+    pub stderr: String,
+    /// sha256 of the source range and of the destination range, read back by the lab.
+    pub sha256: Option<(String, String)>,
 }
 
 /// One NVMe controller as the guest saw it.
@@ -140,6 +189,8 @@ pub struct PairsResult {
     pub copy_available: bool,
     /// The pairs in run order.
     pub pairs: Vec<PairResult>,
+    /// The demo copy, when one was attempted.
+    pub copy: Option<CopyRun>,
 }
 
 impl PairsResult {
@@ -193,7 +244,25 @@ impl PairsResult {
                 opt("capture.log").unwrap_or_default(),
             )
         });
+        let copy = opt("copy.pair").and_then(|pair| {
+            let w: Vec<&str> = pair.split_whitespace().collect();
+            (w.len() == 3).then(|| CopyRun {
+                via: w[0].into(),
+                src: w[1].into(),
+                dst: w[2].into(),
+                exit: opt("copy.exit")
+                    .and_then(|e| e.trim().parse().ok())
+                    .unwrap_or(-1),
+                report: opt("copy.json").and_then(|j| serde_json::from_str(&j).ok()),
+                stderr: opt("copy.err").unwrap_or_default(),
+                sha256: opt("copy.sha256").and_then(|t| {
+                    let (a, b) = t.trim().split_once(' ')?;
+                    Some((a.to_string(), b.to_string()))
+                }),
+            })
+        });
         Ok(Self {
+            copy,
             cpuinfo: read("cpuinfo")?,
             cmdline: read("cmdline")?.trim().to_string(),
             osrelease: read("osrelease")?.trim().to_string(),
@@ -241,6 +310,7 @@ mod tests {
         let job = pairs_job(PairsOptions {
             capture: true,
             check: true,
+            copy: true,
         });
         assert_eq!(job.fetch_dirs, [OUT]);
         assert_eq!(job.script.matches("p2pmem agent dma-probe").count(), 1);
@@ -249,9 +319,12 @@ mod tests {
         let plain = pairs_job(PairsOptions {
             capture: false,
             check: false,
+            copy: false,
         });
         assert!(!plain.script.contains("p2pmem capture"));
         assert!(!plain.script.contains("p2pmem check"));
+        assert!(!plain.script.contains("copy \""));
+        assert!(job.script.contains("--require-p2p --verify"));
     }
 
     #[test]
@@ -283,5 +356,6 @@ mod tests {
         assert!(r.pairs[1].probe.is_none());
         assert_eq!(r.pairs[1].probe_rc, 1);
         assert_eq!(r.pairs[0].check_rc, None);
+        assert!(r.copy.is_none());
     }
 }
