@@ -16,6 +16,10 @@ pub const CACHE_ENV: &str = "P2PMEM_LAB_CACHE";
 /// How many run directories are kept.
 pub const KEEP_RUNS: usize = 20;
 
+/// Run directories younger than this are never pruned (a concurrent run may be using
+/// them).
+pub const MIN_RUN_AGE_SECS: u64 = 2 * 3600;
+
 /// The lab cache root.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -51,11 +55,11 @@ impl Cache {
     pub fn new_run_dir(&self) -> Result<PathBuf> {
         let runs = self.root.join("runs");
         std::fs::create_dir_all(&runs).map_err(io_err("cannot create", &runs))?;
-        prune_runs(&runs);
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        prune_runs(&runs, secs.saturating_sub(MIN_RUN_AGE_SECS));
         let pid = std::process::id();
         let mut n = 0u32;
         loop {
@@ -88,9 +92,9 @@ pub fn resolve(
     }
 }
 
-/// Removes the oldest run directories beyond [`KEEP_RUNS`]; failures are ignored (a
-/// run directory in use by a concurrent run is simply kept).
-fn prune_runs(runs: &Path) {
+/// Removes the oldest run directories beyond [`KEEP_RUNS`] that started before
+/// `older_than` (unix seconds); failures are ignored.
+fn prune_runs(runs: &Path, older_than: u64) {
     let Ok(entries) = std::fs::read_dir(runs) else {
         return;
     };
@@ -107,8 +111,10 @@ fn prune_runs(runs: &Path) {
     }
     dirs.sort();
     let excess = dirs.len() + 1 - KEEP_RUNS;
-    for (_, dir) in dirs.into_iter().take(excess) {
-        let _ = std::fs::remove_dir_all(dir);
+    for (secs, dir) in dirs.into_iter().take(excess) {
+        if secs < older_than {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -133,15 +139,27 @@ mod tests {
     }
 
     #[test]
-    fn run_dirs_are_unique_and_pruned() {
+    fn run_dirs_are_unique_and_old_ones_pruned() {
         let tmp = tempfile::tempdir().unwrap();
+        let runs = tmp.path().join("runs");
+        // Old runs (1970) beyond the limit go; recent ones stay even beyond it.
+        for i in 0..(KEEP_RUNS + 5) {
+            std::fs::create_dir_all(runs.join(format!("{}-1-0", 1000 + i))).unwrap();
+        }
         let cache = Cache::at(tmp.path());
-        let mut made = Vec::new();
-        for _ in 0..(KEEP_RUNS + 5) {
+        let first = cache.new_run_dir().unwrap();
+        let count = || std::fs::read_dir(&runs).unwrap().count();
+        assert_eq!(count(), KEEP_RUNS);
+        assert!(!runs.join("1000-1-0").exists());
+        let mut made = vec![first];
+        for _ in 0..KEEP_RUNS {
             made.push(cache.new_run_dir().unwrap());
         }
-        let left = std::fs::read_dir(tmp.path().join("runs")).unwrap().count();
-        assert!(left <= KEEP_RUNS, "{left} run dirs left");
-        assert!(made.last().unwrap().is_dir());
+        assert!(
+            made.iter().all(|d| d.is_dir()),
+            "a recent run dir was pruned"
+        );
+        let unique: std::collections::HashSet<_> = made.iter().collect();
+        assert_eq!(unique.len(), made.len());
     }
 }
