@@ -23,6 +23,14 @@ pub struct Progress {
 
 impl std::fmt::Display for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.written.bytes() == 0 {
+            return write!(
+                f,
+                "nothing of the planned {} of {} was written",
+                self.planned,
+                self.dst.display()
+            );
+        }
         write!(
             f,
             "of the planned {} of {}, {} were written ({} of {} bytes)",
