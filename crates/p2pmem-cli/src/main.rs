@@ -9,6 +9,7 @@ mod cmd_capture;
 mod cmd_check;
 mod cmd_copy;
 mod cmd_doctor;
+mod cmd_nvmet;
 mod cmd_topo;
 mod output;
 
@@ -69,6 +70,10 @@ enum Command {
     /// payload never crosses host memory; host memory, loudly, when there is no P2P
     /// path. Exit 0 copied, 1 --verify mismatch or --require-p2p without a path, 2 error.
     Copy(cmd_copy::CopyArgs),
+    /// The NVMe target (nvmet) through configfs, with P2P memory per namespace:
+    /// subsystems, namespaces, ports, hosts, p2pmem (off, auto or a provider) written
+    /// before enable, a pre-flight of what the kernel will decide, status, save/restore.
+    Nvmet(cmd_nvmet::NvmetArgs),
     /// Low-level helpers used inside the lab's guest.
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
         Command::Doctor => cmd_doctor::run(&cli.common),
         Command::Capture(a) => cmd_capture::run(&cli.common, &a),
         Command::Copy(a) => cmd_copy::run(&cli.common, &a),
+        Command::Nvmet(a) => cmd_nvmet::run(&cli.common, &a),
         Command::Agent(a) => agent::run(a),
     };
     match result {
