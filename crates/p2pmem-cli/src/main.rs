@@ -80,6 +80,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    p2pmem_linux::sys::restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Topo(a) => cmd_topo::run(&cli.common, &a),

@@ -1,6 +1,8 @@
 //! The `p2pmem` binary end to end against the ground-truth captures: exit codes, JSON
 //! fields, errors for bad input (exit 2, a message naming the input, never a panic).
 
+#![cfg(test)]
+
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};

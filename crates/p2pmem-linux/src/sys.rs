@@ -556,3 +556,15 @@ pub fn io_error_label(err: &io::Error) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Restore the default action for SIGPIPE, so that a command whose stdout is a closed
+/// pipe (`p2pmem topo | head`) ends quietly as other Unix tools do, instead of the Rust
+/// runtime's `EPIPE` turning `println!` into a panic.
+pub fn restore_default_sigpipe() {
+    // SAFETY: `signal` with SIG_DFL installs no handler code; it only changes the
+    // disposition of SIGPIPE for this process, which is called once at start-up before
+    // any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

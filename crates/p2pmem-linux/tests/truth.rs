@@ -3,6 +3,8 @@
 //! (`cannot be used ...`, ACS redirect, the fix, the host-bridge warning) are exactly the
 //! messages the model says the kernel prints, in order.
 
+#![cfg(test)]
+
 use p2pmem_linux::system::read_system;
 use p2pmem_model::messages::is_p2pdma_decision_line;
 use p2pmem_model::select::check;
