@@ -11,6 +11,7 @@ mod cmd_copy;
 mod cmd_doctor;
 mod cmd_nvmet;
 mod cmd_topo;
+mod lab_cmd;
 mod output;
 
 use clap::{Args, Parser, Subcommand};
@@ -74,6 +75,9 @@ enum Command {
     /// subsystems, namespaces, ports, hosts, p2pmem (off, auto or a provider) written
     /// before enable, a pre-flight of what the kernel will decide, status, save/restore.
     Nvmet(cmd_nvmet::NvmetArgs),
+    /// The virtual P2P lab: build a P2PDMA kernel and boot it under QEMU with emulated
+    /// PCIe switches and NVMe CMBs (`lab demo`, `lab run`, `lab capture`, `lab kernel`).
+    Lab(lab_cmd::LabArgs),
     /// Low-level helpers used inside the lab's guest.
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::Capture(a) => cmd_capture::run(&cli.common, &a),
         Command::Copy(a) => cmd_copy::run(&cli.common, &a),
         Command::Nvmet(a) => cmd_nvmet::run(&cli.common, &a),
+        Command::Lab(a) => lab_cmd::run(a.with_json(cli.common.json)),
         Command::Agent(a) => agent::run(a),
     };
     match result {
