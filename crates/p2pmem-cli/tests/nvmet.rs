@@ -444,3 +444,51 @@ fn bad_input_is_an_error_naming_it() {
     assert_eq!(code(&o), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("modprobe nvmet"));
 }
+
+/// The lab capture replays to the kernel's own verdicts: the namespaces it enabled are
+/// predicted to enable, the one it refused is predicted EINVAL with the line it logged.
+#[test]
+fn lab_capture_replays_to_the_kernels_verdicts() {
+    let cap = fixtures().join("nvmet/lab_default_fam15");
+    let root = cap.join("root");
+    let dmesg = std::fs::read_to_string(cap.join("dmesg.txt")).unwrap();
+    let o = p2pmem(&root, &["--json", "nvmet", "check"]);
+    assert_eq!(code(&o), Some(1));
+    let v = json(&o);
+    for ns in v["namespaces"].as_array().unwrap() {
+        let enabled = ns["enabled"].as_bool().unwrap();
+        let fails = ns["enable"]["result"] == "fails";
+        assert_eq!(
+            enabled, !fails,
+            "the kernel's verdict is the enable state: {ns}"
+        );
+        for line in ns["kernel_log"].as_array().unwrap() {
+            let line = line.as_str().unwrap();
+            assert!(
+                dmesg.contains(line),
+                "{line:?} is not in the lab's kernel log"
+            );
+        }
+    }
+    assert_eq!(v["namespaces"][1]["enable"]["errno"]["name"], "EINVAL");
+    assert_eq!(
+        v["namespaces"][1]["kernel_log"].as_array().unwrap().len(),
+        1
+    );
+    assert!(!dmesg.contains("using p2pmem on"), "loop never uses p2pmem");
+    let log = cap.join("dmesg.txt");
+    let o = p2pmem(
+        &root,
+        &["--json", "nvmet", "status", "--klog", log.to_str().unwrap()],
+    );
+    let v = json(&o);
+    assert_eq!(
+        v["connections"]["local_loop"],
+        serde_json::json!(["nqn.2026-11.io.p2pmem:lab"])
+    );
+    assert_eq!(v["subsystems"][0]["namespaces"][0]["in_use"], "never");
+    assert_eq!(
+        v["subsystems"][0]["namespaces"][0]["backing"]["pci"],
+        "0000:04:00.0"
+    );
+}

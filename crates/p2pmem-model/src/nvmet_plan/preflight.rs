@@ -232,7 +232,7 @@ pub fn namespace(
                 Ok(_) => AttrWrite::Accepted,
                 Err(error) => {
                     if let Some(l) = error.kernel_log() {
-                        p.kernel_log.push(log_line(&l));
+                        p.kernel_log.push(log_line(env, &l));
                     }
                     AttrWrite::Refused { error }
                 }
@@ -244,10 +244,15 @@ pub fn namespace(
     p
 }
 
-fn log_line(l: &nvmet_attr::KernelLog) -> String {
+/// The whole line: a module prefix, or `pci_err`'s `<driver> <BDF>: ` (the bound
+/// driver, `pci` for an unbound device).
+fn log_line(env: Env<'_>, l: &nvmet_attr::KernelLog) -> String {
     match &l.prefix {
         nvmet_attr::LogPrefix::Module(m) => format!("{m}{}", l.text),
-        nvmet_attr::LogPrefix::Device(bdf) => format!("pci {bdf}: {}", l.text),
+        nvmet_attr::LogPrefix::Device(bdf) => {
+            let name = env.topo.get(bdf).map_or("pci", |f| f.log_prefix_name());
+            format!("{name} {bdf}: {}", l.text)
+        }
     }
 }
 
@@ -375,7 +380,7 @@ fn enable_outcome(env: Env<'_>, p: &mut NsPreflight) -> EnableOutcome {
         },
         Err(failure) => {
             if let Some(l) = failure.kernel_log() {
-                p.kernel_log.push(log_line(&l));
+                p.kernel_log.push(log_line(env, &l));
             }
             EnableOutcome::Fails {
                 errno: failure.errno(),

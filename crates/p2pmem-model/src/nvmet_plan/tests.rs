@@ -187,7 +187,7 @@ fn attribute_writes_predict_enodev_ebusy_and_enoent() {
     assert_eq!(error.errno(), ENODEV);
     assert_eq!(
         p.kernel_log[0],
-        "pci 0000:05:00.0: PCI device has no peer-to-peer memory: 0000:05:00.0"
+        "nvme 0000:05:00.0: PCI device has no peer-to-peer memory: 0000:05:00.0"
     );
     let p = pre(
         15,
