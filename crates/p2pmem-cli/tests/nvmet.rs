@@ -4,11 +4,7 @@
 //! the connected-host guard, and save → wipe → restore. The kernel's own answers are
 //! checked by the lab tier (`lab_nvmet.rs`).
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::panic,
-    reason = "helpers outside #[test] functions; clippy's allow-*-in-tests covers only the tests"
-)]
+#![cfg(test)]
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
