@@ -204,16 +204,23 @@ fn plan_guarded(
     if force {
         return Ok(steps);
     }
-    let sys_kernel = read_system(t.fs().root())
-        .map(|s| s.rules.kernel)
-        .unwrap_or(p2pmem_model::KernelVersion::NEWEST_READ);
-    let conns = p2pmem_linux::nvmet::facts::connections(t.fs(), sys_kernel);
+    let conns = p2pmem_linux::nvmet::facts::connections(t.fs(), kernel(t));
     let blocked = guard(current, &conns, &steps);
     if blocked.is_empty() {
         Ok(steps)
     } else {
         Err(blocked)
     }
+}
+
+/// The running kernel's version below the root (the newest rules when unknown).
+fn kernel(t: &Target) -> p2pmem_model::KernelVersion {
+    t.fs()
+        .read_opt_string("proc/sys/kernel/osrelease")
+        .ok()
+        .flatten()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(p2pmem_model::KernelVersion::NEWEST_READ)
 }
 
 /// Prints why steps were not run because of connected hosts.

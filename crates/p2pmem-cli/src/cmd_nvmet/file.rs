@@ -169,7 +169,7 @@ pub fn restore(common: &Common, args: &RestoreArgs) -> anyhow::Result<i32> {
     let (t, snap) = open(common)?;
     let steps = plan_restore(&snap.config, &want);
     let pre = preflights(common, &t, &want, &steps);
-    let kernel = pre_kernel(common);
+    let kernel = super::kernel(&t);
     let blocked = if args.force {
         Vec::new()
     } else {
@@ -256,10 +256,4 @@ pub fn restore(common: &Common, args: &RestoreArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(if refusal.is_some() { 1 } else { applied.code })
-}
-
-fn pre_kernel(common: &Common) -> p2pmem_model::KernelVersion {
-    p2pmem_linux::system::read_system(&common.root)
-        .map(|s| s.rules.kernel)
-        .unwrap_or(p2pmem_model::KernelVersion::NEWEST_READ)
 }

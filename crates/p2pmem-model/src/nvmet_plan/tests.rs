@@ -474,3 +474,13 @@ fn bad_files_are_refused_with_the_reason() {
         assert!(e.contains(want), "{want:?} not in {e:?}");
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn log_lines_and_transports_never_panic(s in "\\PC*") {
+        let _ = parse_using_line(&s);
+        let _ = parse_using_line(&format!("nvmet: using p2pmem on {s} for nsid {s}"));
+        let t = Transport::parse(&s);
+        proptest::prop_assert_eq!(t.as_str(), s.trim());
+    }
+}
