@@ -59,3 +59,30 @@ fn zen_cpu_allows_cross_root_port_p2p() {
     assert_eq!(zen["agreed"], 4);
     assert_eq!(code, Some(0));
 }
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn acs_redirect_refuses_the_multifunction_pair_and_is_predicted() {
+    let (pairs, summary, code) = demo_json("multifunction_acs");
+    assert_eq!(
+        (summary["pairs"].clone(), summary["kernel_ok"].clone()),
+        (4.into(), 2.into()),
+        "{summary}"
+    );
+    assert_eq!(summary["agreed"], 4, "{summary}");
+    assert_eq!(code, Some(0));
+    let cross: Vec<&Value> = pairs
+        .iter()
+        .filter(|p| p["provider"] != p["client"])
+        .collect();
+    assert_eq!(cross.len(), 2);
+    for p in cross {
+        assert_eq!(p["read"], "EREMOTEIO", "{p}");
+        let log = p["kernel_log"].to_string();
+        assert!(
+            log.contains("ACS redirect is set between the client and provider"),
+            "{log}"
+        );
+        assert!(log.contains("pci=disable_acs_redir=0000:00:07.0"), "{log}");
+    }
+}
