@@ -156,3 +156,17 @@ fn guest_timeout_is_an_error_with_the_console_tail() {
     assert!(err.contains("timed out after 20 s"), "{err}");
     assert!(err.contains("last console lines"), "{err}");
 }
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn nested_switches_get_the_documented_bdfs() {
+    let script = r#"for c in /sys/class/nvme/*; do
+  d=$(readlink -f "$c/device")
+  echo "$(tr -d ' ' < "$c/serial") $(basename "$d") $([ -d "$d/p2pmem" ] && echo p2pmem || echo client)"
+done | sort"#;
+    let out = guest_sh("nested", script);
+    assert_eq!(
+        out,
+        "inA 0000:05:00.0 p2pmem\ninB 0000:06:00.0 client\noutC 0000:07:00.0 p2pmem\n"
+    );
+}
