@@ -32,6 +32,11 @@ pub fn p2pmem(args: &[&str]) -> Output {
 }
 
 /// `p2pmem lab run --topology TOPO -- sh -c SCRIPT`, asserting exit 0; returns stdout.
+#[expect(
+    clippy::allow_attributes,
+    reason = "dead_code varies: some lab test crates include this module without using it"
+)]
+#[allow(dead_code)]
 pub fn guest_sh(topology: &str, script: &str) -> String {
     let out = p2pmem(&[
         "lab",
