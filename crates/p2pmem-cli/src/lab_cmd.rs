@@ -334,6 +334,9 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
         if let Some(e) = &p.kernel_error {
             println!("    kernel probe unavailable: {e}");
         }
+        if let Some(d) = &p.disagreement {
+            println!("    DISAGREEMENT: {d}");
+        }
         for l in &p.kernel_log {
             println!("    kernel: {l}");
         }

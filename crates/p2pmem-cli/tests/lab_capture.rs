@@ -11,7 +11,7 @@ use serde_json::Value;
 
 fn shared_truth(scenario: &str) -> PathBuf {
     let shared = std::env::var("P2PMEM_SHARED")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string());
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures").to_string());
     Path::new(&shared).join("truth").join(scenario)
 }
 

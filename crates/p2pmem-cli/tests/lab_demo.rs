@@ -86,3 +86,26 @@ fn acs_redirect_refuses_the_multifunction_pair_and_is_predicted() {
         assert!(log.contains("pci=disable_acs_redir=0000:00:07.0"), "{log}");
     }
 }
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn same_switch_and_nested_switches_use_bus_addresses() {
+    for (topology, pairs_expected) in [("switch", 6), ("nested", 6)] {
+        let (pairs, summary, code) = demo_json(topology);
+        assert_eq!(summary["pairs"], pairs_expected, "{topology}: {summary}");
+        assert_eq!(summary["agreed"], pairs_expected, "{topology}: {summary}");
+        assert_eq!(
+            summary["kernel_ok"], pairs_expected,
+            "{topology}: {summary}"
+        );
+        assert_eq!(code, Some(0), "{topology}");
+        for p in &pairs {
+            assert_eq!(p["map_type"], "bus_addr", "{topology}: {p}");
+            assert_eq!(
+                p["predicted_messages"],
+                serde_json::json!([]),
+                "{topology}: {p}"
+            );
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! dma-probe`, whether they agree, and the kernel's messages; then the copy step and a
 //! summary. Rendering (table or JSON lines) is left to the CLI.
 
+use p2pmem_model::messages::is_p2pdma_decision_line;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -31,10 +32,15 @@ pub struct DemoPair {
     pub write: Option<String>,
     /// Why there is no kernel verdict, if there is none.
     pub kernel_error: Option<String>,
-    /// Prediction and kernel agree (None when either is missing).
+    /// Prediction and kernel agree: the same verdict, the same errno for a refusal, and
+    /// the same P2PDMA decision lines in the same order (None when either is missing).
     pub agree: Option<bool>,
+    /// Why they disagree, when they do.
+    pub disagreement: Option<String>,
     /// Kernel messages logged during the probe.
     pub kernel_log: Vec<String>,
+    /// The kernel messages the model predicted (`p2pmem check --json`'s `messages`).
+    pub predicted_messages: Vec<String>,
 }
 
 /// The demo's last word.
@@ -119,9 +125,60 @@ pub fn demo_pair(p: &PairResult) -> DemoPair {
             Vec::new(),
         ),
     };
-    let agree = match (predicted, kernel) {
-        (Some(a), Some(b)) => Some(a == b),
-        _ => None,
+    let predicted_messages: Vec<String> = p
+        .check
+        .as_ref()
+        .and_then(|c| c.get("messages"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let predicted_errno = p
+        .check
+        .as_ref()
+        .and_then(|c| c.get("refused_errno"))
+        .and_then(Value::as_str);
+    let decision_lines: Vec<&String> = kernel_log
+        .iter()
+        .filter(|l| is_p2pdma_decision_line(l))
+        .collect();
+    let (agree, disagreement) = match (predicted, kernel) {
+        (Some(a), Some(b)) if a != b => (
+            Some(false),
+            Some(format!("predicted {}, the kernel {}", word(a), word(b))),
+        ),
+        (Some(_), Some(b)) => {
+            let lines_match = decision_lines.len() == predicted_messages.len()
+                && decision_lines
+                    .iter()
+                    .zip(&predicted_messages)
+                    .all(|(k, m)| *k == m);
+            let errno_match = b || read.as_deref() == predicted_errno;
+            if !lines_match {
+                (
+                    Some(false),
+                    Some(format!(
+                        "kernel messages {decision_lines:?} differ from the predicted {predicted_messages:?}"
+                    )),
+                )
+            } else if !errno_match {
+                (
+                    Some(false),
+                    Some(format!(
+                        "the kernel refused with {}, the model predicted {}",
+                        read.as_deref().unwrap_or("?"),
+                        predicted_errno.unwrap_or("no errno")
+                    )),
+                )
+            } else {
+                (Some(true), None)
+            }
+        }
+        _ => (None, None),
     };
     DemoPair {
         provider: p.provider.clone(),
@@ -135,7 +192,17 @@ pub fn demo_pair(p: &PairResult) -> DemoPair {
         write,
         kernel_error,
         agree,
+        disagreement,
         kernel_log,
+        predicted_messages,
+    }
+}
+
+fn word(allowed: bool) -> &'static str {
+    if allowed {
+        "allowed"
+    } else {
+        "refused"
     }
 }
 
@@ -243,14 +310,25 @@ mod tests {
 
     #[test]
     fn agreement_is_computed_from_both_sides() {
-        let refused =
-            json!({"read": "EREMOTEIO", "write": "EREMOTEIO", "kernel_log": ["cannot be used"]});
-        let p = demo_pair(&pair(
-            Some(json!({"supported": false, "map_type": "not_supported"})),
-            Some(refused.clone()),
-        ));
-        assert_eq!(p.agree, Some(true));
-        assert_eq!(p.kernel_log, ["cannot be used"]);
+        let line = "nvme 0000:06:00.0: cannot be used for peer-to-peer DMA as the client and provider (0000:03:00.0) do not share an upstream bridge or whitelisted host bridge";
+        let refused = json!({"read": "EREMOTEIO", "write": "EREMOTEIO",
+            "kernel_log": [line, "critical target error, dev nvme3n1, sector 0"]});
+        let predicted = json!({"supported": false, "map_type": "not_supported",
+            "messages": [line], "refused_errno": "EREMOTEIO"});
+        let p = demo_pair(&pair(Some(predicted.clone()), Some(refused.clone())));
+        assert_eq!(p.agree, Some(true), "{:?}", p.disagreement);
+        assert_eq!(p.kernel_log.len(), 2);
+        // The verdict alone is not enough: the decision lines must match too...
+        let mut no_lines = predicted.clone();
+        no_lines["messages"] = json!([]);
+        let p = demo_pair(&pair(Some(no_lines), Some(refused.clone())));
+        assert_eq!(p.agree, Some(false));
+        assert!(p.disagreement.unwrap().contains("differ"));
+        // ...and so must the errno.
+        let mut einval = predicted;
+        einval["refused_errno"] = json!("EINVAL");
+        let p = demo_pair(&pair(Some(einval), Some(refused.clone())));
+        assert_eq!(p.agree, Some(false));
         let p = demo_pair(&pair(Some(json!({"supported": true})), Some(refused)));
         assert_eq!(p.agree, Some(false));
     }

@@ -36,7 +36,7 @@ fn s01_args_match_the_recorded_command() {
 
 fn truth_args(scenario: &str) -> Option<Vec<String>> {
     let root = std::env::var("P2PMEM_SHARED")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string());
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures").to_string());
     let path = Path::new(&root)
         .join("truth")
         .join(scenario)
@@ -63,7 +63,7 @@ fn args_match_shared_truth_when_present() {
         }
     }
     // shared/ sits beside the repo in every checkout this project runs in.
-    assert_eq!(compared, 2, "shared/truth not found; set P2PMEM_SHARED");
+    assert_eq!(compared, 2, "fixtures/truth not found (scripts/import-truth); or set P2PMEM_SHARED");
 }
 
 #[test]
