@@ -339,7 +339,7 @@ pub fn decide(
         verdict.through_host_bridge = Some(true);
         let mut msgs = Vec::new();
         let h = rule_h(topo, provider, client, false, rules, &mut msgs);
-        finish_host_bridge(&mut verdict, h, msgs, rules, msg);
+        finish_host_bridge(&mut verdict, h, msgs, msg);
         return Ok(verdict);
     };
 
@@ -404,7 +404,7 @@ pub fn decide(
         ));
     }
     let h = rule_h(topo, provider, client, true, rules, &mut msgs);
-    finish_host_bridge(&mut verdict, h, msgs, rules, msg);
+    finish_host_bridge(&mut verdict, h, msgs, msg);
     Ok(verdict)
 }
 
@@ -412,7 +412,6 @@ fn finish_host_bridge(
     verdict: &mut PairVerdict,
     h: RuleH,
     mut msgs: Vec<KernelMessage>,
-    _rules: &Rules,
     msg: impl Fn(MessageKind) -> KernelMessage,
 ) {
     match h.allowed() {
