@@ -5,6 +5,7 @@
 //! stderr; `--json` prints JSON on stdout.
 
 mod agent;
+mod cmd_bench;
 mod cmd_capture;
 mod cmd_check;
 mod cmd_copy;
@@ -71,6 +72,10 @@ enum Command {
     /// payload never crosses host memory; host memory, loudly, when there is no P2P
     /// path. Exit 0 copied, 1 --verify mismatch or --require-p2p without a path, 2 error.
     Copy(cmd_copy::CopyArgs),
+    /// Measure O_DIRECT reads or writes on DEVICE (throughput, IOPS, latency
+    /// percentiles) with the buffers in a provider's p2pmem or in host memory. Write
+    /// patterns refuse a mounted or in-use device unless --force. Exit 0 measured, 2 error.
+    Bench(cmd_bench::BenchArgs),
     /// The NVMe target (nvmet) through configfs, with P2P memory per namespace:
     /// subsystems, namespaces, ports, hosts, p2pmem (off, auto or a provider) written
     /// before enable, a pre-flight of what the kernel will decide, status, save/restore.
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
         Command::Doctor => cmd_doctor::run(&cli.common),
         Command::Capture(a) => cmd_capture::run(&cli.common, &a),
         Command::Copy(a) => cmd_copy::run(&cli.common, &a),
+        Command::Bench(a) => cmd_bench::run(&cli.common, &a),
         Command::Nvmet(a) => cmd_nvmet::run(&cli.common, &a),
         Command::Lab(a) => lab_cmd::run(a.with_json(cli.common.json)),
         Command::Agent(a) => agent::run(a),

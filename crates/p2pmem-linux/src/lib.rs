@@ -5,6 +5,7 @@
 //! directory (`/` on a live system, a capture elsewhere), so tests run against fixture
 //! trees that are real captures.
 
+pub mod bench;
 pub mod capture;
 pub mod copy;
 pub mod dio;

@@ -1,0 +1,608 @@
+//! `p2pmem bench DEVICE`: throughput, IOPS and latency percentiles of O_DIRECT reads or
+//! writes on one block device (or file), with the buffers in host memory or in a
+//! provider's p2pmem, so that a P2P transfer can be measured against a host one.
+//!
+//! It reuses the copy engine's pieces: the endpoint opening and in-use refusal, the
+//! model's routing, the buffers, and the io_uring [`Queue`](crate::copy::Queue) (with the
+//! `pread`/`pwrite` fallback). [`prepare`] does everything before the first request;
+//! [`Prepared::run`] keeps `depth` requests in flight for `time` and reports.
+
+mod error;
+mod histogram;
+mod offsets;
+mod pipeline;
+mod route;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{BenchError, IoError};
+pub use histogram::Histogram;
+pub use offsets::{Offsets, Region};
+pub use route::BenchRoute;
+
+use crate::copy::{
+    block_device_in_use, explain_refusal, unavailable_hint, CopyError, Dir, Endpoint, EngineChoice,
+    Queue, Ring, SyncQueue, UringQueue, Via, MAX_CHUNK, MAX_DEPTH,
+};
+use crate::dio::{io_hint, Op};
+use crate::p2pbuf::{DmaBuffer, HostBuffer, Location, P2pBuffer};
+use crate::sys;
+use crate::system::{read_system, System};
+use p2pmem_model::Bdf;
+use rustix::fs::FileType;
+use rustix::io::Errno;
+use serde::Serialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// The access pattern, as fio names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rw {
+    /// Sequential reads.
+    Read,
+    /// Sequential writes.
+    Write,
+    /// Random reads.
+    RandRead,
+    /// Random writes.
+    RandWrite,
+}
+
+impl Rw {
+    /// Whether it writes to the device.
+    pub fn writes(self) -> bool {
+        matches!(self, Self::Write | Self::RandWrite)
+    }
+
+    /// Whether the offsets are random.
+    pub fn random(self) -> bool {
+        matches!(self, Self::RandRead | Self::RandWrite)
+    }
+
+    fn dir(self) -> Dir {
+        if self.writes() {
+            Dir::Write
+        } else {
+            Dir::Read
+        }
+    }
+}
+
+impl std::str::FromStr for Rw {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Self::Read),
+            "write" => Ok(Self::Write),
+            "randread" => Ok(Self::RandRead),
+            "randwrite" => Ok(Self::RandWrite),
+            other => Err(format!(
+                "'{other}' is not an access pattern: read, write, randread or randwrite"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Rw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::RandRead => "randread",
+            Self::RandWrite => "randwrite",
+        })
+    }
+}
+
+/// What to measure and how.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    /// The block device or regular file (never created).
+    pub path: PathBuf,
+    /// Access pattern.
+    pub rw: Rw,
+    /// Bytes per request (a multiple of the logical block size).
+    pub bs: u64,
+    /// Requests in flight.
+    pub depth: usize,
+    /// How long to keep starting requests (sequential offsets wrap around the region).
+    pub time: Duration,
+    /// First byte of the region (block-aligned).
+    pub offset: u64,
+    /// Bytes of the region; `None`: to the end of the device.
+    pub size: Option<u64>,
+    /// Where the buffers live.
+    pub via: Via,
+    /// Write to a device that is mounted or in use; try a P2P path the model refuses.
+    pub force: bool,
+    /// I/O engine.
+    pub engine: EngineChoice,
+    /// Seed of the random offsets (the same seed gives the same offsets).
+    pub seed: u64,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    /// Smallest.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    #[serde(rename = "p99.9")]
+    pub p99_9: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Latency {
+    /// From a histogram of nanoseconds.
+    pub fn from_ns(h: &Histogram) -> Self {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Self {
+            min: us(h.min()),
+            mean: h.mean() / 1000.0,
+            p50: us(h.percentile(50.0)),
+            p90: us(h.percentile(90.0)),
+            p99: us(h.percentile(99.0)),
+            p99_9: us(h.percentile(99.9)),
+            max: us(h.max()),
+        }
+    }
+}
+
+/// A finished bench.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The device.
+    pub device: PathBuf,
+    /// Access pattern.
+    pub rw: Rw,
+    /// Bytes per request.
+    pub bs: u64,
+    /// Requests allowed in flight.
+    pub depth: usize,
+    /// `io_uring` or `sync`.
+    pub engine: &'static str,
+    /// `host` or the provider's PCI address.
+    pub via: String,
+    /// The region the offsets were drawn from.
+    pub region: Region,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Requests completed.
+    pub ios: u64,
+    /// From the first request to the last completion.
+    pub seconds: f64,
+    /// `ios / seconds`.
+    pub iops: f64,
+    /// `bytes / 2^20 / seconds`.
+    pub mib_per_s: f64,
+    /// Per-request latency, from queuing the request to reaping its completion.
+    pub latency_us: Latency,
+    /// Stopped early by Ctrl-C (the numbers cover the time it ran).
+    pub interrupted: bool,
+}
+
+/// A bench ready to run: the device open, the buffers mapped, the engine set up.
+pub struct Prepared {
+    // Field order matters: the queue (which owns the buffer and drains in-flight
+    // requests on drop) goes before the endpoint whose descriptor those requests use.
+    queue: Box<dyn Queue>,
+    ep: Endpoint,
+    rw: Rw,
+    bs: u64,
+    depth: usize,
+    time: Duration,
+    offsets: Offsets,
+    region: Region,
+    route: BenchRoute,
+    sys: Option<System>,
+    notes: Vec<String>,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("ep", &self.ep)
+            .field("rw", &self.rw)
+            .field("region", &self.region)
+            .field("engine", &self.queue.name())
+            .finish()
+    }
+}
+
+fn params(msg: String) -> BenchError {
+    BenchError::Params(msg)
+}
+
+/// Opens the device for reading, or for writing after the in-use refusal.
+fn open(root: &Path, req: &BenchRequest, notes: &mut Vec<String>) -> Result<Endpoint, BenchError> {
+    if !req.rw.writes() {
+        return Ok(Endpoint::open_source(&req.path)?);
+    }
+    let st = rustix::fs::stat(&req.path).map_err(|e| {
+        if e == Errno::NOENT {
+            BenchError::Missing {
+                path: req.path.clone(),
+            }
+        } else {
+            CopyError::Stat {
+                path: req.path.clone(),
+                errno: sys::errno_label(e.raw_os_error()),
+                source: e.into(),
+            }
+            .into()
+        }
+    })?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::BlockDevice {
+        let dev = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+        let used = block_device_in_use(root, dev);
+        if !used.is_free() {
+            if !req.force {
+                return Err(CopyError::InUse {
+                    path: req.path.clone(),
+                    why: used.describe(),
+                }
+                .into());
+            }
+            notes.push(format!(
+                "--force: writing to {} although it is {}",
+                req.path.display(),
+                used.describe()
+            ));
+        }
+    }
+    let ep = Endpoint::open_destination(&req.path, !req.force)?;
+    if ep.created() {
+        // It vanished between the stat and the open; do not leave an empty file behind.
+        let _ = std::fs::remove_file(&req.path);
+        return Err(BenchError::Missing {
+            path: req.path.clone(),
+        });
+    }
+    Ok(ep)
+}
+
+/// The region and its offsets, checked against the device.
+fn region(req: &BenchRequest, ep: &Endpoint) -> Result<(Region, Offsets), BenchError> {
+    let block = u64::from(ep.alignment().offset_align.max(1));
+    if req.bs == 0 || req.bs > MAX_CHUNK || !req.bs.is_multiple_of(block) {
+        return Err(params(format!(
+            "block size {} must be a non-zero multiple of {block} (the logical block size of {}) \
+             of at most {MAX_CHUNK}",
+            req.bs,
+            req.path.display()
+        )));
+    }
+    if !req.offset.is_multiple_of(block) {
+        return Err(params(format!(
+            "offset {} is not a multiple of {block} (the logical block size): O_DIRECT moves whole blocks",
+            req.offset
+        )));
+    }
+    let size = ep.size();
+    if req.offset >= size {
+        return Err(params(format!(
+            "offset {} is at or past the end of {} ({size} bytes)",
+            req.offset,
+            req.path.display()
+        )));
+    }
+    let len = req.size.unwrap_or(size - req.offset);
+    let end = req
+        .offset
+        .checked_add(len)
+        .filter(|&e| e <= size)
+        .ok_or_else(|| {
+            params(format!(
+                "{} has {size} bytes: {len} bytes at offset {} run past its end",
+                req.path.display(),
+                req.offset
+            ))
+        })?;
+    let region = Region {
+        start: req.offset,
+        end,
+    };
+    let offsets = Offsets::new(region, req.bs, req.rw.random(), req.seed).ok_or_else(|| {
+        params(format!(
+            "the region {}..{} ({len} bytes) holds no whole {}-byte request",
+            region.start, region.end, req.bs
+        ))
+    })?;
+    Ok((region, offsets))
+}
+
+/// Maps `depth * bs` bytes of `provider`'s p2pmem, halving the depth while the pool
+/// cannot supply one contiguous piece (ENOMEM).
+fn map_p2p(
+    root: &Path,
+    provider: Bdf,
+    bs: u64,
+    depth: usize,
+    notes: &mut Vec<String>,
+) -> Result<(P2pBuffer, usize), CopyError> {
+    let mut d = depth;
+    loop {
+        let len = usize::try_from(bs.saturating_mul(d as u64)).unwrap_or(usize::MAX);
+        match P2pBuffer::map(root, provider, len) {
+            Ok(b) => {
+                if d != depth {
+                    notes.push(format!(
+                        "the p2pmem pool of {provider} could not supply {depth} buffers in one \
+                         piece; using depth {d}"
+                    ));
+                }
+                return Ok((b, d));
+            }
+            Err(e) if e.mmap_errno() == Some(Errno::NOMEM.raw_os_error()) && d > 1 => d /= 2,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn host_buffer(bs: u64, depth: usize) -> Result<HostBuffer, CopyError> {
+    let len = usize::try_from(bs.saturating_mul(depth as u64)).unwrap_or(usize::MAX);
+    Ok(HostBuffer::new(len)?)
+}
+
+/// Fills the buffer with pseudo-random bytes (what a write bench writes), a MiB at a
+/// time. For p2pmem these are volatile CPU stores to device memory: slow, done once.
+fn fill_random(buf: &mut dyn DmaBuffer, seed: u64) {
+    let mut x = seed | 1;
+    let mut piece = vec![0u8; (1 << 20).min(buf.len())];
+    let mut off = 0;
+    while off < buf.len() {
+        for b in piece.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 24) as u8;
+        }
+        let n = piece.len().min(buf.len() - off);
+        if buf.copy_from_host(off, &piece[..n]).is_err() {
+            break;
+        }
+        off += n;
+    }
+}
+
+fn open_queue(
+    engine: EngineChoice,
+    depth: usize,
+    buf: Box<dyn DmaBuffer>,
+    notes: &mut Vec<String>,
+) -> Result<Box<dyn Queue>, CopyError> {
+    if engine == EngineChoice::Sync {
+        return Ok(Box::new(SyncQueue::new(buf)));
+    }
+    match Ring::open(depth) {
+        Ok(ring) => Ok(Box::new(UringQueue::new(ring, buf))),
+        Err(source) if engine == EngineChoice::Auto => {
+            notes.push(format!(
+                "io_uring is unavailable ({}: {}); using synchronous pread/pwrite, one request \
+                 at a time",
+                sys::io_error_label(&source),
+                unavailable_hint(&source)
+            ));
+            Ok(Box::new(SyncQueue::new(buf)))
+        }
+        Err(source) => Err(CopyError::Uring {
+            errno: sys::io_error_label(&source),
+            hint: unavailable_hint(&source),
+            source,
+        }),
+    }
+}
+
+/// Opens, checks, routes and maps: everything before the first request. `root` is
+/// where sysfs and procfs are read (`/` on a live system).
+pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> {
+    if req.depth == 0 || req.depth > MAX_DEPTH {
+        return Err(params(format!(
+            "depth {} must be between 1 and {MAX_DEPTH}",
+            req.depth
+        )));
+    }
+    if req.time.is_zero() {
+        return Err(params("the time must be more than 0 seconds".to_string()));
+    }
+    let mut notes = Vec::new();
+    let ep = open(root, req, &mut notes)?;
+    let (region, offsets) = region(req, &ep)?;
+    let sys = match req.via {
+        Via::Host => None,
+        _ => Some(read_system(root).map_err(|source| CopyError::System {
+            root: root.to_path_buf(),
+            source,
+        })),
+    };
+    let sys_ref = match &sys {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("not read (--via host)".to_string()),
+    };
+    let mut route = route::decide(root, sys_ref, req.via, &ep, req.force)?;
+    let sys = sys.and_then(Result::ok);
+    let mut depth = req.depth;
+    let mut buffer: Box<dyn DmaBuffer> = match route.provider {
+        Some(provider) => match map_p2p(root, provider, req.bs, depth, &mut notes) {
+            Ok((b, d)) => {
+                depth = d;
+                Box::new(b)
+            }
+            Err(e) if req.via == Via::Auto => {
+                route.warnings.push(format!(
+                    "NO P2P BUFFER: {e}. Benchmarking with buffers in HOST memory instead"
+                ));
+                route.provider = None;
+                route.reason = format!("host memory: the p2pmem of {provider} could not be mapped");
+                Box::new(host_buffer(req.bs, depth)?)
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => Box::new(host_buffer(req.bs, depth)?),
+    };
+    if req.rw.writes() {
+        fill_random(buffer.as_mut(), req.seed);
+    }
+    let queue = open_queue(req.engine, depth, buffer, &mut notes)?;
+    if queue.name() == "sync" && depth > 1 {
+        notes.push(format!(
+            "the sync engine moves one request at a time: --depth {depth} only sizes the buffer"
+        ));
+    }
+    Ok(Prepared {
+        queue,
+        ep,
+        rw: req.rw,
+        bs: req.bs,
+        depth,
+        time: req.time,
+        offsets,
+        region,
+        route,
+        sys,
+        notes,
+    })
+}
+
+impl Prepared {
+    /// Where the buffers live and why.
+    pub fn route(&self) -> &BenchRoute {
+        &self.route
+    }
+
+    /// Things to say once on stderr before the bench starts (engine fallback, depth
+    /// reduced, `--force` overrides). The route's warnings are separate.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// `io_uring` or `sync`.
+    pub fn engine(&self) -> &'static str {
+        self.queue.name()
+    }
+
+    /// Requests in flight (may be lower than asked when the p2pmem pool was short).
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// The region the offsets are drawn from.
+    pub fn region(&self) -> Region {
+        self.region
+    }
+
+    /// Runs the bench. `cancel` (set by a signal handler) ends it early: requests in
+    /// flight are reaped and the report covers the time it ran.
+    pub fn run(mut self, cancel: &AtomicBool) -> Result<BenchReport, BenchError> {
+        let location = self.queue.location();
+        let bs =
+            usize::try_from(self.bs).map_err(|_| params(format!("{} is too large", self.bs)))?;
+        let p = pipeline::Params {
+            dir: self.rw.dir(),
+            bs,
+            depth: self.depth,
+            time: self.time,
+        };
+        let out = pipeline::run(
+            self.queue.as_mut(),
+            self.ep.fd(),
+            p,
+            &mut self.offsets,
+            cancel,
+        );
+        if let Some(stop) = out.stop {
+            return Err(self.stop_error(stop, location, out.ios));
+        }
+        let seconds = out.elapsed.as_secs_f64();
+        let per_s = |v: f64| if seconds > 0.0 { v / seconds } else { 0.0 };
+        Ok(BenchReport {
+            device: self.ep.path().to_path_buf(),
+            rw: self.rw,
+            bs: self.bs,
+            depth: self.depth,
+            engine: self.queue.name(),
+            via: match location {
+                Location::Host => "host".to_string(),
+                Location::P2p(b) => b.to_string(),
+            },
+            region: self.region,
+            bytes: out.bytes,
+            ios: out.ios,
+            seconds,
+            iops: per_s(out.ios as f64),
+            mib_per_s: per_s(out.bytes as f64 / f64::from(1u32 << 20)),
+            latency_us: Latency::from_ns(&out.latency_ns),
+            interrupted: out.interrupted,
+        })
+    }
+
+    fn stop_error(&self, stop: pipeline::Stop, location: Location, ios: u64) -> BenchError {
+        let path = self.ep.path().to_path_buf();
+        let op = if self.rw.writes() {
+            Op::Write
+        } else {
+            Op::Read
+        };
+        match stop {
+            pipeline::Stop::Io { file_off, source } => {
+                let errno = source.raw_os_error();
+                let explanation = match (location, errno, &self.sys, &self.route.client) {
+                    (Location::P2p(provider), Some(e), Some(sys), Some(client))
+                        if e == Errno::REMOTEIO.raw_os_error()
+                            || e == Errno::INVAL.raw_os_error()
+                            || e == Errno::OPNOTSUPP.raw_os_error() =>
+                    {
+                        Some(explain_refusal(sys, provider, client, e))
+                    }
+                    _ => None,
+                };
+                BenchError::Io(Box::new(IoError {
+                    op,
+                    path,
+                    file_off,
+                    len: self.bs,
+                    location,
+                    errno: sys::io_error_label(&source),
+                    hint: io_hint(errno, location),
+                    explanation,
+                    ios,
+                    source,
+                }))
+            }
+            pipeline::Stop::Zero { file_off } if !self.rw.writes() => {
+                BenchError::ShortRead { path, file_off }
+            }
+            pipeline::Stop::Zero { file_off } => BenchError::Io(Box::new(IoError {
+                op,
+                path,
+                file_off,
+                len: self.bs,
+                location,
+                errno: "none".to_string(),
+                hint: "the write moved 0 bytes",
+                explanation: None,
+                ios,
+                source: std::io::Error::from(std::io::ErrorKind::WriteZero),
+            })),
+            pipeline::Stop::Push(e) => BenchError::Push(e),
+            pipeline::Stop::Wait(source) => BenchError::Wait {
+                errno: sys::io_error_label(&source),
+                source,
+            },
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Why a bench was refused or stopped.
+
+use crate::copy::{CopyError, PushError};
+use crate::dio::Op;
+use crate::p2pbuf::Location;
+use std::io;
+use std::path::PathBuf;
+
+/// A bench that was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Opening the device, a safety check, the P2P route, the buffer or io_uring: the
+    /// same refusals and errors as `p2pmem copy`.
+    #[error(transparent)]
+    Setup(#[from] CopyError),
+    /// The device does not exist (a bench never creates files).
+    #[error("{path} does not exist (p2pmem bench never creates or extends a file)")]
+    Missing {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Block size, depth, time or region do not work for this device.
+    #[error("{0}")]
+    Params(String),
+    /// A request failed in the kernel; nothing more was started and every request in
+    /// flight was reaped.
+    #[error(transparent)]
+    Io(Box<IoError>),
+    /// A read returned 0 bytes inside the region (the file shrank?).
+    #[error("{path} ended at offset {file_off}, inside the benchmarked region")]
+    ShortRead {
+        /// The device.
+        path: PathBuf,
+        /// Where.
+        file_off: u64,
+    },
+    /// The queue refused a request (a bug if it happens).
+    #[error("the I/O queue refused a request before it reached the kernel")]
+    Push(#[source] PushError),
+    /// Waiting for io_uring completions failed.
+    #[error("waiting for io_uring completions failed ({errno})")]
+    Wait {
+        /// Errno name.
+        errno: String,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A failed O_DIRECT request during a bench.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "O_DIRECT {op} of {len} bytes at offset {file_off} of {path} with a buffer in {location} \
+     failed ({errno}) after {ios} requests: {hint}{}",
+    explanation.as_deref().map(|e| format!(". The model: {e}")).unwrap_or_default()
+)]
+pub struct IoError {
+    /// Which call.
+    pub op: Op,
+    /// The device.
+    pub path: PathBuf,
+    /// File offset.
+    pub file_off: u64,
+    /// Length.
+    pub len: u64,
+    /// Where the buffer lived.
+    pub location: Location,
+    /// Errno name.
+    pub errno: String,
+    /// What the errno means here.
+    pub hint: &'static str,
+    /// The model's explanation of a P2P refusal.
+    pub explanation: Option<String>,
+    /// Requests that had completed before.
+    pub ios: u64,
+    /// The system error.
+    #[source]
+    pub source: io::Error,
+}

@@ -1,0 +1,181 @@
+//! Where the bench's buffers live, decided with the model for the one device under test:
+//! `--via auto` takes the provider the kernel's `pci_p2pmem_find_many()` would pick for
+//! that device (its own CMB first: distance 0), `--via BDF` checks that provider against
+//! it, `--via host` skips P2P. A path the model predicts refused is refused here, before
+//! any I/O, unless `--force`.
+
+use crate::copy::{client_of, explain_check, ClientInfo, CopyError, Endpoint, Via};
+use crate::system::System;
+use p2pmem_model::select;
+use p2pmem_model::Bdf;
+use serde::Serialize;
+use std::path::Path;
+
+/// The decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRoute {
+    /// The provider whose p2pmem holds the buffers; `None`: host memory.
+    pub provider: Option<Bdf>,
+    /// One line: why these buffers.
+    pub reason: String,
+    /// The model's explanation of the path, line by line.
+    pub model: Vec<String>,
+    /// Loud messages for stderr (a fallback to host memory, a forced path).
+    pub warnings: Vec<String>,
+    /// The device as a P2P client (not read for `--via host`).
+    pub client: Option<ClientInfo>,
+}
+
+fn host(reason: &str) -> BenchRoute {
+    BenchRoute {
+        provider: None,
+        reason: reason.to_string(),
+        model: Vec::new(),
+        warnings: Vec::new(),
+        client: None,
+    }
+}
+
+fn fallback(why: String, client: Option<ClientInfo>) -> BenchRoute {
+    BenchRoute {
+        provider: None,
+        reason: "host memory: no P2P path (--via auto)".to_string(),
+        model: vec![why.clone()],
+        warnings: vec![format!(
+            "NO P2P PATH: {why}. Benchmarking with buffers in HOST memory instead"
+        )],
+        client,
+    }
+}
+
+/// Decides where the buffers live. `sys` is the topology below `root`, or why it could
+/// not be read.
+pub fn decide(
+    root: &Path,
+    sys: Result<&System, String>,
+    via: Via,
+    ep: &Endpoint,
+    force: bool,
+) -> Result<BenchRoute, CopyError> {
+    match (via, sys) {
+        (Via::Host, _) => Ok(host("host memory, as asked (--via host)")),
+        (Via::Auto, Err(e)) => Ok(fallback(e, None)),
+        (Via::Provider(provider), Err(e)) => Err(CopyError::P2pRefused {
+            provider,
+            why: format!("the path cannot be checked: {e}"),
+        }),
+        (Via::Auto, Ok(sys)) => Ok(decide_auto(root, sys, ep)),
+        (Via::Provider(provider), Ok(sys)) => decide_provider(root, sys, provider, ep, force),
+    }
+}
+
+fn decide_auto(root: &Path, sys: &System, ep: &Endpoint) -> BenchRoute {
+    let client = client_of(root, sys, ep);
+    if let Some(why) = client.refusal() {
+        return fallback(why, Some(client));
+    }
+    let Some(bdf) = client.bdf else {
+        return fallback("the device has no PCI function".to_string(), Some(client));
+    };
+    let found = match select::find(&sys.topology, &sys.rules, &[bdf]) {
+        Ok(f) => f,
+        Err(e) => return fallback(e.to_string(), Some(client)),
+    };
+    let Some(&provider) = found.best.first() else {
+        let why = if found.candidates.is_empty() {
+            "no PCI function here has p2pmem (no provider)".to_string()
+        } else {
+            format!(
+                "the kernel finds no published provider that {bdf} can reach \
+                 (`p2pmem find {bdf}` shows each of the {})",
+                found.candidates.len()
+            )
+        };
+        return fallback(why, Some(client));
+    };
+    let mut model = match select::check(&sys.topology, &sys.rules, provider, &[bdf]) {
+        Ok(c) => explain_check(sys, &c),
+        Err(e) => vec![e.to_string()],
+    };
+    if found.best.len() > 1 {
+        model.push(format!(
+            "  {} providers tie at distance {}; the kernel would pick one at random, this bench takes the first",
+            found.best.len(),
+            found.best_distance.unwrap_or(0)
+        ));
+    }
+    BenchRoute {
+        provider: Some(provider),
+        reason: format!("p2pmem of {provider}, the provider the kernel would choose for {bdf}"),
+        model,
+        warnings: Vec::new(),
+        client: Some(client),
+    }
+}
+
+fn decide_provider(
+    root: &Path,
+    sys: &System,
+    provider: Bdf,
+    ep: &Endpoint,
+    force: bool,
+) -> Result<BenchRoute, CopyError> {
+    if sys.topology.get(&provider).is_none() {
+        return Err(CopyError::P2pRefused {
+            provider,
+            why: "it is not a PCI function of this system".to_string(),
+        });
+    }
+    let client = client_of(root, sys, ep);
+    let mut warnings = Vec::new();
+    if let Some(why) = client.refusal() {
+        if !force {
+            return Err(CopyError::P2pRefused {
+                provider,
+                why: format!("{why} (--force tries anyway)"),
+            });
+        }
+        warnings.push(format!("--force: trying p2pmem anyway although {why}"));
+    }
+    let clients: Vec<Bdf> = client.bdf.into_iter().collect();
+    let check = select::check(&sys.topology, &sys.rules, provider, &clients).map_err(|e| {
+        CopyError::P2pRefused {
+            provider,
+            why: e.to_string(),
+        }
+    })?;
+    let model = explain_check(sys, &check);
+    if !check.is_provider {
+        return Err(CopyError::P2pRefused {
+            provider,
+            why: "it has no p2pmem/ directory: it is not a P2PDMA provider".to_string(),
+        });
+    }
+    match check.supported {
+        Some(false) if !force => {
+            return Err(CopyError::P2pRefused {
+                provider,
+                why: format!(
+                    "the model predicts the kernel refuses it, so the bench would fail on its \
+                     first request: {} (--force tries anyway)",
+                    model.join(" / ")
+                ),
+            });
+        }
+        Some(false) => warnings.push(format!(
+            "--force: trying {provider} although the model predicts the kernel refuses it"
+        )),
+        None => warnings.push(format!(
+            "the model cannot tell whether the kernel allows {provider} for this device \
+             (run as root to read ACS); trying it"
+        )),
+        Some(true) => {}
+    }
+    Ok(BenchRoute {
+        provider: Some(provider),
+        reason: format!("p2pmem of {provider}, as asked (--via {provider})"),
+        model,
+        warnings,
+        client: Some(client),
+    })
+}

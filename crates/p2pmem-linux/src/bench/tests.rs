@@ -1,0 +1,379 @@
+//! Host-tier tests of the bench: regular files on a file system with O_DIRECT (the
+//! target directory), host buffers, both engines; the refusals; loop devices when root
+//! and losetup are there (else SKIPPED, said on stderr). Nothing here asserts a speed.
+
+use super::*;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+/// A scratch directory on a file system that supports O_DIRECT, or `None`.
+fn scratch() -> Option<tempfile::TempDir> {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    for dir in [base.as_path(), Path::new("/var/tmp")] {
+        let Ok(tmp) = tempfile::tempdir_in(dir) else {
+            continue;
+        };
+        let probe = tmp.path().join("probe");
+        std::fs::write(&probe, [0u8; 4096]).unwrap();
+        if crate::dio::DirectFile::open(&probe, crate::dio::Access::Read).is_ok() {
+            return Some(tmp);
+        }
+    }
+    None
+}
+
+macro_rules! scratch_or_skip {
+    () => {
+        match scratch() {
+            Some(d) => d,
+            None => {
+                eprintln!("SKIPPED: no file system here supports O_DIRECT");
+                return;
+            }
+        }
+    };
+}
+
+fn request(path: &Path, rw: Rw) -> BenchRequest {
+    BenchRequest {
+        path: path.to_path_buf(),
+        rw,
+        bs: 4096,
+        depth: 4,
+        time: Duration::from_millis(150),
+        offset: 0,
+        size: None,
+        via: Via::Host,
+        force: false,
+        engine: EngineChoice::Auto,
+        seed: 1,
+    }
+}
+
+fn bench(root: &Path, req: &BenchRequest) -> Result<BenchReport, BenchError> {
+    prepare(root, req)?.run(&AtomicBool::new(false))
+}
+
+fn file(dir: &Path, name: &str, len: usize, byte: u8) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, vec![byte; len]).unwrap();
+    p
+}
+
+/// What every report must say, whatever the speed.
+fn check_report(r: &BenchReport, req: &BenchRequest) {
+    assert!(r.ios >= 1, "{r:?}");
+    assert_eq!(r.bytes, r.ios * req.bs, "whole requests only: {r:?}");
+    assert!(r.seconds > 0.0);
+    assert_eq!(r.rw, req.rw);
+    assert_eq!(r.via, "host");
+    let l = r.latency_us;
+    assert!(
+        l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p99_9 && l.p99_9 <= l.max,
+        "{l:?}"
+    );
+    assert!(l.min > 0.0 && l.mean >= l.min && l.mean <= l.max, "{l:?}");
+    assert!((r.iops - r.ios as f64 / r.seconds).abs() < 1e-6 * r.iops.max(1.0));
+    let mib = r.bytes as f64 / 1048576.0 / r.seconds;
+    assert!((r.mib_per_s - mib).abs() < 1e-6 * mib.max(1.0));
+}
+
+#[test]
+fn every_pattern_runs_on_a_file_with_both_engines() {
+    let d = scratch_or_skip!();
+    let f = file(d.path(), "f.img", 1 << 20, 0);
+    for engine in [EngineChoice::Auto, EngineChoice::Sync] {
+        for rw in [Rw::Read, Rw::Write, Rw::RandRead, Rw::RandWrite] {
+            let req = BenchRequest {
+                engine,
+                ..request(&f, rw)
+            };
+            let r = bench(Path::new("/"), &req).unwrap();
+            check_report(&r, &req);
+            assert_eq!(
+                r.region,
+                Region {
+                    start: 0,
+                    end: 1 << 20
+                }
+            );
+            assert!(!r.interrupted);
+            if engine == EngineChoice::Sync {
+                assert_eq!(r.engine, "sync");
+            }
+        }
+    }
+    // Benches never grow a file.
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), 1 << 20);
+}
+
+#[test]
+fn writes_stay_inside_the_region() {
+    let d = scratch_or_skip!();
+    let f = file(d.path(), "f.img", 256 << 10, 0);
+    for rw in [Rw::Write, Rw::RandWrite] {
+        std::fs::write(&f, vec![0u8; 256 << 10]).unwrap();
+        let req = BenchRequest {
+            offset: 64 << 10,
+            size: Some(64 << 10),
+            bs: 8192,
+            ..request(&f, rw)
+        };
+        let r = bench(Path::new("/"), &req).unwrap();
+        check_report(&r, &req);
+        let after = std::fs::read(&f).unwrap();
+        assert!(
+            after[..64 << 10].iter().all(|&b| b == 0),
+            "{rw}: before the region"
+        );
+        assert!(
+            after[128 << 10..].iter().all(|&b| b == 0),
+            "{rw}: after the region"
+        );
+        if rw == Rw::Write {
+            // The first request goes to the region's first block.
+            assert!(after[64 << 10..(64 << 10) + 8192].iter().any(|&b| b != 0));
+        }
+    }
+}
+
+#[test]
+fn bad_parameters_are_refused_before_any_io() {
+    let d = scratch_or_skip!();
+    let f = file(d.path(), "f.img", 64 << 10, 7);
+    let root = Path::new("/");
+    let msg = |req: &BenchRequest| match prepare(root, req) {
+        Err(e @ BenchError::Params(_)) => e.to_string(),
+        other => panic!("expected a parameter error: {other:?}"),
+    };
+    let base = request(&f, Rw::Write);
+    assert!(msg(&BenchRequest {
+        bs: 1000,
+        ..base.clone()
+    })
+    .contains("block size 1000"));
+    assert!(msg(&BenchRequest {
+        bs: 0,
+        ..base.clone()
+    })
+    .contains("block size 0"));
+    assert!(msg(&BenchRequest {
+        offset: 100,
+        ..base.clone()
+    })
+    .contains("offset 100"));
+    assert!(msg(&BenchRequest {
+        offset: 64 << 10,
+        ..base.clone()
+    })
+    .contains("past the end"));
+    assert!(msg(&BenchRequest {
+        size: Some(1 << 20),
+        ..base.clone()
+    })
+    .contains("run past its end"));
+    assert!(msg(&BenchRequest {
+        size: Some(4096),
+        bs: 8192,
+        ..base.clone()
+    })
+    .contains("holds no whole 8192-byte request"));
+    assert!(msg(&BenchRequest {
+        depth: 0,
+        ..base.clone()
+    })
+    .contains("depth 0"));
+    assert!(msg(&BenchRequest {
+        time: Duration::ZERO,
+        ..base.clone()
+    })
+    .contains("more than 0 seconds"));
+    assert_eq!(std::fs::read(&f).unwrap(), vec![7u8; 64 << 10]);
+    // A write bench never creates its target.
+    let missing = d.path().join("missing.img");
+    let e = prepare(root, &request(&missing, Rw::RandWrite)).unwrap_err();
+    assert!(matches!(e, BenchError::Missing { .. }), "{e}");
+    assert!(!missing.exists());
+    let e = prepare(root, &request(&missing, Rw::Read)).unwrap_err();
+    assert!(e.to_string().contains("missing.img"), "{e}");
+}
+
+fn s01() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/truth/s01_switch_cmbmix_fam15/root")
+}
+
+#[test]
+fn p2p_routes_are_decided_with_the_model() {
+    let d = scratch_or_skip!();
+    let f = file(d.path(), "f.img", 64 << 10, 3);
+    let root = s01();
+    // auto: a regular file is not a P2P client; host memory, said loudly.
+    let p = prepare(
+        &root,
+        &BenchRequest {
+            via: Via::Auto,
+            ..request(&f, Rw::Read)
+        },
+    )
+    .unwrap();
+    assert_eq!(p.route().provider, None);
+    assert!(
+        p.route().warnings[0].contains("NO P2P PATH"),
+        "{:?}",
+        p.route()
+    );
+    assert!(
+        p.route().warnings[0].contains("is a regular file"),
+        "{:?}",
+        p.route()
+    );
+    let r = p.run(&AtomicBool::new(false)).unwrap();
+    assert_eq!(r.via, "host");
+    // A named provider with a file: refused up front, nothing written.
+    let bdf: Bdf = "0000:03:00.0".parse().unwrap();
+    let e = prepare(
+        &root,
+        &BenchRequest {
+            via: Via::Provider(bdf),
+            ..request(&f, Rw::Write)
+        },
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("refusing the P2P path through 0000:03:00.0"),
+        "{text}"
+    );
+    assert!(text.contains("--force tries anyway"), "{text}");
+    // A provider that is not there.
+    let e = prepare(
+        &root,
+        &BenchRequest {
+            via: Via::Provider("0000:7f:00.0".parse().unwrap()),
+            ..request(&f, Rw::Read)
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("not a PCI function of this system"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&f).unwrap(), vec![3u8; 64 << 10]);
+}
+
+#[test]
+fn cancelling_reaps_what_is_in_flight_and_reports() {
+    let d = scratch_or_skip!();
+    let f = file(d.path(), "f.img", 1 << 20, 0);
+    let req = BenchRequest {
+        time: Duration::from_secs(3600),
+        depth: 8,
+        ..request(&f, Rw::RandRead)
+    };
+    let cancel = AtomicBool::new(true);
+    let r = prepare(Path::new("/"), &req).unwrap().run(&cancel).unwrap();
+    assert!(r.interrupted);
+    // The first batch always goes out and is reaped: depth requests.
+    assert_eq!(r.ios, 8);
+    assert!(cancel.load(Ordering::Relaxed));
+}
+
+// ---------------------------------------------------------------------------------
+// Loop devices: real block devices (BLKSSZGET, O_EXCL, sysfs). Need root and losetup.
+// ---------------------------------------------------------------------------------
+
+struct Loop {
+    dev: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+fn loop_device(len: u64, sector: u32) -> Result<Loop, String> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("not root".into());
+    }
+    let dir = scratch().ok_or("no O_DIRECT scratch directory")?;
+    let img = dir.path().join("disk.img");
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(len))
+        .map_err(|e| e.to_string())?;
+    let out = Command::new("losetup")
+        .args(["--find", "--show", "--direct-io=on"])
+        .arg(format!("--sector-size={sector}"))
+        .arg(&img)
+        .output()
+        .map_err(|e| format!("losetup: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(Loop {
+        dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        _dir: dir,
+    })
+}
+
+#[test]
+fn loop_devices_bench_and_a_mounted_device_is_not_written() {
+    let lo = match loop_device(4 << 20, 4096) {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("SKIPPED: loop device test needs root and losetup: {why}");
+            return;
+        }
+    };
+    for rw in [Rw::Read, Rw::RandWrite] {
+        let req = request(&lo.dev, rw);
+        let r = bench(Path::new("/"), &req).unwrap();
+        check_report(&r, &req);
+        assert_eq!(r.region.end, 4 << 20);
+    }
+    // 4096-byte sectors: a 512-byte request is refused with the device's block size.
+    let e = prepare(
+        Path::new("/"),
+        &BenchRequest {
+            bs: 512,
+            ..request(&lo.dev, Rw::Read)
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("multiple of 4096"), "{e}");
+    // A root whose mountinfo has the device mounted: writes are refused, reads are not.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("proc/self")).unwrap();
+    let st = rustix::fs::stat(&lo.dev).unwrap();
+    let (maj, min) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+    std::fs::write(
+        root.path().join("proc/self/mountinfo"),
+        format!(
+            "50 1 {maj}:{min} / /mnt/victim rw - ext4 {} rw\n",
+            lo.dev.display()
+        ),
+    )
+    .unwrap();
+    let e = prepare(root.path(), &request(&lo.dev, Rw::Write)).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("refusing to write to") && text.contains("/mnt/victim"),
+        "{text}"
+    );
+    bench(root.path(), &request(&lo.dev, Rw::RandRead)).unwrap();
+    // --force overrides, and says so.
+    let p = prepare(
+        root.path(),
+        &BenchRequest {
+            force: true,
+            ..request(&lo.dev, Rw::Write)
+        },
+    )
+    .unwrap();
+    assert!(
+        p.notes().iter().any(|n| n.contains("--force: writing to")),
+        "{:?}",
+        p.notes()
+    );
+}
