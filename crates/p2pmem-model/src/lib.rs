@@ -13,6 +13,7 @@ pub mod cmb;
 pub mod config_space;
 pub mod cpu;
 pub mod distance;
+pub mod dma_accounting;
 pub mod errno;
 pub mod kernel_version;
 pub mod messages;
