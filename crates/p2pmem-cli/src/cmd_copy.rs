@@ -14,6 +14,7 @@ use p2pmem_linux::copy::{
     prepare, verify_ranges, ByteRange, CopyError, CopyReport, CopyRequest, EngineChoice, Route,
     VerifyReport, Via,
 };
+use p2pmem_linux::memctl::{host_memory_measurement, HostMemoryMeasurement};
 use p2pmem_linux::p2pbuf::Location;
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -114,6 +115,16 @@ struct CopyJson<'a> {
     notes: &'a [String],
     verified: Option<bool>,
     mismatches: Option<&'a [ByteRange]>,
+    /// `bytes`, under the DMA accounting's name.
+    payload_bytes: u64,
+    /// Bytes through host memory: null when not measured (`host_memory_reason` says why;
+    /// the lab measures it: `p2pmem lab run -- p2pmem copy ...`).
+    host_memory_bytes: Option<u64>,
+    /// Bytes that stayed in device memory: null when not measured.
+    peer_bytes: Option<u64>,
+    /// `host_memory_bytes / payload_bytes`: null when not measured.
+    host_memory_per_payload_byte: Option<f64>,
+    host_memory_reason: &'a str,
 }
 
 fn progress_bar(total: u64) -> ProgressBar {
@@ -148,7 +159,12 @@ fn via_label(loc: Location) -> String {
     }
 }
 
-fn print_text(report: &CopyReport, route: &Route, verify: Option<&VerifyReport>) {
+fn print_text(
+    report: &CopyReport,
+    route: &Route,
+    verify: Option<&VerifyReport>,
+    host_memory: &HostMemoryMeasurement,
+) {
     let rate = report.bytes_per_second as u64;
     println!(
         "copied {} in {:.3} s: {}/s",
@@ -187,6 +203,7 @@ fn print_text(report: &CopyReport, route: &Route, verify: Option<&VerifyReport>)
         };
         println!("{head}{}", line.trim_start());
     }
+    println!("  host memory  {}", host_memory.reason);
     if report.tail_bytes_via_host > 0 {
         println!(
             "  tail         the last {} bytes (less than a block) went through host memory with buffered I/O",
@@ -272,6 +289,7 @@ pub fn run(common: &Common, args: &CopyArgs) -> anyhow::Result<i32> {
     } else {
         None
     };
+    let host_memory = host_memory_measurement(&common.root);
     if common.json {
         print_json(&CopyJson {
             report: &report,
@@ -282,9 +300,14 @@ pub fn run(common: &Common, args: &CopyArgs) -> anyhow::Result<i32> {
             notes: &notes,
             verified: verify.as_ref().map(VerifyReport::ok),
             mismatches: verify.as_ref().map(|v| v.mismatches.as_slice()),
+            payload_bytes: report.bytes,
+            host_memory_bytes: host_memory.bytes,
+            peer_bytes: None,
+            host_memory_per_payload_byte: None,
+            host_memory_reason: &host_memory.reason,
         })?;
     } else {
-        print_text(&report, &route, verify.as_ref());
+        print_text(&report, &route, verify.as_ref(), &host_memory);
     }
     Ok(match verify {
         Some(v) if !v.ok() => 1,

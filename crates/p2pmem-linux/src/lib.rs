@@ -12,6 +12,7 @@ pub mod dio;
 pub mod dma_probe;
 pub mod kconfig;
 pub mod klog;
+pub mod memctl;
 pub mod nvmet;
 pub mod p2pbuf;
 pub mod resolve;
