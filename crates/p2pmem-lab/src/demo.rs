@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::pairs::{probe_ok, PairResult, PairsResult};
+use crate::trace::MeasuredCopy;
 
 /// One pair of the demo.
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +69,11 @@ pub struct DemoSummary {
     pub copy_verified: Option<bool>,
     /// `p2pmem copy`'s JSON report, when it ran.
     pub copy_report: Option<Value>,
+    /// Where the bytes went, from QEMU's DMA trace: the copy through the CMB, then the
+    /// same copy through a host buffer (filled in by the caller; see [`crate::trace`]).
+    pub dma: Vec<MeasuredCopy>,
+    /// Why `dma` is empty or incomplete, when the copies ran but could not be measured.
+    pub dma_error: Option<String>,
 }
 
 fn short_err(stderr: &str, rc: Option<i32>) -> String {
@@ -285,6 +291,8 @@ pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, Dem
         copy: copy_step(res).0,
         copy_verified: copy_step(res).1,
         copy_report: res.copy.as_ref().and_then(|c| c.report.clone()),
+        dma: Vec::new(),
+        dma_error: None,
     };
     (pairs, summary)
 }

@@ -106,6 +106,15 @@ pub enum LabError {
         why: String,
     },
 
+    /// QEMU's DMA trace does not hold a complete measurement window.
+    #[error("DMA trace {}: {why}", trace.display())]
+    DmaTrace {
+        /// The trace file.
+        trace: PathBuf,
+        /// What is missing.
+        why: String,
+    },
+
     /// A JSON document from the guest could not be parsed.
     #[error("cannot parse {what} from the guest")]
     Json {

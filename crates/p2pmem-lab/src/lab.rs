@@ -116,10 +116,31 @@ impl Lab {
     /// Boots `topo` (with `cpu` overriding its CPU model), runs `job`, and decodes the
     /// guest's output. The job's own exit status is data, not an error.
     pub fn run(&self, topo: &Topology, cpu: Option<&str>, job: &Job) -> Result<RunOutcome> {
+        self.run_traced(topo, cpu, job, false)
+    }
+
+    /// [`Lab::run`] with QEMU's nvme DMA trace on, written to
+    /// `<run_dir>/`[`crate::trace::TRACE_FILE`] (see [`crate::trace`]).
+    pub fn run_with_dma_trace(
+        &self,
+        topo: &Topology,
+        cpu: Option<&str>,
+        job: &Job,
+    ) -> Result<RunOutcome> {
+        self.run_traced(topo, cpu, job, true)
+    }
+
+    fn run_traced(
+        &self,
+        topo: &Topology,
+        cpu: Option<&str>,
+        job: &Job,
+        trace: bool,
+    ) -> Result<RunOutcome> {
         crate::elf::require_static(&self.p2pmem)?;
         let kernel = self.kernel()?;
         let run_dir = self.cache.new_run_dir()?;
-        let result = self.run_in(&run_dir, &kernel, topo, cpu, job);
+        let result = self.run_in(&run_dir, &kernel, topo, cpu, job, trace);
         // Images and initramfs are large and per-run; logs stay.
         let _ = std::fs::remove_dir_all(run_dir.join("img"));
         let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
@@ -133,6 +154,7 @@ impl Lab {
         topo: &Topology,
         cpu: Option<&str>,
         job: &Job,
+        trace: bool,
     ) -> Result<RunOutcome> {
         let images = run_dir.join("img");
         create_images(topo, &images)?;
@@ -153,7 +175,12 @@ impl Lab {
             images: &images,
             serial: "stdio",
         };
-        let args = qemu_args(topo, &files, cpu);
+        let mut args = qemu_args(topo, &files, cpu);
+        if trace {
+            args.extend(crate::trace::qemu_trace_args(
+                &run_dir.join(crate::trace::TRACE_FILE),
+            ));
+        }
         let script = qemu_script(&args, &format!("p2pmem lab run of topology {}", topo.name));
         let script_path = run_dir.join("qemu.sh");
         std::fs::write(&script_path, script).map_err(io_err("cannot write", &script_path))?;

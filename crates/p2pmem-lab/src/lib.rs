@@ -20,6 +20,7 @@ pub mod progress;
 pub mod qemu;
 pub mod qemu_args;
 pub mod topology;
+pub mod trace;
 pub mod truth;
 
 pub use cache::Cache;

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use p2pmem_model::dma_accounting::Window;
 use serde_json::Value;
 
 use crate::error::{io_err, LabError, Result};
@@ -90,7 +91,8 @@ done
 "#,
     );
     if opts.copy {
-        s.push_str(COPY_SCRIPT);
+        s.push_str(&crate::trace::guest_functions());
+        s.push_str(&copy_script());
     }
     Job {
         script: s,
@@ -99,16 +101,34 @@ done
 }
 
 /// The first working pair between two different NVMe whose provider is itself an NVMe:
-/// copy the provider's first MiB to the client at 4 MiB through the provider's CMB.
+/// copy the provider's first MiB to the client at 4 MiB through the provider's CMB, then
+/// the same MiB to 5 MiB through a host buffer, each between the DMA-trace markers of its
+/// window (0 and 1, see [`crate::trace`]); the guest's address map goes to `OUT/dma`.
+fn copy_script() -> String {
+    let (cmb, host) = (Window::nth(0), Window::nth(1));
+    COPY_SCRIPT
+        .replace("@CMB_BEGIN@", &cmb.begin_lba.to_string())
+        .replace("@CMB_END@", &cmb.end_lba.to_string())
+        .replace("@HOST_BEGIN@", &host.begin_lba.to_string())
+        .replace("@HOST_END@", &host.end_lba.to_string())
+}
+
 const COPY_SCRIPT: &str = r#"if [ "$(cat "$OUT/copy.rc")" = 0 ]; then
+  lab_dma_map "$OUT/dma"
   while read -r n prov bdf blk prc crc; do
     [ "$prov" = "$bdf" ] && continue
     grep -Eq '"read": *"ok"' "$OUT/pairs/$n.probe.json" || continue
     src=$(awk -v p="$prov" '$3 == p { print $4 }' "$OUT/nvme.txt")
     [ -n "$src" ] || continue
     echo "$prov $src $blk" > "$OUT/copy.pair"
+    lab_dma_mark @CMB_BEGIN@
     p2pmem --json copy "$src" "$blk" --via "$prov" --require-p2p --verify --length 1M --dst-offset 4M < /dev/null > "$OUT/copy.json" 2> "$OUT/copy.err"
     echo $? > "$OUT/copy.exit"
+    lab_dma_mark @CMB_END@
+    lab_dma_mark @HOST_BEGIN@
+    p2pmem --json copy "$src" "$blk" --via host --verify --length 1M --dst-offset 5M < /dev/null > "$OUT/host_copy.json" 2> "$OUT/host_copy.err"
+    echo $? > "$OUT/host_copy.exit"
+    lab_dma_mark @HOST_END@
     a=$(dd if="$src" bs=1M count=1 2>/dev/null | sha256sum | cut -d' ' -f1)
     b=$(dd if="$blk" bs=1M skip=4 count=1 2>/dev/null | sha256sum | cut -d' ' -f1)
     echo "$a $b" > "$OUT/copy.sha256"
