@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use p2pmem_lab::demo::{demo, DemoPair, DemoSummary};
 use p2pmem_lab::lab::{job_from_argv, unpack_tar};
 use p2pmem_lab::pairs::{pairs_job, PairsOptions, PairsResult};
+use p2pmem_lab::trace::{demo_copies, is_p2pmem_copy, traced_job};
 use p2pmem_lab::truth::{build_truth, scratch_script, TruthContext};
 use p2pmem_lab::{Job, Lab, RunOutcome, Topology};
 
@@ -46,6 +47,13 @@ enum LabCommand {
         /// Also print the guest's kernel log (dmesg) on stderr.
         #[arg(long)]
         dmesg: bool,
+        /// Measure where the command's DMA went (host memory, a CMB, another device)
+        /// from QEMU's nvme trace; on by default when the command is `p2pmem copy`.
+        #[arg(long, conflicts_with = "no_trace_dma")]
+        trace_dma: bool,
+        /// Do not measure a `p2pmem copy`'s DMA.
+        #[arg(long)]
+        no_trace_dma: bool,
         /// The command and its arguments (run by the guest's sh in /tmp).
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -112,19 +120,29 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
         LabCommand::Run {
             guest,
             dmesg,
+            trace_dma,
+            no_trace_dma,
             command,
         } => {
             let (lab, topo) = guest.lab_and_topology()?;
-            let job = Job {
-                script: job_from_argv(&command),
-                fetch_dirs: Vec::new(),
+            let trace = !no_trace_dma && (trace_dma || is_p2pmem_copy(&command));
+            let out = if trace {
+                lab.run_with_dma_trace(&topo, guest.cpu.as_deref(), &traced_job(&command))?
+            } else {
+                let job = Job {
+                    script: job_from_argv(&command),
+                    fetch_dirs: Vec::new(),
+                };
+                lab.run(&topo, guest.cpu.as_deref(), &job)?
             };
-            let out = lab.run(&topo, guest.cpu.as_deref(), &job)?;
             std::io::stdout().write_all(&out.stdout)?;
             std::io::stdout().flush()?;
             std::io::stderr().write_all(&out.stderr)?;
             if dmesg {
                 eprint!("{}", out.dmesg);
+            }
+            if trace {
+                crate::lab_dma::report_run(&out, args.json)?;
             }
             Ok(out.exit_code)
         }
@@ -140,7 +158,12 @@ fn run_pairs(
     cpu: &str,
     opts: PairsOptions,
 ) -> anyhow::Result<(RunOutcome, PairsResult, PathBuf)> {
-    let out = lab.run(topo, Some(cpu), &pairs_job(opts))?;
+    // The demo's copies are measured from QEMU's DMA trace.
+    let out = if opts.copy {
+        lab.run_with_dma_trace(topo, Some(cpu), &pairs_job(opts))?
+    } else {
+        lab.run(topo, Some(cpu), &pairs_job(opts))?
+    };
     if out.exit_code != 0 {
         bail!(
             "the guest job failed (exit status {}): {}\nconsole log: {}",
@@ -268,8 +291,12 @@ fn demo_cmd(guest: &GuestOpts, json: bool) -> anyhow::Result<i32> {
         check: true,
         copy: true,
     };
-    let (_out, res, _results) = run_pairs(&lab, &topo, &cpu, opts)?;
-    let (pairs, summary) = demo(&topo.name, &cpu, &res);
+    let (out, res, results) = run_pairs(&lab, &topo, &cpu, opts)?;
+    let (pairs, mut summary) = demo(&topo.name, &cpu, &res);
+    match demo_copies(&out.run_dir, &results) {
+        Ok(copies) => summary.dma = copies,
+        Err(e) => summary.dma_error = Some(e.to_string()),
+    }
     if json {
         let mut stdout = std::io::stdout().lock();
         for p in &pairs {
@@ -359,6 +386,9 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
     }
     println!();
     println!("verified copy through a CMB: {}", s.copy);
+    for line in crate::lab_dma::demo_lines(&s.dma, s.dma_error.as_deref()) {
+        println!("{line}");
+    }
     println!(
         "summary: {} pairs, {} agreed, {} disagreed, {} incomplete; the kernel allowed {}",
         s.pairs, s.agreed, s.disagreed, s.incomplete, s.kernel_ok

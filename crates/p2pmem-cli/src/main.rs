@@ -13,6 +13,7 @@ mod cmd_doctor;
 mod cmd_nvmet;
 mod cmd_topo;
 mod lab_cmd;
+mod lab_dma;
 mod output;
 
 use clap::{Args, Parser, Subcommand};
