@@ -12,6 +12,7 @@ mod histogram;
 mod offsets;
 mod pipeline;
 mod route;
+mod setup;
 
 #[cfg(test)]
 mod tests;
@@ -21,16 +22,11 @@ pub use histogram::Histogram;
 pub use offsets::{Offsets, Region};
 pub use route::BenchRoute;
 
-use crate::copy::{
-    block_device_in_use, explain_refusal, unavailable_hint, CopyError, Dir, Endpoint, EngineChoice,
-    Queue, Ring, SyncQueue, UringQueue, Via, MAX_CHUNK, MAX_DEPTH,
-};
+use crate::copy::{explain_refusal, CopyError, Dir, Endpoint, EngineChoice, Queue, Via, MAX_DEPTH};
 use crate::dio::{io_hint, Op};
-use crate::p2pbuf::{DmaBuffer, HostBuffer, Location, P2pBuffer};
+use crate::p2pbuf::{DmaBuffer, Location};
 use crate::sys;
 use crate::system::{read_system, System};
-use p2pmem_model::Bdf;
-use rustix::fs::FileType;
 use rustix::io::Errno;
 use serde::Serialize;
 use std::fmt;
@@ -222,188 +218,8 @@ impl fmt::Debug for Prepared {
     }
 }
 
-fn params(msg: String) -> BenchError {
+pub(crate) fn params(msg: String) -> BenchError {
     BenchError::Params(msg)
-}
-
-/// Opens the device for reading, or for writing after the in-use refusal.
-fn open(root: &Path, req: &BenchRequest, notes: &mut Vec<String>) -> Result<Endpoint, BenchError> {
-    if !req.rw.writes() {
-        return Ok(Endpoint::open_source(&req.path)?);
-    }
-    let st = rustix::fs::stat(&req.path).map_err(|e| {
-        if e == Errno::NOENT {
-            BenchError::Missing {
-                path: req.path.clone(),
-            }
-        } else {
-            CopyError::Stat {
-                path: req.path.clone(),
-                errno: sys::errno_label(e.raw_os_error()),
-                source: e.into(),
-            }
-            .into()
-        }
-    })?;
-    if FileType::from_raw_mode(st.st_mode) == FileType::BlockDevice {
-        let dev = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
-        let used = block_device_in_use(root, dev);
-        if !used.is_free() {
-            if !req.force {
-                return Err(CopyError::InUse {
-                    path: req.path.clone(),
-                    why: used.describe(),
-                }
-                .into());
-            }
-            notes.push(format!(
-                "--force: writing to {} although it is {}",
-                req.path.display(),
-                used.describe()
-            ));
-        }
-    }
-    let ep = Endpoint::open_destination(&req.path, !req.force)?;
-    if ep.created() {
-        // It vanished between the stat and the open; do not leave an empty file behind.
-        let _ = std::fs::remove_file(&req.path);
-        return Err(BenchError::Missing {
-            path: req.path.clone(),
-        });
-    }
-    Ok(ep)
-}
-
-/// The region and its offsets, checked against the device.
-fn region(req: &BenchRequest, ep: &Endpoint) -> Result<(Region, Offsets), BenchError> {
-    let block = u64::from(ep.alignment().offset_align.max(1));
-    if req.bs == 0 || req.bs > MAX_CHUNK || !req.bs.is_multiple_of(block) {
-        return Err(params(format!(
-            "block size {} must be a non-zero multiple of {block} (the logical block size of {}) \
-             of at most {MAX_CHUNK}",
-            req.bs,
-            req.path.display()
-        )));
-    }
-    if !req.offset.is_multiple_of(block) {
-        return Err(params(format!(
-            "offset {} is not a multiple of {block} (the logical block size): O_DIRECT moves whole blocks",
-            req.offset
-        )));
-    }
-    let size = ep.size();
-    if req.offset >= size {
-        return Err(params(format!(
-            "offset {} is at or past the end of {} ({size} bytes)",
-            req.offset,
-            req.path.display()
-        )));
-    }
-    let len = req.size.unwrap_or(size - req.offset);
-    let end = req
-        .offset
-        .checked_add(len)
-        .filter(|&e| e <= size)
-        .ok_or_else(|| {
-            params(format!(
-                "{} has {size} bytes: {len} bytes at offset {} run past its end",
-                req.path.display(),
-                req.offset
-            ))
-        })?;
-    let region = Region {
-        start: req.offset,
-        end,
-    };
-    let offsets = Offsets::new(region, req.bs, req.rw.random(), req.seed).ok_or_else(|| {
-        params(format!(
-            "the region {}..{} ({len} bytes) holds no whole {}-byte request",
-            region.start, region.end, req.bs
-        ))
-    })?;
-    Ok((region, offsets))
-}
-
-/// Maps `depth * bs` bytes of `provider`'s p2pmem, halving the depth while the pool
-/// cannot supply one contiguous piece (ENOMEM).
-fn map_p2p(
-    root: &Path,
-    provider: Bdf,
-    bs: u64,
-    depth: usize,
-    notes: &mut Vec<String>,
-) -> Result<(P2pBuffer, usize), CopyError> {
-    let mut d = depth;
-    loop {
-        let len = usize::try_from(bs.saturating_mul(d as u64)).unwrap_or(usize::MAX);
-        match P2pBuffer::map(root, provider, len) {
-            Ok(b) => {
-                if d != depth {
-                    notes.push(format!(
-                        "the p2pmem pool of {provider} could not supply {depth} buffers in one \
-                         piece; using depth {d}"
-                    ));
-                }
-                return Ok((b, d));
-            }
-            Err(e) if e.mmap_errno() == Some(Errno::NOMEM.raw_os_error()) && d > 1 => d /= 2,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-fn host_buffer(bs: u64, depth: usize) -> Result<HostBuffer, CopyError> {
-    let len = usize::try_from(bs.saturating_mul(depth as u64)).unwrap_or(usize::MAX);
-    Ok(HostBuffer::new(len)?)
-}
-
-/// Fills the buffer with pseudo-random bytes (what a write bench writes), a MiB at a
-/// time. For p2pmem these are volatile CPU stores to device memory: slow, done once.
-fn fill_random(buf: &mut dyn DmaBuffer, seed: u64) {
-    let mut x = seed | 1;
-    let mut piece = vec![0u8; (1 << 20).min(buf.len())];
-    let mut off = 0;
-    while off < buf.len() {
-        for b in piece.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = (x >> 24) as u8;
-        }
-        let n = piece.len().min(buf.len() - off);
-        if buf.copy_from_host(off, &piece[..n]).is_err() {
-            break;
-        }
-        off += n;
-    }
-}
-
-fn open_queue(
-    engine: EngineChoice,
-    depth: usize,
-    buf: Box<dyn DmaBuffer>,
-    notes: &mut Vec<String>,
-) -> Result<Box<dyn Queue>, CopyError> {
-    if engine == EngineChoice::Sync {
-        return Ok(Box::new(SyncQueue::new(buf)));
-    }
-    match Ring::open(depth) {
-        Ok(ring) => Ok(Box::new(UringQueue::new(ring, buf))),
-        Err(source) if engine == EngineChoice::Auto => {
-            notes.push(format!(
-                "io_uring is unavailable ({}: {}); using synchronous pread/pwrite, one request \
-                 at a time",
-                sys::io_error_label(&source),
-                unavailable_hint(&source)
-            ));
-            Ok(Box::new(SyncQueue::new(buf)))
-        }
-        Err(source) => Err(CopyError::Uring {
-            errno: sys::io_error_label(&source),
-            hint: unavailable_hint(&source),
-            source,
-        }),
-    }
 }
 
 /// Opens, checks, routes and maps: everything before the first request. `root` is
@@ -419,8 +235,8 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
         return Err(params("the time must be more than 0 seconds".to_string()));
     }
     let mut notes = Vec::new();
-    let ep = open(root, req, &mut notes)?;
-    let (region, offsets) = region(req, &ep)?;
+    let ep = setup::open(root, req, &mut notes)?;
+    let (region, offsets) = setup::region(req, &ep)?;
     let sys = match req.via {
         Via::Host => None,
         _ => Some(read_system(root).map_err(|source| CopyError::System {
@@ -437,7 +253,7 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
     let sys = sys.and_then(Result::ok);
     let mut depth = req.depth;
     let mut buffer: Box<dyn DmaBuffer> = match route.provider {
-        Some(provider) => match map_p2p(root, provider, req.bs, depth, &mut notes) {
+        Some(provider) => match setup::map_p2p(root, provider, req.bs, depth, &mut notes) {
             Ok((b, d)) => {
                 depth = d;
                 Box::new(b)
@@ -448,16 +264,16 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
                 ));
                 route.provider = None;
                 route.reason = format!("host memory: the p2pmem of {provider} could not be mapped");
-                Box::new(host_buffer(req.bs, depth)?)
+                Box::new(setup::host_buffer(req.bs, depth)?)
             }
             Err(e) => return Err(e.into()),
         },
-        None => Box::new(host_buffer(req.bs, depth)?),
+        None => Box::new(setup::host_buffer(req.bs, depth)?),
     };
     if req.rw.writes() {
-        fill_random(buffer.as_mut(), req.seed);
+        setup::fill_random(buffer.as_mut(), req.seed);
     }
-    let queue = open_queue(req.engine, depth, buffer, &mut notes)?;
+    let queue = setup::open_queue(req.engine, depth, buffer, &mut notes)?;
     if queue.name() == "sync" && depth > 1 {
         notes.push(format!(
             "the sync engine moves one request at a time: --depth {depth} only sizes the buffer"

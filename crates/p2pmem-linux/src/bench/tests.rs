@@ -3,6 +3,7 @@
 //! and losetup are there (else SKIPPED, said on stderr). Nothing here asserts a speed.
 
 use super::*;
+use p2pmem_model::Bdf;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 
