@@ -63,7 +63,10 @@ fn args_match_shared_truth_when_present() {
         }
     }
     // shared/ sits beside the repo in every checkout this project runs in.
-    assert_eq!(compared, 2, "fixtures/truth not found (scripts/import-truth); or set P2PMEM_SHARED");
+    assert_eq!(
+        compared, 2,
+        "fixtures/truth not found (scripts/import-truth); or set P2PMEM_SHARED"
+    );
 }
 
 #[test]
