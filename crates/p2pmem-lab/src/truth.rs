@@ -221,13 +221,13 @@ mod tests {
     fn boot_log_filter_matches_the_recorded_truth() {
         let dir = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/truth/s01_switch_cmbmix_fam15"
+            "/../../fixtures/truth/s01_switch_cmbmix_fam15"
         );
         let (Ok(dmesg), Ok(truth)) = (
             std::fs::read_to_string(format!("{dir}/boot_dmesg.txt")),
             std::fs::read_to_string(format!("{dir}/truth.json")),
         ) else {
-            panic!("shared/truth/s01_switch_cmbmix_fam15 must sit beside the repository");
+            panic!("fixtures/truth/s01_switch_cmbmix_fam15 is missing (scripts/import-truth)");
         };
         let truth: Value = serde_json::from_str(&truth).unwrap();
         let ours = filter_boot_log(&dmesg);

@@ -146,7 +146,7 @@ fn full_probe_against_stand_ins_records_truth_shape() {
 #[test]
 fn truth_pairs_deserialize_into_the_result() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/truth/s05_multifunction_fam15/truth.json");
+        .join("../../fixtures/truth/s05_multifunction_fam15/truth.json");
     let Ok(text) = fs::read_to_string(&path) else {
         eprintln!("SKIPPED: no ground truth at {}", path.display());
         return;

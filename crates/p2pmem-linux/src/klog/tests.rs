@@ -93,7 +93,7 @@ fn garbage_does_not_panic() {
 /// among the parsed lines of the scenario's raw `boot_dmesg.txt`.
 #[test]
 fn reproduces_the_shared_ground_truth() {
-    let truth_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/truth");
+    let truth_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/truth");
     let Ok(entries) = std::fs::read_dir(&truth_dir) else {
         eprintln!("SKIPPED: no ground truth at {}", truth_dir.display());
         return;

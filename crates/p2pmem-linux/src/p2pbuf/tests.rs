@@ -85,7 +85,7 @@ fn empty_placeholder_from_a_capture_is_refused_without_mapping() {
 #[test]
 fn shared_truth_fixture_allocate_is_refused() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/truth/s01_switch_cmbmix_fam15/root");
+        .join("../../fixtures/truth/s01_switch_cmbmix_fam15/root");
     if !root.is_dir() {
         eprintln!("SKIPPED: no ground-truth capture at {}", root.display());
         return;
