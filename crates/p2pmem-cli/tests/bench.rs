@@ -54,7 +54,7 @@ macro_rules! scratch_or_skip {
         match scratch() {
             Some(d) => d,
             None => {
-                eprintln!("SKIPPED: no file system here supports O_DIRECT");
+                p2pmem_linux::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
                 return;
             }
         }
@@ -240,7 +240,9 @@ fn loop_device_bench_and_a_mounted_device_is_refused_for_writes() {
         .output()
         .map(|o| o.stdout == b"0\n");
     if root_user.ok() != Some(true) {
-        eprintln!("SKIPPED: loop device test needs root and losetup: not root");
+        p2pmem_linux::testing::skipped(
+            "SKIPPED: loop device test needs root and losetup: not root",
+        );
         return;
     }
     let o = match Command::new("losetup")
@@ -250,7 +252,9 @@ fn loop_device_bench_and_a_mounted_device_is_refused_for_writes() {
     {
         Ok(o) if o.status.success() => o,
         other => {
-            eprintln!("SKIPPED: loop device test needs root and losetup: {other:?}");
+            p2pmem_linux::testing::skipped(&format!(
+                "SKIPPED: loop device test needs root and losetup: {other:?}"
+            ));
             return;
         }
     };

@@ -64,7 +64,7 @@ macro_rules! scratch_or_skip {
         match scratch() {
             Some(d) => d,
             None => {
-                eprintln!("SKIPPED: no file system here supports O_DIRECT");
+                p2pmem_linux::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
                 return;
             }
         }
@@ -149,7 +149,7 @@ fn chunk_depth_and_engine_variants_all_copy_the_same_bytes() {
             && o.status.code() == Some(2)
             && stderr(&o).contains("io_uring is unavailable")
         {
-            eprintln!("SKIPPED (uring variant): {}", stderr(&o));
+            p2pmem_linux::testing::skipped(&format!("SKIPPED (uring variant): {}", stderr(&o)));
             continue;
         }
         assert_eq!(
@@ -418,7 +418,9 @@ fn loop_device_copy_verifies_and_a_mounted_destination_is_refused() {
     let lo = match attach(&img) {
         Ok(l) => l,
         Err(why) => {
-            eprintln!("SKIPPED: loop device test needs root and losetup: {why}");
+            p2pmem_linux::testing::skipped(&format!(
+                "SKIPPED: loop device test needs root and losetup: {why}"
+            ));
             return;
         }
     };

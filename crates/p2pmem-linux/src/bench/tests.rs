@@ -28,7 +28,7 @@ macro_rules! scratch_or_skip {
         match scratch() {
             Some(d) => d,
             None => {
-                eprintln!("SKIPPED: no file system here supports O_DIRECT");
+                crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
                 return;
             }
         }
@@ -323,7 +323,9 @@ fn loop_devices_bench_and_a_mounted_device_is_not_written() {
     let lo = match loop_device(4 << 20, 4096) {
         Ok(l) => l,
         Err(why) => {
-            eprintln!("SKIPPED: loop device test needs root and losetup: {why}");
+            crate::testing::skipped(&format!(
+                "SKIPPED: loop device test needs root and losetup: {why}"
+            ));
             return;
         }
     };

@@ -31,7 +31,7 @@ macro_rules! scratch_or_skip {
         match scratch() {
             Some(d) => d,
             None => {
-                eprintln!("SKIPPED: no file system here supports O_DIRECT");
+                crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
                 return;
             }
         }
@@ -93,7 +93,9 @@ fn uring_works() -> bool {
     match Ring::open(4) {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("SKIPPED (io_uring part): io_uring unavailable here: {e}");
+            crate::testing::skipped(&format!(
+                "SKIPPED (io_uring part): io_uring unavailable here: {e}"
+            ));
             false
         }
     }
@@ -503,7 +505,7 @@ fn a_buffer_too_small_for_one_chunk_is_an_error_not_a_hang() {
 #[test]
 fn the_uring_queue_guards_its_buffer() {
     let Ok(ring) = Ring::open(4) else {
-        eprintln!("SKIPPED: io_uring unavailable here");
+        crate::testing::skipped("SKIPPED: io_uring unavailable here");
         return;
     };
     let d = scratch_or_skip!();
@@ -641,7 +643,9 @@ macro_rules! loop_or_skip {
         match loop_device($len, $sector) {
             Ok(l) => l,
             Err(why) => {
-                eprintln!("SKIPPED: loop device test needs root and losetup: {why}");
+                crate::testing::skipped(&format!(
+                    "SKIPPED: loop device test needs root and losetup: {why}"
+                ));
                 return;
             }
         }

@@ -77,7 +77,7 @@ fn direct_scratch(len: u64) -> Option<(tempfile::TempDir, PathBuf)> {
 #[test]
 fn regular_file_round_trip_with_host_buffers() {
     let Some((_tmp, path)) = direct_scratch(1 << 20) else {
-        eprintln!("SKIPPED: no file system here supports O_DIRECT");
+        crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
         return;
     };
     let f = DirectFile::open(&path, Access::ReadWrite).unwrap();
@@ -102,7 +102,7 @@ fn regular_file_round_trip_with_host_buffers() {
 #[test]
 fn misaligned_and_out_of_range_requests_never_reach_the_kernel() {
     let Some((_tmp, path)) = direct_scratch(1 << 20) else {
-        eprintln!("SKIPPED: no file system here supports O_DIRECT");
+        crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
         return;
     };
     let f = DirectFile::open(&path, Access::Read).unwrap();
@@ -139,7 +139,7 @@ fn misaligned_and_out_of_range_requests_never_reach_the_kernel() {
 #[test]
 fn write_on_a_read_only_open_reports_path_offset_and_errno() {
     let Some((_tmp, path)) = direct_scratch(1 << 20) else {
-        eprintln!("SKIPPED: no file system here supports O_DIRECT");
+        crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
         return;
     };
     let f = DirectFile::open(&path, Access::Read).unwrap();
@@ -182,11 +182,11 @@ fn loop_device_round_trip() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !is_root || !has_losetup {
-        eprintln!("SKIPPED: loop device test needs root and losetup (root: {is_root}, losetup: {has_losetup})");
+        crate::testing::skipped(&format!("SKIPPED: loop device test needs root and losetup (root: {is_root}, losetup: {has_losetup})"));
         return;
     }
     let Some((_tmp, img)) = direct_scratch(4 << 20) else {
-        eprintln!("SKIPPED: no file system here supports O_DIRECT");
+        crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
         return;
     };
     let out = Command::new("losetup")
@@ -195,10 +195,10 @@ fn loop_device_round_trip() {
         .output()
         .unwrap();
     if !out.status.success() {
-        eprintln!(
+        crate::testing::skipped(&format!(
             "SKIPPED: losetup could not attach a loop device: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        );
+        ));
         return;
     }
     let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());

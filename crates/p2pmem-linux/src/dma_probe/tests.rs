@@ -66,7 +66,7 @@ fn stand_in_root(provider: &str) -> tempfile::TempDir {
 #[test]
 fn full_probe_against_stand_ins_records_truth_shape() {
     let Some((_tmp, img)) = disk() else {
-        eprintln!("SKIPPED: no file system here supports O_DIRECT");
+        crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
         return;
     };
     let root = stand_in_root("0000:03:00.0");
@@ -148,7 +148,7 @@ fn truth_pairs_deserialize_into_the_result() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fixtures/truth/s05_multifunction_fam15/truth.json");
     let Ok(text) = fs::read_to_string(&path) else {
-        eprintln!("SKIPPED: no ground truth at {}", path.display());
+        crate::testing::skipped(&format!("SKIPPED: no ground truth at {}", path.display()));
         return;
     };
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -164,7 +164,7 @@ fn truth_pairs_deserialize_into_the_result() {
 #[test]
 fn placeholder_allocate_is_a_setup_error_naming_the_path() {
     let Some((_tmp, img)) = disk() else {
-        eprintln!("SKIPPED: no file system here supports O_DIRECT");
+        crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
         return;
     };
     let root = tempfile::tempdir().unwrap();

@@ -95,7 +95,10 @@ fn garbage_does_not_panic() {
 fn reproduces_the_shared_ground_truth() {
     let truth_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/truth");
     let Ok(entries) = std::fs::read_dir(&truth_dir) else {
-        eprintln!("SKIPPED: no ground truth at {}", truth_dir.display());
+        crate::testing::skipped(&format!(
+            "SKIPPED: no ground truth at {}",
+            truth_dir.display()
+        ));
         return;
     };
     let mut scenarios = 0;
@@ -154,7 +157,7 @@ fn read_all_on_this_machine_is_parseable_or_a_clear_permission_error() {
             assert_eq!(e.action, "READ_ALL");
             assert!(e.errno == "EPERM" || e.errno == "EACCES", "{e}");
             assert!(e.to_string().contains("needs root"), "{e}");
-            eprintln!("SKIPPED (read part): {e}");
+            crate::testing::skipped(&format!("SKIPPED (read part): {e}"));
         }
     }
 }

@@ -87,7 +87,10 @@ fn shared_truth_fixture_allocate_is_refused() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fixtures/truth/s01_switch_cmbmix_fam15/root");
     if !root.is_dir() {
-        eprintln!("SKIPPED: no ground-truth capture at {}", root.display());
+        crate::testing::skipped(&format!(
+            "SKIPPED: no ground-truth capture at {}",
+            root.display()
+        ));
         return;
     }
     // A provider (03:00.0) and a client-only function (05:00.0). Depending on whether
