@@ -7,6 +7,8 @@
 //! kernel answered; 2 when it could not run (not root, no such device or provider, a
 //! captured tree instead of a live sysfs), with the reason on stderr.
 
+mod hold;
+
 use anyhow::Context;
 use p2pmem_linux::dma_probe::dma_probe;
 use p2pmem_linux::resolve::resolve_client;
@@ -29,6 +31,9 @@ pub enum AgentCommand {
     /// Map 1 MiB of a provider's p2pmem, O_DIRECT-read 64 KiB of a block device into it
     /// and write it back at 1 MiB, and print the kernel's answers and log as JSON.
     DmaProbe(DmaProbeArgs),
+    /// Map a provider's p2pmem, wait until a file exists, then touch the mapping again
+    /// (the lab tears the provider down in between).
+    HoldP2pmem(hold::HoldArgs),
 }
 
 /// Arguments of `p2pmem agent dma-probe`.
@@ -57,6 +62,7 @@ pub struct DmaProbeArgs {
 pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
     match args.command {
         AgentCommand::DmaProbe(a) => run_dma_probe(&a),
+        AgentCommand::HoldP2pmem(a) => hold::run(&a),
     }
 }
 

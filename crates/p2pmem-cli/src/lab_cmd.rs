@@ -338,6 +338,7 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
             });
         println!("  {}  {:<6} {:<13} {cmb}", n.bdf, n.serial, n.blkdev);
     }
+    crate::cmd_provider::print_demo_binds(&res.driver);
     println!();
     for p in pairs {
         let agree = match p.agree {
@@ -386,6 +387,7 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
     }
     println!();
     println!("verified copy through a CMB: {}", s.copy);
+    crate::cmd_provider::print_demo_copy(s);
     for line in crate::lab_dma::demo_lines(&s.dma, s.dma_error.as_deref()) {
         println!("{line}");
     }

@@ -11,6 +11,7 @@ mod cmd_check;
 mod cmd_copy;
 mod cmd_doctor;
 mod cmd_nvmet;
+mod cmd_provider;
 mod cmd_topo;
 mod lab_cmd;
 mod lab_dma;
@@ -84,6 +85,10 @@ enum Command {
     /// The virtual P2P lab: build a P2PDMA kernel and boot it under QEMU with emulated
     /// PCIe switches and NVMe CMBs (`lab demo`, `lab run`, `lab capture`, `lab kernel`).
     Lab(lab_cmd::LabArgs),
+    /// Publish any PCI device's memory BAR as p2pmem with the p2pmem_pci driver (a Rust
+    /// kernel module): `provider bind BDF [--bar N] [--offset .. --size ..]`, `provider
+    /// unbind BDF`. Loads the module if needed; shows which clients can use the provider.
+    Provider(cmd_provider::ProviderArgs),
     /// Low-level helpers used inside the lab's guest.
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd_bench::run(&cli.common, &a),
         Command::Nvmet(a) => cmd_nvmet::run(&cli.common, &a),
         Command::Lab(a) => lab_cmd::run(a.with_json(cli.common.json)),
+        Command::Provider(a) => cmd_provider::run(&cli.common, &a),
         Command::Agent(a) => agent::run(a),
     };
     match result {

@@ -22,12 +22,13 @@ fn demo_json(topology: &str) -> (Vec<Value>, Value, Option<i32>) {
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn default_demo_predictions_agree_with_the_kernel() {
     let (pairs, summary, code) = demo_json("default");
-    // 4 CMB providers x 5 NVMe clients; same switch, same device and the multi-function
-    // pair work, everything across root ports is refused (AMD family 15).
-    assert_eq!(summary["pairs"], 20, "{summary}");
-    assert_eq!(pairs.len(), 20);
-    assert_eq!(summary["kernel_ok"], 7, "{summary}");
-    assert_eq!(summary["agreed"], 20, "{summary}");
+    // 4 CMB providers and an ivshmem (p2pmem_pci) x 5 NVMe clients; same switch, same
+    // device and the multi-function device work, everything across root ports is refused
+    // (AMD family 15).
+    assert_eq!(summary["pairs"], 25, "{summary}");
+    assert_eq!(pairs.len(), 25);
+    assert_eq!(summary["kernel_ok"], 9, "{summary}");
+    assert_eq!(summary["agreed"], 25, "{summary}");
     // The verified copy between two NVMe through a CMB: p2pmem copy --verify, and the
     // lab's own sha256 of both ranges.
     assert_eq!(summary["copy_verified"], true, "{}", summary["copy"]);

@@ -74,6 +74,15 @@ pub struct DemoSummary {
     pub dma: Vec<MeasuredCopy>,
     /// Why `dma` is empty or incomplete, when the copies ran but could not be measured.
     pub dma_error: Option<String>,
+    /// PCI functions the `p2pmem_pci` driver (Rust) bound and published in the guest.
+    pub driver_providers: Vec<String>,
+    /// The copy between two NVMe through a `p2pmem_pci` provider, in words.
+    pub driver_copy: String,
+    /// `Some(true)`: `p2pmem copy --verify` succeeded through the driver's provider and
+    /// the lab's sha256 of both ranges matched; `None`: not run.
+    pub driver_copy_verified: Option<bool>,
+    /// That copy's `p2pmem copy` JSON report.
+    pub driver_copy_report: Option<Value>,
 }
 
 fn short_err(stderr: &str, rc: Option<i32>) -> String {
@@ -293,6 +302,10 @@ pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, Dem
         copy_report: res.copy.as_ref().and_then(|c| c.report.clone()),
         dma: Vec::new(),
         dma_error: None,
+        driver_providers: res.driver.providers(),
+        driver_copy: crate::provider_job::driver_copy_step(&res.driver).0,
+        driver_copy_verified: crate::provider_job::driver_copy_step(&res.driver).1,
+        driver_copy_report: res.driver.copy.as_ref().and_then(|c| c.report.clone()),
     };
     (pairs, summary)
 }
@@ -351,6 +364,7 @@ mod tests {
             copy_available: available,
             pairs: Vec::new(),
             copy,
+            driver: Default::default(),
         }
     }
 

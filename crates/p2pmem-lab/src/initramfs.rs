@@ -1,6 +1,7 @@
 //! The guest's initramfs: a gzip'd `newc` cpio holding busybox (`/bin/busybox`, applet
 //! links made at boot by `/init`), the static `p2pmem` binary (`/bin/p2pmem`), the init
-//! script (`guest/init.sh`), and the job (`/lab/job.sh`, `/lab/env`, `/lab/send`).
+//! script (`guest/init.sh`), the job (`/lab/job.sh`, `/lab/env`, `/lab/send`) and kernel
+//! modules (`/lib/modules/<name>.ko`, loaded by the job, never by `/init`).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -32,6 +33,8 @@ pub struct InitramfsSpec {
     pub nvme_count: usize,
     /// Guest directories sent back as tar streams after the job, in order.
     pub send_dirs: Vec<String>,
+    /// Kernel modules, put in `/lib/modules/` under their file names.
+    pub modules: Vec<PathBuf>,
 }
 
 /// Writes the initramfs to `out`.
@@ -55,6 +58,20 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
             source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
         });
     }
+    let mut modules = Vec::new();
+    for m in &spec.modules {
+        let name = m
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".ko"))
+            .ok_or_else(|| LabError::Io {
+                what: "a kernel module must be a .ko file:",
+                path: m.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            })?;
+        let data = read_binary(m, "kernel module", "build it with `p2pmem lab kernel`")?;
+        modules.push((format!("lib/modules/{name}"), data));
+    }
     let env = format!("LAB_NVME={}\n", spec.nvme_count);
     let send: String = spec.send_dirs.iter().map(|d| format!("{d}\n")).collect();
 
@@ -63,7 +80,19 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
     let mut w = CpioWriter::new(gz);
     let write = |w: &mut CpioWriter<_>| -> std::io::Result<()> {
         for d in [
-            "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "lab", "root",
+            "bin",
+            "sbin",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "dev",
+            "proc",
+            "sys",
+            "tmp",
+            "lab",
+            "root",
+            "lib",
+            "lib/modules",
         ] {
             w.dir(d, 0o755)?;
         }
@@ -76,6 +105,9 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
         w.file("lab/job.sh", 0o755, spec.job.as_bytes())?;
         w.file("lab/env", 0o644, env.as_bytes())?;
         w.file("lab/send", 0o644, send.as_bytes())?;
+        for (path, data) in &modules {
+            w.file(path, 0o644, data)?;
+        }
         Ok(())
     };
     write(&mut w).map_err(io_err("cannot write initramfs", out))?;
@@ -116,6 +148,7 @@ mod tests {
             job: "true\n".into(),
             nvme_count: 0,
             send_dirs: vec![],
+            modules: vec![],
         };
         let err = build_initramfs(&spec, &tmp.path().join("i.gz")).unwrap_err();
         let text = err.to_string();
@@ -135,12 +168,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let bb = tmp.path().join("busybox");
         fake_static_elf(&bb);
+        let ko = tmp.path().join("p2pmem_pci.ko");
+        std::fs::write(&ko, b"\x7fELF module").unwrap();
         let spec = InitramfsSpec {
             busybox: bb.clone(),
             p2pmem: bb.clone(),
             job: "cat /proc/cmdline\n".into(),
             nvme_count: 3,
             send_dirs: vec!["/tmp/out".into()],
+            modules: vec![ko.clone()],
         };
         let out = tmp.path().join("initramfs.cpio.gz");
         build_initramfs(&spec, &out).unwrap();
@@ -154,6 +190,7 @@ mod tests {
         assert_eq!(get("lab/job.sh").data, b"cat /proc/cmdline\n");
         assert_eq!(get("lab/env").data, b"LAB_NVME=3\n");
         assert_eq!(get("lab/send").data, b"/tmp/out\n");
+        assert_eq!(get("lib/modules/p2pmem_pci.ko").data, b"\x7fELF module");
         assert_eq!(get("dev/console").mode & 0o170000, crate::cpio::S_IFCHR);
         assert_eq!(
             get("bin/busybox").data.len(),

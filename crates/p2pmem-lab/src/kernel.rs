@@ -1,11 +1,14 @@
 //! The lab kernel: Debian's `linux-source-6.12` built with `tinyconfig` plus the fragment
-//! `kernel/p2pmem-lab.config` (P2PDMA, NVMe, ACPI/MMCONFIG, no IOMMU).
+//! `kernel/p2pmem-lab.config` (P2PDMA, NVMe, ACPI/MMCONFIG, no IOMMU, modules and Rust).
 //!
 //! A kernel is cached under `kernels/<key>/bzImage`, where the key hashes the source
-//! tarball's identity (size and first MiB), the fragment text and [`RECIPE_VERSION`]. A
-//! build runs in `kernels/<key>.tmp-<pid>/` and is renamed into place only when complete,
-//! so an interrupted build never leaves a half kernel behind.
+//! tarball's identity (size and first MiB), the fragment text, [`RECIPE_VERSION`] and the
+//! `rustc` version. A build runs in `kernels/<key>.tmp-<pid>/` and is renamed into place
+//! only when complete, so an interrupted build never leaves a half kernel behind. The
+//! build tree is kept, slimmed to what module builds read, as `kernels/<key>/build/`
+//! (`src/`, `out/`) for the `p2pmem_pci` module (`driver.rs`).
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -24,14 +27,14 @@ use crate::progress::{Heartbeat, Progress};
 pub const FRAGMENT: &str = include_str!("../kernel/p2pmem-lab.config");
 
 /// Bumped whenever the build steps change in a way that changes the kernel.
-pub const RECIPE_VERSION: &str = "p2pmem-lab-kernel-recipe-1";
+pub const RECIPE_VERSION: &str = "p2pmem-lab-kernel-recipe-2";
 
 /// Where Debian's `linux-source-6.12` package puts the source.
 pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 
-/// Lines `make bzImage` prints for a clean build of this config (measured), for the
-/// percentage in the heartbeat.
-const EXPECTED_BUILD_LINES: usize = 2050;
+/// Lines `make bzImage modules` prints for a clean build of this config (measured), for
+/// the percentage in the heartbeat.
+const EXPECTED_BUILD_LINES: usize = 2150;
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -141,8 +144,9 @@ pub fn first_unmet<'a>(config: &str, reqs: &'a [Requirement]) -> Option<&'a Requ
 }
 
 /// The cache key of a spec: hex sha256 (first 16 digits) of the recipe version, the
-/// tarball's size and first MiB, and the fragment.
-pub fn cache_key(spec: &KernelSpec) -> Result<String> {
+/// tarball's size and first MiB, the fragment and the toolchain (`rustc --version`, whose
+/// Rust metadata modules must match).
+pub fn cache_key(spec: &KernelSpec, toolchain: &str) -> Result<String> {
     let mut file = File::open(&spec.tarball).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             LabError::Missing {
@@ -163,23 +167,26 @@ pub fn cache_key(spec: &KernelSpec) -> Result<String> {
         .take(1 << 20)
         .read_to_end(&mut head)
         .map_err(io_err("cannot read", &spec.tarball))?;
-    Ok(key_of(size, &head, &spec.fragment))
+    Ok(key_of(size, &head, &spec.fragment, toolchain))
 }
 
-fn key_of(size: u64, head: &[u8], fragment: &str) -> String {
+fn key_of(size: u64, head: &[u8], fragment: &str, toolchain: &str) -> String {
     let mut h = Sha256::new();
     h.update(RECIPE_VERSION.as_bytes());
     h.update(b"\0");
     h.update(size.to_le_bytes());
     h.update(Sha256::digest(head));
     h.update(fragment.as_bytes());
+    h.update(b"\0");
+    h.update(toolchain.as_bytes());
     let digest = h.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Returns the cached kernel for `spec`, building it first if needed.
 pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Result<Kernel> {
-    let key = cache_key(spec)?;
+    let toolchain = crate::toolchain::rustc_version(cache)?;
+    let key = cache_key(spec, &toolchain)?;
     let dir = cache.kernels().join(&key);
     let bzimage = dir.join("bzImage");
     if bzimage.is_file() {
@@ -195,7 +202,8 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
     let work = cache
         .kernels()
         .join(format!("{key}.tmp-{}", std::process::id()));
-    let result = build_in(&work, &dir, spec, &key, progress);
+    let result = crate::toolchain::ensure_rust_tools(cache, progress)
+        .and_then(|tools| build_in(&work, &dir, spec, &key, &tools.path, progress));
     if result.is_err() {
         // Keep the log next to the cache, drop the (large) tree.
         let failed_log = cache.kernels().join(format!("{key}.failed.log"));
@@ -229,6 +237,7 @@ fn build_in(
     dest: &Path,
     spec: &KernelSpec,
     key: &str,
+    path: &OsStr,
     progress: Progress,
 ) -> Result<()> {
     let started = Instant::now();
@@ -257,12 +266,15 @@ fn build_in(
     progress.phase(&format!(
         "kernel {key}: configuring (tinyconfig + fragment)"
     ));
-    run_logged(make(&src, &out, &["tinyconfig"]), &log, None)?;
+    run_logged(make(&src, &out, path, &["tinyconfig"]), &log, None)?;
+    // Fails with the reason (rustc, rust-src, bindgen or libclang) before olddefconfig
+    // would silently drop CONFIG_RUST.
+    run_logged(make(&src, &out, path, &["rustavailable"]), &log, None)?;
     let config = out.join(".config");
     let base = fs::read_to_string(&config).map_err(io_err("cannot read", &config))?;
     fs::write(&config, merge_config(&base, &spec.fragment))
         .map_err(io_err("cannot write", &config))?;
-    run_logged(make(&src, &out, &["olddefconfig"]), &log, None)?;
+    run_logged(make(&src, &out, path, &["olddefconfig"]), &log, None)?;
     let final_config = fs::read_to_string(&config).map_err(io_err("cannot read", &config))?;
     if let Some(req) = first_unmet(&final_config, &requirements(&spec.fragment)) {
         let option = match req {
@@ -279,12 +291,12 @@ fn build_in(
         .map(|n| n.get())
         .unwrap_or(2);
     progress.phase(&format!(
-        "kernel {key}: building bzImage with make -j{jobs} (about 4 min on 2 cores; log {})",
+        "kernel {key}: building bzImage and modules (C and Rust) with make -j{jobs} (about 5-9 min on 2 cores; log {})",
         log.display()
     ));
     let j = format!("-j{jobs}");
     run_logged(
-        make(&src, &out, &[j.as_str(), "bzImage"]),
+        make(&src, &out, path, &[j.as_str(), "bzImage", "modules"]),
         &log,
         Some((progress, key)),
     )?;
@@ -295,6 +307,7 @@ fn build_in(
     fs::copy(&built, staged.join("bzImage")).map_err(io_err("cannot copy", &built))?;
     fs::copy(&config, staged.join("config")).map_err(io_err("cannot copy", &config))?;
     fs::copy(&log, staged.join("build.log")).map_err(io_err("cannot copy", &log))?;
+    keep_build_tree(&src, &out, &staged.join("build"))?;
     match fs::rename(&staged, dest) {
         Ok(()) => {}
         // A concurrent build finished first: its kernel is as good as ours.
@@ -309,12 +322,54 @@ fn build_in(
     Ok(())
 }
 
-fn make(src: &Path, out: &Path, targets: &[&str]) -> Command {
+/// Top-level entries of the source tree that external module builds read (`make -C src
+/// O=out M=dir`): the makefiles, `scripts/`, headers, `rust/` and `arch/x86`. The rest
+/// (1.6 GB, mostly `drivers/`) is deleted once the kernel is built.
+const KEEP_IN_SOURCE: &[&str] = &[
+    "Makefile", "Kbuild", "Kconfig", "arch", "include", "rust", "scripts",
+];
+
+/// Moves the built tree to `dest` (`src/` and `out/`), slimmed to what module builds
+/// need. Paths recorded inside it name the old location; module builds pass `-C` and
+/// `O=` with the new one, and `driver/p2pmem_pci/bindgen.sh` rewrites the recorded
+/// source path.
+fn keep_build_tree(src: &Path, out: &Path, dest: &Path) -> Result<()> {
+    for entry in fs::read_dir(src).map_err(io_err("cannot list", src))? {
+        let entry = entry.map_err(io_err("cannot list", src))?;
+        let name = entry.file_name();
+        if !KEEP_IN_SOURCE.iter().any(|k| name == *k) {
+            remove_any(&entry.path())?;
+        }
+    }
+    let arch = src.join("arch");
+    for entry in fs::read_dir(&arch).map_err(io_err("cannot list", &arch))? {
+        let entry = entry.map_err(io_err("cannot list", &arch))?;
+        if entry.file_name() != "x86" {
+            remove_any(&entry.path())?;
+        }
+    }
+    fs::create_dir_all(dest).map_err(io_err("cannot create", dest))?;
+    fs::rename(src, dest.join("src")).map_err(io_err("cannot move", src))?;
+    fs::rename(out, dest.join("out")).map_err(io_err("cannot move", out))?;
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> Result<()> {
+    let result = if path.is_dir() && !path.is_symlink() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    result.map_err(io_err("cannot remove", path))
+}
+
+fn make(src: &Path, out: &Path, path: &OsStr, targets: &[&str]) -> Command {
     let mut cmd = Command::new("make");
     cmd.arg("-C")
         .arg(src)
         .arg(format!("O={}", out.display()))
         .args(targets)
+        .env("PATH", path)
         .env("KBUILD_BUILD_USER", "p2pmem")
         .env("KBUILD_BUILD_HOST", "lab");
     cmd
@@ -322,7 +377,11 @@ fn make(src: &Path, out: &Path, targets: &[&str]) -> Command {
 
 /// Runs `cmd` with stdout and stderr appended to `log`. With a heartbeat, stdout lines are
 /// counted and a progress line printed every 15 s.
-fn run_logged(mut cmd: Command, log: &Path, heartbeat: Option<(Progress, &str)>) -> Result<()> {
+pub(crate) fn run_logged(
+    mut cmd: Command,
+    log: &Path,
+    heartbeat: Option<(Progress, &str)>,
+) -> Result<()> {
     let described = format!("{cmd:?}").replace('"', "");
     let open = || {
         OpenOptions::new()
@@ -402,6 +461,10 @@ mod tests {
         assert!(reqs.contains(&Requirement::Set("CONFIG_PCI_P2PDMA=y".into())));
         assert!(reqs.contains(&Requirement::Unset("CONFIG_IOMMU_SUPPORT".into())));
         assert!(reqs.contains(&Requirement::Set("CONFIG_PRINTK=y".into())));
+        // The p2pmem_pci driver is a Rust module.
+        assert!(reqs.contains(&Requirement::Set("CONFIG_RUST=y".into())));
+        assert!(reqs.contains(&Requirement::Set("CONFIG_MODULE_UNLOAD=y".into())));
+        assert!(reqs.contains(&Requirement::Unset("CONFIG_MODVERSIONS".into())));
         assert!(reqs.len() > 40);
     }
 
@@ -432,12 +495,14 @@ mod tests {
 
     #[test]
     fn key_changes_with_fragment_and_source() {
-        let a = key_of(10, b"abc", "CONFIG_X=y\n");
+        let r = "rustc 1.95.0";
+        let a = key_of(10, b"abc", "CONFIG_X=y\n", r);
         assert_eq!(a.len(), 16);
-        assert_ne!(a, key_of(11, b"abc", "CONFIG_X=y\n"));
-        assert_ne!(a, key_of(10, b"abd", "CONFIG_X=y\n"));
-        assert_ne!(a, key_of(10, b"abc", "CONFIG_Y=y\n"));
-        assert_eq!(a, key_of(10, b"abc", "CONFIG_X=y\n"));
+        assert_ne!(a, key_of(11, b"abc", "CONFIG_X=y\n", r));
+        assert_ne!(a, key_of(10, b"abd", "CONFIG_X=y\n", r));
+        assert_ne!(a, key_of(10, b"abc", "CONFIG_Y=y\n", r));
+        assert_ne!(a, key_of(10, b"abc", "CONFIG_X=y\n", "rustc 1.96.0"));
+        assert_eq!(a, key_of(10, b"abc", "CONFIG_X=y\n", r));
     }
 
     #[test]
@@ -446,7 +511,7 @@ mod tests {
             tarball: PathBuf::from("/nonexistent/linux.tar.xz"),
             fragment: FRAGMENT.into(),
         };
-        let err = cache_key(&spec).unwrap_err().to_string();
+        let err = cache_key(&spec, "rustc").unwrap_err().to_string();
         assert!(err.contains("/nonexistent/linux.tar.xz"), "{err}");
         assert!(err.contains("linux-source-6.12"), "{err}");
     }

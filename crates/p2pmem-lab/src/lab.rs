@@ -108,9 +108,16 @@ impl Lab {
         })
     }
 
-    /// Builds or reuses the kernel.
+    /// Builds or reuses the kernel, and the `p2pmem_pci` module built against it.
     pub fn kernel(&self) -> Result<Kernel> {
-        ensure_kernel(&self.cache, &self.kernel, self.progress)
+        let kernel = ensure_kernel(&self.cache, &self.kernel, self.progress)?;
+        self.driver(&kernel)?;
+        Ok(kernel)
+    }
+
+    /// Builds or reuses the `p2pmem_pci` module for `kernel` (see [`crate::driver`]).
+    pub fn driver(&self, kernel: &Kernel) -> Result<PathBuf> {
+        crate::driver::ensure_driver(&self.cache, kernel, self.progress)
     }
 
     /// Boots `topo` (with `cpu` overriding its CPU model), runs `job`, and decodes the
@@ -159,6 +166,7 @@ impl Lab {
         let images = run_dir.join("img");
         create_images(topo, &images)?;
         let initrd = run_dir.join("initramfs.cpio.gz");
+        let module = self.driver(kernel)?;
         build_initramfs(
             &InitramfsSpec {
                 busybox: self.busybox.clone(),
@@ -166,6 +174,7 @@ impl Lab {
                 job: job.script.clone(),
                 nvme_count: topo.nvme.len(),
                 send_dirs: job.fetch_dirs.clone(),
+                modules: vec![module],
             },
             &initrd,
         )?;

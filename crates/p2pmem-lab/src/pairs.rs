@@ -44,6 +44,7 @@ cat /proc/cmdline > "$OUT/cmdline"
 uname -r > "$OUT/osrelease"
 "#,
     );
+    s.push_str(crate::provider_job::BIND_SCRIPT);
     if opts.capture {
         s.push_str(
             r#"p2pmem capture "$OUT/capture" > "$OUT/capture.log" 2>&1
@@ -93,6 +94,7 @@ done
     if opts.copy {
         s.push_str(&crate::trace::guest_functions());
         s.push_str(&copy_script());
+        s.push_str(crate::provider_job::DRIVER_COPY_SCRIPT);
     }
     Job {
         script: s,
@@ -211,6 +213,8 @@ pub struct PairsResult {
     pub pairs: Vec<PairResult>,
     /// The demo copy, when one was attempted.
     pub copy: Option<CopyRun>,
+    /// The `p2pmem_pci` binds and the copy through a provider it published.
+    pub driver: crate::provider_job::DriverRun,
 }
 
 impl PairsResult {
@@ -290,6 +294,7 @@ impl PairsResult {
             nvme,
             copy_available: opt("copy.rc").is_some_and(|rc| rc.trim() == "0"),
             pairs,
+            driver: crate::provider_job::DriverRun::load(dir),
         })
     }
 }

@@ -75,6 +75,9 @@ pub fn qemu_args(topo: &Topology, files: &MachineFiles<'_>, cpu: Option<&str>) -
         ));
         w.children(&rp.id, 0);
     }
+    for shm in topo.ivshmem_on(ROOT_BUS) {
+        w.devices.extend(shm.qemu_args(false));
+    }
     a.extend(w.devices);
     a
 }
@@ -112,9 +115,17 @@ impl Walker<'_> {
             }
         }
         let devs = topo.nvme_on(port);
-        let multi = devs.iter().any(|d| d.function.is_some_and(|f| f > 0));
+        let shms = topo.ivshmem_on(port);
+        let multi = devs
+            .iter()
+            .map(|d| d.function)
+            .chain(shms.iter().map(|s| s.function))
+            .any(|f| f.is_some_and(|f| f > 0));
         for n in devs {
             self.nvme(n, port, multi);
+        }
+        for shm in shms {
+            self.devices.extend(shm.qemu_args(multi));
         }
     }
 

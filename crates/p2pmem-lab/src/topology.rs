@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{LabError, Result};
+use crate::ivshmem::Ivshmem;
 
 /// The implicit PCIe root bus of the q35 machine.
 pub const ROOT_BUS: &str = "pcie.0";
@@ -50,6 +51,9 @@ pub struct Topology {
     /// NVMe controllers (one namespace each).
     #[serde(default)]
     pub nvme: Vec<Nvme>,
+    /// `ivshmem-plain` devices: memory BARs for the `p2pmem_pci` provider driver.
+    #[serde(default)]
+    pub ivshmem: Vec<Ivshmem>,
 }
 
 /// An extra host bridge (`pxb-pcie`) plugged into `pcie.0`.
@@ -138,6 +142,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "multifunction_acs",
         include_str!("../topologies/multifunction_acs.toml"),
     ),
+    ("provider", include_str!("../topologies/provider.toml")),
     (
         "s01_switch_cmbmix_fam15",
         include_str!("../topologies/s01_switch_cmbmix_fam15.toml"),
@@ -208,6 +213,13 @@ impl Topology {
         } else {
             format!("console=ttyS0 panic=-1 {extra}")
         }
+    }
+
+    /// The ivshmem devices attached to `parent` (a port, or `pcie.0`).
+    pub fn ivshmem_on(&self, parent: &str) -> Vec<&Ivshmem> {
+        let mut v: Vec<&Ivshmem> = self.ivshmem.iter().filter(|s| s.parent == parent).collect();
+        v.sort_by_key(|s| s.function.unwrap_or(0));
+        v
     }
 
     /// The NVMe devices attached to `parent`, by function number.
@@ -380,19 +392,49 @@ impl Topology {
                 Some(_) => {}
             }
         }
+        for (i, shm) in self.ivshmem.iter().enumerate() {
+            claim(&format!("ivshmem[{i}].id"), &shm.id)?;
+            shm.check(i)?;
+            match (shm.addr, ports.get(shm.parent.as_str())) {
+                (Some(addr), _) => check_slot(
+                    &format!("ivshmem[{i}].addr"),
+                    ROOT_BUS,
+                    addr,
+                    &mut slots,
+                )?,
+                (None, None) => {
+                    return Err(format!(
+                        "key `ivshmem[{i}].parent`: {:?} is not pcie.0, a root port or a switch downstream port id",
+                        shm.parent
+                    ))
+                }
+                (None, Some(Some("switch"))) => {
+                    return Err(format!(
+                        "key `ivshmem[{i}].parent`: port {:?} already holds a switch",
+                        shm.parent
+                    ))
+                }
+                (None, Some(_)) => {}
+            }
+        }
         for port in ports.keys() {
-            let devs = self.nvme_on(port);
-            if devs.len() > 1 && devs.iter().any(|d| d.function.is_none()) {
+            let devs: Vec<Option<u8>> = self
+                .nvme_on(port)
+                .iter()
+                .map(|d| d.function)
+                .chain(self.ivshmem_on(port).iter().map(|s| s.function))
+                .collect();
+            if devs.len() > 1 && devs.iter().any(Option::is_none) {
                 return Err(format!(
-                    "port {port:?} holds {} NVMe devices: give each a distinct `function` (multi-function device)",
+                    "port {port:?} holds {} devices (NVMe or ivshmem): give each a distinct `function` (multi-function device)",
                     devs.len()
                 ));
             }
-            let funcs: Vec<u8> = devs.iter().filter_map(|d| d.function).collect();
+            let funcs: Vec<u8> = devs.iter().filter_map(|d| *d).collect();
             let distinct: HashSet<u8> = funcs.iter().copied().collect();
             if distinct.len() != funcs.len() {
                 return Err(format!(
-                    "port {port:?}: two NVMe devices have the same `function`"
+                    "port {port:?}: two devices have the same `function`"
                 ));
             }
             if !funcs.is_empty() && !distinct.contains(&0) {

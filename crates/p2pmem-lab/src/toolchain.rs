@@ -1,0 +1,193 @@
+//! The Rust toolchain a `CONFIG_RUST=y` kernel build needs, installed by the lab itself:
+//! the standard library's source for the active `rustc` (`rustup component add
+//! rust-src`) and `bindgen` (`cargo install bindgen-cli`, pinned, into the lab cache).
+//! libclang and clang come from Debian (`clang libclang-dev`, scripts/setup-host).
+//!
+//! Every kbuild call (configure, `bzImage modules`, `M=` module builds) runs with
+//! [`RustTools::path`] as `PATH`: without `bindgen` there, kbuild turns
+//! `RUST_IS_AVAILABLE` off and `olddefconfig` silently drops `CONFIG_RUST`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::cache::Cache;
+use crate::error::{io_err, tail_lines, LabError, Result};
+use crate::progress::Progress;
+
+/// The `bindgen-cli` release the lab installs (Linux 6.12 needs at least 0.65.1).
+pub const BINDGEN_VERSION: &str = "0.73.2";
+
+/// What kbuild needs on `PATH` for a Rust-enabled build.
+#[derive(Debug, Clone)]
+pub struct RustTools {
+    /// `PATH` with the lab's `bindgen` directory first.
+    pub path: OsString,
+    /// The `bindgen` binary.
+    pub bindgen: PathBuf,
+}
+
+/// `rustc --version`, run where the kernel build runs (the cache), so that it names the
+/// toolchain kbuild will use. Part of the kernel cache key: a kernel's Rust metadata
+/// only works with the `rustc` that built it.
+pub fn rustc_version(cache: &Cache) -> Result<String> {
+    let dir = existing_dir(cache.root());
+    let out = Command::new("rustc")
+        .arg("--version")
+        .current_dir(&dir)
+        .output()
+        .map_err(|source| LabError::Spawn {
+            program: "rustc".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command: "rustc --version".into(),
+            status: out.status.to_string(),
+            log: None,
+            tail: tail_lines(&String::from_utf8_lossy(&out.stderr), 10),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The cache root if it exists, else the nearest existing ancestor, else `/`.
+fn existing_dir(root: &Path) -> PathBuf {
+    root.ancestors()
+        .find(|p| p.is_dir())
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+}
+
+/// Makes sure `rust-src` and `bindgen` are there, installing what is missing.
+pub fn ensure_rust_tools(cache: &Cache, progress: Progress) -> Result<RustTools> {
+    ensure_rust_src(cache, progress)?;
+    let bindgen = ensure_bindgen(cache, progress)?;
+    let dir = bindgen.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut dirs = vec![dir];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    let path = std::env::join_paths(dirs).map_err(|e| LabError::Io {
+        what: "cannot put bindgen on PATH:",
+        path: bindgen.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    })?;
+    Ok(RustTools { path, bindgen })
+}
+
+fn ensure_rust_src(cache: &Cache, progress: Progress) -> Result<()> {
+    let dir = existing_dir(cache.root());
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(&dir)
+        .output()
+        .map_err(|source| LabError::Spawn {
+            program: "rustc".into(),
+            source,
+        })?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    let core = sysroot.join("lib/rustlib/src/rust/library/core/src/lib.rs");
+    if core.is_file() {
+        return Ok(());
+    }
+    progress.phase(&format!(
+        "rust-src is missing from {} (kbuild needs core's source): rustup component add rust-src",
+        sysroot.display()
+    ));
+    let out = Command::new("rustup")
+        .args(["component", "add", "rust-src"])
+        .current_dir(&dir)
+        .output()
+        .map_err(|source| LabError::Spawn {
+            program: "rustup".into(),
+            source,
+        })?;
+    if !out.status.success() || !core.is_file() {
+        return Err(LabError::Command {
+            command: "rustup component add rust-src".into(),
+            status: out.status.to_string(),
+            log: None,
+            tail: tail_lines(&String::from_utf8_lossy(&out.stderr), 20),
+        });
+    }
+    Ok(())
+}
+
+/// Where the lab keeps its `bindgen`: `<cache>/tools/bindgen-cli-<version>/bin/bindgen`.
+pub fn bindgen_path(cache: &Cache) -> PathBuf {
+    cache
+        .root()
+        .join("tools")
+        .join(format!("bindgen-cli-{BINDGEN_VERSION}"))
+        .join("bin/bindgen")
+}
+
+fn ensure_bindgen(cache: &Cache, progress: Progress) -> Result<PathBuf> {
+    let bin = bindgen_path(cache);
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let tools = cache.root().join("tools");
+    std::fs::create_dir_all(&tools).map_err(io_err("cannot create", &tools))?;
+    let staging = tools.join(format!(
+        "bindgen-cli-{BINDGEN_VERSION}.tmp-{}",
+        std::process::id()
+    ));
+    progress.phase(&format!(
+        "installing bindgen-cli {BINDGEN_VERSION} into {} (cargo install --locked, about 1-2 min)",
+        tools.display()
+    ));
+    let mut cmd = Command::new("cargo");
+    cmd.args(["install", "--locked", "--quiet", "bindgen-cli", "--version"])
+        .arg(BINDGEN_VERSION)
+        .arg("--root")
+        .arg(&staging)
+        .current_dir(&tools);
+    let out = cmd.output().map_err(|source| LabError::Spawn {
+        program: "cargo".into(),
+        source,
+    })?;
+    let staged = staging.join("bin/bindgen");
+    if !out.status.success() || !staged.is_file() {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(LabError::Command {
+            command: format!("{cmd:?}").replace('"', ""),
+            status: out.status.to_string(),
+            log: None,
+            tail: tail_lines(&String::from_utf8_lossy(&out.stderr), 20),
+        });
+    }
+    let dest = tools.join(format!("bindgen-cli-{BINDGEN_VERSION}"));
+    match std::fs::rename(&staging, &dest) {
+        Ok(()) => {}
+        // A concurrent install finished first.
+        Err(_) if bin.is_file() => {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        Err(e) => return Err(io_err("cannot rename into", &dest)(e)),
+    }
+    Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindgen_lives_in_the_cache_by_version() {
+        let cache = Cache::at("/c");
+        assert_eq!(
+            bindgen_path(&cache),
+            PathBuf::from(format!(
+                "/c/tools/bindgen-cli-{BINDGEN_VERSION}/bin/bindgen"
+            ))
+        );
+    }
+
+    #[test]
+    fn existing_dir_walks_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("a/b/c");
+        assert_eq!(existing_dir(&deep), tmp.path());
+    }
+}
