@@ -395,6 +395,25 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
         "summary: {} pairs, {} agreed, {} disagreed, {} incomplete; the kernel allowed {}",
         s.pairs, s.agreed, s.disagreed, s.incomplete, s.kernel_ok
     );
+    print_legend(pairs, &s.cpu);
+}
+
+/// What the table means, for someone new to P2PDMA, from the map types seen.
+fn print_legend(pairs: &[DemoPair], cpu: &str) {
+    let seen = |m: &str| pairs.iter().any(|p| p.map_type.as_deref() == Some(m));
+    println!();
+    println!("what this shows:");
+    if seen("bus_addr") {
+        println!("  p2p ok (bus_addr): provider and client share a switch, a port or a device with no ACS redirect, so the data turns around below that common device and never reaches the CPU's memory.");
+    }
+    if seen("thru_host_bridge") {
+        println!("  p2p ok (thru_host_bridge): the path goes up through the host bridge, which the kernel allows on this CPU (AMD Zen or later) or for a whitelisted host bridge.");
+    }
+    if seen("not_supported") {
+        println!("  refused: the path would need the host bridge (different root ports, or an ACS redirect on the way), and the kernel allows that only on AMD Zen or later CPUs or whitelisted host bridges; this guest's CPU (-cpu {cpu}) and q35's host bridge 8086:29c0 are neither, so O_DIRECT through that p2pmem fails with the errno shown.");
+        println!("  try: p2pmem lab demo --cpu max,family=23   (a Zen CPU: the refused pairs go through the host bridge)");
+    }
+    println!("  ask the same questions about a real machine with: p2pmem topo, p2pmem check PROVIDER CLIENT, p2pmem doctor");
 }
 
 #[cfg(test)]
