@@ -271,7 +271,7 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
         None => Box::new(setup::host_buffer(req.bs, depth)?),
     };
     if req.rw.writes() {
-        setup::fill_random(buffer.as_mut(), req.seed);
+        setup::fill_random(buffer.as_mut(), req.seed).map_err(BenchError::Fill)?;
     }
     let queue = setup::open_queue(req.engine, depth, buffer, &mut notes)?;
     if queue.name() == "sync" && depth > 1 {

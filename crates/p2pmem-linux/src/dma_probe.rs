@@ -9,7 +9,9 @@
 
 use crate::dio::{Access, DioError, DirectFile};
 use crate::klog::{klog_texts, KernelLog, KlogError, Syslog};
-use crate::p2pbuf::{AllocateFile, DmaBuffer, HostBuffer, HostBufferError, P2pBufferError};
+use crate::p2pbuf::{
+    AllocateFile, CpuAccessError, DmaBuffer, HostBuffer, HostBufferError, P2pBufferError,
+};
 use crate::sys;
 use p2pmem_model::Bdf;
 use serde::{Deserialize, Serialize};
@@ -113,6 +115,17 @@ pub enum DmaProbeError {
         #[source]
         source: P2pBufferError,
     },
+    /// The fill, the snapshot or the write pattern could not be copied by the CPU: the
+    /// provider went away during the probe (its pages raised SIGBUS), or the probe built
+    /// a bad range (a bug).
+    #[error("CPU access to the p2pmem buffer of {provider} failed")]
+    CpuAccess {
+        /// The provider.
+        provider: Bdf,
+        /// Why.
+        #[source]
+        source: CpuAccessError,
+    },
     /// A request the probe built was refused before reaching the kernel (a bug).
     #[error("the probe built a request that was refused before reaching the kernel (a bug)")]
     Request(#[source] DioError),
@@ -170,7 +183,7 @@ pub fn dma_probe_with(
     // Phase mmap.
     let mut buf = match allocate.map() {
         Ok(mut b) => {
-            b.fill(FILL_BYTE);
+            b.fill(FILL_BYTE).map_err(cpu(provider))?;
             Some(b)
         }
         Err(e) => match e.mmap_errno() {
@@ -196,8 +209,7 @@ pub fn dma_probe_with(
             let reference = dev.pread_into(&mut host, 0, IO_BYTES, READ_OFFSET);
             match reference {
                 Ok(n) if n == IO_BYTES => {
-                    b.copy_to_host(0, &mut snap)
-                        .map_err(|e| internal(client_blkdev, e))?;
+                    b.copy_to_host(0, &mut snap).map_err(cpu(provider))?;
                     rec.read_data = Some(check(&snap, host.as_slice()));
                 }
                 Ok(n) => rec.notes.push(format!(
@@ -213,11 +225,10 @@ pub fn dma_probe_with(
     // Phase write: a fresh pattern, so that stale scratch data cannot pass for a write.
     if let Some(b) = buf.as_mut() {
         let pattern = write_pattern(nonce());
-        b.copy_from_host(0, &pattern)
-            .map_err(|e| internal(client_blkdev, e))?;
+        b.copy_from_host(0, &pattern).map_err(cpu(provider))?;
         let write = transfer(dev.pwrite_from(b, 0, IO_BYTES, WRITE_OFFSET))?;
         if write.as_deref() == Some(OK) {
-            host.fill(0);
+            host.as_mut_slice().fill(0);
             match dev.pread_into(&mut host, 0, IO_BYTES, WRITE_OFFSET) {
                 Ok(n) if n == IO_BYTES => rec.write_data = Some(check(&pattern, host.as_slice())),
                 Ok(n) => rec
@@ -237,14 +248,8 @@ pub fn dma_probe_with(
     Ok(rec)
 }
 
-fn internal(path: &Path, source: crate::p2pbuf::RangeError) -> DmaProbeError {
-    DmaProbeError::Request(DioError::BufferRange {
-        op: crate::dio::Op::Read,
-        path: path.to_path_buf(),
-        file_off: 0,
-        len: source.len,
-        source,
-    })
+fn cpu(provider: Bdf) -> impl Fn(CpuAccessError) -> DmaProbeError {
+    move |source| DmaProbeError::CpuAccess { provider, source }
 }
 
 /// `ok`, `short:<n>`, or the errno name; a request refused before the kernel saw it is a

@@ -7,7 +7,7 @@
 //! memory is never a Rust slice: the CPU reaches it only through volatile copies, and the
 //! kernel through a raw pointer.
 
-use crate::sys::{self, HostAlloc, MmapRegion, RawIo, RawIoMut};
+use crate::sys::{self, AccessFault, HostAlloc, MmapRegion, RawIo, RawIoMut};
 use p2pmem_model::Bdf;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{FileType, Mode, OFlags};
@@ -52,6 +52,63 @@ pub struct RangeError {
     pub location: Location,
 }
 
+/// Why a CPU access to a buffer ([`DmaBuffer::copy_from_host`],
+/// [`DmaBuffer::copy_to_host`], [`DmaBuffer::fill`]) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuAccessError {
+    /// The range does not fit the buffer; nothing was touched.
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    /// The mapping's device memory is gone: the access raised SIGBUS (in the guard
+    /// process, see [`P2pBuffer`]). Nothing was copied; every later CPU access to this
+    /// buffer fails the same way, and kernel I/O into it fails with an errno.
+    #[error(
+        "the p2pmem of {provider} mapped from {path} is gone: a CPU access to it raised SIGBUS. {}",
+        if *allocate_present {
+            "The file still exists, so the provider was unbound and bound again (or its pages \
+             were revoked): this mapping is dead; map the provider again"
+        } else {
+            "The file no longer exists: the provider was unbound, its driver unloaded or the \
+             device removed"
+        }
+    )]
+    DeviceMemoryGone {
+        /// The provider.
+        provider: Bdf,
+        /// The `allocate` file the buffer mapped.
+        path: PathBuf,
+        /// Whether `allocate` existed when the fault was seen.
+        allocate_present: bool,
+    },
+    /// The guard process ended in another way than success or SIGBUS (a foreign signal,
+    /// for example); whether the access completed is unknown.
+    #[error("a CPU access to the p2pmem of {provider} ({path}) did not complete: its guard process {status}")]
+    Guard {
+        /// The provider.
+        provider: Bdf,
+        /// The `allocate` file.
+        path: PathBuf,
+        /// `killed by SIGSEGV`, `exited with status N`, ...
+        status: String,
+    },
+    /// The guard process could not be started or waited for (`mmap` of the bounce
+    /// buffer, `fork`, `waitpid`).
+    #[error("cannot run a CPU access to the p2pmem of {provider} ({path}) in a guard process: {call} failed ({errno})")]
+    GuardSetup {
+        /// The provider.
+        provider: Bdf,
+        /// The `allocate` file.
+        path: PathBuf,
+        /// The system call.
+        call: &'static str,
+        /// Errno name.
+        errno: String,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// A buffer that O_DIRECT I/O can target, wherever it lives.
 pub trait DmaBuffer {
     /// Start address, for the kernel and for alignment checks.
@@ -65,11 +122,11 @@ pub trait DmaBuffer {
     /// Where the bytes live.
     fn location(&self) -> Location;
     /// Copies `src` into the buffer at `offset`.
-    fn copy_from_host(&mut self, offset: usize, src: &[u8]) -> Result<(), RangeError>;
+    fn copy_from_host(&mut self, offset: usize, src: &[u8]) -> Result<(), CpuAccessError>;
     /// Copies from the buffer at `offset` into `dst`.
-    fn copy_to_host(&self, offset: usize, dst: &mut [u8]) -> Result<(), RangeError>;
+    fn copy_to_host(&self, offset: usize, dst: &mut [u8]) -> Result<(), CpuAccessError>;
     /// Sets every byte to `byte`.
-    fn fill(&mut self, byte: u8);
+    fn fill(&mut self, byte: u8) -> Result<(), CpuAccessError>;
     /// The range `[offset, offset+len)` for the kernel to write into (a `pread`).
     fn io_mut(&mut self, offset: usize, len: usize) -> Result<RawIoMut<'_>, RangeError>;
     /// The range `[offset, offset+len)` for the kernel to read from (a `pwrite`).
@@ -246,10 +303,17 @@ pub fn pci_device_dir(root: &Path, bdf: Bdf) -> PathBuf {
 /// word. CPU access to device memory is slow (each access may be a PCIe transaction), so
 /// keep it off hot paths.
 ///
-/// **Known limitation: SIGBUS.** If the provider is unbound or hot-removed while mapped,
-/// the kernel zaps the mapping and the next CPU access through these methods raises
-/// SIGBUS, which kills the process; no handler is installed. Kernel accesses (`pread`/
-/// `pwrite` into the buffer) fail with an errno instead.
+/// **Provider removal is an error, not a crash.** If the provider is unbound or
+/// hot-removed while mapped, the kernel zaps the mapping and the next CPU access raises
+/// SIGBUS. So each of these methods runs its accesses in a short-lived forked guard
+/// process (the device mapping is `MAP_SHARED`, so the child's stores are this
+/// process's; a read comes back through a shared bounce buffer), and a guard killed by
+/// SIGBUS becomes [`CpuAccessError::DeviceMemoryGone`]. No signal handler is installed
+/// and nothing unwinds or jumps out of one. The price is a `fork` per call, on top of
+/// the slow accesses themselves. Checking first whether `allocate` still exists would
+/// not do: it races with removal, and after an unbind and rebind the file exists again
+/// while this mapping stays dead. Kernel accesses (`pread`/`pwrite` into the buffer)
+/// fail with an errno instead.
 #[derive(Debug)]
 pub struct P2pBuffer {
     region: MmapRegion,
@@ -406,6 +470,32 @@ impl P2pBuffer {
             location: self.location(),
         }
     }
+
+    /// What a failed guarded access means for this buffer.
+    fn access_error(&self, fault: AccessFault, offset: usize, len: usize) -> CpuAccessError {
+        let provider = self.provider;
+        let path = self.path.clone();
+        match fault {
+            AccessFault::OutOfRange => self.range_error(offset, len).into(),
+            AccessFault::Signal(sig) if sig == sys::SIGBUS => CpuAccessError::DeviceMemoryGone {
+                allocate_present: path.exists(),
+                provider,
+                path,
+            },
+            fault @ (AccessFault::Signal(_) | AccessFault::Exit(_)) => CpuAccessError::Guard {
+                status: fault.status_label(),
+                provider,
+                path,
+            },
+            AccessFault::Os { call, source } => CpuAccessError::GuardSetup {
+                errno: sys::io_error_label(&source),
+                provider,
+                path,
+                call,
+                source,
+            },
+        }
+    }
 }
 
 fn read_available(provider_dir: &Path) -> Option<u64> {
@@ -433,19 +523,20 @@ impl DmaBuffer for P2pBuffer {
     fn location(&self) -> Location {
         Location::P2p(self.provider)
     }
-    fn copy_from_host(&mut self, offset: usize, src: &[u8]) -> Result<(), RangeError> {
-        match self.region.write_from(offset, src) {
-            Some(()) => Ok(()),
-            None => Err(self.range_error(offset, src.len())),
-        }
+    fn copy_from_host(&mut self, offset: usize, src: &[u8]) -> Result<(), CpuAccessError> {
+        self.region
+            .write_from(offset, src)
+            .map_err(|f| self.access_error(f, offset, src.len()))
     }
-    fn copy_to_host(&self, offset: usize, dst: &mut [u8]) -> Result<(), RangeError> {
+    fn copy_to_host(&self, offset: usize, dst: &mut [u8]) -> Result<(), CpuAccessError> {
         self.region
             .read_into(offset, dst)
-            .ok_or_else(|| self.range_error(offset, dst.len()))
+            .map_err(|f| self.access_error(f, offset, dst.len()))
     }
-    fn fill(&mut self, byte: u8) {
-        self.region.fill(byte);
+    fn fill(&mut self, byte: u8) -> Result<(), CpuAccessError> {
+        self.region
+            .fill(byte)
+            .map_err(|f| self.access_error(f, 0, self.region.len()))
     }
     fn io_mut(&mut self, offset: usize, len: usize) -> Result<RawIoMut<'_>, RangeError> {
         let err = self.range_error(offset, len);
@@ -529,18 +620,19 @@ impl DmaBuffer for HostBuffer {
     fn location(&self) -> Location {
         Location::Host
     }
-    fn copy_from_host(&mut self, offset: usize, src: &[u8]) -> Result<(), RangeError> {
+    fn copy_from_host(&mut self, offset: usize, src: &[u8]) -> Result<(), CpuAccessError> {
         let r = self.range(offset, src.len())?;
         self.alloc.as_mut_slice()[r].copy_from_slice(src);
         Ok(())
     }
-    fn copy_to_host(&self, offset: usize, dst: &mut [u8]) -> Result<(), RangeError> {
+    fn copy_to_host(&self, offset: usize, dst: &mut [u8]) -> Result<(), CpuAccessError> {
         let r = self.range(offset, dst.len())?;
         dst.copy_from_slice(&self.alloc.as_slice()[r]);
         Ok(())
     }
-    fn fill(&mut self, byte: u8) {
+    fn fill(&mut self, byte: u8) -> Result<(), CpuAccessError> {
         self.alloc.as_mut_slice().fill(byte);
+        Ok(())
     }
     fn io_mut(&mut self, offset: usize, len: usize) -> Result<RawIoMut<'_>, RangeError> {
         let err = self.range_error(offset, len);

@@ -1,5 +1,6 @@
 //! The crate's only `unsafe` code: memory mappings, page-aligned host allocations,
-//! volatile access to device memory, raw-pointer `pread`/`pwrite` and `klogctl`.
+//! volatile access to device memory (each in a forked guard process, so that a SIGBUS
+//! from a torn-down mapping is an error), raw-pointer `pread`/`pwrite` and `klogctl`.
 //!
 //! Everything here is small and owns exactly one resource. Device memory (a p2pmem
 //! mapping) is reached only through volatile accessors or handed to the kernel as a raw
@@ -10,7 +11,7 @@
 
 #![expect(
     unsafe_code,
-    reason = "the fenced module that owns mmap, std::alloc, volatile device access and raw-pointer system calls"
+    reason = "the fenced module that owns mmap, std::alloc, fork, volatile device access and raw-pointer system calls"
 )]
 
 use rustix::fd::{AsRawFd, BorrowedFd};
@@ -154,8 +155,9 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: RawIo<'_>, offset: u64) -> io::Result<usi
 /// The memory may be device memory (a PCI BAR behind p2pmem), so it is touched only
 /// with volatile, naturally aligned accesses of at most 8 bytes ([`Self::write_from`],
 /// [`Self::read_into`], [`Self::fill`]) and never turned into a slice. A CPU access
-/// after the kernel zapped the pages (provider unbound, `MADV_DONTNEED`) raises SIGBUS;
-/// no handler is installed here.
+/// after the kernel zapped the pages (provider unbound, driver unloaded, device
+/// removed) raises SIGBUS, so those accessors run the access in a guard process and
+/// report the signal as [`AccessFault::Signal`]; no signal handler is installed.
 #[derive(Debug)]
 pub struct MmapRegion {
     ptr: NonNull<u8>,
@@ -214,33 +216,67 @@ impl MmapRegion {
         self.len == 0
     }
 
-    /// Copies `src` into the mapping at `offset` with volatile stores; `None` when the
-    /// range does not fit.
-    pub fn write_from(&mut self, offset: usize, src: &[u8]) -> Option<()> {
-        let dst = offset_ptr(self.ptr, self.len, offset, src.len())?;
+    /// Copies `src` into the mapping at `offset` with volatile stores, in a guard
+    /// process (a forked child, see `guarded` below), so that a mapping the kernel tore
+    /// down is an error and not the death of this process.
+    pub fn write_from(&mut self, offset: usize, src: &[u8]) -> Result<(), AccessFault> {
+        let dst =
+            offset_ptr(self.ptr, self.len, offset, src.len()).ok_or(AccessFault::OutOfRange)?;
+        if src.is_empty() {
+            return Ok(());
+        }
         // SAFETY: `dst..dst+src.len()` lies inside the live mapping (bounds checked by
-        // `offset_ptr`), `&mut self` excludes concurrent access, and `src` is host
-        // memory that cannot overlap a fresh device mapping.
-        unsafe { volatile_copy_in(dst.as_ptr(), src) };
-        Some(())
+        // `offset_ptr`) and `&mut self` keeps it mapped and excludes other access for
+        // the call; `src` is host memory borrowed for the call, which cannot overlap a
+        // fresh device mapping.
+        unsafe {
+            guarded(ChildOp::CopyIn {
+                dst: dst.as_ptr(),
+                src: src.as_ptr(),
+                len: src.len(),
+            })
+        }
     }
 
-    /// Copies from the mapping at `offset` into `dst` with volatile loads; `None` when
-    /// the range does not fit.
-    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Option<()> {
-        let src = offset_ptr(self.ptr, self.len, offset, dst.len())?;
-        // SAFETY: `src..src+dst.len()` lies inside the live mapping (bounds checked),
-        // readers only race with other readers (writes need `&mut self`), and `dst` is
-        // host memory distinct from the mapping.
-        unsafe { volatile_copy_out(src.as_ptr(), dst) };
-        Some(())
+    /// Copies from the mapping at `offset` into `dst` with volatile loads, in a guard
+    /// process (a forked child, see `guarded` below) that writes into a shared bounce
+    /// buffer.
+    pub fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<(), AccessFault> {
+        let src =
+            offset_ptr(self.ptr, self.len, offset, dst.len()).ok_or(AccessFault::OutOfRange)?;
+        if dst.is_empty() {
+            return Ok(());
+        }
+        let bounce = SharedAnon::new(dst.len())?;
+        // SAFETY: `src..src+dst.len()` lies inside the live mapping (bounds checked) and
+        // the borrow of `self` keeps it mapped for the call; the bounce mapping is at
+        // least `dst.len()` bytes, owned here and distinct from the device mapping.
+        unsafe {
+            guarded(ChildOp::CopyOut {
+                dst: bounce.ptr.as_ptr(),
+                src: src.as_ptr(),
+                len: dst.len(),
+            })?;
+        }
+        // SAFETY: the guard process has exited (waitpid returned), so no other process
+        // or thread writes the bounce mapping; it holds at least `dst.len()` initialised
+        // bytes (anonymous memory is zeroed), and `dst` is a distinct host borrow.
+        unsafe { ptr::copy_nonoverlapping(bounce.ptr.as_ptr(), dst.as_mut_ptr(), dst.len()) };
+        Ok(())
     }
 
-    /// Sets every byte of the mapping to `byte` with volatile stores.
-    pub fn fill(&mut self, byte: u8) {
-        // SAFETY: the whole mapping `ptr..ptr+len` is live and `&mut self` excludes any
-        // other access.
-        unsafe { volatile_fill(self.ptr.as_ptr(), self.len, byte) };
+    /// Sets every byte of the mapping to `byte` with volatile stores, in a guard
+    /// process (a forked child, see `guarded` below).
+    pub fn fill(&mut self, byte: u8) -> Result<(), AccessFault> {
+        // SAFETY: the whole mapping `ptr..ptr+len` is live and `&mut self` keeps it so
+        // and excludes any other access for the call.
+        unsafe {
+            guarded(ChildOp::Fill {
+                dst: self.ptr.as_ptr(),
+                len: self.len,
+                byte,
+            })
+        }
     }
 
     /// The kernel-facing range `[offset, offset+len)` for a `pread`.
@@ -276,60 +312,61 @@ impl Drop for MmapRegion {
 
 /// Volatile copy from host memory into device memory: byte stores up to an 8-byte
 /// boundary, aligned 8-byte stores, then byte stores. Each byte is written exactly once,
-/// in address order, and no access is wider than 8 bytes or unaligned.
+/// in address order, and no access is wider than 8 bytes or unaligned. Raw pointers
+/// only, no indexing: it cannot panic, so it may run in a guard process.
 ///
 /// # Safety
-/// `dst..dst+src.len()` must be valid for writes and must not overlap `src`.
-unsafe fn volatile_copy_in(dst: *mut u8, src: &[u8]) {
-    let n = src.len();
+/// `dst..dst+len` must be valid for writes, `src..src+len` for reads, and the two must
+/// not overlap.
+unsafe fn volatile_copy_in(dst: *mut u8, src: *const u8, len: usize) {
     let mut i = 0;
-    while i < n && !(dst as usize).wrapping_add(i).is_multiple_of(8) {
-        // SAFETY: `i < n`, so `dst+i` is inside the caller's valid range.
-        unsafe { dst.add(i).write_volatile(src[i]) };
+    while i < len && !(dst as usize).wrapping_add(i).is_multiple_of(8) {
+        // SAFETY: `i < len`, so both `dst+i` and `src+i` are inside the caller's ranges.
+        unsafe { dst.add(i).write_volatile(src.add(i).read()) };
         i += 1;
     }
-    while n - i >= 8 {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&src[i..i + 8]);
-        // SAFETY: `i + 8 <= n` keeps the store inside the caller's range, and `dst+i` is
-        // 8-aligned after the head loop.
+    while len - i >= 8 {
+        // SAFETY: `i + 8 <= len` keeps both accesses inside the caller's ranges; the host
+        // side may be unaligned (read_unaligned), the device side is 8-aligned after the
+        // head loop.
         unsafe {
-            dst.add(i)
-                .cast::<u64>()
-                .write_volatile(u64::from_ne_bytes(word))
-        };
+            let word = src.add(i).cast::<u64>().read_unaligned();
+            dst.add(i).cast::<u64>().write_volatile(word);
+        }
         i += 8;
     }
-    while i < n {
-        // SAFETY: `i < n`, inside the caller's range.
-        unsafe { dst.add(i).write_volatile(src[i]) };
+    while i < len {
+        // SAFETY: `i < len`, inside the caller's ranges.
+        unsafe { dst.add(i).write_volatile(src.add(i).read()) };
         i += 1;
     }
 }
 
 /// Volatile copy from device memory into host memory, with the access pattern of
-/// [`volatile_copy_in`].
+/// [`volatile_copy_in`] on the device side.
 ///
 /// # Safety
-/// `src..src+dst.len()` must be valid for reads and must not overlap `dst`.
-unsafe fn volatile_copy_out(src: *const u8, dst: &mut [u8]) {
-    let n = dst.len();
+/// `src..src+len` must be valid for reads, `dst..dst+len` for writes, and the two must
+/// not overlap.
+unsafe fn volatile_copy_out(dst: *mut u8, src: *const u8, len: usize) {
     let mut i = 0;
-    while i < n && !(src as usize).wrapping_add(i).is_multiple_of(8) {
-        // SAFETY: `i < n`, inside the caller's range.
-        dst[i] = unsafe { src.add(i).read_volatile() };
+    while i < len && !(src as usize).wrapping_add(i).is_multiple_of(8) {
+        // SAFETY: `i < len`, inside the caller's ranges.
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
         i += 1;
     }
-    while n - i >= 8 {
-        // SAFETY: `i + 8 <= n` keeps the load inside the caller's range, and `src+i` is
-        // 8-aligned after the head loop.
-        let word = unsafe { src.add(i).cast::<u64>().read_volatile() };
-        dst[i..i + 8].copy_from_slice(&word.to_ne_bytes());
+    while len - i >= 8 {
+        // SAFETY: `i + 8 <= len` keeps both accesses inside the caller's ranges; the
+        // device side is 8-aligned after the head loop, the host side may not be.
+        unsafe {
+            let word = src.add(i).cast::<u64>().read_volatile();
+            dst.add(i).cast::<u64>().write_unaligned(word);
+        }
         i += 8;
     }
-    while i < n {
-        // SAFETY: `i < n`, inside the caller's range.
-        dst[i] = unsafe { src.add(i).read_volatile() };
+    while i < len {
+        // SAFETY: `i < len`, inside the caller's ranges.
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
         i += 1;
     }
 }
@@ -355,6 +392,203 @@ unsafe fn volatile_fill(dst: *mut u8, len: usize, byte: u8) {
         // SAFETY: `i < len`, inside the caller's range.
         unsafe { dst.add(i).write_volatile(byte) };
         i += 1;
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Guard processes for CPU access to device memory
+// ---------------------------------------------------------------------------------
+
+/// Why a guarded access to a mapping did not complete.
+#[derive(Debug)]
+pub enum AccessFault {
+    /// The range does not fit the mapping; nothing was touched.
+    OutOfRange,
+    /// The guard process was killed by this signal during the access: SIGBUS when the
+    /// kernel had torn the mapping's pages down.
+    Signal(i32),
+    /// The guard process exited with this status instead of 0 (it never does: only a
+    /// foreign `kill` or a kernel change could cause this).
+    Exit(i32),
+    /// A system call around the access failed (`mmap` of the bounce buffer, `fork`,
+    /// `waitpid`); the device memory was not touched, or the outcome is unknown.
+    Os {
+        /// The call.
+        call: &'static str,
+        /// The system error.
+        source: io::Error,
+    },
+}
+
+impl AccessFault {
+    /// `killed by SIGBUS`, `exited with status 3`, ... for messages.
+    pub fn status_label(&self) -> String {
+        match self {
+            Self::OutOfRange => "range out of bounds".to_string(),
+            Self::Signal(sig) => format!("killed by {}", signal_label(*sig)),
+            Self::Exit(code) => format!("exited with status {code}"),
+            Self::Os { call, source } => format!("{call} failed ({})", io_error_label(source)),
+        }
+    }
+}
+
+/// The signal a CPU access to a torn-down mapping raises.
+pub const SIGBUS: i32 = libc::SIGBUS;
+
+/// The name of a signal a guard process can die of, or `signal N`.
+pub fn signal_label(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGILL => "SIGILL",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_string()
+}
+
+/// One CPU access to device memory, as raw pointers the guard process uses.
+#[derive(Clone, Copy)]
+enum ChildOp {
+    /// [`volatile_copy_in`] from host `src` to device `dst`.
+    CopyIn {
+        dst: *mut u8,
+        src: *const u8,
+        len: usize,
+    },
+    /// [`volatile_copy_out`] from device `src` to the shared bounce buffer `dst`.
+    CopyOut {
+        dst: *mut u8,
+        src: *const u8,
+        len: usize,
+    },
+    /// [`volatile_fill`] of device `dst`.
+    Fill { dst: *mut u8, len: usize, byte: u8 },
+}
+
+/// Runs one CPU access to device memory in a forked child and waits for it.
+///
+/// Why a process: after the provider is unbound or removed, the kernel zaps the
+/// mapping and the next CPU access raises SIGBUS. Catching that in this process would
+/// need `siglongjmp` out of a handler or unwinding from one, both undefined behaviour
+/// in Rust. The child inherits the `MAP_SHARED` device mapping (the same pages, so its
+/// stores are the parent's) and a copy-on-write copy of host memory (so it reads the
+/// parent's `src`); a read goes through a `MAP_SHARED` anonymous bounce buffer made
+/// before the fork. If the pages are gone the child dies of SIGBUS and `waitpid` says
+/// so. The cost is a `fork` per call, which is why these accesses stay off hot paths.
+///
+/// # Safety
+/// Every pointer in `op` must be valid for its access and length, in mappings or
+/// allocations that stay alive until this returns (the caller borrows them), and
+/// device and host ranges must not overlap. Device stores must not race with other
+/// accesses to the same range (the caller holds `&mut`).
+unsafe fn guarded(op: ChildOp) -> Result<(), AccessFault> {
+    // SAFETY: `fork` itself has no memory-safety preconditions. What makes it sound in a
+    // process that may have other threads: the child runs only the code below, which
+    // touches only memory that was mapped before the fork (the device mapping and the
+    // bounce buffer, both MAP_SHARED, and the host `src`, copied by fork), holds no lock,
+    // allocates nothing, cannot panic (raw-pointer loops, no indexing) and leaves with
+    // `_exit`, so no destructor, atexit handler or stdio flush runs, and no lock another
+    // thread held at the fork is ever taken. `prctl`, `signal` and `_exit` are single
+    // system calls (async-signal-safe).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: the guard child (see above). PR_SET_DUMPABLE 0 keeps the expected
+        // SIGBUS from writing a core dump; SIG_DFL for SIGBUS makes sure an inherited
+        // handler cannot run (the fault must kill the child). The access itself is sound
+        // by this function's contract; the pointers are the same in the child.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            libc::signal(libc::SIGBUS, libc::SIG_DFL);
+            match op {
+                ChildOp::CopyIn { dst, src, len } => volatile_copy_in(dst, src, len),
+                ChildOp::CopyOut { dst, src, len } => volatile_copy_out(dst, src, len),
+                ChildOp::Fill { dst, len, byte } => volatile_fill(dst, len, byte),
+            }
+            libc::_exit(0)
+        }
+    }
+    if pid < 0 {
+        return Err(AccessFault::Os {
+            call: "fork",
+            source: io::Error::last_os_error(),
+        });
+    }
+    wait_guard(pid)
+}
+
+/// Reaps the guard process `pid` and maps its end to a result.
+fn wait_guard(pid: libc::pid_t) -> Result<(), AccessFault> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: `status` is a live, writable `c_int` for the call; waiting for our
+        // own child has no other precondition.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == pid {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(AccessFault::Os {
+                call: "waitpid",
+                source: err,
+            });
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        Err(AccessFault::Signal(libc::WTERMSIG(status)))
+    } else if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            0 => Ok(()),
+            code => Err(AccessFault::Exit(code)),
+        }
+    } else {
+        Err(AccessFault::Exit(status))
+    }
+}
+
+/// A `MAP_SHARED | MAP_ANONYMOUS` read-write mapping, unmapped on drop: the bounce
+/// buffer a guard process writes what it read into.
+struct SharedAnon {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl SharedAnon {
+    /// At least `len` (> 0) zeroed bytes, rounded up to whole pages.
+    fn new(len: usize) -> Result<Self, AccessFault> {
+        let os = |source: io::Error| AccessFault::Os {
+            call: "mmap",
+            source,
+        };
+        let len = round_up_to_page(len.max(1))
+            .ok_or_else(|| os(io::Error::from_raw_os_error(libc::ENOMEM)))?;
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses (NULL hint,
+        // no MAP_FIXED) cannot overlap any Rust object; it is owned by the returned
+        // value and unmapped once, in Drop.
+        let addr = unsafe {
+            rustix::mm::mmap_anonymous(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+            )
+        }
+        .map_err(|e| os(e.into()))?;
+        let ptr = NonNull::new(addr.cast::<u8>())
+            .ok_or_else(|| os(io::Error::from_raw_os_error(libc::EFAULT)))?;
+        Ok(Self { ptr, len })
+    }
+}
+
+impl Drop for SharedAnon {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in `new`, owned by this value; no pointer
+        // into it outlives the `read_into` call that made it.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 

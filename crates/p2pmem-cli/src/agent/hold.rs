@@ -1,12 +1,13 @@
 //! `p2pmem agent hold-p2pmem`: map a provider's p2pmem and keep the mapping while
 //! something else happens to the provider (the lab unbinds it or unloads its driver),
 //! then touch it again and say what happened. Lines on stdout, flushed as they happen:
-//! `mapped ...`, `touching`, then `read ...` when the access returned; an access to a
-//! mapping the kernel has torn down raises SIGBUS and ends the process instead (exit
-//! status 135 in a shell).
+//! `mapped ...`, `touching`, then `read ...` when the access returned, or `gone: ...`
+//! (exit status 1) when the mapping had been torn down: the access raised SIGBUS in
+//! the guard process of [`P2pBuffer`]'s CPU accessors, and this process lives on to say
+//! so.
 
 use anyhow::Context;
-use p2pmem_linux::p2pbuf::{DmaBuffer, P2pBuffer};
+use p2pmem_linux::p2pbuf::{CpuAccessError, DmaBuffer, P2pBuffer};
 use p2pmem_model::Bdf;
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,16 +41,17 @@ fn say(line: &str) -> anyhow::Result<()> {
     out.flush().context("writing to stdout")
 }
 
-/// Runs it; 0 when the second access returned, 2 when the mapping could not be made or
-/// the file never appeared.
+/// Runs it; 0 when the second access returned, 1 when the memory was gone (the access
+/// raised SIGBUS in the guard process), 2 when the mapping could not be made, the file
+/// never appeared or an access failed otherwise.
 pub fn run(a: &HoldArgs) -> anyhow::Result<i32> {
     let len = usize::try_from(a.len).context("--len does not fit in memory")?;
     let mut buf = P2pBuffer::map(&a.root, a.provider, len)
         .with_context(|| format!("cannot map {len} bytes of {}'s p2pmem", a.provider))?;
-    buf.fill(PATTERN);
+    buf.fill(PATTERN).context("cannot fill the fresh mapping")?;
     let mut head = [0u8; 8];
     buf.copy_to_host(0, &mut head)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .context("cannot read the fresh mapping back")?;
     say(&format!(
         "mapped {} bytes of {} p2pmem, first bytes {:02x?}",
         buf.len(),
@@ -66,8 +68,14 @@ pub fn run(a: &HoldArgs) -> anyhow::Result<i32> {
     }
     say("touching")?;
     let mut again = [0u8; 8];
-    buf.copy_to_host(0, &mut again)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match buf.copy_to_host(0, &mut again) {
+        Ok(()) => {}
+        Err(e @ CpuAccessError::DeviceMemoryGone { .. }) => {
+            say(&format!("gone: {e}"))?;
+            return Ok(1);
+        }
+        Err(e) => return Err(e).context("the second access failed"),
+    }
     say(&format!(
         "read {again:02x?} ({})",
         if again == [PATTERN; 8] {

@@ -2,7 +2,7 @@
 
 use crate::copy::{CopyError, PushError};
 use crate::dio::Op;
-use crate::p2pbuf::Location;
+use crate::p2pbuf::{CpuAccessError, Location};
 use std::io;
 use std::path::PathBuf;
 
@@ -13,6 +13,9 @@ pub enum BenchError {
     /// same refusals and errors as `p2pmem copy`.
     #[error(transparent)]
     Setup(#[from] CopyError),
+    /// The buffer could not be filled with the data a write bench writes.
+    #[error("cannot fill the buffer with the data to write")]
+    Fill(#[source] CpuAccessError),
     /// The device does not exist (a bench never creates files).
     #[error("{path} does not exist (p2pmem bench never creates or extends a file)")]
     Missing {

@@ -8,7 +8,7 @@ use crate::copy::{
     block_device_in_use, unavailable_hint, CopyError, Endpoint, EngineChoice, Queue, Ring,
     SyncQueue, UringQueue, MAX_CHUNK,
 };
-use crate::p2pbuf::{DmaBuffer, HostBuffer, P2pBuffer};
+use crate::p2pbuf::{CpuAccessError, DmaBuffer, HostBuffer, P2pBuffer};
 use crate::sys;
 use p2pmem_model::Bdf;
 use rustix::fs::FileType;
@@ -151,8 +151,9 @@ pub(super) fn host_buffer(bs: u64, depth: usize) -> Result<HostBuffer, CopyError
 }
 
 /// Fills the buffer with pseudo-random bytes (what a write bench writes), a MiB at a
-/// time. For p2pmem these are volatile CPU stores to device memory: slow, done once.
-pub(super) fn fill_random(buf: &mut dyn DmaBuffer, seed: u64) {
+/// time. For p2pmem these are volatile CPU stores to device memory: slow, done once (and
+/// an error when the provider went away: its pages raise SIGBUS).
+pub(super) fn fill_random(buf: &mut dyn DmaBuffer, seed: u64) -> Result<(), CpuAccessError> {
     let mut x = seed | 1;
     let mut piece = vec![0u8; (1 << 20).min(buf.len())];
     let mut off = 0;
@@ -164,11 +165,10 @@ pub(super) fn fill_random(buf: &mut dyn DmaBuffer, seed: u64) {
             *b = (x >> 24) as u8;
         }
         let n = piece.len().min(buf.len() - off);
-        if buf.copy_from_host(off, &piece[..n]).is_err() {
-            break;
-        }
+        buf.copy_from_host(off, &piece[..n])?;
         off += n;
     }
+    Ok(())
 }
 
 pub(super) fn open_queue(

@@ -213,7 +213,7 @@ fn loop_device_round_trip() {
     assert_eq!(f.kind(), DirectKind::BlockDevice);
     assert_eq!(f.logical_block_size(), 512);
     let mut w = HostBuffer::new(65536).unwrap();
-    w.fill(0x3c);
+    w.fill(0x3c).unwrap();
     w.copy_from_host(0, b"p2pmem loop test").unwrap();
     assert_eq!(f.pwrite_from(&w, 0, 65536, 1 << 20).unwrap(), 65536);
     let mut r = HostBuffer::new(65536).unwrap();

@@ -132,15 +132,74 @@ fn maps_a_sized_stand_in_and_copies_volatile() {
     assert_eq!(buf.len(), sys::round_up_to_page(5000).unwrap());
     assert_eq!(buf.location(), Location::P2p(bdf("0000:03:00.0")));
     assert_eq!(buf.as_ptr() as usize % sys::page_size(), 0);
-    buf.fill(0xa5);
+    buf.fill(0xa5).unwrap();
     buf.copy_from_host(3, b"abc").unwrap();
     let mut out = [0u8; 5];
     buf.copy_to_host(2, &mut out).unwrap();
     assert_eq!(&out, b"\xa5abc\xa5");
     let err = buf.copy_to_host(buf.len() - 1, &mut out).unwrap_err();
     assert!(err.to_string().contains("p2pmem of 0000:03:00.0"), "{err}");
+    assert!(matches!(err, CpuAccessError::Range(_)), "{err:?}");
     assert!(buf.io_mut(0, buf.len()).is_ok());
     assert!(buf.io(1, buf.len()).is_err());
+}
+
+/// What a provider removal does to a mapping, played on a regular file: truncated to 0
+/// after mapping, its pages raise SIGBUS on access. Every CPU accessor reports
+/// `DeviceMemoryGone` naming the provider and the path, and the test process survives.
+#[test]
+fn a_torn_down_mapping_is_an_error_not_a_crash() {
+    let (root, dir) = fake_provider("0000:03:00.0");
+    let path = dir.join("allocate");
+    let f = fs::File::create(&path).unwrap();
+    f.set_len(1 << 40).unwrap();
+    let mut buf = P2pBuffer::map(root.path(), bdf("0000:03:00.0"), 8192).unwrap();
+    buf.fill(0xa5).unwrap();
+    f.set_len(0).unwrap();
+
+    let mut out = [0u8; 4];
+    let err = buf.copy_to_host(4096, &mut out).unwrap_err();
+    match &err {
+        CpuAccessError::DeviceMemoryGone {
+            provider,
+            path: p,
+            allocate_present,
+        } => {
+            assert_eq!(*provider, bdf("0000:03:00.0"));
+            assert_eq!(p, &path);
+            assert!(*allocate_present);
+        }
+        other => panic!("expected DeviceMemoryGone, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("raised SIGBUS"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("bound again"), "{msg}");
+    assert_eq!(out, [0; 4]);
+
+    // The file removed, as the kernel removes `allocate` on unbind.
+    fs::remove_file(&path).unwrap();
+    let err = buf.copy_from_host(0, b"x").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CpuAccessError::DeviceMemoryGone {
+                allocate_present: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("no longer exists"), "{err}");
+    assert!(matches!(
+        buf.fill(0),
+        Err(CpuAccessError::DeviceMemoryGone { .. })
+    ));
+    // A range error is still a range error, found before any access.
+    assert!(matches!(
+        buf.copy_to_host(8192, &mut out),
+        Err(CpuAccessError::Range(_))
+    ));
 }
 
 #[test]
@@ -161,12 +220,14 @@ fn host_buffer_copy_api() {
     assert_eq!(h.len(), 8192);
     assert_eq!(h.location(), Location::Host);
     assert_eq!(h.as_ptr() as usize % sys::page_size(), 0);
-    h.fill(1);
+    h.fill(1).unwrap();
     h.copy_from_host(8190, &[7, 8]).unwrap();
     let mut out = [0u8; 3];
     h.copy_to_host(8189, &mut out).unwrap();
     assert_eq!(out, [1, 7, 8]);
-    let err = h.copy_from_host(8191, &[0, 0]).unwrap_err();
+    let Err(CpuAccessError::Range(err)) = h.copy_from_host(8191, &[0, 0]) else {
+        panic!("expected a range error");
+    };
     assert_eq!(
         err,
         RangeError {

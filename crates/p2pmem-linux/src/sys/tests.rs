@@ -67,16 +67,17 @@ fn volatile_copies_handle_unaligned_heads_and_tails() {
             let src: Vec<u8> = (0..len)
                 .map(|i| (i as u8).wrapping_mul(31).wrapping_add(off as u8))
                 .collect();
-            // SAFETY: off + len <= 48 < 64 bytes of the live allocation.
-            unsafe { volatile_copy_in(base.add(off), &src) };
+            // SAFETY: off + len <= 48 < 64 bytes of the live allocation; `src` is a
+            // distinct Vec of `len` bytes.
+            unsafe { volatile_copy_in(base.add(off), src.as_ptr(), len) };
             let mut out = vec![0u8; len];
-            // SAFETY: as above.
-            unsafe { volatile_copy_out(base.add(off), &mut out) };
+            // SAFETY: as above; `out` is a distinct Vec of `len` bytes.
+            unsafe { volatile_copy_out(out.as_mut_ptr(), base.add(off), len) };
             assert_eq!(out, src, "off {off} len {len}");
             // SAFETY: as above.
             unsafe { volatile_fill(base.add(off), len, 0x5a) };
             // SAFETY: as above.
-            unsafe { volatile_copy_out(base.add(off), &mut out) };
+            unsafe { volatile_copy_out(out.as_mut_ptr(), base.add(off), len) };
             assert!(out.iter().all(|&b| b == 0x5a));
         }
     }
@@ -99,13 +100,79 @@ fn mmap_of_a_sized_file_round_trips_through_volatile_access() {
     f.set_len(2 * p as u64).unwrap();
     let mut m = MmapRegion::map_shared_rw(rustix::fd::AsFd::as_fd(&f), 2 * p).unwrap();
     assert_eq!(m.len(), 2 * p);
-    m.fill(0xa5);
+    m.fill(0xa5).unwrap();
     m.write_from(p - 3, b"hello, world").unwrap();
     let mut out = [0u8; 14];
     m.read_into(p - 4, &mut out).unwrap();
     assert_eq!(&out, b"\xa5hello, world\xa5");
-    assert!(m.write_from(2 * p - 1, b"xy").is_none());
-    assert!(m.read_into(2 * p, &mut [0u8; 1]).is_none());
+    // The guard process wrote the shared mapping, so the file has the bytes too.
+    let mut file_bytes = [0u8; 12];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut file_bytes, (p - 3) as u64).unwrap();
+    assert_eq!(&file_bytes, b"hello, world");
+    // Unaligned host buffers and lengths on both sides of the word loop.
+    let src: Vec<u8> = (0..=255u8).collect();
+    m.write_from(5, &src[1..200]).unwrap();
+    let mut back = vec![0u8; 201];
+    m.read_into(5, &mut back[1..200]).unwrap();
+    assert_eq!(&back[1..200], &src[1..200]);
+    m.write_from(0, &[]).unwrap();
+    m.read_into(2 * p, &mut []).unwrap();
+    assert!(matches!(
+        m.write_from(2 * p - 1, b"xy"),
+        Err(AccessFault::OutOfRange)
+    ));
+    assert!(matches!(
+        m.read_into(2 * p, &mut [0u8; 1]),
+        Err(AccessFault::OutOfRange)
+    ));
     assert!(m.io(0, 2 * p).is_some());
     assert!(m.io_mut(1, 2 * p).is_none());
+}
+
+/// A shared mapping of a file truncated to 0 after mapping raises SIGBUS on access, as a
+/// p2pmem mapping does after its provider is removed: each guarded accessor reports it
+/// as `Signal(SIGBUS)`, and this (multi-threaded) test process lives on.
+#[test]
+fn sigbus_from_a_truncated_mapping_is_an_error_not_a_crash() {
+    let f = tempfile::tempfile().unwrap();
+    let p = page_size();
+    f.set_len(2 * p as u64).unwrap();
+    let mut m = MmapRegion::map_shared_rw(rustix::fd::AsFd::as_fd(&f), 2 * p).unwrap();
+    m.fill(0x5a).unwrap();
+    f.set_len(0).unwrap();
+    let mut out = [0xeeu8; 16];
+    let e = m.read_into(8, &mut out).unwrap_err();
+    assert!(matches!(e, AccessFault::Signal(SIGBUS)), "{e:?}");
+    assert_eq!(e.status_label(), "killed by SIGBUS");
+    assert_eq!(
+        out, [0xee; 16],
+        "nothing may be copied out of a dead mapping"
+    );
+    let e = m.write_from(p + 1, b"abc").unwrap_err();
+    assert!(matches!(e, AccessFault::Signal(SIGBUS)), "{e:?}");
+    let e = m.fill(0).unwrap_err();
+    assert!(matches!(e, AccessFault::Signal(SIGBUS)), "{e:?}");
+    // The file grows back: the same mapping works again (shmem refaults the pages).
+    f.set_len(2 * p as u64).unwrap();
+    m.write_from(3, b"back").unwrap();
+    m.read_into(3, &mut out[..4]).unwrap();
+    assert_eq!(&out[..4], b"back");
+}
+
+#[test]
+fn guard_status_labels() {
+    assert_eq!(
+        AccessFault::Signal(libc::SIGSEGV).status_label(),
+        "killed by SIGSEGV"
+    );
+    assert_eq!(
+        AccessFault::Signal(64).status_label(),
+        "killed by signal 64"
+    );
+    assert_eq!(AccessFault::Exit(3).status_label(), "exited with status 3");
+    let os = AccessFault::Os {
+        call: "fork",
+        source: io::Error::from_raw_os_error(libc::EAGAIN),
+    };
+    assert_eq!(os.status_label(), "fork failed (EAGAIN)");
 }
