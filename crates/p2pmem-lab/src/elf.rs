@@ -8,7 +8,7 @@ use crate::error::{io_err, LabError, Result};
 
 const PT_INTERP: u32 = 3;
 
-/// What [`interpreter_check`] found.
+/// What [`linkage`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Linkage {
     /// No program interpreter: runs without a dynamic loader.

@@ -3,7 +3,7 @@
 //! provider's p2pmem, so that a P2P transfer can be measured against a host one.
 //!
 //! It reuses the copy engine's pieces: the endpoint opening and in-use refusal, the
-//! model's routing, the buffers, and the io_uring [`Queue`](crate::copy::Queue) (with the
+//! model's routing, the buffers, and the io_uring [`Queue`] (with the
 //! `pread`/`pwrite` fallback). [`prepare`] does everything before the first request;
 //! [`Prepared::run`] keeps `depth` requests in flight for `time` and reports.
 

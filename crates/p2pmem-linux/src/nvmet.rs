@@ -1,5 +1,5 @@
 //! The NVMe target through configfs (`sys/kernel/config/nvmet` below the root): read the
-//! configuration, apply the model's [`Step`]s with the right syscalls, and gather the
+//! configuration, apply the model's [`Step`](p2pmem_model::nvmet_plan::Step)s with the right syscalls, and gather the
 //! facts its pre-flight needs (what backs each namespace, which RDMA devices serve each
 //! port, who is connected, what the kernel logged).
 //!
