@@ -26,6 +26,7 @@ pub use endpoint::{DevNo, Endpoint, Ident};
 pub use error::{CopyError, Progress, TransferError};
 pub use plan::{ByteRange, Chunk, Plan, PlanError, Side, Written, MAX_CHUNK};
 pub use queue::{Completion, Dir, PushError, Queue, SyncQueue};
+pub(crate) use route::vet_provider;
 pub use route::{client_of, explain_check, explain_refusal, ClientInfo, Route, Via};
 pub use safety::{block_device_in_use, common_object, parse_mountinfo, InUse, MountEntry};
 pub use uring::{unavailable_hint, Ring, UringQueue, MAX_DEPTH};

@@ -138,39 +138,7 @@ fn decide_provider(
         warnings.push(format!("--force: trying p2pmem anyway although {why}"));
     }
     let clients: Vec<Bdf> = client.bdf.into_iter().collect();
-    let check = select::check(&sys.topology, &sys.rules, provider, &clients).map_err(|e| {
-        CopyError::P2pRefused {
-            provider,
-            why: e.to_string(),
-        }
-    })?;
-    let model = explain_check(sys, &check);
-    if !check.is_provider {
-        return Err(CopyError::P2pRefused {
-            provider,
-            why: "it has no p2pmem/ directory: it is not a P2PDMA provider".to_string(),
-        });
-    }
-    match check.supported {
-        Some(false) if !force => {
-            return Err(CopyError::P2pRefused {
-                provider,
-                why: format!(
-                    "the model predicts the kernel refuses it, so the bench would fail on its \
-                     first request: {} (--force tries anyway)",
-                    model.join(" / ")
-                ),
-            });
-        }
-        Some(false) => warnings.push(format!(
-            "--force: trying {provider} although the model predicts the kernel refuses it"
-        )),
-        None => warnings.push(format!(
-            "the model cannot tell whether the kernel allows {provider} for this device \
-             (run as root to read ACS); trying it"
-        )),
-        Some(true) => {}
-    }
+    let model = crate::copy::vet_provider(sys, provider, &clients, force, "bench", &mut warnings)?;
     Ok(BenchRoute {
         provider: Some(provider),
         reason: format!("p2pmem of {provider}, as asked (--via {provider})"),

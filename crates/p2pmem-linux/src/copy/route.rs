@@ -180,6 +180,59 @@ pub struct Route {
     pub dst: Option<ClientInfo>,
 }
 
+/// Vet a provider the user named (`--via BDF`) for `clients` with the model: refuse a
+/// function without p2pmem, and refuse (or, with `force`, warn about) a pair the model
+/// predicts the kernel refuses, so that `what` ("copy", "bench") never fails on its first
+/// request. Returns the model's explanation.
+pub(crate) fn vet_provider(
+    sys: &System,
+    provider: Bdf,
+    clients: &[Bdf],
+    force: bool,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<String>, CopyError> {
+    let check = select::check(&sys.topology, &sys.rules, provider, clients).map_err(|e| {
+        CopyError::P2pRefused {
+            provider,
+            why: e.to_string(),
+        }
+    })?;
+    let model = explain_check(sys, &check);
+    if !check.is_provider {
+        return Err(CopyError::P2pRefused {
+            provider,
+            why: "it has no p2pmem/ directory: it is not a P2PDMA provider".to_string(),
+        });
+    }
+    match check.supported {
+        Some(false) if !force => {
+            return Err(CopyError::P2pRefused {
+                provider,
+                why: format!(
+                    "the model predicts the kernel refuses it, so the {what} would fail on its \
+                     first request: {} (--force tries anyway)",
+                    model.join(" / ")
+                ),
+            });
+        }
+        Some(false) => warnings.push(format!(
+            "--force: trying {provider} although the model predicts the kernel refuses it"
+        )),
+        None => warnings.push(format!(
+            "the model cannot tell whether the kernel allows {provider} for {} \
+             (run as root to read ACS); trying it",
+            if clients.len() == 1 {
+                "this device"
+            } else {
+                "these devices"
+            }
+        )),
+        Some(true) => {}
+    }
+    Ok(model)
+}
+
 /// The model's account of a check, line by line.
 pub fn explain_check(sys: &System, c: &Check) -> Vec<String> {
     let mut out = Vec::new();
@@ -376,39 +429,7 @@ fn decide_provider(
         warnings.push(format!("--force: trying p2pmem anyway although {why}"));
     }
     let clients: Vec<Bdf> = [sc.bdf, dc.bdf].into_iter().flatten().collect();
-    let check = select::check(&sys.topology, &sys.rules, provider, &clients).map_err(|e| {
-        CopyError::P2pRefused {
-            provider,
-            why: e.to_string(),
-        }
-    })?;
-    let model = explain_check(sys, &check);
-    if !check.is_provider {
-        return Err(CopyError::P2pRefused {
-            provider,
-            why: "it has no p2pmem/ directory: it is not a P2PDMA provider".to_string(),
-        });
-    }
-    match check.supported {
-        Some(false) if !force => {
-            return Err(CopyError::P2pRefused {
-                provider,
-                why: format!(
-                    "the model predicts the kernel refuses it, so the copy would fail on its \
-                     first request: {} (--force tries anyway)",
-                    model.join(" / ")
-                ),
-            });
-        }
-        Some(false) => warnings.push(format!(
-            "--force: trying {provider} although the model predicts the kernel refuses it"
-        )),
-        None => warnings.push(format!(
-            "the model cannot tell whether the kernel allows {provider} for these devices \
-             (run as root to read ACS); trying it"
-        )),
-        Some(true) => {}
-    }
+    let model = vet_provider(sys, provider, &clients, force, "copy", &mut warnings)?;
     Ok(Route {
         provider: Some(provider),
         reason: format!("p2pmem of {provider}, as asked (--via {provider})"),
