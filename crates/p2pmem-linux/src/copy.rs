@@ -167,7 +167,9 @@ impl Drop for CreatedGuard<'_> {
     }
 }
 
-fn open_queue(
+/// The I/O queue for `engine`: io_uring (said once when it falls back to pread/pwrite
+/// under `auto`), or pread/pwrite.
+pub(crate) fn open_queue(
     engine: EngineChoice,
     depth: usize,
     buf: Box<dyn DmaBuffer>,

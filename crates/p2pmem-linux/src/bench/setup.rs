@@ -4,10 +4,7 @@
 //! or host memory) behind the engine.
 
 use super::{params, BenchError, BenchRequest, Offsets, Region};
-use crate::copy::{
-    block_device_in_use, unavailable_hint, CopyError, Endpoint, EngineChoice, Queue, Ring,
-    SyncQueue, UringQueue, MAX_CHUNK,
-};
+use crate::copy::{block_device_in_use, CopyError, Endpoint, MAX_CHUNK};
 use crate::p2pbuf::{CpuAccessError, DmaBuffer, HostBuffer, P2pBuffer};
 use crate::sys;
 use p2pmem_model::Bdf;
@@ -171,30 +168,4 @@ pub(super) fn fill_random(buf: &mut dyn DmaBuffer, seed: u64) -> Result<(), CpuA
     Ok(())
 }
 
-pub(super) fn open_queue(
-    engine: EngineChoice,
-    depth: usize,
-    buf: Box<dyn DmaBuffer>,
-    notes: &mut Vec<String>,
-) -> Result<Box<dyn Queue>, CopyError> {
-    if engine == EngineChoice::Sync {
-        return Ok(Box::new(SyncQueue::new(buf)));
-    }
-    match Ring::open(depth) {
-        Ok(ring) => Ok(Box::new(UringQueue::new(ring, buf))),
-        Err(source) if engine == EngineChoice::Auto => {
-            notes.push(format!(
-                "io_uring is unavailable ({}: {}); using synchronous pread/pwrite, one request \
-                 at a time",
-                sys::io_error_label(&source),
-                unavailable_hint(&source)
-            ));
-            Ok(Box::new(SyncQueue::new(buf)))
-        }
-        Err(source) => Err(CopyError::Uring {
-            errno: sys::io_error_label(&source),
-            hint: unavailable_hint(&source),
-            source,
-        }),
-    }
-}
+pub(super) use crate::copy::open_queue;
