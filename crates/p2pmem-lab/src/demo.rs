@@ -240,49 +240,7 @@ pub fn copy_step(res: &PairsResult) -> (String, Option<bool>) {
         "1 MiB {} -> {} at 4 MiB through the CMB of {}",
         c.src, c.dst, c.via
     );
-    let sha_ok = c
-        .sha256
-        .as_ref()
-        .is_some_and(|(a, b)| a == b && a.len() == 64);
-    let via_ok = c
-        .report
-        .as_ref()
-        .and_then(|r| r.get("via"))
-        .and_then(Value::as_str)
-        == Some(c.via.as_str());
-    if c.exit == 0 && sha_ok && via_ok {
-        (
-            format!(
-                "verified: {what} (p2pmem copy --verify ok; the lab's sha256 of both ranges match)"
-            ),
-            Some(true),
-        )
-    } else {
-        let why = c
-            .stderr
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        (
-            format!(
-                "FAILED: {what}: exit status {}, sha256 {}, buffer {}{}",
-                c.exit,
-                if sha_ok { "match" } else { "differ" },
-                if via_ok {
-                    "in the CMB"
-                } else {
-                    "not in the CMB"
-                },
-                if why.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {why}")
-                }
-            ),
-            Some(false),
-        )
-    }
+    c.verdict(&what, "the CMB")
 }
 
 /// Pairs and summary.

@@ -158,6 +158,52 @@ pub struct CopyRun {
     pub sha256: Option<(String, String)>,
 }
 
+impl CopyRun {
+    /// Judge the run: verified when `p2pmem copy --verify` exited 0, its report names
+    /// `via` as the buffer, and the lab's own sha256 of both ranges match. `what`
+    /// describes the copy, `place` where the buffer was meant to be ("the CMB").
+    pub fn verdict(&self, what: &str, place: &str) -> (String, Option<bool>) {
+        let sha_ok = self
+            .sha256
+            .as_ref()
+            .is_some_and(|(a, b)| a == b && a.len() == 64);
+        let via_ok = self
+            .report
+            .as_ref()
+            .and_then(|r| r.get("via"))
+            .and_then(Value::as_str)
+            == Some(self.via.as_str());
+        if self.exit == 0 && sha_ok && via_ok {
+            return (
+                format!(
+                    "verified: {what} (p2pmem copy --verify ok; the lab's sha256 of both ranges match)"
+                ),
+                Some(true),
+            );
+        }
+        let why = self
+            .stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        (
+            format!(
+                "FAILED: {what}: exit status {}, sha256 {}, buffer {}in {place}{}",
+                self.exit,
+                if sha_ok { "match" } else { "differ" },
+                if via_ok { "" } else { "not " },
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {why}")
+                }
+            ),
+            Some(false),
+        )
+    }
+}
+
 /// One NVMe controller as the guest saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestNvme {

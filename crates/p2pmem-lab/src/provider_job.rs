@@ -161,44 +161,7 @@ pub fn driver_copy_step(run: &DriverRun) -> (String, Option<bool>) {
         "2 MiB {} -> {} at 6 MiB through {} (ivshmem published by p2pmem_pci)",
         c.src, c.dst, c.via
     );
-    let sha_ok = c
-        .sha256
-        .as_ref()
-        .is_some_and(|(a, b)| a == b && a.len() == 64);
-    let via_ok = c
-        .report
-        .as_ref()
-        .and_then(|r| r.get("via"))
-        .and_then(Value::as_str)
-        == Some(c.via.as_str());
-    if c.exit == 0 && sha_ok && via_ok {
-        (
-            format!(
-                "verified: {what} (p2pmem copy --verify ok; the lab's sha256 of both ranges match)"
-            ),
-            Some(true),
-        )
-    } else {
-        let why = c
-            .stderr
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        (
-            format!(
-                "FAILED: {what}: exit status {}, sha256 {}, buffer {}: {}",
-                c.exit,
-                if sha_ok { "match" } else { "differ" },
-                if via_ok {
-                    "in the provider"
-                } else {
-                    "not in the provider"
-                },
-                why.trim()
-            ),
-            Some(false),
-        )
-    }
+    c.verdict(&what, "the provider")
 }
 
 #[cfg(test)]
