@@ -22,3 +22,65 @@ pub fn skipped(why: &str) {
     }
     eprintln!("SKIPPED: {why}");
 }
+
+/// Scratch directories and loop devices shared by this crate's unit tests.
+#[cfg(test)]
+pub(crate) mod support {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// A scratch directory on a file system that supports O_DIRECT (the target directory,
+    /// else /var/tmp), or `None`.
+    pub(crate) fn scratch() -> Option<tempfile::TempDir> {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+        for dir in [base.as_path(), Path::new("/var/tmp")] {
+            let Ok(tmp) = tempfile::tempdir_in(dir) else {
+                continue;
+            };
+            let probe = tmp.path().join("probe");
+            std::fs::write(&probe, [0u8; 4096]).unwrap();
+            if crate::dio::DirectFile::open(&probe, crate::dio::Access::Read).is_ok() {
+                return Some(tmp);
+            }
+        }
+        None
+    }
+
+    /// An attached loop device, detached on drop.
+    pub(crate) struct Loop {
+        pub(crate) dev: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+        }
+    }
+
+    /// A loop device of `len` bytes with `sector`-byte logical blocks (direct I/O on),
+    /// or why there cannot be one here (not root, no losetup, no O_DIRECT scratch).
+    pub(crate) fn loop_device(len: u64, sector: u32) -> Result<Loop, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("not root".into());
+        }
+        let dir = scratch().ok_or("no O_DIRECT scratch directory")?;
+        let img = dir.path().join("loop.img");
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(len))
+            .map_err(|e| e.to_string())?;
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
+            .arg(format!("--sector-size={sector}"))
+            .arg(&img)
+            .output()
+            .map_err(|e| format!("losetup: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Loop {
+            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+            _dir: dir,
+        })
+    }
+}

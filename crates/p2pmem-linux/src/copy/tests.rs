@@ -4,27 +4,10 @@
 
 use super::*;
 use crate::p2pbuf::HostBuffer;
+use crate::testing::support::{loop_device, scratch};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
-use std::process::Command;
 use std::sync::atomic::Ordering;
-
-/// A scratch directory on a file system that supports O_DIRECT (the target directory,
-/// normally ext4/xfs/overlay; tmpfs may not), or `None` with a note.
-fn scratch() -> Option<tempfile::TempDir> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    for dir in [base.as_path(), Path::new("/var/tmp")] {
-        let Ok(tmp) = tempfile::tempdir_in(dir) else {
-            continue;
-        };
-        let probe = tmp.path().join("probe");
-        std::fs::write(&probe, [0u8; 4096]).unwrap();
-        if crate::dio::DirectFile::open(&probe, crate::dio::Access::Read).is_ok() {
-            return Some(tmp);
-        }
-    }
-    None
-}
 
 macro_rules! scratch_or_skip {
     () => {
@@ -601,42 +584,6 @@ fn via_and_engine_parse() {
 // ---------------------------------------------------------------------------------
 // Loop devices: real block devices (BLKSSZGET, O_EXCL, sysfs). Need root and losetup.
 // ---------------------------------------------------------------------------------
-
-/// An attached loop device, detached on drop.
-struct Loop {
-    dev: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
-    }
-}
-
-fn loop_device(len: u64, sector: u32) -> Result<Loop, String> {
-    if !rustix::process::geteuid().is_root() {
-        return Err("not root".into());
-    }
-    let dir = scratch().ok_or("no O_DIRECT scratch directory")?;
-    let img = dir.path().join("loop.img");
-    std::fs::File::create(&img)
-        .and_then(|f| f.set_len(len))
-        .map_err(|e| e.to_string())?;
-    let out = Command::new("losetup")
-        .args(["--find", "--show", "--direct-io=on"])
-        .arg(format!("--sector-size={sector}"))
-        .arg(&img)
-        .output()
-        .map_err(|e| format!("losetup: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(Loop {
-        dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
-        _dir: dir,
-    })
-}
 
 macro_rules! loop_or_skip {
     ($len:expr, $sector:expr) => {
