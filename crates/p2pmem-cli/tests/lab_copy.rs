@@ -16,10 +16,11 @@
 #![cfg(test)]
 
 mod lab_common;
+#[path = "lab_common/transcript.rs"]
+mod transcript;
 
-use serde_json::Value;
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
+use transcript::Transcript;
 
 /// The guest's job. `step NAME CMD...` prints `@@step NAME rc=N`, the command's stdout,
 /// `@@stderr`, its stderr and `@@end`; `hash NAME DEV OFF LEN` prints
@@ -60,75 +61,12 @@ step dmesg dmesg
 exit 0
 "#;
 
-struct Step {
-    rc: i32,
-    out: String,
-    err: String,
-}
-
-impl Step {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.out)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.out, self.err))
-    }
-}
-
-struct Guest {
-    steps: BTreeMap<String, Step>,
-    hashes: BTreeMap<String, String>,
-    stdout: String,
-}
-
-impl Guest {
-    fn step(&self, name: &str) -> &Step {
-        self.steps.get(name).unwrap_or_else(|| {
-            panic!(
-                "no step {name}: the script did not get there\n{}",
-                self.stdout
-            )
-        })
-    }
-
-    fn hash(&self, name: &str) -> &str {
-        let h = self
-            .hashes
-            .get(name)
-            .unwrap_or_else(|| panic!("no hash {name}\n{}", self.stdout));
-        assert_eq!(h.len(), 64, "{name}: not a sha256: {h}");
-        h
-    }
-}
+type Guest = Transcript;
 
 fn parse(stdout: &str) -> Guest {
-    let mut steps = BTreeMap::new();
-    for chunk in stdout.split("@@step ").skip(1) {
-        let (head, rest) = chunk.split_once('\n').unwrap_or((chunk, ""));
-        let (name, rc) = head.split_once(" rc=").unwrap();
-        let (out, rest) = rest.split_once("\n@@stderr\n").unwrap();
-        let err = rest.split("\n@@end").next().unwrap_or_default();
-        steps.insert(
-            name.to_string(),
-            Step {
-                rc: rc.trim().parse().unwrap(),
-                out: out.to_string(),
-                err: err.to_string(),
-            },
-        );
-    }
-    let hashes = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@hash "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, h)| (n.to_string(), h.trim().to_string()))
-        .collect();
-    Guest {
-        steps,
-        hashes,
-        stdout: stdout.to_string(),
-    }
+    Transcript::parse(stdout)
 }
 
-/// The one boot, shared by every test of this file.
 fn guest() -> &'static Guest {
     static GUEST: OnceLock<Guest> = OnceLock::new();
     GUEST.get_or_init(|| {
@@ -145,8 +83,7 @@ fn guest() -> &'static Guest {
 /// A copy that went through `via` and verified, re-checked with the guest's sha256sum.
 fn verified_copy(name: &str, via: &str, bytes: u64) {
     let g = guest();
-    let s = g.step(name);
-    assert_eq!(s.rc, 0, "{name}: {}", s.err);
+    let s = g.ok(name);
     let v = s.json();
     assert_eq!(v["via"], via, "{name}: {v}");
     assert_eq!(v["verified"], true, "{name}: {v}");
@@ -257,9 +194,7 @@ fn bench_with_p2pmem_buffers_on_the_lab_kernel() {
         ("bench_p2p_randread", "0000:03:00.0", "randread"),
         ("bench_p2p_write", "0000:04:00.0", "write"),
     ] {
-        let s = g.step(name);
-        assert_eq!(s.rc, 0, "{name}: {}", s.err);
-        let v = s.json();
+        let v = g.ok(name).json();
         assert_eq!(v["via"], via, "{name}: {v}");
         assert_eq!(v["rw"], rw, "{name}");
         let ios = v["ios"].as_u64().unwrap_or(0);

@@ -17,10 +17,12 @@
 #![cfg(test)]
 
 mod lab_common;
+#[path = "lab_common/transcript.rs"]
+mod transcript;
 
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
+use transcript::Transcript;
 
 /// The guest's job. `step NAME CMD...` prints `@@step NAME rc=N`, the command's stdout,
 /// `@@stderr`, its stderr and `@@end`; `hash NAME DEV OFF LEN` prints `@@hash NAME
@@ -68,84 +70,27 @@ step dmesg dmesg
 exit 0
 "#;
 
-struct Step {
-    rc: i32,
-    out: String,
-    err: String,
-}
-
-impl Step {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.out)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.out, self.err))
-    }
-}
-
+/// The provider script's transcript, plus the holder's exit status (`@@holder rc=N`).
 struct Guest {
-    steps: BTreeMap<String, Step>,
-    hashes: BTreeMap<String, String>,
+    t: Transcript,
     holder_rc: Option<i32>,
-    stdout: String,
 }
 
-impl Guest {
-    fn step(&self, name: &str) -> &Step {
-        self.steps.get(name).unwrap_or_else(|| {
-            panic!(
-                "no step {name}: the script did not get there\n{}",
-                self.stdout
-            )
-        })
-    }
-
-    /// A step that must have succeeded.
-    fn ok(&self, name: &str) -> &Step {
-        let s = self.step(name);
-        assert_eq!(s.rc, 0, "{name} failed: {}\n{}", s.out, s.err);
-        s
-    }
-
-    fn hash(&self, name: &str) -> &str {
-        let h = self
-            .hashes
-            .get(name)
-            .unwrap_or_else(|| panic!("no hash {name}\n{}", self.stdout));
-        assert_eq!(h.len(), 64, "{name}: not a sha256: {h}");
-        h
+impl std::ops::Deref for Guest {
+    type Target = Transcript;
+    fn deref(&self) -> &Transcript {
+        &self.t
     }
 }
 
 fn parse(stdout: &str) -> Guest {
-    let mut steps = BTreeMap::new();
-    for chunk in stdout.split("@@step ").skip(1) {
-        let (head, rest) = chunk.split_once('\n').unwrap_or((chunk, ""));
-        let (name, rc) = head.split_once(" rc=").unwrap();
-        let (out, rest) = rest.split_once("\n@@stderr\n").unwrap();
-        let err = rest.split("\n@@end").next().unwrap_or_default();
-        steps.insert(
-            name.to_string(),
-            Step {
-                rc: rc.trim().parse().unwrap(),
-                out: out.to_string(),
-                err: err.to_string(),
-            },
-        );
-    }
-    let hashes = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("@@hash "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, h)| (n.to_string(), h.trim().to_string()))
-        .collect();
     let holder_rc = stdout
         .lines()
         .find_map(|l| l.strip_prefix("@@holder rc="))
         .and_then(|rc| rc.trim().parse().ok());
     Guest {
-        steps,
-        hashes,
+        t: Transcript::parse(stdout),
         holder_rc,
-        stdout: stdout.to_string(),
     }
 }
 
