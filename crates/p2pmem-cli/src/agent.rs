@@ -8,6 +8,7 @@
 //! captured tree instead of a live sysfs), with the reason on stderr.
 
 mod hold;
+mod plan;
 
 use anyhow::Context;
 use p2pmem_linux::dma_probe::dma_probe;
@@ -34,6 +35,8 @@ pub enum AgentCommand {
     /// Map a provider's p2pmem, wait until a file exists, then touch the mapping again
     /// (the lab tears the provider down in between).
     HoldP2pmem(hold::HoldArgs),
+    /// Run a lab plan (JSON) and answer each step with a typed result frame on stdout.
+    Plan(plan::PlanArgs),
 }
 
 /// Arguments of `p2pmem agent dma-probe`.
@@ -63,6 +66,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<i32> {
     match args.command {
         AgentCommand::DmaProbe(a) => run_dma_probe(&a),
         AgentCommand::HoldP2pmem(a) => hold::run(&a),
+        AgentCommand::Plan(a) => plan::run(&a),
     }
 }
 

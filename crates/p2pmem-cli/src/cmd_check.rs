@@ -10,7 +10,7 @@ use p2pmem_model::distance::{MapType, PairVerdict, RuleH, Side};
 use p2pmem_model::errno;
 use p2pmem_model::select::{check, find, Check};
 use p2pmem_model::Bdf;
-use serde::Serialize;
+use p2pmem_wire::check::CheckReport;
 
 /// Arguments of `check`.
 #[derive(Debug, Args)]
@@ -150,49 +150,53 @@ fn print_pair(sys: &System, p: &PairVerdict, is_provider: bool) {
     }
 }
 
-#[derive(Serialize)]
-struct CheckJson<'a> {
-    provider: Bdf,
-    clients: Vec<Bdf>,
-    client_names: Vec<&'a str>,
-    map_type: Option<&'static str>,
-    distance: Option<u32>,
-    supported: Option<bool>,
-    messages: &'a [String],
-    fixes: &'a [String],
-    unknowns: &'a [String],
-    kernel: String,
-    refused_errno: Option<&'static str>,
-    is_provider: bool,
-    published: bool,
-    pairs: &'a [PairVerdict],
+/// The model's decision for `provider` and `clients` (names as `check` takes them) on
+/// `sys`: the report `check --json` prints and the lab agent returns.
+pub fn check_report(
+    sys: &System,
+    provider: &str,
+    clients: &[String],
+) -> anyhow::Result<(CheckReport, Check)> {
+    let provider = resolve_client(sys, provider).context("provider")?;
+    let clients = resolve_all(sys, clients)?;
+    let bdfs: Vec<Bdf> = clients.iter().map(|c| c.bdf).collect();
+    let c: Check = check(&sys.topology, &sys.rules, provider.bdf, &bdfs)?;
+    let refused_errno = errno::o_direct_not_supported(sys.rules.kernel).map(|e| e.name);
+    let report = CheckReport {
+        provider: c.provider,
+        clients: c.clients.clone(),
+        client_names: clients.into_iter().map(|c| c.name).collect(),
+        map_type: c.map_type.map(|m| m.as_str().to_string()),
+        distance: c.distance,
+        supported: c.supported,
+        messages: c.messages.clone(),
+        fixes: c.fixes.clone(),
+        unknowns: c.unknowns.clone(),
+        kernel: sys.rules.kernel.to_string(),
+        refused_errno: refused_errno.map(str::to_string),
+        is_provider: c.is_provider,
+        published: c.published,
+        pairs: c.pairs.clone(),
+    };
+    Ok((report, c))
+}
+
+/// `check`'s exit status for a verdict: 0 allowed, 1 refused, 2 unknown.
+pub fn check_exit(supported: Option<bool>) -> i32 {
+    match supported {
+        Some(true) => 0,
+        Some(false) => 1,
+        None => 2,
+    }
 }
 
 /// Run `check`.
 pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
     let sys = load(common)?;
-    let provider = resolve_client(&sys, &args.provider).context("provider")?;
-    let clients = resolve_all(&sys, &args.clients)?;
-    let bdfs: Vec<Bdf> = clients.iter().map(|c| c.bdf).collect();
-    let c: Check = check(&sys.topology, &sys.rules, provider.bdf, &bdfs)?;
-    let refused_errno = errno::o_direct_not_supported(sys.rules.kernel).map(|e| e.name);
+    let (report, c) = check_report(&sys, &args.provider, &args.clients)?;
+    let refused_errno = report.refused_errno.clone();
     if common.json {
-        print_json(&CheckJson {
-            provider: c.provider,
-            clients: c.clients.clone(),
-            client_names: clients.iter().map(|c| c.name.as_str()).collect(),
-            map_type: c.map_type.map(MapType::as_str),
-            distance: c.distance,
-            supported: c.supported,
-            messages: &c.messages,
-            fixes: &c.fixes,
-            unknowns: &c.unknowns,
-            kernel: sys.rules.kernel.to_string(),
-            refused_errno,
-            is_provider: c.is_provider,
-            published: c.published,
-            pairs: &c.pairs,
-        })?;
+        print_json(&report)?;
     } else {
         println!("provider {}", describe(&sys, c.provider));
         if !c.is_provider {
@@ -238,11 +242,7 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
             println!("the answer depends on config space this user cannot read: run as root");
         }
     }
-    Ok(match c.supported {
-        Some(true) => 0,
-        Some(false) => 1,
-        None => 2,
-    })
+    Ok(check_exit(c.supported))
 }
 
 /// Run `find`.

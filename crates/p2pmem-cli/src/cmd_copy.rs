@@ -15,10 +15,9 @@ use p2pmem_linux::copy::{
     VerifyReport, Via,
 };
 use p2pmem_linux::memctl::{host_memory_measurement, HostMemoryMeasurement};
-use p2pmem_linux::p2pbuf::Location;
-use serde::Serialize;
+use p2pmem_wire::copy::CopyDocument;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -103,36 +102,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is too large"))
 }
 
-#[derive(Serialize)]
-struct CopyJson<'a> {
-    #[serde(flatten)]
-    report: &'a CopyReport,
-    /// `host` or the provider's BDF.
-    via: String,
-    reason: &'a str,
-    model: &'a [String],
-    warnings: &'a [String],
-    notes: &'a [String],
-    verified: Option<bool>,
-    mismatches: Option<&'a [ByteRange]>,
-    /// `bytes`, under the DMA accounting's name.
-    payload_bytes: u64,
-    /// Bytes through host memory: null when not measured (`host_memory_reason` says why;
-    /// the lab measures it: `p2pmem lab run -- p2pmem copy ...`).
-    host_memory_bytes: Option<u64>,
-    /// Bytes that stayed in device memory: null when not measured.
-    peer_bytes: Option<u64>,
-    /// `host_memory_bytes / payload_bytes`: null when not measured.
-    host_memory_per_payload_byte: Option<f64>,
-    host_memory_reason: &'a str,
-}
-
-fn progress_bar(total: u64) -> ProgressBar {
+fn progress_bar() -> ProgressBar {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     if no_color || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
         "{bar:40} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
     )
@@ -150,13 +125,6 @@ fn cancel_flag() -> anyhow::Result<Arc<AtomicBool>> {
         signal_hook::flag::register(sig, Arc::clone(&flag))?;
     }
     Ok(flag)
-}
-
-fn via_label(loc: Location) -> String {
-    match loc {
-        Location::Host => "host".to_string(),
-        Location::P2p(b) => b.to_string(),
-    }
 }
 
 fn print_text(
@@ -229,8 +197,63 @@ fn print_text(
     }
 }
 
-/// Run `copy`.
-pub fn run(common: &Common, args: &CopyArgs) -> anyhow::Result<i32> {
+/// A copy that ran to its end.
+pub struct Finished {
+    report: CopyReport,
+    route: Route,
+    notes: Vec<String>,
+    verify: Option<VerifyReport>,
+    host_memory: HostMemoryMeasurement,
+}
+
+impl Finished {
+    /// The `--json` document.
+    pub fn document(&self) -> CopyDocument {
+        CopyDocument {
+            report: self.report.clone(),
+            via: self.report.location.via_label(),
+            reason: self.route.reason.clone(),
+            model: self.route.model.clone(),
+            warnings: self.route.warnings.clone(),
+            notes: self.notes.clone(),
+            verified: self.verify.as_ref().map(VerifyReport::ok),
+            mismatches: self.verify.as_ref().map(|v| v.mismatches.clone()),
+            payload_bytes: self.report.bytes,
+            host_memory_bytes: self.host_memory.bytes,
+            peer_bytes: None,
+            host_memory_per_payload_byte: None,
+            host_memory_reason: self.host_memory.reason.clone(),
+        }
+    }
+
+    /// 0 copied (and verified), 1 `--verify` found differences.
+    pub fn exit(&self) -> i32 {
+        match &self.verify {
+            Some(v) if !v.ok() => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// How a copy ended short of an error.
+pub enum Ended {
+    /// It ran.
+    Finished(Box<Finished>),
+    /// `--require-p2p` found no P2P path (exit 1); the message was said.
+    NoP2pPath,
+}
+
+/// The engine of `p2pmem copy`, shared by the command and the lab agent: prepares, says
+/// warnings and notes through `say` (as the command prints them on stderr), copies
+/// (reporting bytes done and planned), verifies. An error is the copy's failure, with the written
+/// range in its message.
+pub fn execute(
+    root: &Path,
+    args: &CopyArgs,
+    cancel: &AtomicBool,
+    say: &mut dyn FnMut(String),
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Ended> {
     let engine = match args.engine {
         Some(e) => e,
         None => match std::env::var("P2PMEM_ENGINE") {
@@ -253,28 +276,24 @@ pub fn run(common: &Common, args: &CopyArgs) -> anyhow::Result<i32> {
         force: args.force,
         engine,
     };
-    let prepared = match prepare(&common.root, &req) {
+    let prepared = match prepare(root, &req) {
         Ok(p) => p,
         Err(e @ CopyError::NoP2pPath { .. }) => {
-            eprintln!("p2pmem: {e}");
-            return Ok(1);
+            say(format!("p2pmem: {e}"));
+            return Ok(Ended::NoP2pPath);
         }
         Err(e) => return Err(e.into()),
     };
     for w in &prepared.route().warnings {
-        eprintln!("p2pmem: WARNING: {w}");
+        say(format!("p2pmem: WARNING: {w}"));
     }
     for n in prepared.notes() {
-        eprintln!("p2pmem: note: {n}");
+        say(format!("p2pmem: note: {n}"));
     }
     let route = prepared.route().clone();
     let notes = prepared.notes().to_vec();
     let plan = *prepared.plan();
-    let cancel = cancel_flag()?;
-    let bar = progress_bar(plan.len);
-    let result = prepared.run(&cancel, &mut |done| bar.set_position(done));
-    bar.finish_and_clear();
-    let report = result?;
+    let report = prepared.run(cancel, &mut |done| progress(done, plan.len))?;
     let verify = if args.verify {
         let chunk = plan.chunk.clamp(64 << 10, 8 << 20);
         Some(verify_ranges(
@@ -284,35 +303,46 @@ pub fn run(common: &Common, args: &CopyArgs) -> anyhow::Result<i32> {
             report.dst_offset,
             report.bytes,
             chunk,
-            &cancel,
+            cancel,
         )?)
     } else {
         None
     };
-    let host_memory = host_memory_measurement(&common.root);
+    let host_memory = host_memory_measurement(root);
+    Ok(Ended::Finished(Box::new(Finished {
+        report,
+        route,
+        notes,
+        verify,
+        host_memory,
+    })))
+}
+
+/// Run `copy`.
+pub fn run(common: &Common, args: &CopyArgs) -> anyhow::Result<i32> {
+    let cancel = cancel_flag()?;
+    let bar = progress_bar();
+    let ended = execute(
+        &common.root,
+        args,
+        &cancel,
+        &mut |line| eprintln!("{line}"),
+        &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done)
+        },
+    );
+    bar.finish_and_clear();
+    let f = match ended? {
+        Ended::Finished(f) => f,
+        Ended::NoP2pPath => return Ok(1),
+    };
     if common.json {
-        print_json(&CopyJson {
-            report: &report,
-            via: via_label(report.location),
-            reason: &route.reason,
-            model: &route.model,
-            warnings: &route.warnings,
-            notes: &notes,
-            verified: verify.as_ref().map(VerifyReport::ok),
-            mismatches: verify.as_ref().map(|v| v.mismatches.as_slice()),
-            payload_bytes: report.bytes,
-            host_memory_bytes: host_memory.bytes,
-            peer_bytes: None,
-            host_memory_per_payload_byte: None,
-            host_memory_reason: &host_memory.reason,
-        })?;
+        print_json(&f.document())?;
     } else {
-        print_text(&report, &route, verify.as_ref(), &host_memory);
+        print_text(&f.report, &f.route, f.verify.as_ref(), &f.host_memory);
     }
-    Ok(match verify {
-        Some(v) if !v.ok() => 1,
-        _ => 0,
-    })
+    Ok(f.exit())
 }
 
 #[cfg(test)]

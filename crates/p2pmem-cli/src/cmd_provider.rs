@@ -17,10 +17,12 @@ use p2pmem_linux::provider::{
     self, ActiveRegion, BindAction, BindOptions, ProviderError, RegionRequest, DRIVER,
 };
 use p2pmem_linux::system::{read_system, System};
-use p2pmem_model::distance::{decide, MapType};
+use p2pmem_model::distance::decide;
 use p2pmem_model::Bdf;
+use p2pmem_wire::bind::{BindReport, ClientVerdict};
+use p2pmem_wire::report::BindAttempt;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Arguments of `provider`.
@@ -83,34 +85,48 @@ pub fn run(common: &Common, args: &ProviderArgs) -> anyhow::Result<i32> {
     }
 }
 
-#[derive(Serialize)]
-struct ClientJson {
-    bdf: Bdf,
-    names: Vec<String>,
-    supported: Option<bool>,
-    map_type: Option<&'static str>,
-    distance: Option<u32>,
-    messages: Vec<String>,
+/// How a bind ended short of an error.
+pub enum BindEnd {
+    /// Bound: the report `provider bind --json` prints, and the system read after it.
+    Bound(Box<(BindReport, System)>),
+    /// The kernel refused (exit 1): its reason.
+    Refused(String),
 }
 
-#[derive(Serialize)]
-struct BindJson<'a> {
-    bdf: Bdf,
-    driver: &'static str,
-    action: BindAction,
-    module_loaded: Option<&'a PathBuf>,
-    region: Option<&'a ActiveRegion>,
-    size: Option<u64>,
-    available: Option<u64>,
-    published: Option<bool>,
-    kernel: String,
-    clients: Vec<ClientJson>,
+/// Binds `bdf` to `p2pmem_pci` and reports what it published with the model's verdict
+/// for every client: the engine of `provider bind`, shared with the lab agent.
+pub fn bind_report(root: &Path, bdf: Bdf, opts: &BindOptions) -> anyhow::Result<BindEnd> {
+    let outcome = match provider::bind(root, bdf, opts, &mut Syslog) {
+        Ok(o) => o,
+        Err(e @ ProviderError::Refused { .. }) => return Ok(BindEnd::Refused(e.to_string())),
+        Err(e) => return Err(e).context(format!("cannot bind {bdf} to {DRIVER}")),
+    };
+    let sys = read_system(root)
+        .with_context(|| format!("cannot read the system below {}", root.display()))?;
+    let info = sys.topology.get(&bdf).and_then(|f| f.p2pmem);
+    let report = BindReport {
+        bdf,
+        driver: DRIVER.to_string(),
+        action: outcome.action,
+        module_loaded: outcome.loaded,
+        region: outcome.region,
+        size: info.and_then(|i| i.size),
+        available: info.and_then(|i| i.available),
+        published: info.and_then(|i| i.published),
+        kernel: sys.rules.kernel.to_string(),
+        clients: clients(&sys, bdf),
+    };
+    Ok(BindEnd::Bound(Box::new((report, sys))))
+}
+
+/// The running kernel's release below `root`, for the module search.
+pub fn release(root: &Path) -> Option<String> {
+    std::fs::read_to_string(root.join("proc/sys/kernel/osrelease"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn run_bind(common: &Common, a: &BindArgs) -> anyhow::Result<i32> {
-    let release = std::fs::read_to_string(common.root.join("proc/sys/kernel/osrelease"))
-        .ok()
-        .map(|s| s.trim().to_string());
     let opts = BindOptions {
         region: RegionRequest {
             bar: a.bar,
@@ -118,37 +134,24 @@ fn run_bind(common: &Common, a: &BindArgs) -> anyhow::Result<i32> {
             size: a.size,
         },
         module: a.module.clone(),
-        release,
+        release: release(&common.root),
         wait: Some(Duration::from_secs(a.wait)),
     };
-    let outcome = match provider::bind(&common.root, a.bdf, &opts, &mut Syslog) {
-        Ok(o) => o,
-        Err(e @ ProviderError::Refused { .. }) => {
-            eprintln!("p2pmem: {e}");
+    let (r, sys) = match bind_report(&common.root, a.bdf, &opts)? {
+        BindEnd::Bound(b) => *b,
+        BindEnd::Refused(why) => {
+            eprintln!("p2pmem: {why}");
             return Ok(1);
         }
-        Err(e) => return Err(e).context(format!("cannot bind {} to {DRIVER}", a.bdf)),
     };
-    let sys = read_system(&common.root)
-        .with_context(|| format!("cannot read the system below {}", common.root.display()))?;
-    let info = sys.topology.get(&a.bdf).and_then(|f| f.p2pmem);
-    let clients = clients(&sys, a.bdf);
     if common.json {
-        print_json(&BindJson {
-            bdf: a.bdf,
-            driver: DRIVER,
-            action: outcome.action,
-            module_loaded: outcome.loaded.as_ref(),
-            region: outcome.region.as_ref(),
-            size: info.and_then(|i| i.size),
-            available: info.and_then(|i| i.available),
-            published: info.and_then(|i| i.published),
-            kernel: sys.rules.kernel.to_string(),
-            clients,
-        })?;
+        print_json(&r)?;
         return Ok(0);
     }
-    if let Some(m) = &outcome.loaded {
+    let outcome = &r;
+    let info = sys.topology.get(&r.bdf).and_then(|f| f.p2pmem);
+    let clients = &r.clients;
+    if let Some(m) = &outcome.module_loaded {
         println!("loaded {DRIVER} from {}", m.display());
     }
     let what = match outcome.action {
@@ -156,7 +159,7 @@ fn run_bind(common: &Common, a: &BindArgs) -> anyhow::Result<i32> {
         BindAction::Rebound => "rebound to",
         BindAction::AlreadyBound => "already bound to",
     };
-    println!("{} {what} {DRIVER}", a.bdf);
+    println!("{} {what} {DRIVER}", r.bdf);
     match &outcome.region {
         Some(r) => println!(
             "  publishes BAR {}: offset {:#x}, {} at {:#x} (the BAR is {})",
@@ -192,13 +195,13 @@ fn run_bind(common: &Common, a: &BindArgs) -> anyhow::Result<i32> {
     if clients.is_empty() {
         println!("  none: no NVMe or RDMA device with a PCI function");
     }
-    for c in &clients {
+    for c in clients {
         let names = if c.names.is_empty() {
             String::new()
         } else {
             format!(" ({})", c.names.join(", "))
         };
-        let verdict = match (c.supported, c.map_type, c.distance) {
+        let verdict = match (c.supported, c.map_type.as_deref(), c.distance) {
             (Some(true), Some(m), Some(d)) => format!("can use it: {m}, distance {d}"),
             (Some(true), m, _) => format!("can use it: {}", m.unwrap_or("?")),
             (Some(false), _, _) => "refused".to_string(),
@@ -214,8 +217,8 @@ fn run_bind(common: &Common, a: &BindArgs) -> anyhow::Result<i32> {
 
 /// Every NVMe controller and RDMA device with a PCI function, with the model's verdict
 /// for `provider`.
-fn clients(sys: &System, provider: Bdf) -> Vec<ClientJson> {
-    let mut out: Vec<ClientJson> = Vec::new();
+fn clients(sys: &System, provider: Bdf) -> Vec<ClientVerdict> {
+    let mut out: Vec<ClientVerdict> = Vec::new();
     let named = sys
         .nvme
         .iter()
@@ -241,13 +244,13 @@ fn clients(sys: &System, provider: Bdf) -> Vec<ClientJson> {
             match decide(&sys.topology, &sys.rules, provider, bdf) {
                 Ok(v) => (
                     v.supported,
-                    v.map_type.map(MapType::as_str),
+                    v.map_type.map(|m| m.as_str().to_string()),
                     (v.supported == Some(true)).then_some(v.walk_distance),
                     v.messages.iter().map(|m| m.line.clone()).collect(),
                 ),
                 Err(e) => (None, None, None, vec![e.to_string()]),
             };
-        out.push(ClientJson {
+        out.push(ClientVerdict {
             bdf,
             names,
             supported,
@@ -293,27 +296,20 @@ fn run_unbind(common: &Common, a: &UnbindArgs) -> anyhow::Result<i32> {
 }
 
 /// `lab demo`: the ivshmem devices the guest bound with `provider bind`.
-pub fn print_demo_binds(run: &p2pmem_lab::provider_job::DriverRun) {
-    if run.binds.is_empty() {
+pub fn print_demo_binds(binds: &[BindAttempt]) {
+    if binds.is_empty() {
         return;
     }
     println!("ivshmem devices, published by {DRIVER} (a Rust kernel module):");
-    for b in &run.binds {
+    for b in binds {
         let r = b.report.as_ref();
-        let num = |k: &str| r.and_then(|r| r.get(k)).and_then(serde_json::Value::as_u64);
-        let region = r.and_then(|r| r.get("region"));
-        let bar = region
-            .and_then(|g| g.get("bar"))
-            .and_then(serde_json::Value::as_u64);
-        match (b.exit, num("size"), bar) {
+        let bar = r.and_then(|r| r.region).map(|g| g.bar);
+        match (b.exit, r.and_then(|r| r.size), bar) {
             (0, Some(bytes), Some(bar)) => println!(
                 "  {}  BAR {bar}: p2pmem {} ({})",
                 b.bdf,
                 size(bytes),
-                if r.and_then(|r| r.get("published"))
-                    .and_then(serde_json::Value::as_bool)
-                    == Some(true)
-                {
+                if r.and_then(|r| r.published) == Some(true) {
                     "published"
                 } else {
                     "not published"
@@ -323,7 +319,7 @@ pub fn print_demo_binds(run: &p2pmem_lab::provider_job::DriverRun) {
             (rc, _, _) => println!(
                 "  {}  NOT bound (exit {rc}): {}",
                 b.bdf,
-                b.stderr.lines().next().unwrap_or("").trim()
+                b.messages.first().map(String::as_str).unwrap_or("").trim()
             ),
         }
     }
@@ -337,9 +333,7 @@ pub fn print_demo_copy(s: &p2pmem_lab::demo::DemoSummary) {
     let speed = s
         .driver_copy_report
         .as_ref()
-        .and_then(|r| r.get("bytes_per_second"))
-        .and_then(serde_json::Value::as_f64)
-        .map(|bps| format!(" at {:.0} MB/s", bps / 1e6))
+        .map(|r| format!(" at {:.0} MB/s", r.report.bytes_per_second / 1e6))
         .unwrap_or_default();
     println!(
         "verified copy through the p2pmem_pci provider: {}{speed}",

@@ -10,11 +10,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use p2pmem_lab::demo::{demo, DemoPair, DemoSummary};
-use p2pmem_lab::lab::{job_from_argv, unpack_tar};
-use p2pmem_lab::pairs::{pairs_job, PairsOptions, PairsResult};
-use p2pmem_lab::trace::{demo_copies, is_p2pmem_copy, traced_job};
+use p2pmem_lab::lab::unpack_tar;
+use p2pmem_lab::pairs::{dma_steps, pairs_plan, PairsOptions, PairsResult};
+use p2pmem_lab::trace::demo_copies;
 use p2pmem_lab::truth::{build_truth, scratch_script, TruthContext};
-use p2pmem_lab::{Job, Lab, RunOutcome, Topology};
+use p2pmem_lab::{Lab, PlanRun, Topology};
+use p2pmem_model::dma_accounting::Window;
+use p2pmem_wire::plan::{Plan, Step};
 
 /// `p2pmem lab`.
 #[derive(Debug, Args)]
@@ -54,7 +56,8 @@ enum LabCommand {
         /// Do not measure a `p2pmem copy`'s DMA.
         #[arg(long)]
         no_trace_dma: bool,
-        /// The command and its arguments (run by the guest's sh in /tmp).
+        /// The command and its arguments (run in /tmp with standard input empty; for a
+        /// shell pipeline, `-- sh -c '...'`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -126,64 +129,86 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
         } => {
             let (lab, topo) = guest.lab_and_topology()?;
             let trace = !no_trace_dma && (trace_dma || is_p2pmem_copy(&command));
-            let out = if trace {
-                lab.run_with_dma_trace(&topo, guest.cpu.as_deref(), &traced_job(&command))?
-            } else {
-                let job = Job {
-                    script: job_from_argv(&command),
-                    fetch_dirs: Vec::new(),
-                };
-                lab.run(&topo, guest.cpu.as_deref(), &job)?
-            };
-            std::io::stdout().write_all(&out.stdout)?;
+            let out = lab.run_plan(
+                &topo,
+                guest.cpu.as_deref(),
+                &run_plan(&command, trace),
+                trace,
+            )?;
+            let r = out.exec(RUN_STEP)?;
+            std::io::stdout().write_all(r.stdout.as_bytes())?;
             std::io::stdout().flush()?;
-            std::io::stderr().write_all(&out.stderr)?;
+            std::io::stderr().write_all(r.stderr.as_bytes())?;
             if dmesg {
-                eprint!("{}", out.dmesg);
+                eprintln!("{}", out.dmesg);
             }
             if trace {
-                crate::lab_dma::report_run(&out, args.json)?;
+                crate::lab_dma::report_run(&out, RUN_MAP_STEP, args.json)?;
             }
-            Ok(out.exit_code)
+            Ok(match (r.exit, r.signal) {
+                (Some(code), _) => code,
+                (None, Some(sig)) => 128 + sig,
+                (None, None) => 2,
+            })
         }
         LabCommand::Capture { guest, dir } => capture(&guest, &dir),
         LabCommand::Demo { guest } => demo_cmd(&guest, args.json),
     }
 }
 
-/// Boots with the pairs job and unpacks the guest's results into a temp dir.
+/// The step of a `lab run` plan that runs the command.
+const RUN_STEP: &str = "command";
+/// The address-map step of a traced `lab run`.
+const RUN_MAP_STEP: &str = "address-map";
+
+/// The plan of `lab run`: the command, and with `trace` the address map and the markers
+/// of DMA window 0 around it.
+fn run_plan(command: &[String], trace: bool) -> Plan {
+    let mut plan = Plan::new();
+    if !trace {
+        plan.exec(RUN_STEP, command);
+        return plan;
+    }
+    let w = Window::nth(0);
+    plan.step(RUN_MAP_STEP, Step::AddressMap)
+        .step("mark-begin", Step::Mark { lba: w.begin_lba })
+        .exec(RUN_STEP, command)
+        .step("mark-end", Step::Mark { lba: w.end_lba });
+    plan
+}
+
+/// Is `argv` a `p2pmem [--json] [--root DIR] copy ...` command?
+fn is_p2pmem_copy(argv: &[String]) -> bool {
+    let Some((prog, rest)) = argv.split_first() else {
+        return false;
+    };
+    if prog != "p2pmem" && !prog.ends_with("/p2pmem") {
+        return false;
+    }
+    let mut words = rest.iter();
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "--root" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => return w == "copy",
+        }
+    }
+    false
+}
+
+/// Boots with the pairs plan and reads its answers.
 fn run_pairs(
     lab: &Lab,
     topo: &Topology,
     cpu: &str,
     opts: PairsOptions,
-) -> anyhow::Result<(RunOutcome, PairsResult, PathBuf)> {
+) -> anyhow::Result<(PlanRun, PairsResult)> {
     // The demo's copies are measured from QEMU's DMA trace.
-    let out = if opts.copy {
-        lab.run_with_dma_trace(topo, Some(cpu), &pairs_job(opts))?
-    } else {
-        lab.run(topo, Some(cpu), &pairs_job(opts))?
-    };
-    if out.exit_code != 0 {
-        bail!(
-            "the guest job failed (exit status {}): {}\nconsole log: {}",
-            out.exit_code,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            out.console_log.display()
-        );
-    }
-    // The results stay in the run directory, next to the console log.
-    let results = out.run_dir.join("results");
-    let (rc, tar) = out
-        .dirs
-        .first()
-        .context("the guest sent no result directory")?;
-    if *rc != 0 {
-        bail!("the guest could not archive its results (tar exit status {rc})");
-    }
-    unpack_tar(tar, &results)?;
-    let res = PairsResult::load(&results)?;
-    Ok((out, res, results))
+    let out = lab.run_plan(topo, Some(cpu), &pairs_plan(opts), opts.copy)?;
+    let res = PairsResult::from_run(&out, opts)?;
+    Ok((out, res))
 }
 
 fn qemu_version() -> String {
@@ -211,20 +236,14 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
         check: false,
         copy: false,
     };
-    let (out, res, results) = run_pairs(&lab, &topo, &cpu, opts)?;
-    match &res.capture {
-        Some((0, _)) => {}
-        Some((rc, log)) => bail!(
-            "`p2pmem capture` failed in the guest (exit status {rc}):\n{}",
-            log.trim()
-        ),
-        None => bail!("the guest did not run `p2pmem capture`"),
+    let (out, res) = run_pairs(&lab, &topo, &cpu, opts)?;
+    let captured = res.capture.as_ref().context("the guest did not capture")?;
+    for w in &captured.warnings {
+        eprintln!("lab: capture: {w}");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let root = dir.join("root");
-    std::fs::rename(results.join("capture"), &root)
-        .or_else(|_| copy_tree(&results.join("capture"), &root))
-        .with_context(|| format!("cannot move the capture into {}", root.display()))?;
+    unpack_tar(out.attachment("capture")?, &root)?;
     let qemu = qemu_version();
     let truth = build_truth(
         &TruthContext {
@@ -249,7 +268,7 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
     let failed = truth
         .pairs
         .iter()
-        .filter(|p| p.get("read").and_then(|v| v.as_str()) != Some("ok"))
+        .filter(|p| p.read.as_deref() != Some(p2pmem_wire::probe::OK))
         .count();
     eprintln!(
         "lab: captured {} ({} pairs, {} not ok) into {}",
@@ -258,29 +277,12 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
         failed,
         dir.display()
     );
-    let missing = res.pairs.iter().filter(|p| p.probe.is_none()).count();
+    let missing = res.pairs.iter().filter(|p| p.probe.is_err()).count();
     if missing > 0 {
         eprintln!("lab: {missing} pairs have no dma-probe result (see probe_error in truth.json)");
         return Ok(1);
     }
     Ok(0)
-}
-
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else if ty.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
 }
 
 fn demo_cmd(guest: &GuestOpts, json: bool) -> anyhow::Result<i32> {
@@ -291,11 +293,21 @@ fn demo_cmd(guest: &GuestOpts, json: bool) -> anyhow::Result<i32> {
         check: true,
         copy: true,
     };
-    let (out, res, results) = run_pairs(&lab, &topo, &cpu, opts)?;
+    let (out, res) = run_pairs(&lab, &topo, &cpu, opts)?;
     let (pairs, mut summary) = demo(&topo.name, &cpu, &res);
-    match demo_copies(&out.run_dir, &results) {
-        Ok(copies) => summary.dma = copies,
-        Err(e) => summary.dma_error = Some(e.to_string()),
+    if let Some(Ok(c)) = &res.cmb_copy {
+        let exit = |step: &str| out.copy(step).ok().map(|o| o.exit);
+        let copies = [
+            (c.picked.via.to_string(), exit(dma_steps::CMB_COPY)),
+            ("host".to_string(), exit(dma_steps::HOST_COPY)),
+        ];
+        match out
+            .address_map(dma_steps::MAP)
+            .and_then(|map| demo_copies(&out.run_dir, map, copies))
+        {
+            Ok(copies) => summary.dma = copies,
+            Err(e) => summary.dma_error = Some(e.to_string()),
+        }
     }
     if json {
         let mut stdout = std::io::stdout().lock();
@@ -327,7 +339,7 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
         topo.name, s.cpu, topo.description
     );
     println!("NVMe devices:");
-    for n in &res.nvme {
+    for n in &res.inventory.nvme {
         let cmb = topo
             .nvme
             .iter()
@@ -338,7 +350,7 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
             });
         println!("  {}  {:<6} {:<13} {cmb}", n.bdf, n.serial, n.blkdev);
     }
-    crate::cmd_provider::print_demo_binds(&res.driver);
+    crate::cmd_provider::print_demo_binds(&res.binds);
     println!();
     for p in pairs {
         let agree = match p.agree {
@@ -464,6 +476,43 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn p2pmem_copy_commands_are_recognised() {
+        assert!(is_p2pmem_copy(&argv("p2pmem copy a b")));
+        assert!(is_p2pmem_copy(&argv("p2pmem --json copy a b --via host")));
+        assert!(is_p2pmem_copy(&argv("/bin/p2pmem --root /x copy a b")));
+        assert!(!is_p2pmem_copy(&argv("p2pmem --root copy topo")));
+        assert!(!is_p2pmem_copy(&argv("p2pmem check a b")));
+        assert!(!is_p2pmem_copy(&argv("sh -c p2pmem copy")));
+        assert!(!is_p2pmem_copy(&[]));
+    }
+
+    #[test]
+    fn a_traced_run_brackets_the_command_with_window_0() {
+        let cmd = argv("p2pmem copy /dev/nvme0n1 /dev/nvme1n1");
+        let plain = run_plan(&cmd, false);
+        assert_eq!(plain.steps.len(), 1);
+        assert_eq!(plain.steps[0].step, Step::Exec { argv: cmd.clone() });
+        let traced = run_plan(&cmd, true);
+        let w = Window::nth(0);
+        let steps: Vec<&Step> = traced.steps.iter().map(|s| &s.step).collect();
+        assert_eq!(
+            steps,
+            [
+                &Step::AddressMap,
+                &Step::Mark { lba: w.begin_lba },
+                &Step::Exec { argv: cmd },
+                &Step::Mark { lba: w.end_lba },
+            ]
+        );
+        assert_eq!(traced.steps[2].name, RUN_STEP);
+        assert_eq!(traced.steps[0].name, RUN_MAP_STEP);
     }
 
     #[test]

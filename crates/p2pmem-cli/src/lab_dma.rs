@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use p2pmem_lab::trace::{account_run, DmaResult, MeasuredCopy};
-use p2pmem_lab::RunOutcome;
+use p2pmem_lab::PlanRun;
 use p2pmem_model::dma_accounting::DmaFigures;
 use serde::Serialize;
 
@@ -95,8 +95,10 @@ struct RunJson<'a> {
 /// After a traced `lab run`: the figures on stderr (text) or as one JSON line
 /// `{"dma_accounting": {...}, "dma_error": null}` on stdout after the guest's output.
 /// A run that cannot be measured says why; the job's exit status is left alone.
-pub fn report_run(out: &RunOutcome, json: bool) -> anyhow::Result<()> {
-    let result = account_run(&out.run_dir, out.dirs.first());
+pub fn report_run(out: &PlanRun, map_step: &str, json: bool) -> anyhow::Result<()> {
+    let result = out
+        .address_map(map_step)
+        .and_then(|map| account_run(&out.run_dir, map));
     if json {
         let (ok, err) = match &result {
             Ok(d) => (Some(d), None),

@@ -1,10 +1,9 @@
 #!/bin/busybox sh
-# p2pmem lab guest init (PID 1), embedded in the initramfs by the p2pmem-lab crate.
-# Mounts the pseudo file systems, waits for the NVMe namespaces, runs /lab/job.sh with
-# its output captured, then sends stdout, stderr, the kernel log (before and after the
-# job) and each directory
-# listed in /lab/send back over the console as base64 frames (protocol: guest.rs), and
-# powers off. Every marker line starts with @@P2PMEM: and is unique to this protocol.
+# p2pmem lab guest init (PID 1), embedded in the initramfs by the p2pmem-lab crate: the
+# guest's only script. Mounts the pseudo file systems, waits for the NVMe namespaces,
+# then hands over to `p2pmem agent plan /lab/plan.json`, which runs the host's typed
+# plan and answers on the console in frames (p2pmem-wire's frame module), and powers
+# off. Every marker line starts with @@P2PMEM: and is unique to this protocol.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -35,38 +34,12 @@ for b in $(ls /sys/block | grep '^nvme'); do
 done
 echo "@@P2PMEM:READY nvme=$have want=$want@@"
 
-# The boot log is saved before the job: a job may clear the kernel ring buffer.
-dmesg > /tmp/.lab.bootlog 2>&1
-echo "p2pmem-lab: job start" > /dev/kmsg
-cd /tmp
-sh /lab/job.sh > /tmp/.lab.stdout 2> /tmp/.lab.stderr < /dev/null
-rc=$?
-dmesg > /tmp/.lab.dmesg 2>&1
-# From here on only emergencies reach the console, so frames are never interleaved.
+echo "p2pmem-lab: plan start" > /dev/kmsg
+# From here on only emergencies reach the console, so frames are never interleaved
+# with kernel lines (the kernel log still goes to the ring buffer the agent reads).
 dmesg -n 1
-
-frame() {
-  echo "@@P2PMEM:BEGIN $1@@"
-  base64 < "$2"
-  echo "@@P2PMEM:END $1 rc=$3 bytes=$(wc -c < "$2")@@"
-}
-frame stdout /tmp/.lab.stdout "$rc"
-frame stderr /tmp/.lab.stderr "$rc"
-frame bootlog /tmp/.lab.bootlog 0
-frame dmesg /tmp/.lab.dmesg 0
-n=0
-while read -r dir; do
-  [ -n "$dir" ] || continue
-  if [ -d "$dir" ]; then
-    tar -c -f /tmp/.lab.tar -C "$dir" . 2> /tmp/.lab.tar.err
-    trc=$?
-  else
-    : > /tmp/.lab.tar
-    trc=127
-  fi
-  frame "dir$n" /tmp/.lab.tar "$trc"
-  n=$((n + 1))
-done < /lab/send
+cd /tmp
+/bin/p2pmem agent plan /lab/plan.json < /dev/null
 echo "@@P2PMEM:DONE@@"
 sync
 poweroff -f

@@ -1,13 +1,14 @@
 //! `lab demo` as data: for each (provider, client) pair, the prediction made in the guest
-//! by `p2pmem check --json` next to the kernel's real verdict from `p2pmem agent
-//! dma-probe`, whether they agree, and the kernel's messages; then the copy step and a
-//! summary. Rendering (table or JSON lines) is left to the CLI.
+//! (the agent's `check`) next to the kernel's real verdict (its DMA probe), whether they
+//! agree, and the kernel's messages; then the copy steps and a summary. Rendering (table
+//! or JSON lines) is left to the CLI.
 
 use p2pmem_model::messages::is_p2pdma_decision_line;
+use p2pmem_wire::copy::CopyDocument;
+use p2pmem_wire::report::PairRecord;
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::pairs::{probe_ok, PairResult, PairsResult};
+use crate::pairs::{CopyStepResult, PairsResult};
 use crate::trace::MeasuredCopy;
 
 /// One pair of the demo.
@@ -68,7 +69,7 @@ pub struct DemoSummary {
     /// sha256 of both ranges matched; `Some(false)`: it ran and failed; `None`: not run.
     pub copy_verified: Option<bool>,
     /// `p2pmem copy`'s JSON report, when it ran.
-    pub copy_report: Option<Value>,
+    pub copy_report: Option<CopyDocument>,
     /// Where the bytes went, from QEMU's DMA trace: the copy through the CMB, then the
     /// same copy through a host buffer (filled in by the caller; see [`crate::trace`]).
     pub dma: Vec<MeasuredCopy>,
@@ -82,81 +83,37 @@ pub struct DemoSummary {
     /// the lab's sha256 of both ranges matched; `None`: not run.
     pub driver_copy_verified: Option<bool>,
     /// That copy's `p2pmem copy` JSON report.
-    pub driver_copy_report: Option<Value>,
-}
-
-fn short_err(stderr: &str, rc: Option<i32>) -> String {
-    let first = stderr
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim();
-    match rc {
-        Some(rc) if first.is_empty() => format!("exit status {rc}, no output"),
-        Some(rc) => format!("exit status {rc}: {first}"),
-        None => first.to_string(),
-    }
+    pub driver_copy_report: Option<CopyDocument>,
 }
 
 /// The demo record of one pair.
-pub fn demo_pair(p: &PairResult) -> DemoPair {
-    let (predicted, map_type, prediction_error) = match &p.check {
-        Some(c) => match c.get("supported").and_then(Value::as_bool) {
-            Some(s) => (
-                Some(s),
-                c.get("map_type")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                None,
-            ),
+pub fn demo_pair(p: &PairRecord) -> DemoPair {
+    let check = p.check.as_ref();
+    let report = check.and_then(|c| c.as_ref().ok());
+    let (predicted, map_type, prediction_error) = match (check, report) {
+        (_, Some(c)) => match c.supported {
+            Some(s) => (Some(s), c.map_type.clone(), None),
             None => (
                 None,
                 None,
-                Some("`supported` missing from p2pmem check --json".to_string()),
+                Some(format!("unknown: {}", c.unknowns.join("; "))),
             ),
         },
-        None => (None, None, Some(short_err(&p.check_err, p.check_rc))),
+        (Some(Err(e)), _) => (None, None, Some(e.clone())),
+        _ => (None, None, Some("not predicted".to_string())),
     };
     let (kernel, read, write, kernel_error, kernel_log) = match &p.probe {
-        Some(v) => {
-            let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-            let log = v
-                .get("kernel_log")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
-            (Some(probe_ok(v)), s("read"), s("write"), None, log)
-        }
-        None => (
+        Ok(r) => (
+            Some(r.ok()),
+            r.read.clone(),
+            r.write.clone(),
             None,
-            None,
-            None,
-            Some(short_err(&p.probe_err, Some(p.probe_rc))),
-            Vec::new(),
+            r.kernel_log.clone(),
         ),
+        Err(e) => (None, None, None, Some(e.clone()), Vec::new()),
     };
-    let predicted_messages: Vec<String> = p
-        .check
-        .as_ref()
-        .and_then(|c| c.get("messages"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let predicted_errno = p
-        .check
-        .as_ref()
-        .and_then(|c| c.get("refused_errno"))
-        .and_then(Value::as_str);
+    let predicted_messages: Vec<String> = report.map(|c| c.messages.clone()).unwrap_or_default();
+    let predicted_errno = report.and_then(|c| c.refused_errno.as_deref());
     let decision_lines: Vec<&String> = kernel_log
         .iter()
         .filter(|l| is_p2pdma_decision_line(l))
@@ -196,8 +153,8 @@ pub fn demo_pair(p: &PairResult) -> DemoPair {
         _ => (None, None),
     };
     DemoPair {
-        provider: p.provider.clone(),
-        client: p.client.clone(),
+        provider: p.provider.to_string(),
+        client: p.client.to_string(),
         client_blkdev: p.blkdev.clone(),
         predicted,
         map_type,
@@ -221,32 +178,81 @@ fn word(allowed: bool) -> &'static str {
     }
 }
 
-/// The copy step's report. The lab never fakes it: without `p2pmem copy` in the guest
-/// binary, or without a working pair, it says so.
+/// A copy step in words, and whether it verified (`None`: not run, with the reason).
+/// Never faked: the copy must exit 0 through the picked provider and the lab's sha256
+/// of both ranges must match.
+pub fn copy_words(
+    copy: Option<&CopyStepResult>,
+    what: impl Fn(&crate::pairs::CopyRun) -> String,
+    place: &str,
+) -> (String, Option<bool>) {
+    match copy {
+        None => ("not run: the plan had no copy".into(), None),
+        Some(Err(why)) => (format!("not run: {why}"), None),
+        Some(Ok(c)) => c.verdict(&what(c), place),
+    }
+}
+
+/// The CMB copy in words.
 pub fn copy_step(res: &PairsResult) -> (String, Option<bool>) {
-    if !res.copy_available {
+    copy_words(
+        res.cmb_copy.as_ref(),
+        |c| {
+            format!(
+                "1 MiB {} -> {} at 4 MiB through the CMB of {}",
+                c.picked.src, c.picked.dst, c.picked.via
+            )
+        },
+        "the CMB",
+    )
+}
+
+/// The copy through a `p2pmem_pci` provider in words.
+pub fn driver_copy_step(res: &PairsResult) -> (String, Option<bool>) {
+    if res.binds.is_empty() {
         return (
-            "not available yet: the guest's p2pmem has no `copy` subcommand".into(),
+            "not run: no ivshmem bound by p2pmem_pci in this topology".into(),
             None,
         );
     }
-    let Some(c) = &res.copy else {
+    let failed: Vec<String> = res
+        .binds
+        .iter()
+        .filter(|b| b.exit != 0)
+        .map(|b| {
+            let why = b.messages.first().map(String::as_str).unwrap_or("");
+            format!("{} (exit {}: {})", b.bdf, b.exit, why.trim())
+        })
+        .collect();
+    if matches!(res.driver_copy, Some(Err(_))) && !failed.is_empty() {
         return (
-            "not run: no working pair between two different NVMe with a CMB".into(),
+            format!("not run: binding failed for {}", failed.join(", ")),
             None,
         );
-    };
-    let what = format!(
-        "1 MiB {} -> {} at 4 MiB through the CMB of {}",
-        c.src, c.dst, c.via
-    );
-    c.verdict(&what, "the CMB")
+    }
+    copy_words(
+        res.driver_copy.as_ref(),
+        |c| {
+            format!(
+                "2 MiB {} -> {} at 6 MiB through {} (ivshmem published by p2pmem_pci)",
+                c.picked.src, c.picked.dst, c.picked.via
+            )
+        },
+        "the provider",
+    )
+}
+
+fn report(copy: Option<&CopyStepResult>) -> Option<CopyDocument> {
+    copy.and_then(|c| c.as_ref().ok())
+        .and_then(|c| c.outcome.report.clone())
 }
 
 /// Pairs and summary.
 pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, DemoSummary) {
     let pairs: Vec<DemoPair> = res.pairs.iter().map(demo_pair).collect();
     let count = |f: &dyn Fn(&DemoPair) -> bool| pairs.iter().filter(|p| f(p)).count();
+    let (copy, copy_verified) = copy_step(res);
+    let (driver_copy, driver_copy_verified) = driver_copy_step(res);
     let summary = DemoSummary {
         topology: topology.to_string(),
         cpu: cpu.to_string(),
@@ -255,15 +261,15 @@ pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, Dem
         disagreed: count(&|p| p.agree == Some(false)),
         incomplete: count(&|p| p.agree.is_none()),
         kernel_ok: count(&|p| p.kernel == Some(true)),
-        copy: copy_step(res).0,
-        copy_verified: copy_step(res).1,
-        copy_report: res.copy.as_ref().and_then(|c| c.report.clone()),
+        copy,
+        copy_verified,
+        copy_report: report(res.cmb_copy.as_ref()),
         dma: Vec::new(),
         dma_error: None,
-        driver_providers: res.driver.providers(),
-        driver_copy: crate::provider_job::driver_copy_step(&res.driver).0,
-        driver_copy_verified: crate::provider_job::driver_copy_step(&res.driver).1,
-        driver_copy_report: res.driver.copy.as_ref().and_then(|c| c.report.clone()),
+        driver_providers: res.driver_providers(),
+        driver_copy,
+        driver_copy_verified,
+        driver_copy_report: report(res.driver_copy.as_ref()),
     };
     (pairs, summary)
 }
@@ -271,95 +277,169 @@ pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, Dem
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::pairs::CopyRun;
+    use p2pmem_wire::check::CheckReport;
+    use p2pmem_wire::probe::{DmaProbeResult, PhaseLog};
+    use p2pmem_wire::report::{CopyOutcome, Inventory, Picked};
 
-    fn pair(check: Option<Value>, probe: Option<Value>) -> PairResult {
-        PairResult {
-            provider: "0000:03:00.0".into(),
-            client: "0000:06:00.0".into(),
+    const LINE: &str = "nvme 0000:06:00.0: cannot be used for peer-to-peer DMA as the client and provider (0000:03:00.0) do not share an upstream bridge or whitelisted host bridge";
+
+    fn bdf(s: &str) -> p2pmem_model::Bdf {
+        s.parse().unwrap()
+    }
+
+    fn check(supported: Option<bool>, messages: &[&str], errno: Option<&str>) -> CheckReport {
+        CheckReport {
+            provider: bdf("0000:03:00.0"),
+            clients: vec![bdf("0000:06:00.0")],
+            client_names: vec!["0000:06:00.0".into()],
+            map_type: supported.map(|s| if s { "bus_addr" } else { "not_supported" }.into()),
+            distance: None,
+            supported,
+            messages: messages.iter().map(|m| m.to_string()).collect(),
+            fixes: Vec::new(),
+            unknowns: Vec::new(),
+            kernel: "6.12.117".into(),
+            refused_errno: errno.map(str::to_string),
+            is_provider: true,
+            published: true,
+            pairs: Vec::new(),
+        }
+    }
+
+    fn probe(result: &str, log: &[&str]) -> DmaProbeResult {
+        DmaProbeResult {
+            provider: bdf("0000:03:00.0"),
+            client: Some(bdf("0000:06:00.0")),
+            read: Some(result.into()),
+            write: Some(result.into()),
+            kernel_log: log.iter().map(|m| m.to_string()).collect(),
+            client_blkdev: "/dev/nvme3n1".into(),
+            mmap: "ok".into(),
+            read_data: None,
+            write_data: None,
+            kernel_log_phase: PhaseLog::default(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn pair(
+        check: Option<Result<CheckReport, String>>,
+        probe: Result<DmaProbeResult, String>,
+    ) -> PairRecord {
+        PairRecord {
+            provider: bdf("0000:03:00.0"),
+            client: bdf("0000:06:00.0"),
             blkdev: "/dev/nvme3n1".into(),
-            probe_rc: if probe.is_some() { 0 } else { 2 },
-            probe,
-            probe_err: "error: unrecognized subcommand 'agent'\n".into(),
-            check_rc: Some(if check.is_some() { 0 } else { 2 }),
             check,
-            check_err: String::new(),
+            probe,
         }
     }
 
     #[test]
     fn agreement_is_computed_from_both_sides() {
-        let line = "nvme 0000:06:00.0: cannot be used for peer-to-peer DMA as the client and provider (0000:03:00.0) do not share an upstream bridge or whitelisted host bridge";
-        let refused = json!({"read": "EREMOTEIO", "write": "EREMOTEIO",
-            "kernel_log": [line, "critical target error, dev nvme3n1, sector 0"]});
-        let predicted = json!({"supported": false, "map_type": "not_supported",
-            "messages": [line], "refused_errno": "EREMOTEIO"});
-        let p = demo_pair(&pair(Some(predicted.clone()), Some(refused.clone())));
+        let refused = probe(
+            "EREMOTEIO",
+            &[LINE, "critical target error, dev nvme3n1, sector 0"],
+        );
+        let predicted = check(Some(false), &[LINE], Some("EREMOTEIO"));
+        let p = demo_pair(&pair(Some(Ok(predicted)), Ok(refused.clone())));
         assert_eq!(p.agree, Some(true), "{:?}", p.disagreement);
         assert_eq!(p.kernel_log.len(), 2);
         // The verdict alone is not enough: the decision lines must match too...
-        let mut no_lines = predicted.clone();
-        no_lines["messages"] = json!([]);
-        let p = demo_pair(&pair(Some(no_lines), Some(refused.clone())));
+        let no_lines = check(Some(false), &[], Some("EREMOTEIO"));
+        let p = demo_pair(&pair(Some(Ok(no_lines)), Ok(refused.clone())));
         assert_eq!(p.agree, Some(false));
         assert!(p.disagreement.unwrap().contains("differ"));
         // ...and so must the errno.
-        let mut einval = predicted;
-        einval["refused_errno"] = json!("EINVAL");
-        let p = demo_pair(&pair(Some(einval), Some(refused.clone())));
+        let einval = check(Some(false), &[LINE], Some("EINVAL"));
+        let p = demo_pair(&pair(Some(Ok(einval)), Ok(refused.clone())));
         assert_eq!(p.agree, Some(false));
-        let p = demo_pair(&pair(Some(json!({"supported": true})), Some(refused)));
+        let allowed = check(Some(true), &[], None);
+        let p = demo_pair(&pair(Some(Ok(allowed.clone())), Ok(refused)));
         assert_eq!(p.agree, Some(false));
+        let p = demo_pair(&pair(Some(Ok(allowed)), Ok(probe("ok", &[]))));
+        assert_eq!(p.agree, Some(true));
+        assert_eq!(p.kernel, Some(true));
     }
 
-    fn with_copy(copy: Option<crate::pairs::CopyRun>, available: bool) -> PairsResult {
+    fn with_copy(copy: Option<CopyStepResult>) -> PairsResult {
         PairsResult {
-            cpuinfo: String::new(),
-            cmdline: String::new(),
-            osrelease: String::new(),
+            inventory: Inventory {
+                cpuinfo: String::new(),
+                cmdline: String::new(),
+                osrelease: String::new(),
+                nvme: Vec::new(),
+                providers: Vec::new(),
+            },
+            binds: Vec::new(),
             capture: None,
-            nvme: Vec::new(),
-            copy_available: available,
             pairs: Vec::new(),
-            copy,
-            driver: Default::default(),
+            cmb_copy: copy,
+            driver_copy: None,
         }
     }
 
-    fn run(sha_b: &str, exit: i32) -> crate::pairs::CopyRun {
-        crate::pairs::CopyRun {
-            via: "0000:03:00.0".into(),
-            src: "/dev/nvme0n1".into(),
-            dst: "/dev/nvme1n1".into(),
-            exit,
-            report: Some(json!({"via": "0000:03:00.0", "bytes": 1048576})),
-            stderr: String::new(),
+    fn run(sha_b: &str, exit: i32, via: &str) -> CopyStepResult {
+        let doc: CopyDocument = serde_json::from_value(serde_json::json!({
+            "src": "/dev/nvme0n1", "dst": "/dev/nvme1n1", "src_offset": 0,
+            "dst_offset": 4194304, "bytes": 1048576, "seconds": 0.1,
+            "bytes_per_second": 1e7, "location": {"p2p": "0000:03:00.0"},
+            "engine": "io_uring", "chunk": 1048576, "depth": 8, "max_in_flight": 1,
+            "tail_bytes_via_host": 0, "created": false, "via": via, "reason": "",
+            "model": [], "warnings": [], "notes": [], "verified": true,
+            "mismatches": [], "payload_bytes": 1048576, "host_memory_bytes": null,
+            "peer_bytes": null, "host_memory_per_payload_byte": null,
+            "host_memory_reason": ""
+        }))
+        .unwrap();
+        Ok(CopyRun {
+            picked: Picked {
+                via: bdf("0000:03:00.0"),
+                src: "/dev/nvme0n1".into(),
+                dst: "/dev/nvme1n1".into(),
+            },
+            outcome: CopyOutcome {
+                exit,
+                report: Some(doc),
+                messages: Vec::new(),
+            },
             sha256: Some(("a".repeat(64), sha_b.to_string())),
-        }
+        })
     }
 
     #[test]
     fn copy_step_is_never_faked() {
-        let (text, ok) = copy_step(&with_copy(None, false));
-        assert!(text.starts_with("not available yet"));
+        let (text, ok) = copy_step(&with_copy(None));
+        assert!(text.starts_with("not run"), "{text}");
         assert_eq!(ok, None);
-        assert_eq!(copy_step(&with_copy(None, true)).1, None);
-        let (text, ok) = copy_step(&with_copy(Some(run(&"a".repeat(64), 0)), true));
+        let why = "no working pair between two different NVMe with a CMB".to_string();
+        let (text, ok) = copy_step(&with_copy(Some(Err(why))));
+        assert_eq!(ok, None);
+        assert!(text.contains("no working pair"), "{text}");
+        let a = "a".repeat(64);
+        let (text, ok) = copy_step(&with_copy(Some(run(&a, 0, "0000:03:00.0"))));
         assert_eq!(ok, Some(true), "{text}");
-        let (text, ok) = copy_step(&with_copy(Some(run(&"b".repeat(64), 0)), true));
+        let (text, ok) = copy_step(&with_copy(Some(run(&"b".repeat(64), 0, "0000:03:00.0"))));
         assert_eq!(ok, Some(false));
         assert!(text.contains("sha256 differ"), "{text}");
         assert_eq!(
-            copy_step(&with_copy(Some(run(&"a".repeat(64), 1)), true)).1,
+            copy_step(&with_copy(Some(run(&a, 1, "0000:03:00.0")))).1,
             Some(false)
         );
+        let (text, ok) = copy_step(&with_copy(Some(run(&a, 0, "host"))));
+        assert_eq!(ok, Some(false));
+        assert!(text.contains("not in the CMB"), "{text}");
     }
 
     #[test]
-    fn missing_commands_are_incomplete_not_agreed() {
-        let p = demo_pair(&pair(None, None));
+    fn missing_answers_are_incomplete_not_agreed() {
+        let p = demo_pair(&pair(
+            Some(Err("cannot read the system".into())),
+            Err("cannot map p2pmem of 0000:03:00.0".into()),
+        ));
         assert_eq!(p.agree, None);
-        assert!(p.kernel_error.unwrap().contains("unrecognized subcommand"));
-        assert!(p.prediction_error.unwrap().contains("exit status 2"));
+        assert!(p.kernel_error.unwrap().contains("cannot map"));
+        assert!(p.prediction_error.unwrap().contains("cannot read"));
     }
 }

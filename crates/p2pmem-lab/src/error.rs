@@ -106,6 +106,15 @@ pub enum LabError {
         why: String,
     },
 
+    /// A plan step did not give what its caller needs.
+    #[error("lab plan step `{step}`: {why}")]
+    Step {
+        /// The step's name.
+        step: String,
+        /// What is missing.
+        why: String,
+    },
+
     /// QEMU's DMA trace does not hold a complete measurement window.
     #[error("DMA trace {}: {why}", trace.display())]
     DmaTrace {
@@ -115,7 +124,7 @@ pub enum LabError {
         why: String,
     },
 
-    /// A JSON document from the guest could not be parsed.
+    /// A frame from the guest does not hold the document it should.
     #[error("cannot parse {what} from the guest")]
     Json {
         /// Which document.

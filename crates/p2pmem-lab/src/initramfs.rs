@@ -1,7 +1,8 @@
 //! The guest's initramfs: a gzip'd `newc` cpio holding busybox (`/bin/busybox`, applet
 //! links made at boot by `/init`), the static `p2pmem` binary (`/bin/p2pmem`), the init
-//! script (`guest/init.sh`), the job (`/lab/job.sh`, `/lab/env`, `/lab/send`) and kernel
-//! modules (`/lib/modules/<name>.ko`, loaded by the job, never by `/init`).
+//! script (`guest/init.sh`), the plan (`/lab/plan.json`, run by `p2pmem agent plan`),
+//! `/lab/env` and kernel modules (`/lib/modules/<name>.ko`, loaded by the plan's bind
+//! steps, never by `/init`).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -27,12 +28,10 @@ pub struct InitramfsSpec {
     pub busybox: PathBuf,
     /// The static `p2pmem` binary.
     pub p2pmem: PathBuf,
-    /// The job's shell script (`/lab/job.sh`).
-    pub job: String,
+    /// The plan, serialised (`/lab/plan.json`).
+    pub plan: String,
     /// How many NVMe block devices `/init` waits for.
     pub nvme_count: usize,
-    /// Guest directories sent back as tar streams after the job, in order.
-    pub send_dirs: Vec<String>,
     /// Kernel modules, put in `/lib/modules/` under their file names.
     pub modules: Vec<PathBuf>,
 }
@@ -51,13 +50,6 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
         "p2pmem binary",
         "build it with scripts/build-static",
     )?;
-    if spec.send_dirs.iter().any(|d| d.contains('\n')) {
-        return Err(LabError::Io {
-            what: "directory names must be one line:",
-            path: PathBuf::from(spec.send_dirs.join(" ")),
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        });
-    }
     let mut modules = Vec::new();
     for m in &spec.modules {
         let name = m
@@ -73,7 +65,6 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
         modules.push((format!("lib/modules/{name}"), data));
     }
     let env = format!("LAB_NVME={}\n", spec.nvme_count);
-    let send: String = spec.send_dirs.iter().map(|d| format!("{d}\n")).collect();
 
     let file = File::create(out).map_err(io_err("cannot create", out))?;
     let gz = GzEncoder::new(BufWriter::new(file), Compression::fast());
@@ -102,9 +93,8 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
         w.symlink("bin/sh", "busybox")?;
         w.file("bin/p2pmem", 0o755, &p2pmem)?;
         w.file("init", 0o755, INIT_SCRIPT.as_bytes())?;
-        w.file("lab/job.sh", 0o755, spec.job.as_bytes())?;
+        w.file("lab/plan.json", 0o644, spec.plan.as_bytes())?;
         w.file("lab/env", 0o644, env.as_bytes())?;
-        w.file("lab/send", 0o644, send.as_bytes())?;
         for (path, data) in &modules {
             w.file(path, 0o644, data)?;
         }
@@ -145,9 +135,8 @@ mod tests {
         let spec = InitramfsSpec {
             busybox: bb,
             p2pmem: std::env::current_exe().unwrap(),
-            job: "true\n".into(),
+            plan: "{}".into(),
             nvme_count: 0,
-            send_dirs: vec![],
             modules: vec![],
         };
         let err = build_initramfs(&spec, &tmp.path().join("i.gz")).unwrap_err();
@@ -164,7 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn archive_holds_init_busybox_and_job() {
+    fn archive_holds_init_busybox_and_the_plan() {
         let tmp = tempfile::tempdir().unwrap();
         let bb = tmp.path().join("busybox");
         fake_static_elf(&bb);
@@ -173,9 +162,8 @@ mod tests {
         let spec = InitramfsSpec {
             busybox: bb.clone(),
             p2pmem: bb.clone(),
-            job: "cat /proc/cmdline\n".into(),
+            plan: r#"{"version":1,"steps":[]}"#.into(),
             nvme_count: 3,
-            send_dirs: vec!["/tmp/out".into()],
             modules: vec![ko.clone()],
         };
         let out = tmp.path().join("initramfs.cpio.gz");
@@ -187,9 +175,8 @@ mod tests {
         let entries = read_newc(&raw).unwrap();
         let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
         assert_eq!(get("init").data, INIT_SCRIPT.as_bytes());
-        assert_eq!(get("lab/job.sh").data, b"cat /proc/cmdline\n");
+        assert_eq!(get("lab/plan.json").data, br#"{"version":1,"steps":[]}"#);
         assert_eq!(get("lab/env").data, b"LAB_NVME=3\n");
-        assert_eq!(get("lab/send").data, b"/tmp/out\n");
         assert_eq!(get("lib/modules/p2pmem_pci.ko").data, b"\x7fELF module");
         assert_eq!(get("dev/console").mode & 0o170000, crate::cpio::S_IFCHR);
         assert_eq!(

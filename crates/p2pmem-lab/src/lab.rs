@@ -1,8 +1,10 @@
-//! One guest run, end to end: kernel (cached), disk images, initramfs, QEMU, decoded
-//! output. [`Lab`] holds the host-side settings; [`Lab::run`] boots a topology, runs a
-//! [`Job`] and returns a [`RunOutcome`]. Each run gets its own directory under the
-//! cache's `runs/` holding `console.log`, `qemu.sh` and `qemu.stderr`; disk images and
-//! the initramfs are deleted when the run ends.
+//! One guest run, end to end: kernel (cached), disk images, initramfs holding the
+//! [`Plan`], QEMU, and the typed answer. [`Lab`] holds the host-side settings;
+//! [`Lab::run_plan`] boots a topology, has `p2pmem agent` run the plan in the guest and
+//! returns a [`PlanRun`]: one [`StepReport`] per step, read by name with typed
+//! accessors. Each run gets its own directory under the cache's `runs/` holding
+//! `console.log`, `qemu.sh` and `qemu.stderr`; disk images and the initramfs are deleted
+//! when the run ends.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,13 +12,20 @@ use std::time::Duration;
 use crate::cache::Cache;
 use crate::disk::create_images;
 use crate::error::{io_err, LabError, Result};
-use crate::guest::{parse_console, GuestReport};
 use crate::initramfs::{build_initramfs, InitramfsSpec, DEFAULT_BUSYBOX};
 use crate::kernel::{ensure_kernel, Kernel, KernelSpec};
 use crate::progress::Progress;
 use crate::qemu::{run_qemu, DEFAULT_TIMEOUT};
 use crate::qemu_args::{qemu_args, qemu_script, MachineFiles};
 use crate::topology::Topology;
+use p2pmem_wire::check::CheckReport;
+use p2pmem_wire::frame::{ConsoleReport, Frame};
+use p2pmem_wire::plan::Plan;
+use p2pmem_wire::probe::DmaProbeResult;
+use p2pmem_wire::report::{
+    frame_id, AddressMap, BindAttempt, Captured, CopyOutcome, ExecResult, HashResult, Inventory,
+    Output, PairRecord, Picked, PlanEnd, StepReport, StepResult,
+};
 
 /// Environment variable naming the static `p2pmem` binary to put in the guest (default:
 /// the running executable).
@@ -42,19 +51,10 @@ pub struct Lab {
     pub progress: Progress,
 }
 
-/// What to do in the guest.
-#[derive(Debug, Clone, Default)]
-pub struct Job {
-    /// Shell script run by busybox `sh` in `/tmp`.
-    pub script: String,
-    /// Guest directories to bring back as tar streams (in [`RunOutcome::dirs`]).
-    pub fetch_dirs: Vec<String>,
-}
-
-/// The result of one guest run.
+/// What a plan run brought back.
 #[derive(Debug, Clone)]
-pub struct RunOutcome {
-    /// The run directory (console log, QEMU command).
+pub struct PlanRun {
+    /// The run directory (console log, QEMU command, DMA trace).
     pub run_dir: PathBuf,
     /// The console log.
     pub console_log: PathBuf,
@@ -62,20 +62,15 @@ pub struct RunOutcome {
     pub qemu_args: Vec<String>,
     /// The kernel used.
     pub kernel: Kernel,
-    /// The job's stdout.
-    pub stdout: Vec<u8>,
-    /// The job's stderr.
-    pub stderr: Vec<u8>,
-    /// The job's exit status.
-    pub exit_code: i32,
-    /// The guest's kernel log just before the job (`dmesg`, with timestamps).
+    /// The guest's kernel log before the first step (`dmesg` lines, with timestamps).
     pub boot_dmesg: String,
-    /// The guest's kernel log after the job (`dmesg`, with timestamps). A job that clears
-    /// the ring buffer (klogctl CLEAR) leaves only what came after.
+    /// The guest's kernel log after the last step. A step that clears the ring buffer
+    /// (the DMA probe) leaves only what came after.
     pub dmesg: String,
-    /// Tar streams of the fetched directories, in [`Job::fetch_dirs`] order, with
-    /// tar's status.
-    pub dirs: Vec<(i32, Vec<u8>)>,
+    /// One report per step, in plan order.
+    pub steps: Vec<StepReport>,
+    /// Attachments (a capture's tar stream) by step index.
+    pub attachments: Vec<(usize, Vec<u8>)>,
     /// NVMe block devices found / expected.
     pub nvme_ready: Option<(u32, u32)>,
     /// Seconds from QEMU start to `/init`.
@@ -120,34 +115,21 @@ impl Lab {
         crate::driver::ensure_driver(&self.cache, kernel, self.progress)
     }
 
-    /// Boots `topo` (with `cpu` overriding its CPU model), runs `job`, and decodes the
-    /// guest's output. The job's own exit status is data, not an error.
-    pub fn run(&self, topo: &Topology, cpu: Option<&str>, job: &Job) -> Result<RunOutcome> {
-        self.run_traced(topo, cpu, job, false)
-    }
-
-    /// [`Lab::run`] with QEMU's nvme DMA trace on, written to
-    /// `<run_dir>/`[`crate::trace::TRACE_FILE`] (see [`crate::trace`]).
-    pub fn run_with_dma_trace(
+    /// Boots `topo` (with `cpu` overriding its CPU model) and has the guest agent run
+    /// `plan`; with `trace`, QEMU's nvme DMA trace goes to
+    /// `<run_dir>/`[`crate::trace::TRACE_FILE`]. What the steps found (failures
+    /// included) is data, not an error; a guest that never finished the plan is one.
+    pub fn run_plan(
         &self,
         topo: &Topology,
         cpu: Option<&str>,
-        job: &Job,
-    ) -> Result<RunOutcome> {
-        self.run_traced(topo, cpu, job, true)
-    }
-
-    fn run_traced(
-        &self,
-        topo: &Topology,
-        cpu: Option<&str>,
-        job: &Job,
+        plan: &Plan,
         trace: bool,
-    ) -> Result<RunOutcome> {
+    ) -> Result<PlanRun> {
         crate::elf::require_static(&self.p2pmem)?;
         let kernel = self.kernel()?;
         let run_dir = self.cache.new_run_dir()?;
-        let result = self.run_in(&run_dir, &kernel, topo, cpu, job, trace);
+        let result = self.run_in(&run_dir, &kernel, topo, cpu, plan, trace);
         // Images and initramfs are large and per-run; logs stay.
         let _ = std::fs::remove_dir_all(run_dir.join("img"));
         let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
@@ -160,20 +142,23 @@ impl Lab {
         kernel: &Kernel,
         topo: &Topology,
         cpu: Option<&str>,
-        job: &Job,
+        plan: &Plan,
         trace: bool,
-    ) -> Result<RunOutcome> {
+    ) -> Result<PlanRun> {
         let images = run_dir.join("img");
         create_images(topo, &images)?;
         let initrd = run_dir.join("initramfs.cpio.gz");
         let module = self.driver(kernel)?;
+        let plan_json = serde_json::to_string(plan).map_err(|source| LabError::Json {
+            what: "the plan".into(),
+            source,
+        })?;
         build_initramfs(
             &InitramfsSpec {
                 busybox: self.busybox.clone(),
                 p2pmem: self.p2pmem.clone(),
-                job: job.script.clone(),
+                plan: plan_json,
                 nvme_count: topo.nvme.len(),
-                send_dirs: job.fetch_dirs.clone(),
                 modules: vec![module],
             },
             &initrd,
@@ -201,69 +186,227 @@ impl Lab {
             run_dir.display()
         ));
         let console_log = run_dir.join("console.log");
-        let cap = run_qemu(&args, &console_log, self.timeout, self.progress)?;
-        let report = parse_console(&cap.text)?;
-        let outcome = assemble(report, &cap.console_log, job).map_err(|why| LabError::Guest {
+        let total = plan.steps.len();
+        let progress = self.progress;
+        let mut on_frame = |f: &Frame| {
+            if f.id.starts_with("step.") {
+                if let Ok(r) = serde_json::from_slice::<StepReport>(&f.data) {
+                    let how = match &r.result {
+                        StepResult::Done { .. } => "done".to_string(),
+                        StepResult::Failed { error } => format!("FAILED: {error}"),
+                        StepResult::Skipped { why } => format!("skipped: {why}"),
+                    };
+                    progress.phase(&format!(
+                        "step {}/{total} {}: {how} ({:.1} s)",
+                        r.index + 1,
+                        r.name,
+                        r.seconds
+                    ));
+                }
+            }
+        };
+        let cap = run_qemu(
+            &args,
+            &console_log,
+            self.timeout,
+            self.progress,
+            &mut on_frame,
+        )?;
+        let guest_err = |why: String| LabError::Guest {
             why,
             console: cap.console_log.clone(),
             tail: crate::error::tail_lines(&cap.text, 30),
-        })?;
+        };
+        let answer = decode_answer(&cap.report, total).map_err(guest_err)?;
         self.progress.phase(&format!(
-            "guest finished in {:.1} s (job exit status {})",
-            cap.total_secs, outcome.exit_code
+            "guest finished in {:.1} s ({total} steps, {} failed)",
+            cap.total_secs, answer.failed
         ));
-        Ok(RunOutcome {
+        Ok(PlanRun {
             run_dir: run_dir.to_path_buf(),
             console_log: cap.console_log,
             qemu_args: args,
             kernel: kernel.clone(),
+            boot_dmesg: answer.boot_dmesg,
+            dmesg: answer.dmesg,
+            steps: answer.steps,
+            attachments: answer.attachments,
+            nvme_ready: cap.report.ready,
             init_secs: cap.init_secs,
             qemu_secs: cap.total_secs,
-            ..outcome
         })
     }
 }
 
-fn assemble(
-    report: GuestReport,
-    console: &Path,
-    job: &Job,
-) -> std::result::Result<RunOutcome, String> {
-    let get = |id: &str| {
+/// The agent's frames, decoded.
+struct Answer {
+    boot_dmesg: String,
+    dmesg: String,
+    steps: Vec<StepReport>,
+    attachments: Vec<(usize, Vec<u8>)>,
+    failed: usize,
+}
+
+/// Reads the agent's frames: every step of the plan answered, in order, and the plan's
+/// end. Never trusts the guest: a missing or malformed frame is an error that says
+/// which.
+fn decode_answer(report: &ConsoleReport, total: usize) -> std::result::Result<Answer, String> {
+    let text = |id: &str| {
         report
             .frame(id)
-            .cloned()
-            .ok_or_else(|| format!("the guest sent no `{id}` payload"))
+            .map(|f| String::from_utf8_lossy(&f.data).into_owned())
     };
-    let stdout = get("stdout")?;
-    let stderr = get("stderr")?;
-    let dmesg = get("dmesg")?;
-    let bootlog = get("bootlog")?;
-    let mut dirs = Vec::new();
-    for i in 0..job.fetch_dirs.len() {
-        let f = get(&format!("dir{i}"))?;
-        dirs.push((f.rc, f.data));
+    let end: PlanEnd = match report.frame(frame_id::END) {
+        Some(f) => serde_json::from_slice(&f.data)
+            .map_err(|e| format!("the agent's end-of-plan frame is not JSON: {e}"))?,
+        None => {
+            let got = report
+                .frames
+                .iter()
+                .filter(|f| f.id.starts_with("step."))
+                .count();
+            return Err(format!(
+                "the guest agent stopped after {got} of {total} steps (no end-of-plan frame)"
+            ));
+        }
+    };
+    if let Some(e) = end.error {
+        return Err(format!("the guest agent could not run the plan: {e}"));
     }
-    Ok(RunOutcome {
-        run_dir: PathBuf::new(),
-        console_log: console.to_path_buf(),
-        qemu_args: Vec::new(),
-        kernel: Kernel {
-            bzimage: PathBuf::new(),
-            config: PathBuf::new(),
-            key: String::new(),
-            built: false,
-        },
-        stdout: stdout.data,
-        stderr: stderr.data,
-        exit_code: stdout.rc,
-        boot_dmesg: String::from_utf8_lossy(&bootlog.data).into_owned(),
-        dmesg: String::from_utf8_lossy(&dmesg.data).into_owned(),
-        dirs,
-        nvme_ready: report.ready,
-        init_secs: None,
-        qemu_secs: 0.0,
+    let mut steps = Vec::with_capacity(total);
+    let mut attachments = Vec::new();
+    for i in 0..total {
+        let f = report
+            .frame(&frame_id::step(i))
+            .ok_or_else(|| format!("the guest agent sent no report for step {i}"))?;
+        let r: StepReport = serde_json::from_slice(&f.data)
+            .map_err(|e| format!("the report of step {i} is not a step report: {e}"))?;
+        if r.index != i {
+            return Err(format!(
+                "frame step.{i} holds the report of step {}",
+                r.index
+            ));
+        }
+        steps.push(r);
+        if let Some(d) = report.frame(&frame_id::data(i)) {
+            attachments.push((i, d.data.clone()));
+        }
+    }
+    Ok(Answer {
+        boot_dmesg: text(frame_id::BOOT_LOG).unwrap_or_default(),
+        dmesg: text(frame_id::DMESG).unwrap_or_default(),
+        steps,
+        attachments,
+        failed: end.failed,
     })
+}
+
+impl PlanRun {
+    /// The report of the step named `name`.
+    pub fn report(&self, name: &str) -> Result<&StepReport> {
+        self.steps
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| LabError::Step {
+                step: name.to_string(),
+                why: "no such step in the plan".into(),
+            })
+    }
+
+    /// The output of a step that ran; an error saying why when it failed or was skipped.
+    pub fn output(&self, name: &str) -> Result<&Output> {
+        match &self.report(name)?.result {
+            StepResult::Done { output } => Ok(output),
+            StepResult::Failed { error } => Err(LabError::Step {
+                step: name.to_string(),
+                why: format!("failed in the guest: {error}"),
+            }),
+            StepResult::Skipped { why } => Err(LabError::Step {
+                step: name.to_string(),
+                why: format!("skipped: {why}"),
+            }),
+        }
+    }
+
+    /// The attachment of the step named `name`.
+    pub fn attachment(&self, name: &str) -> Result<&[u8]> {
+        let index = self.report(name)?.index;
+        self.attachments
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, d)| d.as_slice())
+            .ok_or_else(|| LabError::Step {
+                step: name.to_string(),
+                why: "the guest sent no attachment".into(),
+            })
+    }
+}
+
+/// Typed accessors: the output of step `name` as the type its kind of step gives.
+macro_rules! accessor {
+    ($(#[$doc:meta] $fn:ident => $variant:ident($ty:ty);)*) => {
+        impl PlanRun {
+            $(
+                #[$doc]
+                pub fn $fn(&self, name: &str) -> Result<&$ty> {
+                    match self.output(name)? {
+                        Output::$variant(v) => Ok(v),
+                        other => Err(LabError::Step {
+                            step: name.to_string(),
+                            why: format!("gave {}, not {}", output_kind(other), stringify!($variant)),
+                        }),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+accessor! {
+    /// An inventory step's output.
+    inventory => Inventory(Inventory);
+    /// A bind step's attempts.
+    binds => Binds(Vec<BindAttempt>);
+    /// A pairs step's records.
+    pairs => Pairs(Vec<PairRecord>);
+    /// A probe step's record.
+    probe => Probe(DmaProbeResult);
+    /// A check step's report.
+    check => Check(CheckReport);
+    /// A pick step's choice.
+    picked => Picked(Picked);
+    /// A copy step's outcome.
+    copy => Copy(CopyOutcome);
+    /// A hash step's result.
+    hash => Hash(HashResult);
+    /// An address-map step's map.
+    address_map => AddressMap(AddressMap);
+    /// A dmesg step's lines.
+    dmesg_lines => Dmesg(Vec<String>);
+    /// An exec or join step's result.
+    exec => Exec(ExecResult);
+    /// A capture step's summary.
+    captured => Capture(Captured);
+}
+
+fn output_kind(o: &Output) -> &'static str {
+    match o {
+        Output::Inventory(_) => "Inventory",
+        Output::Capture(_) => "Capture",
+        Output::Binds(_) => "Binds",
+        Output::Pairs(_) => "Pairs",
+        Output::Probe(_) => "Probe",
+        Output::Check(_) => "Check",
+        Output::Picked(_) => "Picked",
+        Output::Copy(_) => "Copy",
+        Output::Hash(_) => "Hash",
+        Output::AddressMap(_) => "AddressMap",
+        Output::Marked(_) => "Marked",
+        Output::Dmesg(_) => "Dmesg",
+        Output::Nothing => "Nothing",
+        Output::Spawned(_) => "Spawned",
+        Output::Exec(_) => "Exec",
+    }
 }
 
 /// Unpacks a tar stream from the guest into `dest` (created if needed). Paths escaping
@@ -275,19 +418,4 @@ pub fn unpack_tar(data: &[u8], dest: &Path) -> Result<()> {
     archive
         .unpack(dest)
         .map_err(io_err("cannot unpack the guest's tar stream into", dest))
-}
-
-/// Quotes `args` into one shell command line for `/lab/job.sh`.
-pub fn job_from_argv(args: &[String]) -> String {
-    let words: Vec<String> = args.iter().map(|a| sh_word(a)).collect();
-    format!("{}\n", words.join(" "))
-}
-
-fn sh_word(s: &str) -> String {
-    let safe = |c: char| c.is_ascii_alphanumeric() || "-_=,./:@+%".contains(c);
-    if !s.is_empty() && s.chars().all(safe) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }

@@ -10,6 +10,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use p2pmem_wire::frame::{ConsoleReport, Decoder, Event as FrameEvent, Frame};
+
 use crate::error::{io_err, tail_lines, LabError, Result};
 use crate::progress::Progress;
 
@@ -58,6 +60,8 @@ impl Drop for QemuChild {
 pub struct ConsoleCapture {
     /// The full console text.
     pub text: String,
+    /// The guest's frames, decoded as they arrived.
+    pub report: ConsoleReport,
     /// Where it was saved.
     pub console_log: PathBuf,
     /// Seconds from spawn to `/init` starting (`@@P2PMEM:START@@`), if seen.
@@ -72,12 +76,15 @@ enum Event {
 }
 
 /// Runs `args` (argv, program first) until the guest prints `@@P2PMEM:DONE@@` and QEMU
-/// exits, saving the console to `console_log` and QEMU's stderr next to it.
+/// exits, saving the console to `console_log` and QEMU's stderr next to it. The console
+/// goes through the frame [`Decoder`] as it arrives; `on_frame` sees each payload when
+/// it is complete, and a malformed frame stops the run.
 pub fn run_qemu(
     args: &[String],
     console_log: &Path,
     timeout: Duration,
     progress: Progress,
+    on_frame: &mut dyn FnMut(&Frame),
 ) -> Result<ConsoleCapture> {
     let (program, rest) = args.split_first().ok_or_else(|| LabError::Spawn {
         program: String::new(),
@@ -120,8 +127,8 @@ pub fn run_qemu(
     }
 
     let mut bytes: Vec<u8> = Vec::new();
+    let mut decoder = Decoder::new();
     let mut init_secs = None;
-    let mut ready_seen = false;
     let mut done_at: Option<Instant> = None;
     let mut panic_at: Option<Instant> = None;
     let mut eof = false;
@@ -148,20 +155,31 @@ pub fn run_qemu(
                 let from = bytes.len().saturating_sub(64);
                 bytes.extend_from_slice(&chunk);
                 let window = String::from_utf8_lossy(&bytes[from..]);
-                if init_secs.is_none() && window.contains("@@P2PMEM:START@@") {
-                    let secs = started.elapsed().as_secs_f64();
-                    init_secs = Some(secs);
-                    progress.phase(&format!("guest /init started after {secs:.1} s"));
-                }
-                if !ready_seen && window.contains("@@P2PMEM:READY") {
-                    ready_seen = true;
-                    progress.phase(&format!(
-                        "guest devices ready after {:.1} s; running the job",
-                        started.elapsed().as_secs_f64()
-                    ));
-                }
-                if done_at.is_none() && window.contains("@@P2PMEM:DONE@@") {
-                    done_at = Some(Instant::now());
+                let events = match decoder.feed(&chunk) {
+                    Ok(events) => events,
+                    Err(e) => {
+                        let why = format!("the guest's frame stream is broken: {e}");
+                        return Err(fail(why, &bytes, &mut guard));
+                    }
+                };
+                for event in events {
+                    match event {
+                        FrameEvent::Started => {
+                            let secs = started.elapsed().as_secs_f64();
+                            init_secs = Some(secs);
+                            progress.phase(&format!("guest /init started after {secs:.1} s"));
+                        }
+                        FrameEvent::Ready(have, want) => progress.phase(&format!(
+                            "guest devices ready after {:.1} s ({have} of {want} NVMe); running the plan",
+                            started.elapsed().as_secs_f64()
+                        )),
+                        FrameEvent::Frame(i) => {
+                            if let Some(f) = decoder.report().frames.get(i) {
+                                on_frame(f);
+                            }
+                        }
+                        FrameEvent::Done => done_at = Some(Instant::now()),
+                    }
                 }
                 if panic_at.is_none() && window.contains("Kernel panic") {
                     panic_at = Some(Instant::now());
@@ -191,12 +209,23 @@ pub fn run_qemu(
                 log.write_all(&chunk)
                     .map_err(io_err("cannot write", console_log))?;
                 bytes.extend_from_slice(&chunk);
+                if let Err(e) = decoder.feed(&chunk) {
+                    let why = format!("the guest's frame stream is broken: {e}");
+                    return Err(fail(why, &bytes, &mut guard));
+                }
             }
             let text = String::from_utf8_lossy(&bytes).into_owned();
             if text.contains("Kernel panic") {
                 return Err(fail("the guest kernel panicked".into(), &bytes, &mut guard));
             }
-            if !text.contains("@@P2PMEM:DONE@@") {
+            let report = match decoder.finish() {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = format!("the guest's frame stream is broken: {e}");
+                    return Err(fail(why, &bytes, &mut guard));
+                }
+            };
+            if !report.done {
                 return Err(fail(
                     format!("QEMU exited ({status}) before the guest finished"),
                     &bytes,
@@ -205,6 +234,7 @@ pub fn run_qemu(
             }
             return Ok(ConsoleCapture {
                 text,
+                report,
                 console_log: console_log.to_path_buf(),
                 init_secs,
                 total_secs: started.elapsed().as_secs_f64(),

@@ -1,7 +1,7 @@
 //! Where the bytes went, measured: QEMU runs with its nvme DMA trace events on
-//! ([`qemu_trace_args`]), the guest saves its address map (`/proc/iomem` and every PCI
-//! function's `resource`) and brackets the measured command with marker reads
-//! ([`guest_functions`]), and the trace is streamed through the model's
+//! ([`qemu_trace_args`]), the plan's address-map step brings back the guest's
+//! `/proc/iomem` and every PCI function's `resource`, its mark steps bracket the
+//! measured command with marker reads, and the trace is streamed through the model's
 //! [`DmaAccountant`] once per window. Volume: about 45 bytes of trace per 4 KiB page
 //! moved through host memory (one `pci_nvme_map_addr` line each), one line per command
 //! through a CMB; parsing streams, so only the disk holds the trace (in the run
@@ -12,21 +12,15 @@ use std::path::{Path, PathBuf};
 
 use p2pmem_model::dma_accounting::trace_line::event;
 use p2pmem_model::dma_accounting::{
-    DmaAccountant, DmaFigures, DmaReport, MemoryMap, Window, WindowState, MARKER_BLOCKS,
+    DmaAccountant, DmaFigures, DmaReport, MemoryMap, Window, WindowState,
 };
+use p2pmem_wire::report::AddressMap;
 use serde::Serialize;
 
 use crate::error::{io_err, LabError, Result};
-use crate::lab::{job_from_argv, unpack_tar, Job};
 
 /// The trace file in the run directory.
 pub const TRACE_FILE: &str = "dma-trace.log";
-
-/// Where a traced `lab run` job saves the guest's address map.
-pub const GUEST_MAP_DIR: &str = "/tmp/lab-dma";
-
-/// Logical block size the marker reads assume (QEMU nvme's default).
-const MARKER_LBA_BYTES: u64 = 512;
 
 /// What the figures are measured from.
 pub const SOURCE: &str = "lab: QEMU's nvme DMA trace (pci_nvme_map_addr, pci_nvme_map_addr_cmb) over the guest's System RAM and PCI BARs";
@@ -48,86 +42,19 @@ pub fn qemu_trace_args(file: &Path) -> Vec<String> {
     a
 }
 
-/// Guest shell functions: `lab_dma_map DIR` saves the address map into DIR;
-/// `lab_dma_mark LBA` reads [`MARKER_BLOCKS`] blocks at LBA of the first NVMe namespace
-/// with O_DIRECT, which QEMU traces as `pci_nvme_read ... nlb 3 ... lba LBA`.
-pub fn guest_functions() -> String {
-    let bs = MARKER_BLOCKS * MARKER_LBA_BYTES;
-    format!(
-        r#"lab_dma_map() {{
-  mkdir -p "$1"
-  cat /proc/iomem > "$1/iomem"
-  for d in /sys/bus/pci/devices/*; do
-    cat "$d/resource" > "$1/resource.${{d##*/}}" 2> /dev/null
-  done
-}}
-lab_dma_mark() {{
-  dev=$(ls /sys/block | grep '^nvme' | sort | head -n 1)
-  dd if="/dev/$dev" of=/dev/null bs={bs} count=1 skip=$(($1 / {MARKER_BLOCKS})) iflag=direct 2> /dev/null
-}}
-"#
-    )
-}
-
-/// A `lab run` job that measures `command`: the address map, then the command between
-/// the markers of window 0, exiting with the command's status.
-pub fn traced_job(command: &[String]) -> Job {
-    let w = Window::nth(0);
-    let script = format!(
-        "{}lab_dma_map {GUEST_MAP_DIR}\nlab_dma_mark {}\n(\n{})\nrc=$?\nlab_dma_mark {}\nexit $rc\n",
-        guest_functions(),
-        w.begin_lba,
-        job_from_argv(command),
-        w.end_lba
-    );
-    Job {
-        script,
-        fetch_dirs: vec![GUEST_MAP_DIR.to_string()],
-    }
-}
-
-/// Is `argv` a `p2pmem [--json] [--root DIR] copy ...` command?
-pub fn is_p2pmem_copy(argv: &[String]) -> bool {
-    let Some((prog, rest)) = argv.split_first() else {
-        return false;
-    };
-    if prog != "p2pmem" && !prog.ends_with("/p2pmem") {
-        return false;
-    }
-    let mut words = rest.iter();
-    while let Some(w) = words.next() {
-        match w.as_str() {
-            "--root" => {
-                words.next();
-            }
-            w if w.starts_with('-') => {}
-            w => return w == "copy",
-        }
-    }
-    false
-}
-
-/// Reads an address map saved by `lab_dma_map` (unpacked on the host).
-pub fn load_memory_map(dir: &Path) -> Result<MemoryMap> {
-    let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(io_err("cannot read", p));
-    let iomem = read(dir.join("iomem"))?;
-    let mut resources = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(io_err("cannot list", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(io_err("cannot list", dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(bdf) = name.strip_prefix("resource.") {
-            resources.push((bdf.to_string(), read(entry.path())?));
-        }
-    }
-    resources.sort();
+/// The model's address map from the guest's (an address-map step's output).
+pub fn memory_map(guest: &AddressMap, trace: &Path) -> Result<MemoryMap> {
+    let names: Vec<String> = guest.resources.iter().map(|(b, _)| b.to_string()).collect();
     let map = MemoryMap::from_guest(
-        &iomem,
-        resources.iter().map(|(b, t)| (b.as_str(), t.as_str())),
+        &guest.iomem,
+        names
+            .iter()
+            .zip(&guest.resources)
+            .map(|(b, (_, text))| (b.as_str(), text.as_str())),
     );
     if map.ram.is_empty() {
         return Err(LabError::DmaTrace {
-            trace: dir.join("iomem"),
+            trace: trace.to_path_buf(),
             why: "the guest's /proc/iomem shows no System RAM range (read without root?)".into(),
         });
     }
@@ -196,24 +123,17 @@ impl DmaResult {
     }
 }
 
-/// After a traced `lab run`: unpacks the guest's map (the job's first fetched directory)
-/// into the run directory and measures window 0.
-pub fn account_run(run_dir: &Path, map_tar: Option<&(i32, Vec<u8>)>) -> Result<DmaResult> {
+/// The one window of a traced `lab run` (window 0), measured with the map of the
+/// plan's address-map step.
+pub fn account_run(run_dir: &Path, guest: &AddressMap) -> Result<DmaResult> {
     let trace = run_dir.join(TRACE_FILE);
-    let missing = |why: &str| LabError::DmaTrace {
-        trace: trace.clone(),
-        why: why.to_string(),
-    };
-    let (rc, tar) = map_tar.ok_or_else(|| missing("the guest sent no address map"))?;
-    if *rc != 0 {
-        return Err(missing("the guest could not archive its address map"));
-    }
-    let dir = run_dir.join("guest-map");
-    unpack_tar(tar, &dir)?;
-    let map = load_memory_map(&dir)?;
+    let map = memory_map(guest, &trace)?;
     let report = account(&trace, &map, &[Window::nth(0)])?
         .pop()
-        .ok_or_else(|| missing("no window was measured"))?;
+        .ok_or_else(|| LabError::DmaTrace {
+            trace: trace.clone(),
+            why: "no window was measured".into(),
+        })?;
     DmaResult::new(report, &trace)
 }
 
@@ -222,33 +142,26 @@ pub fn account_run(run_dir: &Path, map_tar: Option<&(i32, Vec<u8>)>) -> Result<D
 pub struct MeasuredCopy {
     /// The buffer: a provider's BDF or `host`.
     pub via: String,
-    /// `p2pmem copy`'s exit status (None when it did not record one).
+    /// `p2pmem copy`'s exit status (None when it did not run).
     pub exit: Option<i32>,
     /// The figures.
     #[serde(flatten)]
     pub dma: DmaResult,
 }
 
-/// The demo's measured copies, from its unpacked results (`results/dma/` holds the map,
-/// `copy.pair` names the CMB copy's provider): window 0 the copy through the CMB,
-/// window 1 the same copy through a host buffer. Empty when the copy step did not run.
-pub fn demo_copies(run_dir: &Path, results: &Path) -> Result<Vec<MeasuredCopy>> {
-    let text = |name: &str| std::fs::read_to_string(results.join(name)).ok();
-    let Some(pair) = text("copy.pair") else {
-        return Ok(Vec::new());
-    };
-    let via = pair.split_whitespace().next().unwrap_or("?").to_string();
+/// The demo's measured copies: window 0 the copy through the CMB (through `via`),
+/// window 1 the same copy through a host buffer, with the copies' exit statuses.
+pub fn demo_copies(
+    run_dir: &Path,
+    guest: &AddressMap,
+    copies: [(String, Option<i32>); 2],
+) -> Result<Vec<MeasuredCopy>> {
     let trace = run_dir.join(TRACE_FILE);
-    let map = load_memory_map(&results.join("dma"))?;
+    let map = memory_map(guest, &trace)?;
     let reports = account(&trace, &map, &[Window::nth(0), Window::nth(1)])?;
-    let exit = |name: &str| text(name).and_then(|t| t.trim().parse().ok());
-    let labels = [
-        (via, exit("copy.exit")),
-        ("host".to_string(), exit("host_copy.exit")),
-    ];
     reports
         .into_iter()
-        .zip(labels)
+        .zip(copies)
         .map(|(r, (via, exit))| {
             Ok(MeasuredCopy {
                 via,
@@ -263,21 +176,6 @@ pub fn demo_copies(run_dir: &Path, results: &Path) -> Result<Vec<MeasuredCopy>> 
 mod tests {
     use super::*;
 
-    fn argv(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_string).collect()
-    }
-
-    #[test]
-    fn p2pmem_copy_commands_are_recognised() {
-        assert!(is_p2pmem_copy(&argv("p2pmem copy a b")));
-        assert!(is_p2pmem_copy(&argv("p2pmem --json copy a b --via host")));
-        assert!(is_p2pmem_copy(&argv("/bin/p2pmem --root /x copy a b")));
-        assert!(!is_p2pmem_copy(&argv("p2pmem --root copy topo")));
-        assert!(!is_p2pmem_copy(&argv("p2pmem check a b")));
-        assert!(!is_p2pmem_copy(&argv("sh -c p2pmem copy")));
-        assert!(!is_p2pmem_copy(&[]));
-    }
-
     #[test]
     fn trace_args_enable_every_event_and_escape_commas() {
         let a = qemu_trace_args(Path::new("/runs/a,b/dma-trace.log"));
@@ -290,52 +188,19 @@ mod tests {
     }
 
     #[test]
-    fn traced_job_brackets_the_command_and_keeps_its_status() {
-        let job = traced_job(&argv("p2pmem copy /dev/nvme0n1 /dev/nvme1n1"));
-        let s = &job.script;
-        let at = |needle: &str| s.find(needle).unwrap_or(usize::MAX);
-        assert!(at("lab_dma_map /tmp/lab-dma") < at("lab_dma_mark 21"));
-        assert!(at("lab_dma_mark 21") < at("p2pmem copy"));
-        assert!(at("p2pmem copy") < at("lab_dma_mark 27"));
-        assert!(s.ends_with("exit $rc\n"));
-        assert!(s.contains("bs=1536 count=1 skip=$(($1 / 3)) iflag=direct"));
-        assert_eq!(job.fetch_dirs, [GUEST_MAP_DIR]);
-    }
-
-    #[test]
-    fn the_demo_job_measures_its_cmb_copy_then_a_host_copy() {
-        let job = crate::pairs::pairs_job(crate::pairs::PairsOptions {
-            capture: false,
-            check: true,
-            copy: true,
-        });
-        let s = &job.script;
-        let at = |needle: &str| s.find(needle).unwrap_or(usize::MAX);
-        assert!(at("lab_dma_map \"$OUT/dma\"") < at("lab_dma_mark 21"));
-        assert!(at("lab_dma_mark 21") < at("--require-p2p --verify"));
-        assert!(at("--require-p2p --verify") < at("lab_dma_mark 27"));
-        assert!(at("lab_dma_mark 27") < at("lab_dma_mark 33"));
-        assert!(at("lab_dma_mark 33") < at("--via host --verify"));
-        assert!(at("--via host --verify") < at("lab_dma_mark 39"));
-        assert!(
-            !s.contains("@CMB_") && !s.contains("@HOST_"),
-            "placeholders left"
-        );
-    }
-
-    #[test]
-    fn a_saved_map_and_trace_give_figures() {
+    fn a_guest_map_and_trace_give_figures() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
-        std::fs::write(d.join("iomem"), "00100000-3ffc8fff : System RAM\n").unwrap();
-        std::fs::write(
-            d.join("resource.0000:03:00.0"),
-            "0x00000000fe800000 0x00000000fe803fff 0x0000000000140204\n",
-        )
-        .unwrap();
-        let map = load_memory_map(d).unwrap();
-        assert_eq!(map.bars.len(), 1);
         let trace = d.join(TRACE_FILE);
+        let guest = AddressMap {
+            iomem: "00100000-3ffc8fff : System RAM\n".into(),
+            resources: vec![(
+                "0000:03:00.0".parse().unwrap(),
+                "0x00000000fe800000 0x00000000fe803fff 0x0000000000140204\n".into(),
+            )],
+        };
+        let map = memory_map(&guest, &trace).unwrap();
+        assert_eq!(map.bars.len(), 1);
         let mut text = b"pci_nvme_read cid 1 nsid 1 nlb 3 count 1536 lba 0x15\n\
              pci_nvme_io_cmd cid 2 nsid 0x1 sqid 1 opc 0x1 opname 'NVME_NVM_CMD_WRITE'\n\
              pci_nvme_map_addr addr 0x100000 len 4096\n"
@@ -351,7 +216,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("opening marker"), "{err}");
-        std::fs::write(d.join("iomem"), "").unwrap();
-        assert!(load_memory_map(d).is_err());
+        let empty = AddressMap {
+            iomem: String::new(),
+            resources: Vec::new(),
+        };
+        assert!(memory_map(&empty, &trace).is_err());
     }
 }

@@ -5,10 +5,13 @@
 
 use std::path::Path;
 
+use p2pmem_model::cpu::CpuInfo;
+use p2pmem_model::klog::klog_texts;
+use p2pmem_model::Bdf;
+use p2pmem_wire::probe::{DataCheck, PhaseLog};
 use serde::Serialize;
-use serde_json::{json, Value};
 
-use crate::pairs::{cpu_identity, PairsResult};
+use crate::pairs::PairsResult;
 use crate::qemu_args::{qemu_args, qemu_script, MachineFiles};
 use crate::topology::Topology;
 
@@ -49,13 +52,84 @@ pub struct Truth {
     /// `qemu-system-x86_64 --version`, first line.
     pub qemu: String,
     /// How each pair was tested.
-    pub method: Value,
+    pub method: Method,
     /// The NVMe devices, in topology order.
-    pub nvme: Vec<Value>,
+    pub nvme: Vec<TruthNvme>,
     /// Filtered boot-log lines, timestamps stripped.
     pub boot_log: Vec<String>,
     /// One record per (provider, client) pair.
-    pub pairs: Vec<Value>,
+    pub pairs: Vec<TruthPair>,
+}
+
+/// How each pair was tested (the `method` of `truth.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Method {
+    mmap_bytes: u64,
+    mmap_offset: u64,
+    io_bytes: u64,
+    read: &'static str,
+    write: &'static str,
+    kernel_log: &'static str,
+    result: &'static str,
+    tool: &'static str,
+}
+
+/// The method of the DMA probe, in words.
+pub const METHOD: Method = Method {
+    mmap_bytes: 1 << 20,
+    mmap_offset: 0,
+    io_bytes: 64 << 10,
+    read: "O_DIRECT pread(client /dev/nvmeXn1, p2p buffer, 64 KiB, offset 0)",
+    write: "O_DIRECT pwrite(client /dev/nvmeXn1, p2p buffer, 64 KiB, offset 1 MiB)",
+    kernel_log: "klogctl CLEAR before the mmap, READ_ALL after; <level> and [timestamp] stripped",
+    result: "ok = full 64 KiB transferred; otherwise errno name",
+    tool:
+        "p2pmem agent (plan step `pairs`), every pair once per boot, 2 s pause after a failing pair",
+};
+
+/// One NVMe device of the topology and where the guest found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TruthNvme {
+    /// Serial number (the topology's name for it).
+    pub serial: String,
+    /// CMB size, when it has one.
+    pub cmb_size_mb: Option<u32>,
+    /// The topology's description.
+    pub desc: String,
+    /// Its PCI function in the guest.
+    pub bdf: Option<Bdf>,
+    /// Its controller.
+    pub ctrl: Option<String>,
+    /// Its first namespace.
+    pub blkdev: Option<String>,
+}
+
+/// One pair's record, in the fields and order of the shared ground truth.
+#[derive(Debug, Clone, Serialize)]
+pub struct TruthPair {
+    /// The provider.
+    pub provider: Bdf,
+    /// The client.
+    pub client: Bdf,
+    /// `ok` or the errno name (null when the probe did not run).
+    pub read: Option<String>,
+    /// Likewise for the write.
+    pub write: Option<String>,
+    /// The kernel's lines during the probe.
+    pub kernel_log: Vec<String>,
+    /// The client's block device.
+    pub client_blkdev: String,
+    /// `ok` or the mmap errno.
+    pub mmap: Option<String>,
+    /// Whether the bytes read through p2pmem match a host read.
+    pub read_data: Option<DataCheck>,
+    /// Whether the bytes written through p2pmem read back.
+    pub write_data: Option<DataCheck>,
+    /// The kernel's lines per phase.
+    pub kernel_log_phase: Option<PhaseLog>,
+    /// Why there is no probe record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_error: Option<String>,
 }
 
 /// The `$SCRATCH` form of the QEMU argv, as in `shared/truth/*/qemu.sh`.
@@ -86,29 +160,11 @@ pub fn scratch_script(topo: &Topology, cpu: &str) -> String {
     )
 }
 
-/// Strips `<level>` and `[timestamp]` prefixes from a kernel log line.
-pub fn strip_klog_prefix(line: &str) -> &str {
-    let mut l = line;
-    if l.starts_with('<') {
-        if let Some(end) = l.find('>') {
-            l = &l[end + 1..];
-        }
-    }
-    if l.starts_with('[') {
-        if let Some(end) = l.find(']') {
-            l = l[end + 1..].strip_prefix(' ').unwrap_or(&l[end + 1..]);
-        }
-    }
-    l
-}
-
 /// The boot-log lines worth keeping.
 pub fn filter_boot_log(boot_dmesg: &str) -> Vec<String> {
-    boot_dmesg
-        .lines()
-        .map(strip_klog_prefix)
+    klog_texts(boot_dmesg.as_bytes())
+        .into_iter()
         .filter(|l| BOOT_LOG_PATTERNS.iter().any(|p| l.contains(p)))
-        .map(str::to_string)
         .collect()
 }
 
@@ -129,48 +185,53 @@ pub struct TruthContext<'a> {
 
 /// Assembles `truth.json`.
 pub fn build_truth(ctx: &TruthContext<'_>, res: &PairsResult) -> Truth {
-    let (vendor, family) = cpu_identity(&res.cpuinfo);
+    let cpu = CpuInfo::parse(res.inventory.cpuinfo.as_bytes());
     let nvme = ctx
         .topo
         .nvme
         .iter()
         .map(|n| {
-            let g = res.nvme.iter().find(|g| g.serial == n.serial);
-            json!({
-                "serial": n.serial,
-                "cmb_size_mb": n.cmb_mb,
-                "desc": n.desc,
-                "bdf": g.map(|g| g.bdf.clone()),
-                "ctrl": g.map(|g| g.ctrl.clone()),
-                "blkdev": g.map(|g| g.blkdev.clone()),
-            })
+            let g = res.inventory.nvme.iter().find(|g| g.serial == n.serial);
+            TruthNvme {
+                serial: n.serial.clone(),
+                cmb_size_mb: n.cmb_mb,
+                desc: n.desc.clone(),
+                bdf: g.map(|g| g.bdf),
+                ctrl: g.map(|g| g.ctrl.clone()),
+                blkdev: g.map(|g| g.blkdev.clone()),
+            }
         })
         .collect();
     let pairs = res
         .pairs
         .iter()
-        .map(|p| {
-            let probe = p.probe.clone().unwrap_or(Value::Null);
-            let field = |k: &str| probe.get(k).cloned().unwrap_or(Value::Null);
-            let mut rec = json!({
-                "provider": p.provider,
-                "client": p.client,
-                "read": field("read"),
-                "write": field("write"),
-                "kernel_log": field("kernel_log"),
-                "client_blkdev": p.blkdev,
-                "mmap": field("mmap"),
-                "read_data": field("read_data"),
-                "write_data": field("write_data"),
-                "kernel_log_phase": field("kernel_log_phase"),
-            });
-            if p.probe.is_none() {
-                rec["probe_error"] = json!({
-                    "exit": p.probe_rc,
-                    "stderr": p.probe_err.trim(),
-                });
-            }
-            rec
+        .map(|p| match &p.probe {
+            Ok(r) => TruthPair {
+                provider: p.provider,
+                client: p.client,
+                read: r.read.clone(),
+                write: r.write.clone(),
+                kernel_log: r.kernel_log.clone(),
+                client_blkdev: p.blkdev.clone(),
+                mmap: Some(r.mmap.clone()),
+                read_data: r.read_data,
+                write_data: r.write_data,
+                kernel_log_phase: Some(r.kernel_log_phase.clone()),
+                probe_error: None,
+            },
+            Err(e) => TruthPair {
+                provider: p.provider,
+                client: p.client,
+                read: None,
+                write: None,
+                kernel_log: Vec::new(),
+                client_blkdev: p.blkdev.clone(),
+                mmap: None,
+                read_data: None,
+                write_data: None,
+                kernel_log_phase: None,
+                probe_error: Some(e.clone()),
+            },
         })
         .collect();
     Truth {
@@ -178,24 +239,15 @@ pub fn build_truth(ctx: &TruthContext<'_>, res: &PairsResult) -> Truth {
         summary: ctx.topo.description.clone(),
         qemu_args: scratch_args(ctx.topo, ctx.cpu),
         cpu: ctx.cpu.to_string(),
-        cpu_vendor_id: vendor,
-        cpu_family: family,
-        cmdline: res.cmdline.clone(),
+        cpu_vendor_id: cpu.vendor_id,
+        cpu_family: cpu.family,
+        cmdline: res.inventory.cmdline.clone(),
         kernel: format!(
             "Linux {} (Debian linux-source-6.12), tinyconfig + p2pmem-lab fragment (kernel cache key {}), no IOMMU, !SMP",
-            res.osrelease, ctx.kernel_key
+            res.inventory.osrelease, ctx.kernel_key
         ),
         qemu: ctx.qemu_version.to_string(),
-        method: json!({
-            "mmap_bytes": 1048576,
-            "mmap_offset": 0,
-            "io_bytes": 65536,
-            "read": "O_DIRECT pread(client /dev/nvmeXn1, p2p buffer, 64 KiB, offset 0)",
-            "write": "O_DIRECT pwrite(client /dev/nvmeXn1, p2p buffer, 64 KiB, offset 1 MiB)",
-            "kernel_log": "klogctl CLEAR before the mmap, READ_ALL after; <level> and [timestamp] stripped",
-            "result": "ok = full 64 KiB transferred; otherwise errno name",
-            "tool": "p2pmem agent dma-probe, every pair once per boot, 2 s pause after a failing pair",
-        }),
+        method: METHOD,
         nvme,
         boot_log: filter_boot_log(ctx.boot_dmesg),
         pairs,
@@ -205,17 +257,6 @@ pub fn build_truth(ctx: &TruthContext<'_>, res: &PairsResult) -> Truth {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn klog_prefixes_are_stripped() {
-        assert_eq!(
-            strip_klog_prefix("[    0.000000] Linux version 6"),
-            "Linux version 6"
-        );
-        assert_eq!(strip_klog_prefix("<4>[ 1.5] nvme x"), "nvme x");
-        assert_eq!(strip_klog_prefix("plain"), "plain");
-        assert_eq!(strip_klog_prefix("[unterminated"), "[unterminated");
-    }
 
     #[test]
     fn boot_log_filter_matches_the_recorded_truth() {
@@ -229,7 +270,7 @@ mod tests {
         ) else {
             panic!("fixtures/truth/s01_switch_cmbmix_fam15 is missing (scripts/import-truth)");
         };
-        let truth: Value = serde_json::from_str(&truth).unwrap();
+        let truth: serde_json::Value = serde_json::from_str(&truth).unwrap();
         let ours = filter_boot_log(&dmesg);
         for line in truth["boot_log"].as_array().unwrap() {
             assert!(

@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use p2pmem_lab::guest::encode_frame;
 use p2pmem_lab::qemu::run_qemu;
 use p2pmem_lab::Progress;
+use p2pmem_wire::frame::encode_frame;
 
 fn fake(dir: &Path, body: &str) -> Vec<String> {
     let script = dir.join("fake-qemu.sh");
@@ -22,8 +22,14 @@ fn run(body: &str, timeout: u64) -> (Result<p2pmem_lab::qemu::ConsoleCapture, St
     let tmp = tempfile::tempdir().unwrap();
     let args = fake(tmp.path(), body);
     let log = tmp.path().join("console.log");
-    let r = run_qemu(&args, &log, Duration::from_secs(timeout), Progress::quiet())
-        .map_err(|e| e.to_string());
+    let r = run_qemu(
+        &args,
+        &log,
+        Duration::from_secs(timeout),
+        Progress::quiet(),
+        &mut |_| {},
+    )
+    .map_err(|e| e.to_string());
     (r, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
@@ -38,6 +44,51 @@ fn finished_guest_returns_the_console() {
     assert!(cap.text.contains("boot line"));
     assert!(cap.init_secs.is_some());
     assert_eq!(log, cap.text);
+    // Decoded live, by the runner's own decoder.
+    assert!(cap.report.done);
+    assert_eq!(cap.report.frame("stdout").unwrap().data, b"hi\n");
+}
+
+#[test]
+fn frames_reach_the_callback_as_they_arrive_and_a_broken_stream_stops_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        encode_frame("step.0", 0, b"one"),
+        encode_frame("step.1", 0, b"two"),
+    );
+    let args = fake(
+        tmp.path(),
+        &format!("printf '%s' '{a}'; sleep 1; printf '%s' '{b}'; echo '@@P2PMEM:DONE@@'"),
+    );
+    let mut seen = Vec::new();
+    let cap = run_qemu(
+        &args,
+        &tmp.path().join("c.log"),
+        Duration::from_secs(30),
+        Progress::quiet(),
+        &mut |f| seen.push((f.id.clone(), f.data.clone())),
+    )
+    .unwrap();
+    assert_eq!(
+        seen,
+        [
+            ("step.0".to_string(), b"one".to_vec()),
+            ("step.1".to_string(), b"two".to_vec())
+        ]
+    );
+    assert_eq!(cap.report.frames.len(), 2);
+    let start = Instant::now();
+    let (r, _) = run(
+        "echo '@@P2PMEM:BEGIN x@@'; echo 'not base64!'; sleep 60",
+        120,
+    );
+    let err = r.unwrap_err();
+    assert!(err.contains("frame stream is broken"), "{err}");
+    assert!(err.contains("console line 2"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "not stopped at once"
+    );
 }
 
 #[test]
@@ -86,6 +137,7 @@ fn missing_program_is_a_spawn_error() {
         &tmp.path().join("c.log"),
         Duration::from_secs(5),
         Progress::quiet(),
+        &mut |_| {},
     )
     .unwrap_err()
     .to_string();

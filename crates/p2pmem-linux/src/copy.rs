@@ -122,39 +122,7 @@ impl fmt::Debug for Prepared {
     }
 }
 
-/// A finished copy.
-#[derive(Debug, Clone, Serialize)]
-pub struct CopyReport {
-    /// Source path.
-    pub src: PathBuf,
-    /// Destination path.
-    pub dst: PathBuf,
-    /// First source byte.
-    pub src_offset: u64,
-    /// First destination byte.
-    pub dst_offset: u64,
-    /// Bytes copied.
-    pub bytes: u64,
-    /// Wall time, including the final fdatasync.
-    pub seconds: f64,
-    /// `bytes / seconds`.
-    pub bytes_per_second: f64,
-    /// Where the buffer was.
-    pub location: Location,
-    /// `io_uring` or `sync`.
-    pub engine: &'static str,
-    /// Chunk size.
-    pub chunk: u64,
-    /// Chunks allowed in flight.
-    pub depth: usize,
-    /// Most requests the kernel had at once.
-    pub max_in_flight: usize,
-    /// Bytes at the end, shorter than a block, copied with buffered I/O through host
-    /// memory.
-    pub tail_bytes_via_host: u64,
-    /// Whether the destination file was created.
-    pub created: bool,
-}
+pub use p2pmem_wire::copy::CopyReport;
 
 /// Removes a destination file this copy created when preparing fails.
 struct CreatedGuard<'a>(Option<&'a Path>);
@@ -472,7 +440,7 @@ impl Prepared {
                 0.0
             },
             location,
-            engine: self.queue.name(),
+            engine: self.queue.name().to_string(),
             chunk: self.plan.chunk,
             depth: self.depth,
             max_in_flight: outcome.max_in_flight.min(self.queue.max_concurrency()),

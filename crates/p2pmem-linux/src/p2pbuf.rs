@@ -12,29 +12,10 @@ use p2pmem_model::Bdf;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
-use serde::Serialize;
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Where a buffer's bytes live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Location {
-    /// Ordinary host RAM.
-    Host,
-    /// p2pmem of this PCI provider (device memory, usually a BAR such as an NVMe CMB).
-    P2p(Bdf),
-}
-
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Host => f.write_str("host memory"),
-            Self::P2p(bdf) => write!(f, "p2pmem of {bdf}"),
-        }
-    }
-}
+pub use p2pmem_wire::copy::Location;
 
 /// A copy range that does not fit the buffer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

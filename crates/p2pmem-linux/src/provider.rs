@@ -68,22 +68,7 @@ impl RegionRequest {
     }
 }
 
-/// One line of the driver's `providers` file: what a bound device published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct ActiveRegion {
-    /// The device.
-    pub bdf: Bdf,
-    /// BAR index.
-    pub bar: u8,
-    /// Offset into the BAR.
-    pub offset: u64,
-    /// Bytes published.
-    pub size: u64,
-    /// CPU physical address of the first byte.
-    pub start: u64,
-    /// Length of the whole BAR.
-    pub bar_len: u64,
-}
+pub use p2pmem_wire::bind::{ActiveRegion, BindAction};
 
 /// Parses the driver's `providers` file (`BDF bar=N offset=X size=Y start=A bar_len=L`
 /// per line, numbers in `0x` hex or decimal). Lines that do not parse are skipped.
@@ -373,19 +358,6 @@ pub struct BindOutcome {
     pub action: BindAction,
     /// What the device published, from the driver's `providers` file.
     pub region: Option<ActiveRegion>,
-}
-
-/// What [`bind`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BindAction {
-    /// Bound a device that had no driver.
-    Bound,
-    /// Unbound from `p2pmem_pci` and bound again, for a different region.
-    Rebound,
-    /// It was bound already (the module binds its ID table when it loads) and no region
-    /// was asked for: nothing to change.
-    AlreadyBound,
 }
 
 /// Options of [`bind`].

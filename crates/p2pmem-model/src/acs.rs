@@ -7,7 +7,7 @@
 //! held from 4.20 to the pci tree after 7.3-rc1; a pending rework (per-TLP-class decisions)
 //! would change it and is not modelled.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Extended capability ID of ACS.
@@ -86,8 +86,19 @@ impl Serialize for AcsFlags {
     }
 }
 
+impl<'de> Deserialize<'de> for AcsFlags {
+    /// Reads what [`Serialize`] writes; `value` is the register, `bits` only its names.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            value: u16,
+        }
+        Ok(Self(Wire::deserialize(d)?.value))
+    }
+}
+
 /// Why the ACS state of a device cannot be known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AcsUnknown {
     /// Only the first 64 bytes of config space were readable (an unprivileged read).
@@ -112,7 +123,7 @@ impl AcsUnknown {
 }
 
 /// What is known about a device's ACS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum AcsState {
     /// No ACS extended capability (or no extended config space): never redirects.

@@ -205,6 +205,13 @@ impl fmt::Display for HostBridgeId {
     }
 }
 
+impl<'de> Deserialize<'de> for HostBridgeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Serialize for HostBridgeId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

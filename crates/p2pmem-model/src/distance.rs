@@ -14,10 +14,10 @@ use crate::kernel_version::KernelVersion;
 use crate::messages::{self, KernelMessage, MessageKind};
 use crate::topology::Topology;
 use crate::whitelist;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The kernel's `enum pci_p2pdma_map_type` outcomes a decision can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MapType {
     /// Below a common switch or port with no redirect: the PCI bus address is used.
@@ -49,7 +49,7 @@ pub struct Rules {
 }
 
 /// Where a tested node sits on the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// On the provider's chain below the common device.
@@ -61,7 +61,7 @@ pub enum Side {
 }
 
 /// One ACS test the kernel makes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcsTest {
     /// The device tested.
     pub bdf: Bdf,
@@ -72,7 +72,7 @@ pub struct AcsTest {
 }
 
 /// How rule H was decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum RuleH {
     /// `cpu_supports_p2pdma()`: AMD family >= 0x17 (5.9+).
@@ -109,7 +109,7 @@ impl RuleH {
 }
 
 /// One host bridge's whitelist check (`__host_bridge_whitelist`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BridgeCheck {
     /// The host bridge.
     pub host_bridge: HostBridgeId,
@@ -124,7 +124,7 @@ pub struct BridgeCheck {
 }
 
 /// The kernel's decision for one (provider, client) pair, with its reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairVerdict {
     /// The provider.
     pub provider: Bdf,

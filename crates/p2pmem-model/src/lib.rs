@@ -16,6 +16,7 @@ pub mod distance;
 pub mod dma_accounting;
 pub mod errno;
 pub mod kernel_version;
+pub mod klog;
 pub mod messages;
 pub mod nvmet_attr;
 pub mod nvmet_plan;

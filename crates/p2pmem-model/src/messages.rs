@@ -7,7 +7,7 @@
 
 use crate::bdf::Bdf;
 use crate::kernel_version::{KernelVersion, VersionRange};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The kernel's log level for all of these (KERN_WARNING).
 pub const WARNING: u8 = 4;
@@ -19,7 +19,7 @@ pub const ACS_LIST_BUF: usize = 128;
 pub const HOST_BRIDGE_WARNING: VersionRange = VersionRange::since(5, 14);
 
 /// Which message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MessageKind {
     /// The client has no PCI ancestor (verbose).
@@ -49,7 +49,7 @@ pub enum MessageKind {
 }
 
 /// One message as the kernel would log it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelMessage {
     /// What it says, structured.
     #[serde(flatten)]

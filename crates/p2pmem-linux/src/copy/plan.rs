@@ -214,37 +214,7 @@ impl Plan {
     }
 }
 
-/// A half-open byte range `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct ByteRange {
-    /// First byte.
-    pub start: u64,
-    /// One past the last byte.
-    pub end: u64,
-}
-
-impl ByteRange {
-    /// Length in bytes.
-    pub fn len(&self) -> u64 {
-        self.end - self.start
-    }
-
-    /// Whether the range is empty.
-    pub fn is_empty(&self) -> bool {
-        self.end <= self.start
-    }
-
-    /// Whether two ranges share a byte.
-    pub fn overlaps(&self, other: &ByteRange) -> bool {
-        !self.is_empty() && !other.is_empty() && self.start < other.end && other.start < self.end
-    }
-}
-
-impl fmt::Display for ByteRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}, {})", self.start, self.end)
-    }
-}
+pub use p2pmem_wire::copy::ByteRange;
 
 /// The set of destination bytes known to be written: completed writes, merged.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

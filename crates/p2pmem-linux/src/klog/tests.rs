@@ -180,3 +180,18 @@ proptest! {
         prop_assert_eq!(lines[0].timestamp_us, Some(secs * 1_000_000 + micros));
     }
 }
+
+/// `dmesg_lines` gives back what busybox `dmesg` printed for the recorded boot logs:
+/// the same lines, once the klogctl priority prefix is added to them.
+#[test]
+fn dmesg_lines_reproduce_dmesg_output() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/truth/s01_switch_cmbmix_fam15/boot_dmesg.txt");
+    let dmesg = std::fs::read_to_string(&path).unwrap();
+    let raw: String = dmesg.lines().map(|l| format!("<6>{l}\n")).collect();
+    let lines = dmesg_lines(raw.as_bytes());
+    let want: Vec<&str> = dmesg.lines().filter(|l| !l.is_empty()).collect();
+    assert!(want.len() > 100, "{}", path.display());
+    assert_eq!(lines, want);
+    assert_eq!(dmesg_lines(b"<4>no time\n"), ["no time"]);
+}

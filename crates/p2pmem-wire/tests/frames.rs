@@ -3,7 +3,7 @@
 
 #![cfg(test)]
 
-use p2pmem_lab::guest::{encode_frame, parse_console};
+use p2pmem_wire::frame::{decode_console as parse_console, encode_frame};
 use proptest::prelude::*;
 
 proptest! {

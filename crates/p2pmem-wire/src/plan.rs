@@ -1,0 +1,344 @@
+//! The plan: what the host asks the guest to do, as data. A plan is a list of named,
+//! typed steps; `p2pmem agent plan FILE` runs them in order inside the guest and answers
+//! each with one [`crate::report::StepReport`]. A step that depends on an earlier one
+//! (a copy through the pair a [`Step::Pick`] chose) is skipped, with the reason, when
+//! that one found nothing. [`Step::Exec`] is the last resort for what has no type yet.
+
+use p2pmem_model::Bdf;
+use serde::{Deserialize, Serialize};
+
+/// The plan format's version; the agent refuses another.
+pub const PLAN_VERSION: u32 = 1;
+
+/// Where the plan travels inside the initramfs.
+pub const PLAN_PATH: &str = "/lab/plan.json";
+
+/// The PCI IDs of QEMU's `ivshmem` device, which the lab publishes with `p2pmem_pci`.
+pub const IVSHMEM_IDS: (u16, u16) = (0x1af4, 0x1110);
+
+/// A list of named steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// [`PLAN_VERSION`].
+    pub version: u32,
+    /// The steps, run in order.
+    pub steps: Vec<PlanStep>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            version: PLAN_VERSION,
+            steps: Vec::new(),
+        }
+    }
+}
+
+impl Plan {
+    /// An empty plan.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `step` under `name` (names are how results are found again).
+    pub fn step(&mut self, name: impl Into<String>, step: Step) -> &mut Self {
+        self.steps.push(PlanStep {
+            name: name.into(),
+            step,
+        });
+        self
+    }
+
+    /// Appends a [`Step::Exec`] of `argv`.
+    pub fn exec<S: AsRef<str>>(&mut self, name: impl Into<String>, argv: &[S]) -> &mut Self {
+        let argv = argv.iter().map(|a| a.as_ref().to_string()).collect();
+        self.step(name, Step::Exec { argv })
+    }
+}
+
+/// One step and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// Unique within the plan.
+    pub name: String,
+    /// What to do.
+    pub step: Step,
+}
+
+/// What one step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Step {
+    /// What the guest is: `/proc/cpuinfo`, `/proc/cmdline`, the kernel release, the NVMe
+    /// namespaces and the p2pmem providers (read with the reader `p2pmem topo` uses).
+    Inventory,
+    /// `p2pmem capture` of the live system; the tree comes back as a tar attachment.
+    Capture,
+    /// `p2pmem provider bind` of every PCI function with these IDs, in PCI order, when
+    /// the guest has the `p2pmem_pci` module (otherwise an empty list).
+    BindAll {
+        /// Vendor ID.
+        vendor: u16,
+        /// Device ID.
+        device: u16,
+    },
+    /// `p2pmem provider bind` of one function (the whole BAR the driver chooses).
+    Bind {
+        /// The PCI function.
+        bdf: Bdf,
+    },
+    /// Every (provider, NVMe namespace) pair once, providers and namespaces in PCI order:
+    /// the prediction (`p2pmem check`) when `check`, then the kernel's own verdict from a
+    /// DMA probe. After a pair whose transfer failed the agent waits
+    /// [`PAIR_FAILURE_PAUSE_MS`], so the kernel's rate-limited I/O error lines of the
+    /// next pair are never suppressed.
+    Pairs {
+        /// Predict each pair too.
+        check: bool,
+    },
+    /// The kernel's verdict for one pair from a DMA probe (1 MiB of p2pmem mapped, 64 KiB
+    /// read into it at offset 0, written back at 1 MiB).
+    Probe {
+        /// The provider.
+        provider: Bdf,
+        /// The client block device.
+        client: Dev,
+    },
+    /// `p2pmem check PROVIDER CLIENT...`.
+    Check {
+        /// The provider.
+        provider: Bdf,
+        /// The clients (PCI functions).
+        clients: Vec<Bdf>,
+    },
+    /// Chooses a copy pair from the last [`Step::Pairs`] (and [`Step::BindAll`]) results;
+    /// later steps name its choice with [`Dev::Picked`] and [`Via::Picked`].
+    Pick(PickRule),
+    /// `p2pmem copy`.
+    Copy(CopyStep),
+    /// The sha256 of a byte range, read with O_DIRECT into host memory.
+    Hash {
+        /// The block device or file.
+        dev: Dev,
+        /// First byte (block-aligned).
+        offset: u64,
+        /// Bytes (block-aligned).
+        len: u64,
+    },
+    /// The guest's address map for the DMA accounting: `/proc/iomem` and every PCI
+    /// function's `resource`.
+    AddressMap,
+    /// A DMA-trace marker: an O_DIRECT read of `MARKER_BLOCKS` blocks at `lba` of the
+    /// first NVMe namespace, which QEMU's trace shows as a read at that LBA.
+    Mark {
+        /// The logical block.
+        lba: u64,
+    },
+    /// The kernel log so far (`dmesg`).
+    Dmesg,
+    /// Wait.
+    Sleep {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Starts a program in the background, its output going to a file, and waits (at
+    /// most `wait_ms`) until its stdout contains `ready` when given. [`Step::Join`]
+    /// collects it.
+    Spawn {
+        /// Program and arguments (looked up in `PATH`).
+        argv: Vec<String>,
+        /// Text on its stdout that says it is ready.
+        ready: Option<String>,
+        /// How long to wait for `ready`.
+        wait_ms: u64,
+    },
+    /// Waits for the program a [`Step::Spawn`] started and returns its exit status and
+    /// output.
+    Join {
+        /// The spawn step's name.
+        spawn: String,
+        /// How long to wait before killing it.
+        wait_ms: u64,
+    },
+    /// Creates (or truncates) a file with this text.
+    WriteFile {
+        /// The path.
+        path: String,
+        /// The contents.
+        text: String,
+    },
+    /// The last resort: runs a program (looked up in `PATH`, in `/tmp`, standard input
+    /// empty) and returns its exit status, stdout and stderr.
+    Exec {
+        /// Program and arguments.
+        argv: Vec<String>,
+    },
+}
+
+/// How long the agent waits after a pair whose transfer failed.
+pub const PAIR_FAILURE_PAUSE_MS: u64 = 2000;
+
+/// A block device or file named in a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dev {
+    /// A path in the guest.
+    Path(String),
+    /// The first namespace of the NVMe controller at this PCI function.
+    Nvme(Bdf),
+    /// The source or destination of the last [`Step::Pick`].
+    Picked(Role),
+}
+
+/// One end of a picked pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The source.
+    Src,
+    /// The destination.
+    Dst,
+}
+
+/// Where a copy's buffer lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// The provider the kernel would pick for both devices, else host memory.
+    Auto,
+    /// Host memory.
+    Host,
+    /// This provider's p2pmem.
+    Provider(Bdf),
+    /// The provider of the last [`Step::Pick`].
+    Picked,
+}
+
+/// How [`Step::Pick`] chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PickRule {
+    /// The first pair (in run order) whose provider is an NVMe with a namespace, whose
+    /// client is another NVMe, and whose probe read succeeded: source the provider's
+    /// namespace, destination the client's.
+    NvmeProviderToOtherNvme,
+    /// The first provider bound by the last [`Step::BindAll`] that two NVMe namespaces
+    /// can use (probe read and write succeeded): source the first, destination the
+    /// second.
+    BoundProviderTwoClients,
+}
+
+/// A `p2pmem copy`, with its options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyStep {
+    /// Source.
+    pub src: Dev,
+    /// Destination.
+    pub dst: Dev,
+    /// Where the buffer lives.
+    pub via: Via,
+    /// First source byte.
+    pub offset: u64,
+    /// First destination byte (default: `offset`).
+    pub dst_offset: Option<u64>,
+    /// Bytes (default: to the end of the source).
+    pub length: Option<u64>,
+    /// Bytes per request (default: the CLI's).
+    pub chunk: Option<u64>,
+    /// Requests in flight (default: the CLI's).
+    pub depth: Option<usize>,
+    /// `--verify`.
+    pub verify: bool,
+    /// `--require-p2p`.
+    pub require_p2p: bool,
+    /// `--force`.
+    pub force: bool,
+}
+
+impl CopyStep {
+    /// A copy of the whole source with the CLI's defaults.
+    pub fn new(src: Dev, dst: Dev, via: Via) -> Self {
+        Self {
+            src,
+            dst,
+            via,
+            offset: 0,
+            dst_offset: None,
+            length: None,
+            chunk: None,
+            depth: None,
+            verify: false,
+            require_p2p: false,
+            force: false,
+        }
+    }
+
+    /// Sets the source offset.
+    pub fn offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Sets the destination offset.
+    pub fn dst_offset(mut self, offset: u64) -> Self {
+        self.dst_offset = Some(offset);
+        self
+    }
+
+    /// Sets the length.
+    pub fn length(mut self, len: u64) -> Self {
+        self.length = Some(len);
+        self
+    }
+
+    /// Turns on `--verify`.
+    pub fn verify(mut self) -> Self {
+        self.verify = true;
+        self
+    }
+
+    /// Turns on `--require-p2p`.
+    pub fn require_p2p(mut self) -> Self {
+        self.require_p2p = true;
+        self
+    }
+
+    /// Turns on `--force`.
+    pub fn force(mut self) -> Self {
+        self.force = true;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_round_trips_through_json() {
+        let b: Bdf = "0000:03:00.0".parse().unwrap();
+        let mut plan = Plan::new();
+        plan.step("inv", Step::Inventory)
+            .step("pairs", Step::Pairs { check: true })
+            .step("pick", Step::Pick(PickRule::NvmeProviderToOtherNvme))
+            .step(
+                "copy",
+                Step::Copy(
+                    CopyStep::new(Dev::Picked(Role::Src), Dev::Nvme(b), Via::Picked)
+                        .length(1 << 20)
+                        .verify(),
+                ),
+            )
+            .exec("cmd", &["cat", "/proc/cmdline"]);
+        let text = serde_json::to_string(&plan).unwrap();
+        assert!(text.contains(r#""op":"copy""#), "{text}");
+        let back: Plan = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, plan);
+    }
+
+    #[test]
+    fn unknown_steps_are_refused() {
+        let text = r#"{"version":1,"steps":[{"name":"x","step":{"op":"format_disk"}}]}"#;
+        assert!(serde_json::from_str::<Plan>(text).is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! What the guest answers: one [`StepReport`] per plan step, carrying a typed
+//! [`Output`]. The reports of the commands that run there (`check`, `copy`, `provider
+//! bind`, the DMA probe) are defined in their own modules of this crate, once, and are
+//! what those commands print with `--json` too.
+
+use p2pmem_model::Bdf;
+use serde::{Deserialize, Serialize};
+
+use crate::bind::BindReport;
+use crate::check::CheckReport;
+use crate::copy::CopyDocument;
+use crate::probe::DmaProbeResult;
+
+/// One step's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Its place in the plan.
+    pub index: usize,
+    /// Its name in the plan.
+    pub name: String,
+    /// Wall time.
+    pub seconds: f64,
+    /// What came of it.
+    pub result: StepResult,
+}
+
+/// What came of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum StepResult {
+    /// It ran; what it found (a refusal by the kernel is a finding, not a failure).
+    Done {
+        /// The typed output.
+        output: Output,
+    },
+    /// It could not run (the message says why, with its causes).
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// It was not run because what it depends on is missing.
+    Skipped {
+        /// Why.
+        why: String,
+    },
+}
+
+/// The typed output of each kind of step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// [`crate::plan::Step::Inventory`].
+    Inventory(Inventory),
+    /// [`crate::plan::Step::Capture`]: the tree is the step's tar attachment.
+    Capture(Captured),
+    /// [`crate::plan::Step::BindAll`] and [`crate::plan::Step::Bind`].
+    Binds(Vec<BindAttempt>),
+    /// [`crate::plan::Step::Pairs`].
+    Pairs(Vec<PairRecord>),
+    /// [`crate::plan::Step::Probe`].
+    Probe(DmaProbeResult),
+    /// [`crate::plan::Step::Check`].
+    Check(CheckReport),
+    /// [`crate::plan::Step::Pick`].
+    Picked(Picked),
+    /// [`crate::plan::Step::Copy`].
+    Copy(CopyOutcome),
+    /// [`crate::plan::Step::Hash`].
+    Hash(HashResult),
+    /// [`crate::plan::Step::AddressMap`].
+    AddressMap(AddressMap),
+    /// [`crate::plan::Step::Mark`]: the LBA read.
+    Marked(u64),
+    /// [`crate::plan::Step::Dmesg`]: the kernel log, one line each, as `dmesg` prints
+    /// it (`[timestamp] text`).
+    Dmesg(Vec<String>),
+    /// [`crate::plan::Step::Sleep`], [`crate::plan::Step::WriteFile`].
+    Nothing,
+    /// [`crate::plan::Step::Spawn`]: the process ID.
+    Spawned(u32),
+    /// [`crate::plan::Step::Exec`] and [`crate::plan::Step::Join`].
+    Exec(ExecResult),
+}
+
+/// What the guest is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// `/proc/cpuinfo`.
+    pub cpuinfo: String,
+    /// `/proc/cmdline`, trimmed.
+    pub cmdline: String,
+    /// The kernel release (`uname -r`).
+    pub osrelease: String,
+    /// NVMe namespaces, by PCI function.
+    pub nvme: Vec<GuestNvme>,
+    /// Functions with `p2pmem/`, in PCI order.
+    pub providers: Vec<Bdf>,
+}
+
+/// One NVMe controller with its first namespace, as the guest saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNvme {
+    /// Serial number.
+    pub serial: String,
+    /// Controller name (`nvme0`).
+    pub ctrl: String,
+    /// PCI function.
+    pub bdf: Bdf,
+    /// Namespace block device (`/dev/nvme0n1`).
+    pub blkdev: String,
+}
+
+/// A capture made in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Captured {
+    /// What `p2pmem capture` warned about.
+    pub warnings: Vec<String>,
+    /// Size of the tar attachment.
+    pub archive_bytes: u64,
+}
+
+/// One `p2pmem provider bind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindAttempt {
+    /// The PCI function.
+    pub bdf: Bdf,
+    /// The exit status `p2pmem provider bind` gives (0 bound, 1 refused, 2 error).
+    pub exit: i32,
+    /// The report, when it bound.
+    pub report: Option<BindReport>,
+    /// What it printed on stderr (the kernel's or the tool's reason).
+    pub messages: Vec<String>,
+}
+
+/// One (provider, client) pair of a [`crate::plan::Step::Pairs`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairRecord {
+    /// The provider.
+    pub provider: Bdf,
+    /// The client's PCI function.
+    pub client: Bdf,
+    /// The client's block device.
+    pub blkdev: String,
+    /// The prediction, when asked for: the report or why there is none.
+    pub check: Option<Result<CheckReport, String>>,
+    /// The kernel's verdict: the probe's record or why there is none.
+    pub probe: Result<DmaProbeResult, String>,
+}
+
+impl PairRecord {
+    /// Did the kernel move the bytes both ways?
+    pub fn kernel_ok(&self) -> bool {
+        self.probe.as_ref().is_ok_and(DmaProbeResult::ok)
+    }
+}
+
+/// The pair a [`crate::plan::Step::Pick`] chose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Picked {
+    /// The provider whose p2pmem holds the buffer.
+    pub via: Bdf,
+    /// Source block device.
+    pub src: String,
+    /// Destination block device.
+    pub dst: String,
+}
+
+/// A `p2pmem copy` run in the guest: what it would have exited with, its `--json`
+/// document when it finished, and what it printed on stderr.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyOutcome {
+    /// The exit status `p2pmem copy` gives (0 copied, 1 no, 2 error).
+    pub exit: i32,
+    /// The report, when the copy finished.
+    pub report: Option<CopyDocument>,
+    /// Warnings, notes and the error, as `p2pmem copy` prints them on stderr.
+    pub messages: Vec<String>,
+}
+
+impl CopyOutcome {
+    /// The stderr text (messages joined by newlines).
+    pub fn stderr(&self) -> String {
+        self.messages.join("\n")
+    }
+}
+
+/// A range's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashResult {
+    /// Lower-case hex sha256.
+    pub sha256: String,
+    /// Bytes hashed.
+    pub bytes: u64,
+}
+
+/// The guest's address map, as files the DMA accounting reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressMap {
+    /// `/proc/iomem`.
+    pub iomem: String,
+    /// Each PCI function's `resource` file, in PCI order.
+    pub resources: Vec<(Bdf, String)>,
+}
+
+/// A program's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Exit status, when it exited.
+    pub exit: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// Its stdout (lossy UTF-8, at most [`MAX_CAPTURED`] bytes kept).
+    pub stdout: String,
+    /// Its stderr (likewise).
+    pub stderr: String,
+}
+
+/// The most output the agent keeps of one program, per stream.
+pub const MAX_CAPTURED: usize = 16 << 20;
+
+/// How the plan ended, sent after the last step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEnd {
+    /// Steps run.
+    pub steps: usize,
+    /// Steps that failed.
+    pub failed: usize,
+    /// A reason when the plan itself could not be read or run.
+    pub error: Option<String>,
+}
+
+/// The ids of the frames the agent sends.
+pub mod frame_id {
+    /// The kernel log before the first step.
+    pub const BOOT_LOG: &str = "bootlog";
+    /// The kernel log after the last step.
+    pub const DMESG: &str = "dmesg";
+    /// The [`super::PlanEnd`].
+    pub const END: &str = "plan-end";
+
+    /// The [`super::StepReport`] of step `i`.
+    pub fn step(i: usize) -> String {
+        format!("step.{i}")
+    }
+
+    /// The attachment of step `i` (a tar stream).
+    pub fn data(i: usize) -> String {
+        format!("data.{i}")
+    }
+}
