@@ -498,7 +498,10 @@ mod tests {
         let cmd = argv("p2pmem copy /dev/nvme0n1 /dev/nvme1n1");
         let plain = run_plan(&cmd, false);
         assert_eq!(plain.steps.len(), 1);
-        assert_eq!(plain.steps[0].step, Step::Exec { argv: cmd.clone() });
+        let exec = Step::Exec {
+            argv: cmd.iter().map(|a| a.as_str().into()).collect(),
+        };
+        assert_eq!(plain.steps[0].step, exec);
         let traced = run_plan(&cmd, true);
         let w = Window::nth(0);
         let steps: Vec<&Step> = traced.steps.iter().map(|s| &s.step).collect();
@@ -507,7 +510,7 @@ mod tests {
             [
                 &Step::AddressMap,
                 &Step::Mark { lba: w.begin_lba },
-                &Step::Exec { argv: cmd },
+                &exec,
                 &Step::Mark { lba: w.end_lba },
             ]
         );

@@ -8,7 +8,7 @@
 //!
 //! (a) swA -> swB through swB's CMB (the destination's), (b) swA -> swB through swA's
 //! (the source's), (c) swA -> swC through swB's CMB (a third device on the switch), each
-//! `--verify`d by p2pmem and re-hashed in the guest with sha256sum; (d) swA -> swB
+//! `--verify`d by p2pmem and re-hashed by the plan's own hash steps; (d) swA -> swB
 //! through rpD's CMB: refused up front (exit 2) with the destination range unchanged and
 //! nothing asked of the kernel, and with `--force` the kernel itself refuses (EREMOTEIO)
 //! and still nothing is written.
@@ -16,87 +16,244 @@
 #![cfg(test)]
 
 mod lab_common;
-#[path = "lab_common/transcript.rs"]
-mod transcript;
 
+use p2pmem_lab::PlanRun;
+use p2pmem_wire::plan::{CopyStep, Dev, Plan, Step, Via};
+use p2pmem_wire::report::CopyOutcome;
 use std::sync::OnceLock;
-use transcript::Transcript;
 
-/// The guest's job. `step NAME CMD...` prints `@@step NAME rc=N`, the command's stdout,
-/// `@@stderr`, its stderr and `@@end`; `hash NAME DEV OFF LEN` prints
-/// `@@hash NAME <sha256>` of LEN bytes at OFF (multiples of 64 KiB), read with O_DIRECT.
-const SCRIPT: &str = r#"
-step() { n=$1; shift; "$@" > /tmp/o 2> /tmp/e; rc=$?; echo "@@step $n rc=$rc"; cat /tmp/o; echo; echo "@@stderr"; cat /tmp/e; echo; echo "@@end"; }
-blk() { for b in /sys/block/nvme*n1; do case "$(readlink -f $b/device/device)" in *$1) basename $b;; esac; done; }
-hash() { echo "@@hash $1 $(dd if=/dev/$2 bs=65536 skip=$(($3 / 65536)) count=$(($4 / 65536)) iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)"; }
-A=$(blk 0000:03:00.0); B=$(blk 0000:04:00.0); C=$(blk 0000:05:00.0); D=$(blk 0000:06:00.0)
-echo "@@devices $A $B $C $D"
-K=524288; M=1048576
-# (a) through the destination's CMB
-step a p2pmem --json copy --via 0000:04:00.0 --verify --length 512K /dev/$A /dev/$B
-hash a_src $A 0 $K; hash a_dst $B 0 $K
-# (b) through the source's CMB
-step b p2pmem --json copy --via 0000:03:00.0 --verify --offset 512K --length 512K /dev/$A /dev/$B
-hash b_src $A $K $K; hash b_dst $B $K $K
-# (c) through a third device's CMB on the same switch (swC has none; swB is the third)
-hash c_before $C 0 $M
-step c p2pmem --json copy --via 0000:04:00.0 --verify --length 1M /dev/$A /dev/$C
-hash c_src $A 0 $M; hash c_dst $C 0 $M
-# (d) through a CMB on another root port: the kernel refuses it (AMD family 15)
-hash d_src $A $M $M; hash d_before $B $M $M
-step d p2pmem --json copy --via 0000:06:00.0 --verify --offset 1M --length 1M /dev/$A /dev/$B
-hash d_after $B $M $M
-step dmesg_d dmesg
-step d_force p2pmem --json copy --via 0000:06:00.0 --force --offset 1M --length 1M /dev/$A /dev/$B
-hash d_forced $B $M $M
-# p2pmem bench with p2pmem buffers
-step bench_auto p2pmem --json bench /dev/$A --rw read --bs 4K --depth 4 --time 1
-step bench_p2p_randread p2pmem --json bench /dev/$B --via 0000:03:00.0 --rw randread --bs 16K --depth 8 --time 1
-step bench_p2p_write p2pmem --json bench /dev/$C --via 0000:04:00.0 --rw write --bs 128K --depth 4 --time 1 --size 1M
-hash bench_before $B $M $M
-step bench_refused p2pmem --json bench /dev/$B --via 0000:06:00.0 --rw randwrite --offset 1M --size 1M --time 1
-hash bench_after $B $M $M
-step bench_forced p2pmem --json bench /dev/$B --via 0000:06:00.0 --force --rw read --time 1
-step dmesg dmesg
-exit 0
-"#;
+const K: u64 = 512 << 10;
+const M: u64 = 1 << 20;
 
-type Guest = Transcript;
-
-fn parse(stdout: &str) -> Guest {
-    Transcript::parse(stdout)
+fn bdf(s: &str) -> p2pmem_model::Bdf {
+    s.parse().expect("a PCI address")
 }
 
-fn guest() -> &'static Guest {
-    static GUEST: OnceLock<Guest> = OnceLock::new();
+/// The guest's plan: the copies, the guest's own hashes of every range they touch
+/// (read with O_DIRECT), the kernel log between them, and the benches (through the
+/// CLI, whose `--json` output they check).
+fn plan() -> Plan {
+    let (a, b, c) = (
+        Dev::Nvme(bdf("0000:03:00.0")),
+        Dev::Nvme(bdf("0000:04:00.0")),
+        Dev::Nvme(bdf("0000:05:00.0")),
+    );
+    let via = |s: &str| Via::Provider(bdf(s));
+    let hash = |dev: &Dev, offset: u64, len: u64| Step::Hash {
+        dev: dev.clone(),
+        offset,
+        len,
+    };
+    let copy = |src: &Dev, dst: &Dev, v: Via| CopyStep::new(src.clone(), dst.clone(), v);
+    let mut p = Plan::new();
+    // (a) through the destination's CMB
+    p.step(
+        "a",
+        Step::Copy(copy(&a, &b, via("0000:04:00.0")).verify().length(K)),
+    )
+    .step("a_src", hash(&a, 0, K))
+    .step("a_dst", hash(&b, 0, K))
+    // (b) through the source's CMB
+    .step(
+        "b",
+        Step::Copy(
+            copy(&a, &b, via("0000:03:00.0"))
+                .verify()
+                .offset(K)
+                .length(K),
+        ),
+    )
+    .step("b_src", hash(&a, K, K))
+    .step("b_dst", hash(&b, K, K))
+    // (c) through a third device's CMB on the same switch (swC has none; swB is the third)
+    .step("c_before", hash(&c, 0, M))
+    .step(
+        "c",
+        Step::Copy(copy(&a, &c, via("0000:04:00.0")).verify().length(M)),
+    )
+    .step("c_src", hash(&a, 0, M))
+    .step("c_dst", hash(&c, 0, M))
+    // (d) through a CMB on another root port: the kernel refuses it (AMD family 15)
+    .step("d_src", hash(&a, M, M))
+    .step("d_before", hash(&b, M, M))
+    .step(
+        "d",
+        Step::Copy(
+            copy(&a, &b, via("0000:06:00.0"))
+                .verify()
+                .offset(M)
+                .length(M),
+        ),
+    )
+    .step("d_after", hash(&b, M, M))
+    .step("dmesg_d", Step::Dmesg)
+    .step(
+        "d_force",
+        Step::Copy(
+            copy(&a, &b, via("0000:06:00.0"))
+                .force()
+                .offset(M)
+                .length(M),
+        ),
+    )
+    .step("d_forced", hash(&b, M, M));
+    // p2pmem bench with p2pmem buffers, through the CLI (its JSON output is the test).
+    let bench = |dev: &str, more: &[&str]| -> Vec<String> {
+        ["p2pmem", "--json", "bench", dev]
+            .iter()
+            .chain(more)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let (na, nb, nc) = ("/dev/nvme0n1", "/dev/nvme1n1", "/dev/nvme2n1");
+    p.exec(
+        "bench_auto",
+        &bench(
+            na,
+            &["--rw", "read", "--bs", "4K", "--depth", "4", "--time", "1"],
+        ),
+    )
+    .exec(
+        "bench_p2p_randread",
+        &bench(
+            nb,
+            &[
+                "--via",
+                "0000:03:00.0",
+                "--rw",
+                "randread",
+                "--bs",
+                "16K",
+                "--depth",
+                "8",
+                "--time",
+                "1",
+            ],
+        ),
+    )
+    .exec(
+        "bench_p2p_write",
+        &bench(
+            nc,
+            &[
+                "--via",
+                "0000:04:00.0",
+                "--rw",
+                "write",
+                "--bs",
+                "128K",
+                "--depth",
+                "4",
+                "--time",
+                "1",
+                "--size",
+                "1M",
+            ],
+        ),
+    )
+    .step("bench_before", hash(&b, M, M))
+    .exec(
+        "bench_refused",
+        &bench(
+            nb,
+            &[
+                "--via",
+                "0000:06:00.0",
+                "--rw",
+                "randwrite",
+                "--offset",
+                "1M",
+                "--size",
+                "1M",
+                "--time",
+                "1",
+            ],
+        ),
+    )
+    .step("bench_after", hash(&b, M, M))
+    .exec(
+        "bench_forced",
+        &bench(
+            nb,
+            &[
+                "--via",
+                "0000:06:00.0",
+                "--force",
+                "--rw",
+                "read",
+                "--time",
+                "1",
+            ],
+        ),
+    )
+    .step("dmesg", Step::Dmesg)
+    .step("inventory", Step::Inventory);
+    p
+}
+
+fn guest() -> &'static PlanRun {
+    static GUEST: OnceLock<PlanRun> = OnceLock::new();
     GUEST.get_or_init(|| {
-        let g = parse(&lab_common::guest_sh("s01_switch_cmbmix_fam15", SCRIPT));
-        assert!(
-            g.stdout.contains("@@devices nvme"),
-            "the guest did not find its NVMe namespaces\n{}",
-            g.stdout
+        let run = lab_common::run_plan("s01_switch_cmbmix_fam15", None, &plan());
+        // The bench steps name the namespaces by path: check they are the devices meant.
+        let inv = run.inventory("inventory").expect("inventory");
+        let blk = |b: &str| {
+            inv.nvme
+                .iter()
+                .find(|n| n.bdf == bdf(b))
+                .map(|n| n.blkdev.clone())
+        };
+        assert_eq!(
+            [
+                blk("0000:03:00.0"),
+                blk("0000:04:00.0"),
+                blk("0000:05:00.0")
+            ],
+            [
+                Some("/dev/nvme0n1".to_string()),
+                Some("/dev/nvme1n1".to_string()),
+                Some("/dev/nvme2n1".to_string())
+            ],
+            "{inv:?}"
         );
-        g
+        run
     })
 }
 
-/// A copy that went through `via` and verified, re-checked with the guest's sha256sum.
+fn hash(name: &str) -> &'static str {
+    let h = &guest().hash(name).expect("hash step").sha256;
+    assert_eq!(h.len(), 64, "{name}: not a sha256: {h}");
+    h
+}
+
+fn copy(name: &str) -> &'static CopyOutcome {
+    guest().copy(name).expect("copy step")
+}
+
+fn bench_json(name: &str) -> (i32, serde_json::Value, String) {
+    let r = guest().exec(name).expect("bench step");
+    let v = serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null);
+    (r.exit.unwrap_or(-1), v, r.stderr.clone())
+}
+
+/// A copy that went through `via` and verified, re-checked with the guest's sha256.
 fn verified_copy(name: &str, via: &str, bytes: u64) {
-    let g = guest();
-    let s = g.ok(name);
-    let v = s.json();
-    assert_eq!(v["via"], via, "{name}: {v}");
-    assert_eq!(v["verified"], true, "{name}: {v}");
-    assert_eq!(v["mismatches"], serde_json::json!([]), "{name}");
-    assert_eq!(v["bytes"], bytes, "{name}");
+    let c = copy(name);
+    assert_eq!(c.exit, 0, "{name}: {}", c.stderr());
+    let v = c.report.as_ref().expect("a report");
+    assert_eq!(v.via, via, "{name}: {v:?}");
+    assert_eq!(v.verified, Some(true), "{name}: {v:?}");
+    assert_eq!(v.mismatches, Some(vec![]), "{name}");
+    assert_eq!(v.report.bytes, bytes, "{name}");
     assert_eq!(
-        v["location"]["p2p"], via,
+        v.report.location.via_label(),
+        via,
         "{name}: the buffer was in p2pmem"
     );
-    assert_eq!(v["warnings"], serde_json::json!([]), "{name}: {}", s.err);
+    assert!(v.warnings.is_empty(), "{name}: {}", c.stderr());
     assert_eq!(
-        g.hash(&format!("{name}_src")),
-        g.hash(&format!("{name}_dst")),
+        hash(&format!("{name}_src")),
+        hash(&format!("{name}_dst")),
         "{name}: the guest's sha256 of both ranges"
     );
 }
@@ -111,79 +268,67 @@ fn copy_through_the_destinations_cmb() {
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn copy_through_the_sources_cmb() {
     verified_copy("b", "0000:03:00.0", 512 << 10);
-    let v = guest().step("b").json();
-    assert_eq!(
-        (v["src_offset"].clone(), v["dst_offset"].clone()),
-        ((512 << 10).into(), (512 << 10).into())
-    );
+    let v = &copy("b").report.as_ref().expect("a report").report;
+    assert_eq!((v.src_offset, v.dst_offset), (512 << 10, 512 << 10));
 }
 
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn copy_through_a_third_devices_cmb_on_the_same_switch() {
-    let g = guest();
     // swC held something else before: the copy really changed it.
-    assert_ne!(g.hash("c_before"), g.hash("c_src"));
+    assert_ne!(hash("c_before"), hash("c_src"));
     verified_copy("c", "0000:04:00.0", 1 << 20);
-    let model = g.step("c").json()["model"].to_string();
+    let model = copy("c")
+        .report
+        .as_ref()
+        .expect("a report")
+        .model
+        .join("\n");
     assert!(model.contains("common upstream device"), "{model}");
 }
 
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn a_path_the_kernel_rejects_is_refused_up_front_and_nothing_is_written() {
-    let g = guest();
     // The destination range differs from the source range, so a write would show.
-    assert_ne!(g.hash("d_src"), g.hash("d_before"));
-    let d = g.step("d");
+    assert_ne!(hash("d_src"), hash("d_before"));
+    let d = copy("d");
+    let err = d.stderr();
     assert_eq!(
-        d.rc, 2,
-        "refused by the model: exit 2 (error, nothing done)\n{}",
-        d.err
+        d.exit, 2,
+        "refused by the model: exit 2 (error, nothing done)\n{err}"
     );
-    assert!(d.out.trim().is_empty(), "no report on stdout: {}", d.out);
+    assert!(d.report.is_none(), "no report: {:?}", d.report);
     assert!(
-        d.err.contains("refusing the P2P path through 0000:06:00.0"),
-        "{}",
-        d.err
+        err.contains("refusing the P2P path through 0000:06:00.0"),
+        "{err}"
     );
-    assert!(d.err.contains("--force tries anyway"), "{}", d.err);
-    assert_eq!(
-        g.hash("d_before"),
-        g.hash("d_after"),
-        "the refused copy wrote"
-    );
+    assert!(err.contains("--force tries anyway"), "{err}");
+    assert_eq!(hash("d_before"), hash("d_after"), "the refused copy wrote");
     // Up front: the kernel was never asked (its refusal message is printed on the first
     // DMA mapping of a pair).
     let msg = "cannot be used for peer-to-peer DMA";
-    assert!(
-        !g.step("dmesg_d").out.contains(msg),
-        "{}",
-        g.step("dmesg_d").out
-    );
+    let dmesg_d = guest().dmesg_lines("dmesg_d").expect("dmesg step");
+    assert!(!dmesg_d.iter().any(|l| l.contains(msg)), "{dmesg_d:?}");
     // Forced, the kernel refuses it itself: EREMOTEIO on the first read, nothing written.
-    let f = g.step("d_force");
-    assert_eq!(f.rc, 2, "{}", f.err);
-    assert!(f.err.contains("EREMOTEIO"), "{}", f.err);
-    assert!(f.err.contains("nothing of the planned"), "{}", f.err);
-    assert_eq!(
-        g.hash("d_before"),
-        g.hash("d_forced"),
-        "the forced copy wrote"
-    );
-    let dmesg = &g.step("dmesg").out;
+    let f = copy("d_force");
+    let err = f.stderr();
+    assert_eq!(f.exit, 2, "{err}");
+    assert!(err.contains("EREMOTEIO"), "{err}");
+    assert!(err.contains("nothing of the planned"), "{err}");
+    assert_eq!(hash("d_before"), hash("d_forced"), "the forced copy wrote");
+    let dmesg = guest().dmesg_lines("dmesg").expect("dmesg step");
     assert!(
         dmesg
-            .lines()
+            .iter()
             .any(|l| l.contains(msg) && l.contains("0000:06:00.0")),
-        "{dmesg}"
+        "{dmesg:?}"
     );
 }
 
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn bench_with_p2pmem_buffers_on_the_lab_kernel() {
-    let g = guest();
     for (name, via, rw) in [
         // auto: the device's own CMB is the closest provider (distance 0). 4 KiB x 4:
         // even merged, a request stays below the driver's SGL threshold (32 KiB average
@@ -194,7 +339,8 @@ fn bench_with_p2pmem_buffers_on_the_lab_kernel() {
         ("bench_p2p_randread", "0000:03:00.0", "randread"),
         ("bench_p2p_write", "0000:04:00.0", "write"),
     ] {
-        let v = g.ok(name).json();
+        let (rc, v, err) = bench_json(name);
+        assert_eq!(rc, 0, "{name}: {err}");
         assert_eq!(v["via"], via, "{name}: {v}");
         assert_eq!(v["rw"], rw, "{name}");
         let ios = v["ios"].as_u64().unwrap_or(0);
@@ -210,24 +356,22 @@ fn bench_with_p2pmem_buffers_on_the_lab_kernel() {
             );
         }
     }
-    let r = g.step("bench_refused");
-    assert_eq!(r.rc, 2, "{}", r.err);
+    let (rc, _, err) = bench_json("bench_refused");
+    assert_eq!(rc, 2, "{err}");
     assert!(
-        r.err.contains("refusing the P2P path through 0000:06:00.0"),
-        "{}",
-        r.err
+        err.contains("refusing the P2P path through 0000:06:00.0"),
+        "{err}"
     );
     assert_eq!(
-        g.hash("bench_before"),
-        g.hash("bench_after"),
+        hash("bench_before"),
+        hash("bench_after"),
         "the refused bench wrote"
     );
-    let f = g.step("bench_forced");
-    assert_eq!(f.rc, 2, "{}", f.err);
-    assert!(f.err.contains("EREMOTEIO"), "{}", f.err);
+    let (rc, _, err) = bench_json("bench_forced");
+    assert_eq!(rc, 2, "{err}");
+    assert!(err.contains("EREMOTEIO"), "{err}");
     assert!(
-        f.err.contains("The model: the kernel refuses 0000:06:00.0"),
-        "{}",
-        f.err
+        err.contains("The model: the kernel refuses 0000:06:00.0"),
+        "{err}"
     );
 }

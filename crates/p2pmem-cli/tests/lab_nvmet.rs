@@ -11,100 +11,299 @@
 
 mod lab_common;
 
+use p2pmem_lab::PlanRun;
+use p2pmem_wire::plan::{Arg, Dev, Plan, Step};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
 const LAB: &str = "lab tier: boots the lab kernel under QEMU; scripts/test runs it";
+const N: &str = "nqn.2026-11.io.p2pmem:lab";
+const HID: &str = "0c6f4a2e-9a8b-4c1d-8e2f-3a4b5c6d7e8f";
 
-/// The guest's job. Each `step NAME CMD...` prints `@@step NAME rc=N`, the command's
-/// stdout, `@@stderr`, its stderr and `@@end`.
-const SCRIPT: &str = r#"
-step() { n=$1; shift; "$@" > /tmp/o 2> /tmp/e; rc=$?; echo "@@step $n rc=$rc"; cat /tmp/o; echo; echo "@@stderr"; cat /tmp/e; echo; echo "@@end"; }
-blk() { for b in /sys/block/nvme*n1; do case "$(readlink -f $b/device/device)" in *$1) basename $b;; esac; done; }
-A=$(blk 0000:04:00.0); B=$(blk 0000:05:00.0); C=$(blk 0000:06:00.1)
-N=nqn.2026-11.io.p2pmem:lab
-HID=0c6f4a2e-9a8b-4c1d-8e2f-3a4b5c6d7e8f
-H=nqn.2014-08.org.nvmexpress:uuid:$HID
-NS=/sys/kernel/config/nvmet/subsystems/$N/namespaces
-step subsys p2pmem --json nvmet subsys add $N
-step any_host cat /sys/kernel/config/nvmet/subsystems/$N/attr_allow_any_host
-step ns_add p2pmem nvmet ns add $N 1 $A
-step ns_add2 p2pmem nvmet ns add $N 2 $B
-step ns_add3 p2pmem nvmet ns add $N 3 $C
-step same_switch_set p2pmem --json nvmet ns set-p2pmem $N 1 0000:03:00.0 --write-anyway
-step same_switch_enable p2pmem --json nvmet ns enable $N 1 --write-anyway
-step root_port_set p2pmem --json nvmet ns set-p2pmem $N 2 0000:03:00.0 --write-anyway
-step root_port_refused p2pmem --json nvmet ns enable $N 2
-step root_port_enable p2pmem --json nvmet ns enable $N 2 --write-anyway
-step auto_set p2pmem --json nvmet ns set-p2pmem $N 3 auto --write-anyway
-step auto_enable p2pmem --json nvmet ns enable $N 3 --write-anyway
-step no_p2pmem p2pmem --json nvmet ns set-p2pmem $N 2 0000:06:00.1 --write-anyway
-step no_device p2pmem --json nvmet ns set-p2pmem $N 2 0000:09:00.0 --write-anyway
-step busy_refused p2pmem --json nvmet ns set-p2pmem $N 1 auto
-step busy p2pmem --json nvmet ns set-p2pmem $N 1 auto --write-anyway
-step reenable p2pmem --json nvmet ns set-p2pmem $N 1 0000:04:00.0 --reenable
-step settings cat $NS/1/p2pmem $NS/1/enable $NS/2/p2pmem $NS/2/enable $NS/3/p2pmem $NS/3/enable
-step check p2pmem --json nvmet check
-step port_loop p2pmem nvmet port add 1 --trtype loop
-step link_loop p2pmem nvmet port link 1 $N
-step host p2pmem nvmet host allow $N $H
-ip link set lo up
-step port_tcp p2pmem nvmet port add 2 --trtype tcp --traddr 127.0.0.1
-step link_tcp p2pmem nvmet port link 2 $N
-step connect sh -c "echo transport=loop,nqn=$N,hostnqn=$H,hostid=$HID > /dev/nvme-fabrics"
-sleep 1
-L=""; for b in /sys/block/nvme*n*; do [ "$(cat $b/device/transport 2>/dev/null)" = loop ] && [ "$(cat $b/nsid)" = 1 ] && L=$(basename $b); done
-step loop_read sh -c "head -c 30 /dev/$L"
-step loop_write sh -c "echo lab-nvmet-loop-write-0123456789 | dd of=/dev/$L bs=512 seek=100 count=1 conv=sync oflag=direct 2>/dev/null && dd if=/dev/$A bs=512 skip=100 count=1 iflag=direct 2>/dev/null | head -c 31"
-step status p2pmem --json nvmet status
-step rm_refused p2pmem --json nvmet subsys rm $N
-step save p2pmem nvmet save /tmp/s1.json
-echo '{"format":"p2pmem-nvmet","version":1}' > /tmp/empty.json
-step wipe p2pmem --json nvmet restore /tmp/empty.json --force
-step wiped sh -c "find /sys/kernel/config/nvmet/subsystems /sys/kernel/config/nvmet/ports /sys/kernel/config/nvmet/hosts -mindepth 1 -maxdepth 1 | wc -l"
-step restore p2pmem --json nvmet restore /tmp/s1.json
-step save2 p2pmem nvmet save /tmp/s2.json
-step identical cmp /tmp/s1.json /tmp/s2.json
-step restore2 p2pmem --json nvmet restore /tmp/s1.json
-step saved cat /tmp/s1.json
-step dmesg dmesg
-exit 0
-"#;
+fn nvme(bdf: &str) -> Arg {
+    Dev::Nvme(bdf.parse().expect("a PCI address")).into()
+}
 
-struct Step {
+/// `argv` with `{A}`, `{B}`, `{C}` standing for the namespaces of 04:00.0, 05:00.0 and
+/// 06:00.1 (the agent names their block devices).
+fn words(argv: &[&str]) -> Vec<Arg> {
+    argv.iter()
+        .map(|w| match *w {
+            "{A}" => nvme("0000:04:00.0"),
+            "{B}" => nvme("0000:05:00.0"),
+            "{C}" => nvme("0000:06:00.1"),
+            w => Arg::from(w),
+        })
+        .collect()
+}
+
+/// The guest's plan: every `p2pmem nvmet` command as a user types it (exit status,
+/// stdout and stderr are the test), a loop-transport connect, and reads of what the
+/// kernel holds.
+fn plan() -> Plan {
+    let host = format!("nqn.2014-08.org.nvmexpress:uuid:{HID}");
+    let ns = format!("/sys/kernel/config/nvmet/subsystems/{N}/namespaces");
+    let attr = |n: u32, a: &str| format!("{ns}/{n}/{a}");
+    let mut p = Plan::new();
+    let mut exec = |name: &str, argv: &[&str]| {
+        p.step(name, Step::Exec { argv: words(argv) });
+    };
+    exec("subsys", &["p2pmem", "--json", "nvmet", "subsys", "add", N]);
+    exec(
+        "any_host",
+        &[
+            "cat",
+            &format!("/sys/kernel/config/nvmet/subsystems/{N}/attr_allow_any_host"),
+        ],
+    );
+    exec("ns_add", &["p2pmem", "nvmet", "ns", "add", N, "1", "{A}"]);
+    exec("ns_add2", &["p2pmem", "nvmet", "ns", "add", N, "2", "{B}"]);
+    exec("ns_add3", &["p2pmem", "nvmet", "ns", "add", N, "3", "{C}"]);
+    let set = |ns: &str, provider: &str| -> Vec<String> {
+        [
+            "p2pmem",
+            "--json",
+            "nvmet",
+            "ns",
+            "set-p2pmem",
+            N,
+            ns,
+            provider,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let with = |mut v: Vec<String>, more: &[&str]| {
+        v.extend(more.iter().map(|s| s.to_string()));
+        v
+    };
+    exec(
+        "same_switch_set",
+        &s(&with(set("1", "0000:03:00.0"), &["--write-anyway"])),
+    );
+    exec(
+        "same_switch_enable",
+        &[
+            "p2pmem",
+            "--json",
+            "nvmet",
+            "ns",
+            "enable",
+            N,
+            "1",
+            "--write-anyway",
+        ],
+    );
+    exec(
+        "root_port_set",
+        &s(&with(set("2", "0000:03:00.0"), &["--write-anyway"])),
+    );
+    exec(
+        "root_port_refused",
+        &["p2pmem", "--json", "nvmet", "ns", "enable", N, "2"],
+    );
+    exec(
+        "root_port_enable",
+        &[
+            "p2pmem",
+            "--json",
+            "nvmet",
+            "ns",
+            "enable",
+            N,
+            "2",
+            "--write-anyway",
+        ],
+    );
+    exec("auto_set", &s(&with(set("3", "auto"), &["--write-anyway"])));
+    exec(
+        "auto_enable",
+        &[
+            "p2pmem",
+            "--json",
+            "nvmet",
+            "ns",
+            "enable",
+            N,
+            "3",
+            "--write-anyway",
+        ],
+    );
+    exec(
+        "no_p2pmem",
+        &s(&with(set("2", "0000:06:00.1"), &["--write-anyway"])),
+    );
+    exec(
+        "no_device",
+        &s(&with(set("2", "0000:09:00.0"), &["--write-anyway"])),
+    );
+    exec("busy_refused", &s(&set("1", "auto")));
+    exec("busy", &s(&with(set("1", "auto"), &["--write-anyway"])));
+    exec(
+        "reenable",
+        &s(&with(set("1", "0000:04:00.0"), &["--reenable"])),
+    );
+    exec(
+        "settings",
+        &[
+            "cat",
+            &attr(1, "p2pmem"),
+            &attr(1, "enable"),
+            &attr(2, "p2pmem"),
+            &attr(2, "enable"),
+            &attr(3, "p2pmem"),
+            &attr(3, "enable"),
+        ],
+    );
+    exec("check", &["p2pmem", "--json", "nvmet", "check"]);
+    exec(
+        "port_loop",
+        &["p2pmem", "nvmet", "port", "add", "1", "--trtype", "loop"],
+    );
+    exec("link_loop", &["p2pmem", "nvmet", "port", "link", "1", N]);
+    exec("host", &["p2pmem", "nvmet", "host", "allow", N, &host]);
+    exec("lo_up", &["ip", "link", "set", "lo", "up"]);
+    exec(
+        "port_tcp",
+        &[
+            "p2pmem",
+            "nvmet",
+            "port",
+            "add",
+            "2",
+            "--trtype",
+            "tcp",
+            "--traddr",
+            "127.0.0.1",
+        ],
+    );
+    exec("link_tcp", &["p2pmem", "nvmet", "port", "link", "2", N]);
+    p.step(
+        "connect",
+        Step::WriteFile {
+            path: "/dev/nvme-fabrics".into(),
+            text: format!("transport=loop,nqn={N},hostnqn={host},hostid={HID}\n"),
+        },
+    )
+    .step("settle", Step::Sleep { ms: 1000 });
+    // The loop controller's namespace 1: found in the guest (its name depends on the
+    // order the kernel made controllers in); a shell is the last resort here.
+    let find_l = r#"L=""; for b in /sys/block/nvme*n*; do [ "$(cat $b/device/transport 2>/dev/null)" = loop ] && [ "$(cat $b/nsid)" = 1 ] && L=$(basename $b); done; "#;
+    let mut exec = |name: &str, argv: &[&str]| {
+        p.step(name, Step::Exec { argv: words(argv) });
+    };
+    exec(
+        "loop_read",
+        &["sh", "-c", &format!("{find_l}head -c 30 /dev/$L")],
+    );
+    exec(
+        "loop_write",
+        &[
+            "sh",
+            "-c",
+            &format!("{find_l}echo lab-nvmet-loop-write-0123456789 | dd of=/dev/$L bs=512 seek=100 count=1 conv=sync oflag=direct 2>/dev/null && dd if=\"$1\" bs=512 skip=100 count=1 iflag=direct 2>/dev/null | head -c 31"),
+            "sh",
+            "{A}",
+        ],
+    );
+    exec("status", &["p2pmem", "--json", "nvmet", "status"]);
+    exec(
+        "rm_refused",
+        &["p2pmem", "--json", "nvmet", "subsys", "rm", N],
+    );
+    exec("save", &["p2pmem", "nvmet", "save", "/tmp/s1.json"]);
+    p.step(
+        "empty",
+        Step::WriteFile {
+            path: "/tmp/empty.json".into(),
+            text: r#"{"format":"p2pmem-nvmet","version":1}"#.to_string() + "\n",
+        },
+    );
+    let mut exec = |name: &str, argv: &[&str]| {
+        p.step(name, Step::Exec { argv: words(argv) });
+    };
+    exec(
+        "wipe",
+        &[
+            "p2pmem",
+            "--json",
+            "nvmet",
+            "restore",
+            "/tmp/empty.json",
+            "--force",
+        ],
+    );
+    exec(
+        "wiped",
+        &[
+            "find",
+            "/sys/kernel/config/nvmet/subsystems",
+            "/sys/kernel/config/nvmet/ports",
+            "/sys/kernel/config/nvmet/hosts",
+            "-mindepth",
+            "1",
+            "-maxdepth",
+            "1",
+        ],
+    );
+    exec(
+        "restore",
+        &["p2pmem", "--json", "nvmet", "restore", "/tmp/s1.json"],
+    );
+    exec("save2", &["p2pmem", "nvmet", "save", "/tmp/s2.json"]);
+    exec("identical", &["cmp", "/tmp/s1.json", "/tmp/s2.json"]);
+    exec(
+        "restore2",
+        &["p2pmem", "--json", "nvmet", "restore", "/tmp/s1.json"],
+    );
+    exec("saved", &["cat", "/tmp/s1.json"]);
+    p.step("dmesg", Step::Dmesg);
+    p
+}
+
+/// One command's end, as the tests read it.
+struct Cmd {
     rc: i32,
     out: String,
     err: String,
 }
 
-impl Step {
+impl Cmd {
+    /// The command's own `--json` output (the test checks it as such).
     fn json(&self) -> Value {
         serde_json::from_str(&self.out)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.out, self.err))
     }
 }
 
-fn parse(stdout: &str) -> BTreeMap<String, Step> {
-    let mut steps = BTreeMap::new();
-    for chunk in stdout.split("@@step ").skip(1) {
-        let (head, rest) = chunk.split_once('\n').unwrap_or((chunk, ""));
-        let (name, rc) = head.split_once(" rc=").unwrap();
-        let (out, rest) = rest.split_once("\n@@stderr\n").unwrap();
-        let err = rest.split("\n@@end").next().unwrap_or_default();
-        steps.insert(
-            name.to_string(),
-            Step {
-                rc: rc.trim().parse().unwrap(),
-                out: out.to_string(),
-                err: err.to_string(),
-            },
-        );
+fn s(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Every exec step of a run by name, and the kernel log of the dmesg step.
+fn steps(run: &PlanRun) -> (BTreeMap<String, Cmd>, String) {
+    let mut out = BTreeMap::new();
+    for r in &run.steps {
+        if let Ok(e) = run.exec(&r.name) {
+            out.insert(
+                r.name.clone(),
+                Cmd {
+                    rc: e.exit.unwrap_or(-1),
+                    out: e.stdout.clone(),
+                    err: e.stderr.clone(),
+                },
+            );
+        }
     }
-    steps
+    let dmesg = run
+        .dmesg_lines("dmesg")
+        .map(|l| l.join("\n"))
+        .unwrap_or_default();
+    (out, dmesg)
 }
 
 /// A write judged by the kernel: the answer expected, and the prediction matched it.
-fn judged(steps: &BTreeMap<String, Step>, name: &str, want: Option<&str>) -> Value {
+fn judged(steps: &BTreeMap<String, Cmd>, name: &str, want: Option<&str>) -> Value {
     let s = &steps[name];
     let v = s.json();
     assert_eq!(
@@ -126,13 +325,14 @@ fn judged(steps: &BTreeMap<String, Step>, name: &str, want: Option<&str>) -> Val
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn nvmet_p2pmem_predictions_match_the_kernel_and_the_target_round_trips() {
-    let stdout = lab_common::guest_sh("default", SCRIPT);
-    let steps = parse(&stdout);
+    let run = lab_common::run_plan("default", None, &plan());
+    run.output("connect").expect("the loop connect");
+    let (steps, dmesg) = steps(&run);
     assert!(
-        steps.contains_key("dmesg"),
-        "{LAB}: the script did not finish\n{stdout}"
+        steps.contains_key("saved"),
+        "{LAB}: the plan did not finish"
     );
-    let dmesg = &steps["dmesg"].out;
+    let dmesg = &dmesg;
     let lines = |v: &Value| -> Vec<String> {
         v["preflight"]["kernel_log"]
             .as_array()
@@ -218,14 +418,7 @@ fn nvmet_p2pmem_predictions_match_the_kernel_and_the_target_round_trips() {
     }
 
     // Loop transport: connect, read the backing device's pattern, write through it.
-    for s in [
-        "port_loop",
-        "link_loop",
-        "host",
-        "port_tcp",
-        "link_tcp",
-        "connect",
-    ] {
+    for s in ["port_loop", "link_loop", "host", "port_tcp", "link_tcp"] {
         assert_eq!(steps[s].rc, 0, "{s}: {}", steps[s].err);
     }
     assert_eq!(
@@ -255,7 +448,8 @@ fn nvmet_p2pmem_predictions_match_the_kernel_and_the_target_round_trips() {
     // save -> wipe -> restore: identical, and a second restore changes nothing.
     assert_eq!(steps["save"].rc, 0);
     assert_eq!(steps["wipe"].rc, 0, "{}", steps["wipe"].err);
-    assert_eq!(steps["wiped"].out.trim(), "0");
+    assert_eq!(steps["wiped"].rc, 0, "{}", steps["wiped"].err);
+    assert_eq!(steps["wiped"].out.trim(), "", "left after the wipe");
     assert_eq!(steps["restore"].rc, 0, "{}", steps["restore"].err);
     let restored = steps["restore"].json();
     assert_eq!(restored["failed"], Value::Null);
@@ -283,31 +477,46 @@ fn nvmet_p2pmem_predictions_match_the_kernel_and_the_target_round_trips() {
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn nvmet_cross_root_port_provider_is_accepted_under_zen() {
-    let script = r#"
-step() { n=$1; shift; "$@" > /tmp/o 2> /tmp/e; rc=$?; echo "@@step $n rc=$rc"; cat /tmp/o; echo; echo "@@stderr"; cat /tmp/e; echo; echo "@@end"; }
-blk() { for b in /sys/block/nvme*n1; do case "$(readlink -f $b/device/device)" in *$1) basename $b;; esac; done; }
-N=nqn.2026-11.io.p2pmem:zen
-p2pmem nvmet subsys add $N > /dev/null
-p2pmem nvmet ns add $N 1 $(blk 0000:05:00.0) > /dev/null
-step set p2pmem --json nvmet ns set-p2pmem $N 1 0000:03:00.0 --write-anyway
-step enable p2pmem --json nvmet ns enable $N 1 --write-anyway
-step cpu grep -m1 "cpu family" /proc/cpuinfo
-exit 0
-"#;
-    let out = lab_common::p2pmem(&[
-        "lab",
-        "run",
-        "--topology",
-        "default",
-        "--cpu",
-        "max,family=23",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{LAB}");
-    let steps = parse(&String::from_utf8_lossy(&out.stdout));
+    let n = "nqn.2026-11.io.p2pmem:zen";
+    let mut p = Plan::new();
+    for (name, argv) in [
+        ("subsys", vec!["p2pmem", "nvmet", "subsys", "add", n]),
+        ("ns", vec!["p2pmem", "nvmet", "ns", "add", n, "1", "{B}"]),
+        (
+            "set",
+            vec![
+                "p2pmem",
+                "--json",
+                "nvmet",
+                "ns",
+                "set-p2pmem",
+                n,
+                "1",
+                "0000:03:00.0",
+                "--write-anyway",
+            ],
+        ),
+        (
+            "enable",
+            vec![
+                "p2pmem",
+                "--json",
+                "nvmet",
+                "ns",
+                "enable",
+                n,
+                "1",
+                "--write-anyway",
+            ],
+        ),
+        ("cpu", vec!["grep", "-m1", "cpu family", "/proc/cpuinfo"]),
+    ] {
+        p.step(name, Step::Exec { argv: words(&argv) });
+    }
+    let run = lab_common::run_plan("default", Some("max,family=23"), &p);
+    let (steps, _) = steps(&run);
+    assert_eq!((steps["subsys"].rc, steps["ns"].rc), (0, 0), "{LAB}");
+
     assert!(steps["cpu"].out.contains(": 23"), "{}", steps["cpu"].out);
     judged(&steps, "set", None);
     let v = judged(&steps, "enable", None);

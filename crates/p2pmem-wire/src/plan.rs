@@ -51,7 +51,7 @@ impl Plan {
 
     /// Appends a [`Step::Exec`] of `argv`.
     pub fn exec<S: AsRef<str>>(&mut self, name: impl Into<String>, argv: &[S]) -> &mut Self {
-        let argv = argv.iter().map(|a| a.as_ref().to_string()).collect();
+        let argv = argv.iter().map(|a| Arg::from(a.as_ref())).collect();
         self.step(name, Step::Exec { argv })
     }
 }
@@ -171,8 +171,34 @@ pub enum Step {
     /// empty) and returns its exit status, stdout and stderr.
     Exec {
         /// Program and arguments.
-        argv: Vec<String>,
+        argv: Vec<Arg>,
     },
+}
+
+/// One word of a [`Step::Exec`]: text, or a device the agent names (a plain string in
+/// JSON, or `{"dev": ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Arg {
+    /// The word itself.
+    Text(String),
+    /// The path of this device in the guest.
+    Dev {
+        /// The device.
+        dev: Dev,
+    },
+}
+
+impl From<&str> for Arg {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_string())
+    }
+}
+
+impl From<Dev> for Arg {
+    fn from(dev: Dev) -> Self {
+        Self::Dev { dev }
+    }
 }
 
 /// How long the agent waits after a pair whose transfer failed.
@@ -329,9 +355,19 @@ mod tests {
                         .verify(),
                 ),
             )
-            .exec("cmd", &["cat", "/proc/cmdline"]);
+            .exec("cmd", &["cat", "/proc/cmdline"])
+            .step(
+                "dd",
+                Step::Exec {
+                    argv: vec!["head".into(), "-c1".into(), Dev::Nvme(b).into()],
+                },
+            );
         let text = serde_json::to_string(&plan).unwrap();
         assert!(text.contains(r#""op":"copy""#), "{text}");
+        assert!(
+            text.contains(r#""argv":["head","-c1",{"dev":{"nvme":"0000:03:00.0"}}]"#),
+            "{text}"
+        );
         let back: Plan = serde_json::from_str(&text).unwrap();
         assert_eq!(back, plan);
     }

@@ -31,7 +31,7 @@ pub enum StepResult {
     /// It ran; what it found (a refusal by the kernel is a finding, not a failure).
     Done {
         /// The typed output.
-        output: Output,
+        output: Box<Output>,
     },
     /// It could not run (the message says why, with its causes).
     Failed {

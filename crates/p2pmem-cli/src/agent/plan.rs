@@ -24,7 +24,9 @@ use p2pmem_linux::system::{read_system, System};
 use p2pmem_model::dma_accounting::MARKER_BLOCKS;
 use p2pmem_model::Bdf;
 use p2pmem_wire::frame::encode_frame;
-use p2pmem_wire::plan::{CopyStep, Dev, PickRule, Plan, Role, Step, Via, PAIR_FAILURE_PAUSE_MS};
+use p2pmem_wire::plan::{
+    Arg, CopyStep, Dev, PickRule, Plan, Role, Step, Via, PAIR_FAILURE_PAUSE_MS,
+};
 use p2pmem_wire::report::{
     frame_id, AddressMap, BindAttempt, Captured, CopyOutcome, ExecResult, GuestNvme, HashResult,
     Inventory, Output, PairRecord, Picked, PlanEnd, StepReport, StepResult, MAX_CAPTURED,
@@ -181,7 +183,12 @@ struct Agent {
 type StepOutcome = (StepResult, Option<Vec<u8>>);
 
 fn done(output: Output) -> StepOutcome {
-    (StepResult::Done { output }, None)
+    (
+        StepResult::Done {
+            output: Box::new(output),
+        },
+        None,
+    )
 }
 
 impl Agent {
@@ -278,7 +285,16 @@ impl Agent {
                 *wait_ms,
             )?)),
             Step::Join { spawn, wait_ms } => done(Output::Exec(self.join(spawn, *wait_ms)?)),
-            Step::Exec { argv } => done(Output::Exec(exec(argv)?)),
+            Step::Exec { argv } => {
+                let argv = argv
+                    .iter()
+                    .map(|a| match a {
+                        Arg::Text(t) => Ok(t.clone()),
+                        Arg::Dev { dev } => self.dev(dev),
+                    })
+                    .collect::<anyhow::Result<Vec<String>>>()?;
+                done(Output::Exec(exec(&argv)?))
+            }
         })
     }
 
@@ -362,7 +378,12 @@ impl Agent {
             warnings,
             archive_bytes: data.len() as u64,
         });
-        Ok((StepResult::Done { output: out }, Some(data)))
+        Ok((
+            StepResult::Done {
+                output: Box::new(out),
+            },
+            Some(data),
+        ))
     }
 
     fn bind(&self, bdf: Bdf) -> BindAttempt {

@@ -1,7 +1,15 @@
-//! Shared helpers of the lab tier: run the static `p2pmem` binary named by `P2PMEM_BIN`.
+//! Shared helpers of the lab tier: run the static `p2pmem` binary named by `P2PMEM_BIN`,
+//! or boot a topology with a typed plan (`p2pmem_wire::plan`) that this binary's
+//! `agent` runs in the guest.
 
 #![cfg(test)]
+#![expect(
+    clippy::allow_attributes,
+    reason = "dead_code varies: each lab test crate uses a part of this module"
+)]
 
+use p2pmem_lab::{Lab, PlanRun, Topology};
+use p2pmem_wire::plan::Plan;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -17,6 +25,7 @@ pub fn bin() -> PathBuf {
 }
 
 /// Runs `p2pmem ARGS...` and returns its output; progress (stderr) is echoed on failure.
+#[allow(dead_code)]
 pub fn p2pmem(args: &[&str]) -> Output {
     let out = Command::new(bin())
         .args(args)
@@ -32,10 +41,6 @@ pub fn p2pmem(args: &[&str]) -> Output {
 }
 
 /// `p2pmem lab run --topology TOPO -- sh -c SCRIPT`, asserting exit 0; returns stdout.
-#[expect(
-    clippy::allow_attributes,
-    reason = "dead_code varies: some lab test crates include this module without using it"
-)]
 #[allow(dead_code)]
 pub fn guest_sh(topology: &str, script: &str) -> String {
     let out = p2pmem(&[
@@ -50,4 +55,15 @@ pub fn guest_sh(topology: &str, script: &str) -> String {
     ]);
     assert_eq!(out.status.code(), Some(0), "guest script failed: {script}");
     String::from_utf8(out.stdout).expect("guest stdout is UTF-8")
+}
+
+/// Boots `topology` (with `cpu` overriding its CPU model) and has the binary under test
+/// run `plan` in the guest.
+#[allow(dead_code)]
+pub fn run_plan(topology: &str, cpu: Option<&str>, plan: &Plan) -> PlanRun {
+    let mut lab = Lab::from_env().expect("lab settings");
+    lab.p2pmem = bin();
+    let topo = Topology::load(topology).expect("topology");
+    lab.run_plan(&topo, cpu, plan, false)
+        .unwrap_or_else(|e| panic!("lab run of {topology} failed: {e}"))
 }
