@@ -17,6 +17,7 @@ use p2pmem_lab::truth::{build_truth, scratch_script, TruthContext};
 use p2pmem_lab::{Lab, PlanRun, Topology};
 use p2pmem_model::dma_accounting::Window;
 use p2pmem_wire::plan::{Plan, Step};
+use p2pmem_wire::report::{Output, StepResult};
 
 /// `p2pmem lab`.
 #[derive(Debug, Args)]
@@ -60,6 +61,21 @@ enum LabCommand {
         /// shell pipeline, `-- sh -c '...'`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Boot a topology and have `p2pmem agent` run a plan of typed steps in the guest
+    /// (JSON, the `Plan` of the p2pmem-wire crate: copies, hashes, probes, binds, markers,
+    /// commands). Prints one line per step (`NAME<TAB>STATUS<TAB>SECONDS<TAB>SUMMARY`), or
+    /// with `--json` one step report per line. Exit 0 when every step ran, 1 when one
+    /// failed or was skipped.
+    Plan {
+        #[command(flatten)]
+        guest: GuestOpts,
+        /// Measure DMA with QEMU's nvme trace (the plan brackets what it measures with
+        /// `mark` steps); the trace stays in the run directory.
+        #[arg(long)]
+        trace_dma: bool,
+        /// The plan file.
+        file: PathBuf,
     },
     /// Boot a topology and record a ground-truth capture into DIR (root/, truth.json,
     /// boot_dmesg.txt, qemu.sh).
@@ -151,6 +167,11 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
                 (None, None) => 2,
             })
         }
+        LabCommand::Plan {
+            guest,
+            trace_dma,
+            file,
+        } => plan_cmd(&guest, trace_dma, &file, args.json),
         LabCommand::Capture { guest, dir } => capture(&guest, &dir),
         LabCommand::Demo { guest } => demo_cmd(&guest, args.json),
     }
@@ -196,6 +217,78 @@ fn is_p2pmem_copy(argv: &[String]) -> bool {
         }
     }
     false
+}
+
+/// The largest plan file `lab plan` reads.
+const MAX_PLAN_BYTES: u64 = 16 << 20;
+
+fn plan_cmd(guest: &GuestOpts, trace: bool, file: &Path, json: bool) -> anyhow::Result<i32> {
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_PLAN_BYTES + 1), &mut text)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    if text.len() as u64 > MAX_PLAN_BYTES {
+        bail!("{} is larger than {MAX_PLAN_BYTES} bytes", file.display());
+    }
+    let plan: Plan = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a lab plan", file.display()))?;
+    let (lab, topo) = guest.lab_and_topology()?;
+    let out = lab.run_plan(&topo, guest.cpu.as_deref(), &plan, trace)?;
+    let mut stdout = std::io::stdout().lock();
+    let mut all_ran = true;
+    for r in &out.steps {
+        if json {
+            writeln!(stdout, "{}", serde_json::to_string(r)?)?;
+        }
+        let (status, summary) = match &r.result {
+            StepResult::Done { output } => ("done", output_summary(output)),
+            StepResult::Failed { error } => ("failed", error.clone()),
+            StepResult::Skipped { why } => ("skipped", why.clone()),
+        };
+        all_ran &= status == "done";
+        if !json {
+            let summary = summary.replace(['\t', '\n'], " ");
+            writeln!(stdout, "{}\t{status}\t{:.6}\t{summary}", r.name, r.seconds)?;
+        }
+    }
+    eprintln!("lab: run directory {}", out.run_dir.display());
+    Ok(if all_ran { 0 } else { 1 })
+}
+
+/// One line about a step's output.
+fn output_summary(o: &Output) -> String {
+    match o {
+        Output::Exec(e) => match (e.exit, e.signal) {
+            (Some(c), _) => format!("exit {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => "ended".into(),
+        },
+        Output::Copy(c) => match &c.report {
+            Some(r) => format!("exit {}: {} bytes via {}", c.exit, r.report.bytes, r.via),
+            None => format!("exit {}: {}", c.exit, c.messages.join(" ")),
+        },
+        Output::Hash(h) => format!("sha256 {}", h.sha256),
+        Output::Pairs(p) => format!(
+            "{} pairs, {} allowed",
+            p.len(),
+            p.iter().filter(|p| p.kernel_ok()).count()
+        ),
+        Output::Picked(p) => format!("{} -> {} via {}", p.src, p.dst, p.via),
+        Output::Inventory(i) => format!("{} NVMe, {} providers", i.nvme.len(), i.providers.len()),
+        Output::Binds(b) => format!(
+            "{} bound of {}",
+            b.iter().filter(|b| b.exit == 0).count(),
+            b.len()
+        ),
+        Output::Check(c) => format!("supported {:?}", c.supported),
+        Output::Probe(p) => format!("read {:?}, write {:?}", p.read, p.write),
+        Output::Capture(c) => format!("{} bytes archived", c.archive_bytes),
+        Output::AddressMap(m) => format!("{} functions", m.resources.len()),
+        Output::Marked(lba) => format!("lba {lba}"),
+        Output::Dmesg(l) => format!("{} lines", l.len()),
+        Output::Spawned(pid) => format!("pid {pid}"),
+        Output::Nothing => String::new(),
+    }
 }
 
 /// Boots with the pairs plan and reads its answers.

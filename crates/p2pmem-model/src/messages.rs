@@ -37,8 +37,11 @@ pub enum MessageKind {
     /// Host bridge not whitelisted (printed on the ACS path whatever `verbose` says).
     HostBridgeNotWhitelisted {
         /// Representative's vendor ID.
+        #[serde(rename = "bridge_vendor")]
         vendor: u16,
-        /// Representative's device ID.
+        /// Representative's device ID (named apart from the message's `device`, the
+        /// function the line is printed on: both sit in one JSON object).
+        #[serde(rename = "bridge_device")]
         device: u16,
     },
     /// Rule H failed (verbose).
@@ -136,6 +139,45 @@ mod tests {
     }
 
     const V: KernelVersion = KernelVersion::new(6, 12, 117);
+
+    /// Every kind survives JSON, with no key twice (the host-bridge IDs and the device
+    /// the line is printed on share one object).
+    #[test]
+    fn every_kind_round_trips_through_json_without_duplicate_keys() {
+        let kinds = [
+            MessageKind::NotPci,
+            MessageKind::AcsRedirect {
+                provider: bdf("0000:03:00.0"),
+            },
+            MessageKind::AcsFix {
+                devices: vec![bdf("0000:00:07.0")],
+            },
+            MessageKind::HostBridgeNotWhitelisted {
+                vendor: 0x8086,
+                device: 0x29c0,
+            },
+            MessageKind::NoPath {
+                provider: bdf("0000:03:00.0"),
+            },
+        ];
+        for kind in kinds {
+            let m = KernelMessage::new(kind, bdf("0000:06:00.1"), Some("nvme"), V);
+            let text = serde_json::to_string(&m).unwrap();
+            let keys: Vec<&str> = text
+                .split('"')
+                .collect::<Vec<_>>()
+                .windows(2)
+                .filter(|w| w[1].starts_with(':'))
+                .map(|w| w[0])
+                .collect();
+            let mut unique = keys.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), keys.len(), "{text}");
+            let back: KernelMessage = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, m, "{text}");
+        }
+    }
 
     #[test]
     fn lines_match_the_lab_kernel() {

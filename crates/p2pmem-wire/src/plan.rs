@@ -176,7 +176,8 @@ pub enum Step {
 }
 
 /// One word of a [`Step::Exec`]: text, or a device the agent names (a plain string in
-/// JSON, or `{"dev": ...}`).
+/// JSON, or `{"dev": ..., "prefix": "if="}`: the device's path after the prefix, for
+/// programs such as `dd` that take `if=PATH`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Arg {
@@ -186,6 +187,9 @@ pub enum Arg {
     Dev {
         /// The device.
         dev: Dev,
+        /// Text before the path.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        prefix: String,
     },
 }
 
@@ -197,7 +201,10 @@ impl From<&str> for Arg {
 
 impl From<Dev> for Arg {
     fn from(dev: Dev) -> Self {
-        Self::Dev { dev }
+        Self::Dev {
+            dev,
+            prefix: String::new(),
+        }
     }
 }
 

@@ -290,7 +290,7 @@ impl Agent {
                     .iter()
                     .map(|a| match a {
                         Arg::Text(t) => Ok(t.clone()),
-                        Arg::Dev { dev } => self.dev(dev),
+                        Arg::Dev { dev, prefix } => Ok(format!("{prefix}{}", self.dev(dev)?)),
                     })
                     .collect::<anyhow::Result<Vec<String>>>()?;
                 done(Output::Exec(exec(&argv)?))
