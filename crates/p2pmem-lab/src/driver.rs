@@ -10,14 +10,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use crate::cache::Cache;
 use crate::error::{io_err, LabError, Result};
-use crate::kernel::{run_logged, Kernel};
+use crate::kernel::{make, Kernel};
+use crate::process::run_logged;
 use crate::progress::Progress;
 use crate::toolchain::ensure_rust_tools;
 
@@ -151,16 +151,8 @@ fn build_in(
         "building the {MODULE_NAME} module (Rust) against {} (a few seconds)",
         out.display()
     ));
-    let mut make = Command::new("make");
-    make.arg("-C")
-        .arg(src)
-        .arg(format!("O={}", out.display()))
-        .arg(format!("M={}", work.display()))
-        .arg("modules")
-        .env("PATH", path)
-        .env("KBUILD_BUILD_USER", "p2pmem")
-        .env("KBUILD_BUILD_HOST", "lab");
-    run_logged(make, &log, None)?;
+    let module_dir = format!("M={}", work.display());
+    run_logged(make(src, out, path, &[&module_dir, "modules"]), &log, None)?;
     let ko = work.join(format!("{MODULE_NAME}.ko"));
     if !ko.is_file() {
         return Err(LabError::Missing {

@@ -9,19 +9,18 @@
 //! (`src/`, `out/`) for the `p2pmem_pci` module (`driver.rs`).
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::cache::Cache;
-use crate::error::{io_err, tail_lines, LabError, Result};
-use crate::progress::{Heartbeat, Progress};
+use crate::error::{io_err, LabError, Result};
+use crate::process::run_logged;
+use crate::progress::Progress;
 
 /// The config fragment merged on top of `make tinyconfig`.
 pub const FRAGMENT: &str = include_str!("../kernel/p2pmem-lab.config");
@@ -295,10 +294,17 @@ fn build_in(
         log.display()
     ));
     let j = format!("-j{jobs}");
+    let heartbeat = |n: usize, elapsed: Duration| {
+        let pct = (n * 100 / EXPECTED_BUILD_LINES).min(99);
+        progress.phase(&format!(
+            "kernel {key}: building: {n} steps, ~{pct}%, {:.0} s",
+            elapsed.as_secs_f64()
+        ));
+    };
     run_logged(
         make(&src, &out, path, &[j.as_str(), "bzImage", "modules"]),
         &log,
-        Some((progress, key)),
+        Some(&heartbeat),
     )?;
 
     let staged = work.join("result");
@@ -363,7 +369,9 @@ fn remove_any(path: &Path) -> Result<()> {
     result.map_err(io_err("cannot remove", path))
 }
 
-fn make(src: &Path, out: &Path, path: &OsStr, targets: &[&str]) -> Command {
+/// `make -C src O=out TARGETS...` with `PATH` (the lab's Rust tools first) and a fixed
+/// build user and host, as every kbuild call of the lab runs it.
+pub(crate) fn make(src: &Path, out: &Path, path: &OsStr, targets: &[&str]) -> Command {
     let mut cmd = Command::new("make");
     cmd.arg("-C")
         .arg(src)
@@ -373,82 +381,6 @@ fn make(src: &Path, out: &Path, path: &OsStr, targets: &[&str]) -> Command {
         .env("KBUILD_BUILD_USER", "p2pmem")
         .env("KBUILD_BUILD_HOST", "lab");
     cmd
-}
-
-/// Runs `cmd` with stdout and stderr appended to `log`. With a heartbeat, stdout lines are
-/// counted and a progress line printed every 15 s.
-pub(crate) fn run_logged(
-    mut cmd: Command,
-    log: &Path,
-    heartbeat: Option<(Progress, &str)>,
-) -> Result<()> {
-    let described = format!("{cmd:?}").replace('"', "");
-    let open = || {
-        OpenOptions::new()
-            .append(true)
-            .open(log)
-            .map_err(io_err("cannot open", log))
-    };
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(open()?));
-    let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    let lines = Arc::new(AtomicUsize::new(0));
-    let copier = child.stdout.take().map(|stdout| {
-        let lines = Arc::clone(&lines);
-        let sink = open();
-        std::thread::spawn(move || {
-            let Ok(mut sink) = sink else { return };
-            for line in BufReader::new(stdout).split(b'\n').map_while(|l| l.ok()) {
-                use std::io::Write;
-                let _ = sink.write_all(&line);
-                let _ = sink.write_all(b"\n");
-                lines.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    });
-    let mut beat = Heartbeat::new(Duration::from_secs(15));
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(source) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(LabError::Spawn { program, source });
-            }
-        }
-        if let Some((progress, key)) = heartbeat {
-            if beat.due() {
-                let n = lines.load(Ordering::Relaxed);
-                let pct = (n * 100 / EXPECTED_BUILD_LINES).min(99);
-                progress.phase(&format!(
-                    "kernel {key}: building: {n} steps, ~{pct}%, {:.0} s",
-                    beat.elapsed().as_secs_f64()
-                ));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    if let Some(copier) = copier {
-        let _ = copier.join();
-    }
-    if status.success() {
-        return Ok(());
-    }
-    let text = fs::read(log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    Err(LabError::Command {
-        command: described,
-        status: status.to_string(),
-        log: Some(log.to_path_buf()),
-        tail: tail_lines(&text, 40),
-    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod ivshmem;
 pub mod kernel;
 pub mod lab;
 pub mod pairs;
+mod process;
 pub mod progress;
 pub mod provider_job;
 pub mod qemu;

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cache::Cache;
-use crate::error::{io_err, tail_lines, LabError, Result};
+use crate::error::{io_err, LabError, Result};
+use crate::process::run_captured;
 use crate::progress::Progress;
 
 /// The `bindgen-cli` release the lab installs (Linux 6.12 needs at least 0.65.1).
@@ -31,24 +32,11 @@ pub struct RustTools {
 /// toolchain kbuild will use. Part of the kernel cache key: a kernel's Rust metadata
 /// only works with the `rustc` that built it.
 pub fn rustc_version(cache: &Cache) -> Result<String> {
-    let dir = existing_dir(cache.root());
-    let out = Command::new("rustc")
+    let mut rustc = Command::new("rustc");
+    rustc
         .arg("--version")
-        .current_dir(&dir)
-        .output()
-        .map_err(|source| LabError::Spawn {
-            program: "rustc".into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(LabError::Command {
-            command: "rustc --version".into(),
-            status: out.status.to_string(),
-            log: None,
-            tail: tail_lines(&String::from_utf8_lossy(&out.stderr), 10),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .current_dir(existing_dir(cache.root()));
+    Ok(run_captured(rustc)?.stdout.trim().to_string())
 }
 
 /// The cache root if it exists, else the nearest existing ancestor, else `/`.
@@ -77,15 +65,9 @@ pub fn ensure_rust_tools(cache: &Cache, progress: Progress) -> Result<RustTools>
 
 fn ensure_rust_src(cache: &Cache, progress: Progress) -> Result<()> {
     let dir = existing_dir(cache.root());
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .current_dir(&dir)
-        .output()
-        .map_err(|source| LabError::Spawn {
-            program: "rustc".into(),
-            source,
-        })?;
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    let mut rustc = Command::new("rustc");
+    rustc.args(["--print", "sysroot"]).current_dir(&dir);
+    let sysroot = PathBuf::from(run_captured(rustc)?.stdout.trim());
     let core = sysroot.join("lib/rustlib/src/rust/library/core/src/lib.rs");
     if core.is_file() {
         return Ok(());
@@ -94,21 +76,13 @@ fn ensure_rust_src(cache: &Cache, progress: Progress) -> Result<()> {
         "rust-src is missing from {} (kbuild needs core's source): rustup component add rust-src",
         sysroot.display()
     ));
-    let out = Command::new("rustup")
+    let mut rustup = Command::new("rustup");
+    rustup
         .args(["component", "add", "rust-src"])
-        .current_dir(&dir)
-        .output()
-        .map_err(|source| LabError::Spawn {
-            program: "rustup".into(),
-            source,
-        })?;
-    if !out.status.success() || !core.is_file() {
-        return Err(LabError::Command {
-            command: "rustup component add rust-src".into(),
-            status: out.status.to_string(),
-            log: None,
-            tail: tail_lines(&String::from_utf8_lossy(&out.stderr), 20),
-        });
+        .current_dir(&dir);
+    let added = run_captured(rustup)?;
+    if !core.is_file() {
+        return Err(added.failure());
     }
     Ok(())
 }
@@ -137,25 +111,23 @@ fn ensure_bindgen(cache: &Cache, progress: Progress) -> Result<PathBuf> {
         "installing bindgen-cli {BINDGEN_VERSION} into {} (cargo install --locked, about 1-2 min)",
         tools.display()
     ));
-    let mut cmd = Command::new("cargo");
-    cmd.args(["install", "--locked", "--quiet", "bindgen-cli", "--version"])
+    let mut cargo = Command::new("cargo");
+    cargo
+        .args(["install", "--locked", "--quiet", "bindgen-cli", "--version"])
         .arg(BINDGEN_VERSION)
         .arg("--root")
         .arg(&staging)
         .current_dir(&tools);
-    let out = cmd.output().map_err(|source| LabError::Spawn {
-        program: "cargo".into(),
-        source,
-    })?;
-    let staged = staging.join("bin/bindgen");
-    if !out.status.success() || !staged.is_file() {
+    let installed = run_captured(cargo).and_then(|installed| {
+        if staging.join("bin/bindgen").is_file() {
+            Ok(())
+        } else {
+            Err(installed.failure())
+        }
+    });
+    if let Err(e) = installed {
         let _ = std::fs::remove_dir_all(&staging);
-        return Err(LabError::Command {
-            command: format!("{cmd:?}").replace('"', ""),
-            status: out.status.to_string(),
-            log: None,
-            tail: tail_lines(&String::from_utf8_lossy(&out.stderr), 20),
-        });
+        return Err(e);
     }
     let dest = tools.join(format!("bindgen-cli-{BINDGEN_VERSION}"));
     match std::fs::rename(&staging, &dest) {
