@@ -3,9 +3,10 @@
 //!
 //! A kernel is cached under `kernels/<key>/bzImage`, where the key hashes the source
 //! tarball's identity (size and first MiB), the fragment text, [`RECIPE_VERSION`] and the
-//! `rustc` version. A build runs in `kernels/<key>.tmp-<pid>/` and is renamed into place
-//! only when complete, so an interrupted build never leaves a half kernel behind. The
-//! build tree is kept, slimmed to what module builds read, as `kernels/<key>/build/`
+//! `rustc` version. A build runs in a staging directory `kernels/<key>.tmp-<pid>-<n>/` and
+//! is renamed into place only when complete (`staged.rs`), so an interrupted build never
+//! leaves a half kernel behind; a failed one leaves its log as `kernels/<key>.failed.log`.
+//! The build tree is kept, slimmed to what module builds read, as `kernels/<key>/build/`
 //! (`src/`, `out/`) for the `p2pmem_pci` module (`driver.rs`).
 
 use std::ffi::OsStr;
@@ -21,6 +22,7 @@ use crate::cache::Cache;
 use crate::error::{io_err, LabError, Result};
 use crate::process::run_logged;
 use crate::progress::Progress;
+use crate::staged::build_staged;
 
 /// The config fragment merged on top of `make tinyconfig`.
 pub const FRAGMENT: &str = include_str!("../kernel/p2pmem-lab.config");
@@ -197,32 +199,18 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
             built: false,
         });
     }
-    fs::create_dir_all(cache.kernels()).map_err(io_err("cannot create", cache.kernels()))?;
-    let work = cache
-        .kernels()
-        .join(format!("{key}.tmp-{}", std::process::id()));
-    let result = crate::toolchain::ensure_rust_tools(cache, progress)
-        .and_then(|tools| build_in(&work, &dir, spec, &key, &tools.path, progress));
-    if result.is_err() {
-        // Keep the log next to the cache, drop the (large) tree.
-        let failed_log = cache.kernels().join(format!("{key}.failed.log"));
-        let _ = fs::rename(work.join("build.log"), &failed_log);
-    }
-    let _ = fs::remove_dir_all(&work);
-    result.map_err(|e| match e {
-        LabError::Command {
-            command,
-            status,
-            tail,
-            ..
-        } => LabError::Command {
-            command,
-            status,
-            log: Some(cache.kernels().join(format!("{key}.failed.log"))),
-            tail,
-        },
-        other => other,
+    let tools = crate::toolchain::ensure_rust_tools(cache, progress)?;
+    let started = Instant::now();
+    // A failed build keeps its log as `kernels/<key>.failed.log` and drops the (large)
+    // tree.
+    build_staged(&dir, "bzImage", Some("build.log"), |work| {
+        build_in(work, spec, &key, &tools.path, progress)
     })?;
+    progress.phase(&format!(
+        "kernel {key}: built in {:.0} s: {}",
+        started.elapsed().as_secs_f64(),
+        bzimage.display()
+    ));
     Ok(Kernel {
         bzimage,
         config: dir.join("config"),
@@ -231,18 +219,16 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
     })
 }
 
+/// Builds the kernel in the empty directory `work`: the tree in `src/` and `out/` and the
+/// log in `build.log`, then the cache entry's files: `bzImage`, `config` and the slimmed
+/// tree as `build/`.
 fn build_in(
     work: &Path,
-    dest: &Path,
     spec: &KernelSpec,
     key: &str,
     path: &OsStr,
     progress: Progress,
 ) -> Result<()> {
-    let started = Instant::now();
-    if work.exists() {
-        fs::remove_dir_all(work).map_err(io_err("cannot remove", work))?;
-    }
     let src = work.join("src");
     let out = work.join("out");
     fs::create_dir_all(&src).map_err(io_err("cannot create", &src))?;
@@ -307,25 +293,10 @@ fn build_in(
         Some(&heartbeat),
     )?;
 
-    let staged = work.join("result");
-    fs::create_dir_all(&staged).map_err(io_err("cannot create", &staged))?;
     let built = out.join("arch/x86/boot/bzImage");
-    fs::copy(&built, staged.join("bzImage")).map_err(io_err("cannot copy", &built))?;
-    fs::copy(&config, staged.join("config")).map_err(io_err("cannot copy", &config))?;
-    fs::copy(&log, staged.join("build.log")).map_err(io_err("cannot copy", &log))?;
-    keep_build_tree(&src, &out, &staged.join("build"))?;
-    match fs::rename(&staged, dest) {
-        Ok(()) => {}
-        // A concurrent build finished first: its kernel is as good as ours.
-        Err(_) if dest.join("bzImage").is_file() => {}
-        Err(e) => return Err(io_err("cannot rename into", dest)(e)),
-    }
-    progress.phase(&format!(
-        "kernel {key}: built in {:.0} s: {}",
-        started.elapsed().as_secs_f64(),
-        dest.join("bzImage").display()
-    ));
-    Ok(())
+    fs::copy(&built, work.join("bzImage")).map_err(io_err("cannot copy", &built))?;
+    fs::copy(&config, work.join("config")).map_err(io_err("cannot copy", &config))?;
+    keep_build_tree(&src, &out, &work.join("build"))
 }
 
 /// Top-level entries of the source tree that external module builds read (`make -C src

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod provider_job;
 pub mod qemu;
 pub mod qemu_args;
+mod staged;
 pub mod toolchain;
 pub mod topology;
 pub mod trace;

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cache::Cache;
-use crate::error::{io_err, LabError, Result};
+use crate::error::{LabError, Result};
 use crate::process::run_captured;
 use crate::progress::Progress;
+use crate::staged::build_staged;
 
 /// The `bindgen-cli` release the lab installs (Linux 6.12 needs at least 0.65.1).
 pub const BINDGEN_VERSION: &str = "0.73.2";
@@ -102,42 +103,25 @@ fn ensure_bindgen(cache: &Cache, progress: Progress) -> Result<PathBuf> {
         return Ok(bin);
     }
     let tools = cache.root().join("tools");
-    std::fs::create_dir_all(&tools).map_err(io_err("cannot create", &tools))?;
-    let staging = tools.join(format!(
-        "bindgen-cli-{BINDGEN_VERSION}.tmp-{}",
-        std::process::id()
-    ));
+    let dest = tools.join(format!("bindgen-cli-{BINDGEN_VERSION}"));
     progress.phase(&format!(
         "installing bindgen-cli {BINDGEN_VERSION} into {} (cargo install --locked, about 1-2 min)",
         tools.display()
     ));
-    let mut cargo = Command::new("cargo");
-    cargo
-        .args(["install", "--locked", "--quiet", "bindgen-cli", "--version"])
-        .arg(BINDGEN_VERSION)
-        .arg("--root")
-        .arg(&staging)
-        .current_dir(&tools);
-    let installed = run_captured(cargo).and_then(|installed| {
-        if staging.join("bin/bindgen").is_file() {
-            Ok(())
-        } else {
-            Err(installed.failure())
+    build_staged(&dest, "bin/bindgen", None, |staging| {
+        let mut cargo = Command::new("cargo");
+        cargo
+            .args(["install", "--locked", "--quiet", "bindgen-cli", "--version"])
+            .arg(BINDGEN_VERSION)
+            .arg("--root")
+            .arg(staging)
+            .current_dir(&tools);
+        let installed = run_captured(cargo)?;
+        if !staging.join("bin/bindgen").is_file() {
+            return Err(installed.failure());
         }
-    });
-    if let Err(e) = installed {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    let dest = tools.join(format!("bindgen-cli-{BINDGEN_VERSION}"));
-    match std::fs::rename(&staging, &dest) {
-        Ok(()) => {}
-        // A concurrent install finished first.
-        Err(_) if bin.is_file() => {
-            let _ = std::fs::remove_dir_all(&staging);
-        }
-        Err(e) => return Err(io_err("cannot rename into", &dest)(e)),
-    }
+        Ok(())
+    })?;
     Ok(bin)
 }
 
