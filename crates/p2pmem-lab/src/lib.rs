@@ -21,6 +21,7 @@ pub mod pairs;
 mod process;
 pub mod progress;
 pub mod provider_job;
+pub mod q35;
 pub mod qemu;
 pub mod qemu_args;
 mod staged;
