@@ -5,20 +5,21 @@
 //! them. A module is cached as `kernels/<kernel key>/driver-<source key>/p2pmem_pci.ko`,
 //! where the source key hashes the files; a build runs `make -C <tree>/src O=<tree>/out
 //! M=<dir> modules` (bindgen on `PATH`, which the driver's Kbuild uses to generate its
-//! bindings from this exact kernel build) in a `.tmp-<pid>` directory renamed into place
-//! when complete.
+//! bindings from this exact kernel build) in a staging directory renamed into place when
+//! complete (`staged.rs`); a failed build leaves its log as `driver-<key>.failed.log`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use crate::cache::Cache;
 use crate::error::{io_err, LabError, Result};
-use crate::kernel::{run_logged, Kernel};
+use crate::kernel::{make, Kernel};
+use crate::process::run_logged;
 use crate::progress::Progress;
+use crate::staged::build_staged;
 use crate::toolchain::ensure_rust_tools;
 
 /// The module's name (`insmod p2pmem_pci.ko`, `/sys/module/p2pmem_pci`) and its PCI
@@ -95,44 +96,17 @@ pub fn ensure_driver(cache: &Cache, kernel: &Kernel, progress: Progress) -> Resu
         });
     }
     let tools = ensure_rust_tools(cache, progress)?;
-    let work = kernel_dir(kernel).join(format!("driver-{key}.tmp-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).map_err(io_err("cannot create", &work))?;
-    let result = build_in(&work, &src, &out, &tools.path, progress);
-    let log = work.join("build.log");
-    match result {
-        Ok(()) => {}
-        Err(e) => {
-            let kept = kernel_dir(kernel).join(format!("driver-{key}.failed.log"));
-            let _ = fs::rename(&log, &kept);
-            let _ = fs::remove_dir_all(&work);
-            return Err(match e {
-                LabError::Command {
-                    command,
-                    status,
-                    tail,
-                    ..
-                } => LabError::Command {
-                    command,
-                    status,
-                    log: Some(kept),
-                    tail,
-                },
-                other => other,
-            });
-        }
-    }
-    match fs::rename(&work, &dir) {
-        Ok(()) => {}
-        // A concurrent build finished first: its module is as good as ours.
-        Err(_) if ko.is_file() => {
-            let _ = fs::remove_dir_all(&work);
-        }
-        Err(e) => return Err(io_err("cannot rename into", &dir)(e)),
-    }
+    // A failed build keeps its log as `driver-<key>.failed.log`.
+    build_staged(
+        &dir,
+        &format!("{MODULE_NAME}.ko"),
+        Some("build.log"),
+        |work| build_in(work, &src, &out, &tools.path, progress),
+    )?;
     Ok(ko)
 }
 
+/// Builds the module in the empty directory `work` (the module's `M=` directory).
 fn build_in(
     work: &Path,
     src: &Path,
@@ -151,16 +125,8 @@ fn build_in(
         "building the {MODULE_NAME} module (Rust) against {} (a few seconds)",
         out.display()
     ));
-    let mut make = Command::new("make");
-    make.arg("-C")
-        .arg(src)
-        .arg(format!("O={}", out.display()))
-        .arg(format!("M={}", work.display()))
-        .arg("modules")
-        .env("PATH", path)
-        .env("KBUILD_BUILD_USER", "p2pmem")
-        .env("KBUILD_BUILD_HOST", "lab");
-    run_logged(make, &log, None)?;
+    let module_dir = format!("M={}", work.display());
+    run_logged(make(src, out, path, &[&module_dir, "modules"]), &log, None)?;
     let ko = work.join(format!("{MODULE_NAME}.ko"));
     if !ko.is_file() {
         return Err(LabError::Missing {

@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use crate::topology::ROOT_BUS;
+use crate::q35::ROOT_BUS;
 
 /// Default size of the shared memory (BAR 2), in MiB.
 pub const DEFAULT_SIZE_MB: u32 = 64;

@@ -3,25 +3,26 @@
 //!
 //! A kernel is cached under `kernels/<key>/bzImage`, where the key hashes the source
 //! tarball's identity (size and first MiB), the fragment text, [`RECIPE_VERSION`] and the
-//! `rustc` version. A build runs in `kernels/<key>.tmp-<pid>/` and is renamed into place
-//! only when complete, so an interrupted build never leaves a half kernel behind. The
-//! build tree is kept, slimmed to what module builds read, as `kernels/<key>/build/`
+//! `rustc` version. A build runs in a staging directory `kernels/<key>.tmp-<pid>-<n>/` and
+//! is renamed into place only when complete (`staged.rs`), so an interrupted build never
+//! leaves a half kernel behind; a failed one leaves its log as `kernels/<key>.failed.log`.
+//! The build tree is kept, slimmed to what module builds read, as `kernels/<key>/build/`
 //! (`src/`, `out/`) for the `p2pmem_pci` module (`driver.rs`).
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::cache::Cache;
-use crate::error::{io_err, tail_lines, LabError, Result};
-use crate::progress::{Heartbeat, Progress};
+use crate::error::{io_err, LabError, Result};
+use crate::process::run_logged;
+use crate::progress::Progress;
+use crate::staged::build_staged;
 
 /// The config fragment merged on top of `make tinyconfig`.
 pub const FRAGMENT: &str = include_str!("../kernel/p2pmem-lab.config");
@@ -198,32 +199,18 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
             built: false,
         });
     }
-    fs::create_dir_all(cache.kernels()).map_err(io_err("cannot create", cache.kernels()))?;
-    let work = cache
-        .kernels()
-        .join(format!("{key}.tmp-{}", std::process::id()));
-    let result = crate::toolchain::ensure_rust_tools(cache, progress)
-        .and_then(|tools| build_in(&work, &dir, spec, &key, &tools.path, progress));
-    if result.is_err() {
-        // Keep the log next to the cache, drop the (large) tree.
-        let failed_log = cache.kernels().join(format!("{key}.failed.log"));
-        let _ = fs::rename(work.join("build.log"), &failed_log);
-    }
-    let _ = fs::remove_dir_all(&work);
-    result.map_err(|e| match e {
-        LabError::Command {
-            command,
-            status,
-            tail,
-            ..
-        } => LabError::Command {
-            command,
-            status,
-            log: Some(cache.kernels().join(format!("{key}.failed.log"))),
-            tail,
-        },
-        other => other,
+    let tools = crate::toolchain::ensure_rust_tools(cache, progress)?;
+    let started = Instant::now();
+    // A failed build keeps its log as `kernels/<key>.failed.log` and drops the (large)
+    // tree.
+    build_staged(&dir, "bzImage", Some("build.log"), |work| {
+        build_in(work, spec, &key, &tools.path, progress)
     })?;
+    progress.phase(&format!(
+        "kernel {key}: built in {:.0} s: {}",
+        started.elapsed().as_secs_f64(),
+        bzimage.display()
+    ));
     Ok(Kernel {
         bzimage,
         config: dir.join("config"),
@@ -232,18 +219,16 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
     })
 }
 
+/// Builds the kernel in the empty directory `work`: the tree in `src/` and `out/` and the
+/// log in `build.log`, then the cache entry's files: `bzImage`, `config` and the slimmed
+/// tree as `build/`.
 fn build_in(
     work: &Path,
-    dest: &Path,
     spec: &KernelSpec,
     key: &str,
     path: &OsStr,
     progress: Progress,
 ) -> Result<()> {
-    let started = Instant::now();
-    if work.exists() {
-        fs::remove_dir_all(work).map_err(io_err("cannot remove", work))?;
-    }
     let src = work.join("src");
     let out = work.join("out");
     fs::create_dir_all(&src).map_err(io_err("cannot create", &src))?;
@@ -295,31 +280,23 @@ fn build_in(
         log.display()
     ));
     let j = format!("-j{jobs}");
+    let heartbeat = |n: usize, elapsed: Duration| {
+        let pct = (n * 100 / EXPECTED_BUILD_LINES).min(99);
+        progress.phase(&format!(
+            "kernel {key}: building: {n} steps, ~{pct}%, {:.0} s",
+            elapsed.as_secs_f64()
+        ));
+    };
     run_logged(
         make(&src, &out, path, &[j.as_str(), "bzImage", "modules"]),
         &log,
-        Some((progress, key)),
+        Some(&heartbeat),
     )?;
 
-    let staged = work.join("result");
-    fs::create_dir_all(&staged).map_err(io_err("cannot create", &staged))?;
     let built = out.join("arch/x86/boot/bzImage");
-    fs::copy(&built, staged.join("bzImage")).map_err(io_err("cannot copy", &built))?;
-    fs::copy(&config, staged.join("config")).map_err(io_err("cannot copy", &config))?;
-    fs::copy(&log, staged.join("build.log")).map_err(io_err("cannot copy", &log))?;
-    keep_build_tree(&src, &out, &staged.join("build"))?;
-    match fs::rename(&staged, dest) {
-        Ok(()) => {}
-        // A concurrent build finished first: its kernel is as good as ours.
-        Err(_) if dest.join("bzImage").is_file() => {}
-        Err(e) => return Err(io_err("cannot rename into", dest)(e)),
-    }
-    progress.phase(&format!(
-        "kernel {key}: built in {:.0} s: {}",
-        started.elapsed().as_secs_f64(),
-        dest.join("bzImage").display()
-    ));
-    Ok(())
+    fs::copy(&built, work.join("bzImage")).map_err(io_err("cannot copy", &built))?;
+    fs::copy(&config, work.join("config")).map_err(io_err("cannot copy", &config))?;
+    keep_build_tree(&src, &out, &work.join("build"))
 }
 
 /// Top-level entries of the source tree that external module builds read (`make -C src
@@ -363,7 +340,9 @@ fn remove_any(path: &Path) -> Result<()> {
     result.map_err(io_err("cannot remove", path))
 }
 
-fn make(src: &Path, out: &Path, path: &OsStr, targets: &[&str]) -> Command {
+/// `make -C src O=out TARGETS...` with `PATH` (the lab's Rust tools first) and a fixed
+/// build user and host, as every kbuild call of the lab runs it.
+pub(crate) fn make(src: &Path, out: &Path, path: &OsStr, targets: &[&str]) -> Command {
     let mut cmd = Command::new("make");
     cmd.arg("-C")
         .arg(src)
@@ -373,82 +352,6 @@ fn make(src: &Path, out: &Path, path: &OsStr, targets: &[&str]) -> Command {
         .env("KBUILD_BUILD_USER", "p2pmem")
         .env("KBUILD_BUILD_HOST", "lab");
     cmd
-}
-
-/// Runs `cmd` with stdout and stderr appended to `log`. With a heartbeat, stdout lines are
-/// counted and a progress line printed every 15 s.
-pub(crate) fn run_logged(
-    mut cmd: Command,
-    log: &Path,
-    heartbeat: Option<(Progress, &str)>,
-) -> Result<()> {
-    let described = format!("{cmd:?}").replace('"', "");
-    let open = || {
-        OpenOptions::new()
-            .append(true)
-            .open(log)
-            .map_err(io_err("cannot open", log))
-    };
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(open()?));
-    let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    let lines = Arc::new(AtomicUsize::new(0));
-    let copier = child.stdout.take().map(|stdout| {
-        let lines = Arc::clone(&lines);
-        let sink = open();
-        std::thread::spawn(move || {
-            let Ok(mut sink) = sink else { return };
-            for line in BufReader::new(stdout).split(b'\n').map_while(|l| l.ok()) {
-                use std::io::Write;
-                let _ = sink.write_all(&line);
-                let _ = sink.write_all(b"\n");
-                lines.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    });
-    let mut beat = Heartbeat::new(Duration::from_secs(15));
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(source) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(LabError::Spawn { program, source });
-            }
-        }
-        if let Some((progress, key)) = heartbeat {
-            if beat.due() {
-                let n = lines.load(Ordering::Relaxed);
-                let pct = (n * 100 / EXPECTED_BUILD_LINES).min(99);
-                progress.phase(&format!(
-                    "kernel {key}: building: {n} steps, ~{pct}%, {:.0} s",
-                    beat.elapsed().as_secs_f64()
-                ));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    if let Some(copier) = copier {
-        let _ = copier.join();
-    }
-    if status.success() {
-        return Ok(());
-    }
-    let text = fs::read(log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    Err(LabError::Command {
-        command: described,
-        status: status.to_string(),
-        log: Some(log.to_path_buf()),
-        tail: tail_lines(&text, 40),
-    })
 }
 
 #[cfg(test)]

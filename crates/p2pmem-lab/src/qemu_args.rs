@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::topology::{Nvme, Topology, ROOT_BUS};
+use crate::q35::ROOT_BUS;
+use crate::topology::{Nvme, Topology};
 
 /// The QEMU binary the lab runs.
 pub const QEMU: &str = "qemu-system-x86_64";

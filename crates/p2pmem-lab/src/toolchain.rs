@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cache::Cache;
-use crate::error::{io_err, tail_lines, LabError, Result};
+use crate::error::{LabError, Result};
+use crate::process::run_captured;
 use crate::progress::Progress;
+use crate::staged::build_staged;
 
 /// The `bindgen-cli` release the lab installs (Linux 6.12 needs at least 0.65.1).
 pub const BINDGEN_VERSION: &str = "0.73.2";
@@ -31,24 +33,11 @@ pub struct RustTools {
 /// toolchain kbuild will use. Part of the kernel cache key: a kernel's Rust metadata
 /// only works with the `rustc` that built it.
 pub fn rustc_version(cache: &Cache) -> Result<String> {
-    let dir = existing_dir(cache.root());
-    let out = Command::new("rustc")
+    let mut rustc = Command::new("rustc");
+    rustc
         .arg("--version")
-        .current_dir(&dir)
-        .output()
-        .map_err(|source| LabError::Spawn {
-            program: "rustc".into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(LabError::Command {
-            command: "rustc --version".into(),
-            status: out.status.to_string(),
-            log: None,
-            tail: tail_lines(&String::from_utf8_lossy(&out.stderr), 10),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .current_dir(existing_dir(cache.root()));
+    Ok(run_captured(rustc)?.stdout.trim().to_string())
 }
 
 /// The cache root if it exists, else the nearest existing ancestor, else `/`.
@@ -77,15 +66,9 @@ pub fn ensure_rust_tools(cache: &Cache, progress: Progress) -> Result<RustTools>
 
 fn ensure_rust_src(cache: &Cache, progress: Progress) -> Result<()> {
     let dir = existing_dir(cache.root());
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .current_dir(&dir)
-        .output()
-        .map_err(|source| LabError::Spawn {
-            program: "rustc".into(),
-            source,
-        })?;
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    let mut rustc = Command::new("rustc");
+    rustc.args(["--print", "sysroot"]).current_dir(&dir);
+    let sysroot = PathBuf::from(run_captured(rustc)?.stdout.trim());
     let core = sysroot.join("lib/rustlib/src/rust/library/core/src/lib.rs");
     if core.is_file() {
         return Ok(());
@@ -94,21 +77,13 @@ fn ensure_rust_src(cache: &Cache, progress: Progress) -> Result<()> {
         "rust-src is missing from {} (kbuild needs core's source): rustup component add rust-src",
         sysroot.display()
     ));
-    let out = Command::new("rustup")
+    let mut rustup = Command::new("rustup");
+    rustup
         .args(["component", "add", "rust-src"])
-        .current_dir(&dir)
-        .output()
-        .map_err(|source| LabError::Spawn {
-            program: "rustup".into(),
-            source,
-        })?;
-    if !out.status.success() || !core.is_file() {
-        return Err(LabError::Command {
-            command: "rustup component add rust-src".into(),
-            status: out.status.to_string(),
-            log: None,
-            tail: tail_lines(&String::from_utf8_lossy(&out.stderr), 20),
-        });
+        .current_dir(&dir);
+    let added = run_captured(rustup)?;
+    if !core.is_file() {
+        return Err(added.failure());
     }
     Ok(())
 }
@@ -128,44 +103,25 @@ fn ensure_bindgen(cache: &Cache, progress: Progress) -> Result<PathBuf> {
         return Ok(bin);
     }
     let tools = cache.root().join("tools");
-    std::fs::create_dir_all(&tools).map_err(io_err("cannot create", &tools))?;
-    let staging = tools.join(format!(
-        "bindgen-cli-{BINDGEN_VERSION}.tmp-{}",
-        std::process::id()
-    ));
+    let dest = tools.join(format!("bindgen-cli-{BINDGEN_VERSION}"));
     progress.phase(&format!(
         "installing bindgen-cli {BINDGEN_VERSION} into {} (cargo install --locked, about 1-2 min)",
         tools.display()
     ));
-    let mut cmd = Command::new("cargo");
-    cmd.args(["install", "--locked", "--quiet", "bindgen-cli", "--version"])
-        .arg(BINDGEN_VERSION)
-        .arg("--root")
-        .arg(&staging)
-        .current_dir(&tools);
-    let out = cmd.output().map_err(|source| LabError::Spawn {
-        program: "cargo".into(),
-        source,
-    })?;
-    let staged = staging.join("bin/bindgen");
-    if !out.status.success() || !staged.is_file() {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(LabError::Command {
-            command: format!("{cmd:?}").replace('"', ""),
-            status: out.status.to_string(),
-            log: None,
-            tail: tail_lines(&String::from_utf8_lossy(&out.stderr), 20),
-        });
-    }
-    let dest = tools.join(format!("bindgen-cli-{BINDGEN_VERSION}"));
-    match std::fs::rename(&staging, &dest) {
-        Ok(()) => {}
-        // A concurrent install finished first.
-        Err(_) if bin.is_file() => {
-            let _ = std::fs::remove_dir_all(&staging);
+    build_staged(&dest, "bin/bindgen", None, |staging| {
+        let mut cargo = Command::new("cargo");
+        cargo
+            .args(["install", "--locked", "--quiet", "bindgen-cli", "--version"])
+            .arg(BINDGEN_VERSION)
+            .arg("--root")
+            .arg(staging)
+            .current_dir(&tools);
+        let installed = run_captured(cargo)?;
+        if !staging.join("bin/bindgen").is_file() {
+            return Err(installed.failure());
         }
-        Err(e) => return Err(io_err("cannot rename into", &dest)(e)),
-    }
+        Ok(())
+    })?;
     Ok(bin)
 }
 

@@ -11,9 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{LabError, Result};
 use crate::ivshmem::Ivshmem;
-
-/// The implicit PCIe root bus of the q35 machine.
-pub const ROOT_BUS: &str = "pcie.0";
+use crate::q35::ROOT_BUS;
 
 /// Default guest memory.
 pub const DEFAULT_MEMORY_MIB: u32 = 1024;

@@ -22,12 +22,14 @@ pub use histogram::Histogram;
 pub use offsets::{Offsets, Region};
 pub use route::BenchRoute;
 
-use crate::copy::{explain_refusal, CopyError, Dir, Endpoint, EngineChoice, Queue, Via, MAX_DEPTH};
+use crate::copy::{
+    open_queue, place_buffer, refusal_explanation, routing_system, BufferSpec, Dir, Endpoint,
+    EngineChoice, Queue, Via, MAX_DEPTH,
+};
 use crate::dio::{io_hint, Op};
-use crate::p2pbuf::{DmaBuffer, Location};
+use crate::p2pbuf::Location;
 use crate::sys;
-use crate::system::{read_system, System};
-use rustix::io::Errno;
+use crate::system::System;
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -237,48 +239,37 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
     let mut notes = Vec::new();
     let ep = setup::open(root, req, &mut notes)?;
     let (region, offsets) = setup::region(req, &ep)?;
-    let sys = match req.via {
-        Via::Host => None,
-        _ => Some(read_system(root).map_err(|source| CopyError::System {
-            root: root.to_path_buf(),
-            source,
-        })),
-    };
-    let sys_ref = match &sys {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Err("not read (--via host)".to_string()),
-    };
-    let mut route = route::decide(root, sys_ref, req.via, &ep, req.force)?;
-    let sys = sys.and_then(Result::ok);
-    let mut depth = req.depth;
-    let mut buffer: Box<dyn DmaBuffer> = match route.provider {
-        Some(provider) => match setup::map_p2p(root, provider, req.bs, depth, &mut notes) {
-            Ok((b, d)) => {
-                depth = d;
-                Box::new(b)
-            }
-            Err(e) if req.via == Via::Auto => {
-                route.warnings.push(format!(
-                    "NO P2P BUFFER: {e}. Benchmarking with buffers in HOST memory instead"
-                ));
-                route.provider = None;
-                route.reason = format!("host memory: the p2pmem of {provider} could not be mapped");
-                Box::new(setup::host_buffer(req.bs, depth)?)
-            }
-            Err(e) => return Err(e.into()),
+    let sys = routing_system(root, req.via);
+    let mut route = route::decide(
+        root,
+        sys.as_ref().map_err(String::clone),
+        req.via,
+        &ep,
+        req.force,
+    )?;
+    let sys = sys.ok();
+    let mut placed = place_buffer(
+        root,
+        BufferSpec {
+            provider: route.provider,
+            unit: req.bs,
+            depth: req.depth,
+            units: "buffers",
+            host_fallback: (req.via == Via::Auto)
+                .then_some("Benchmarking with buffers in HOST memory instead"),
         },
-        None => Box::new(setup::host_buffer(req.bs, depth)?),
-    };
+        &mut notes,
+    )?;
+    if let Some(fell) = placed.fell_back {
+        route.warnings.push(fell.warning);
+        route.provider = None;
+        route.reason = fell.reason;
+    }
     if req.rw.writes() {
-        setup::fill_random(buffer.as_mut(), req.seed).map_err(BenchError::Fill)?;
+        setup::fill_random(placed.buffer.as_mut(), req.seed).map_err(BenchError::Fill)?;
     }
-    let queue = setup::open_queue(req.engine, depth, buffer, &mut notes)?;
-    if queue.name() == "sync" && depth > 1 {
-        notes.push(format!(
-            "the sync engine moves one request at a time: --depth {depth} only sizes the buffer"
-        ));
-    }
+    let depth = placed.depth;
+    let queue = open_queue(req.engine, depth, placed.buffer, &mut notes)?;
     Ok(Prepared {
         queue,
         ep,
@@ -376,16 +367,12 @@ impl Prepared {
         match stop {
             pipeline::Stop::Io { file_off, source } => {
                 let errno = source.raw_os_error();
-                let explanation = match (location, errno, &self.sys, &self.route.client) {
-                    (Location::P2p(provider), Some(e), Some(sys), Some(client))
-                        if e == Errno::REMOTEIO.raw_os_error()
-                            || e == Errno::INVAL.raw_os_error()
-                            || e == Errno::OPNOTSUPP.raw_os_error() =>
-                    {
-                        Some(explain_refusal(sys, provider, client, e))
-                    }
-                    _ => None,
-                };
+                let explanation = refusal_explanation(
+                    location,
+                    errno,
+                    self.sys.as_ref(),
+                    self.route.client.as_ref(),
+                );
                 BenchError::Io(Box::new(IoError {
                     op,
                     path,

@@ -12,6 +12,7 @@
 mod endpoint;
 mod engine;
 mod error;
+mod placement;
 mod plan;
 mod queue;
 mod route;
@@ -22,23 +23,24 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
-pub use endpoint::{DevNo, Endpoint, Ident};
+pub(crate) use endpoint::stat_error;
+pub use endpoint::{DevNo, Endpoint, EndpointError, Ident};
 pub use error::{CopyError, Progress, TransferError};
+pub use placement::PlacementError;
+pub(crate) use placement::{open_queue, place_buffer, BufferSpec};
 pub use plan::{ByteRange, Chunk, Plan, PlanError, Side, Written, MAX_CHUNK};
 pub use queue::{Completion, Dir, PushError, Queue, SyncQueue};
-pub(crate) use route::vet_provider;
 pub use route::{client_of, explain_check, explain_refusal, ClientInfo, Route, Via};
+pub(crate) use route::{explain_choice, refusal_explanation, routing_system, unchecked, vet_named};
+pub(crate) use safety::refuse_in_use;
 pub use safety::{block_device_in_use, common_object, parse_mountinfo, InUse, MountEntry};
 pub use uring::{unavailable_hint, Ring, UringQueue, MAX_DEPTH};
 pub use verify::{verify_ranges, VerifyError, VerifyReport};
 
 use crate::dio::{io_hint, DirectKind, Op};
-use crate::p2pbuf::{DmaBuffer, HostBuffer, Location, P2pBuffer};
+use crate::p2pbuf::Location;
 use crate::sys;
-use crate::system::{read_system, System};
-use p2pmem_model::Bdf;
-use rustix::fs::FileType;
-use rustix::io::Errno;
+use crate::system::System;
 use serde::Serialize;
 use std::fmt;
 use std::os::unix::fs::FileExt;
@@ -135,64 +137,6 @@ impl Drop for CreatedGuard<'_> {
     }
 }
 
-/// The I/O queue for `engine`: io_uring (said once when it falls back to pread/pwrite
-/// under `auto`), or pread/pwrite.
-pub(crate) fn open_queue(
-    engine: EngineChoice,
-    depth: usize,
-    buf: Box<dyn DmaBuffer>,
-    notes: &mut Vec<String>,
-) -> Result<Box<dyn Queue>, CopyError> {
-    if engine == EngineChoice::Sync {
-        return Ok(Box::new(SyncQueue::new(buf)));
-    }
-    match Ring::open(depth) {
-        Ok(ring) => Ok(Box::new(UringQueue::new(ring, buf))),
-        Err(source) if engine == EngineChoice::Auto => {
-            notes.push(format!(
-                "io_uring is unavailable ({}: {}); using synchronous pread/pwrite, one request \
-                 at a time",
-                sys::io_error_label(&source),
-                unavailable_hint(&source)
-            ));
-            Ok(Box::new(SyncQueue::new(buf)))
-        }
-        Err(source) => Err(CopyError::Uring {
-            errno: sys::io_error_label(&source),
-            hint: unavailable_hint(&source),
-            source,
-        }),
-    }
-}
-
-/// Maps `depth * chunk` bytes of `provider`'s p2pmem, halving the depth while the pool
-/// cannot supply one contiguous piece (ENOMEM).
-fn map_p2p(
-    root: &Path,
-    provider: Bdf,
-    chunk: u64,
-    depth: usize,
-    notes: &mut Vec<String>,
-) -> Result<(P2pBuffer, usize), CopyError> {
-    let mut d = depth;
-    loop {
-        let len = usize::try_from(chunk.saturating_mul(d as u64)).unwrap_or(usize::MAX);
-        match P2pBuffer::map(root, provider, len) {
-            Ok(b) => {
-                if d != depth {
-                    notes.push(format!(
-                        "the p2pmem pool of {provider} could not supply {depth} chunks in one piece; \
-                         using depth {d}"
-                    ));
-                }
-                return Ok((b, d));
-            }
-            Err(e) if e.mmap_errno() == Some(Errno::NOMEM.raw_os_error()) && d > 1 => d /= 2,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 /// Opens, checks, plans, routes and maps: everything before the first byte moves.
 /// `root` is where sysfs and procfs are read (`/` on a live system).
 pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
@@ -207,23 +151,7 @@ pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
     let src = Endpoint::open_source(&req.src)?;
     // A destination block device: refuse it when mounted or held, before opening it.
     if let Ok(st) = rustix::fs::stat(&req.dst) {
-        if FileType::from_raw_mode(st.st_mode) == FileType::BlockDevice {
-            let dev = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
-            let used = block_device_in_use(root, dev);
-            if !used.is_free() {
-                if !req.force {
-                    return Err(CopyError::InUse {
-                        path: req.dst.clone(),
-                        why: used.describe(),
-                    });
-                }
-                notes.push(format!(
-                    "--force: writing to {} although it is {}",
-                    req.dst.display(),
-                    used.describe()
-                ));
-            }
-        }
+        refuse_in_use(root, &req.dst, &st, req.force, &mut notes)?;
     }
     let dst = Endpoint::open_destination(&req.dst, !req.force)?;
     let mut created = CreatedGuard(dst.created().then_some(req.dst.as_path()));
@@ -264,54 +192,38 @@ pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
             ));
         }
     }
-    let sys = match req.via {
-        Via::Host => None,
-        _ => Some(read_system(root).map_err(|source| CopyError::System {
-            root: root.to_path_buf(),
-            source,
-        })),
-    };
-    let sys_ref = match &sys {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Err("not read (--via host)".to_string()),
-    };
+    let sys = routing_system(root, req.via);
     let mut route = route::decide(
         root,
-        sys_ref,
+        sys.as_ref().map_err(String::clone),
         req.via,
         &src,
         &dst,
         req.force,
         req.require_p2p,
     )?;
-    let sys = sys.and_then(Result::ok);
-    let mut depth = req.depth;
-    let buffer: Box<dyn DmaBuffer> = match route.provider {
-        Some(provider) => match map_p2p(root, provider, plan.chunk, depth, &mut notes) {
-            Ok((b, d)) => {
-                depth = d;
-                Box::new(b)
-            }
-            Err(e) if req.via == Via::Auto && !req.require_p2p => {
-                route.warnings.push(format!(
-                    "NO P2P BUFFER: {e}. Copying through HOST memory instead: the payload crosses \
-                     host RAM (--require-p2p makes this an error)"
-                ));
-                route.provider = None;
-                route.reason = format!("host memory: the p2pmem of {provider} could not be mapped");
-                Box::new(host_buffer(plan.chunk, depth)?)
-            }
-            Err(e) => return Err(e),
+    let sys = sys.ok();
+    let placed = place_buffer(
+        root,
+        BufferSpec {
+            provider: route.provider,
+            unit: plan.chunk,
+            depth: req.depth,
+            units: "chunks",
+            host_fallback: (req.via == Via::Auto && !req.require_p2p).then_some(
+                "Copying through HOST memory instead: the payload crosses host RAM \
+                 (--require-p2p makes this an error)",
+            ),
         },
-        None => Box::new(host_buffer(plan.chunk, depth)?),
-    };
-    let queue = open_queue(req.engine, depth, buffer, &mut notes)?;
-    if queue.name() == "sync" && depth > 1 {
-        notes.push(format!(
-            "the sync engine moves one request at a time: --depth {depth} only sizes the buffer"
-        ));
+        &mut notes,
+    )?;
+    if let Some(fell) = placed.fell_back {
+        route.warnings.push(fell.warning);
+        route.provider = None;
+        route.reason = fell.reason;
     }
+    let depth = placed.depth;
+    let queue = open_queue(req.engine, depth, placed.buffer, &mut notes)?;
     created.0 = None;
     Ok(Prepared {
         queue,
@@ -323,11 +235,6 @@ pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
         sys,
         notes,
     })
-}
-
-fn host_buffer(chunk: u64, depth: usize) -> Result<HostBuffer, CopyError> {
-    let len = usize::try_from(chunk.saturating_mul(depth as u64)).unwrap_or(usize::MAX);
-    Ok(HostBuffer::new(len)?)
 }
 
 impl Prepared {
@@ -485,16 +392,8 @@ impl Prepared {
             } => {
                 let (op, path, client) = side(dir);
                 let errno = source.raw_os_error();
-                let explanation = match (location, errno, &self.sys, client) {
-                    (Location::P2p(provider), Some(e), Some(sys), Some(client))
-                        if e == Errno::REMOTEIO.raw_os_error()
-                            || e == Errno::INVAL.raw_os_error()
-                            || e == Errno::OPNOTSUPP.raw_os_error() =>
-                    {
-                        Some(explain_refusal(sys, provider, client, e))
-                    }
-                    _ => None,
-                };
+                let explanation =
+                    refusal_explanation(location, errno, self.sys.as_ref(), client.as_ref());
                 CopyError::Transfer(Box::new(TransferError {
                     op,
                     path,

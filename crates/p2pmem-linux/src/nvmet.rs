@@ -17,7 +17,7 @@ mod read;
 
 use crate::rootfs::{FsError, RootFs};
 use crate::sys;
-use p2pmem_model::nvmet_plan::facts::{errno_meaning, errno_name, Op};
+use p2pmem_model::nvmet_plan::facts::{errno_meaning, Op};
 use serde::Serialize;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -107,9 +107,7 @@ impl NvmetError {
 
     pub(crate) fn refused(op: Op, action: String, path: PathBuf, source: io::Error) -> Self {
         let code = source.raw_os_error();
-        let errno = code
-            .and_then(errno_name)
-            .map_or_else(|| sys::io_error_label(&source), str::to_string);
+        let errno = sys::io_error_label(&source);
         let meaning = code
             .and_then(|c| errno_meaning(op, c))
             .map_or_else(|| source.to_string(), str::to_string);

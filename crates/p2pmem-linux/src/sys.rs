@@ -15,7 +15,6 @@
 )]
 
 use rustix::fd::{AsRawFd, BorrowedFd};
-use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 use std::alloc::Layout;
 use std::marker::PhantomData;
@@ -720,61 +719,11 @@ pub fn klog_read_all() -> io::Result<Vec<u8>> {
 // errno names
 // ---------------------------------------------------------------------------------
 
-/// Error numbers met around P2PDMA, mmap, O_DIRECT and sysfs, with their names.
-/// The numbers come from rustix, so they are right for the target architecture.
-const ERRNO_NAMES: &[(Errno, &str)] = &[
-    (Errno::PERM, "EPERM"),
-    (Errno::NOENT, "ENOENT"),
-    (Errno::SRCH, "ESRCH"),
-    (Errno::INTR, "EINTR"),
-    (Errno::IO, "EIO"),
-    (Errno::NXIO, "ENXIO"),
-    (Errno::TOOBIG, "E2BIG"),
-    (Errno::BADF, "EBADF"),
-    (Errno::AGAIN, "EAGAIN"),
-    (Errno::NOMEM, "ENOMEM"),
-    (Errno::ACCESS, "EACCES"),
-    (Errno::FAULT, "EFAULT"),
-    (Errno::NOTBLK, "ENOTBLK"),
-    (Errno::BUSY, "EBUSY"),
-    (Errno::EXIST, "EEXIST"),
-    (Errno::XDEV, "EXDEV"),
-    (Errno::NODEV, "ENODEV"),
-    (Errno::NOTDIR, "ENOTDIR"),
-    (Errno::ISDIR, "EISDIR"),
-    (Errno::INVAL, "EINVAL"),
-    (Errno::NFILE, "ENFILE"),
-    (Errno::MFILE, "EMFILE"),
-    (Errno::NOTTY, "ENOTTY"),
-    (Errno::TXTBSY, "ETXTBSY"),
-    (Errno::FBIG, "EFBIG"),
-    (Errno::NOSPC, "ENOSPC"),
-    (Errno::SPIPE, "ESPIPE"),
-    (Errno::ROFS, "EROFS"),
-    (Errno::PIPE, "EPIPE"),
-    (Errno::RANGE, "ERANGE"),
-    (Errno::NOSYS, "ENOSYS"),
-    (Errno::NODATA, "ENODATA"),
-    (Errno::TIME, "ETIME"),
-    (Errno::NOLINK, "ENOLINK"),
-    (Errno::PROTO, "EPROTO"),
-    (Errno::OVERFLOW, "EOVERFLOW"),
-    (Errno::ILSEQ, "EILSEQ"),
-    (Errno::OPNOTSUPP, "EOPNOTSUPP"),
-    (Errno::TIMEDOUT, "ETIMEDOUT"),
-    (Errno::REMOTEIO, "EREMOTEIO"),
-    (Errno::NOMEDIUM, "ENOMEDIUM"),
-    (Errno::MEDIUMTYPE, "EMEDIUMTYPE"),
-    (Errno::CANCELED, "ECANCELED"),
-    (Errno::HWPOISON, "EHWPOISON"),
-];
-
-/// The symbolic name of an errno (`121` → `EREMOTEIO`), when it is one we know.
+/// The symbolic name of an errno (`121` -> `EREMOTEIO`), when it is one we know: the
+/// model's table ([`p2pmem_model::errno::KNOWN`]), whose numbers a test checks against
+/// this target's.
 pub fn errno_name(errno: i32) -> Option<&'static str> {
-    ERRNO_NAMES
-        .iter()
-        .find(|(e, _)| e.raw_os_error() == errno)
-        .map(|(_, name)| *name)
+    p2pmem_model::errno::name(errno)
 }
 
 /// The name of an errno, or `errno N` for one not in the table.

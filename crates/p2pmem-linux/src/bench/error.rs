@@ -1,6 +1,6 @@
 //! Why a bench was refused or stopped.
 
-use crate::copy::{CopyError, PushError};
+use crate::copy::{EndpointError, PlacementError, PushError};
 use crate::dio::Op;
 use crate::p2pbuf::{CpuAccessError, Location};
 use std::io;
@@ -9,10 +9,14 @@ use std::path::PathBuf;
 /// A bench that was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// Opening the device, a safety check, the P2P route, the buffer or io_uring: the
-    /// same refusals and errors as `p2pmem copy`.
+    /// Opening the device, or the refusal to write to a device in use (as `p2pmem copy`
+    /// refuses a destination).
     #[error(transparent)]
-    Setup(#[from] CopyError),
+    Endpoint(#[from] EndpointError),
+    /// The P2P route refused, the buffers not mapped or io_uring unavailable (as for
+    /// `p2pmem copy`); nothing was moved.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
     /// The buffer could not be filled with the data a write bench writes.
     #[error("cannot fill the buffer with the data to write")]
     Fill(#[source] CpuAccessError),

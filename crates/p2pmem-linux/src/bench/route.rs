@@ -4,7 +4,9 @@
 //! it, `--via host` skips P2P. A path the model predicts refused is refused here, before
 //! any I/O, unless `--force`.
 
-use crate::copy::{client_of, explain_check, ClientInfo, CopyError, Endpoint, Via};
+use crate::copy::{
+    client_of, explain_choice, unchecked, vet_named, ClientInfo, Endpoint, PlacementError, Via,
+};
 use crate::system::System;
 use p2pmem_model::select;
 use p2pmem_model::Bdf;
@@ -56,14 +58,11 @@ pub fn decide(
     via: Via,
     ep: &Endpoint,
     force: bool,
-) -> Result<BenchRoute, CopyError> {
+) -> Result<BenchRoute, PlacementError> {
     match (via, sys) {
         (Via::Host, _) => Ok(host("host memory, as asked (--via host)")),
         (Via::Auto, Err(e)) => Ok(fallback(e, None)),
-        (Via::Provider(provider), Err(e)) => Err(CopyError::P2pRefused {
-            provider,
-            why: format!("the path cannot be checked: {e}"),
-        }),
+        (Via::Provider(provider), Err(e)) => Err(unchecked(provider, &e)),
         (Via::Auto, Ok(sys)) => Ok(decide_auto(root, sys, ep)),
         (Via::Provider(provider), Ok(sys)) => decide_provider(root, sys, provider, ep, force),
     }
@@ -93,17 +92,7 @@ fn decide_auto(root: &Path, sys: &System, ep: &Endpoint) -> BenchRoute {
         };
         return fallback(why, Some(client));
     };
-    let mut model = match select::check(&sys.topology, &sys.rules, provider, &[bdf]) {
-        Ok(c) => explain_check(sys, &c),
-        Err(e) => vec![e.to_string()],
-    };
-    if found.best.len() > 1 {
-        model.push(format!(
-            "  {} providers tie at distance {}; the kernel would pick one at random, this bench takes the first",
-            found.best.len(),
-            found.best_distance.unwrap_or(0)
-        ));
-    }
+    let model = explain_choice(sys, &found, provider, &[bdf], "bench");
     BenchRoute {
         provider: Some(provider),
         reason: format!("p2pmem of {provider}, the provider the kernel would choose for {bdf}"),
@@ -119,26 +108,9 @@ fn decide_provider(
     provider: Bdf,
     ep: &Endpoint,
     force: bool,
-) -> Result<BenchRoute, CopyError> {
-    if sys.topology.get(&provider).is_none() {
-        return Err(CopyError::P2pRefused {
-            provider,
-            why: "it is not a PCI function of this system".to_string(),
-        });
-    }
+) -> Result<BenchRoute, PlacementError> {
     let client = client_of(root, sys, ep);
-    let mut warnings = Vec::new();
-    if let Some(why) = client.refusal() {
-        if !force {
-            return Err(CopyError::P2pRefused {
-                provider,
-                why: format!("{why} (--force tries anyway)"),
-            });
-        }
-        warnings.push(format!("--force: trying p2pmem anyway although {why}"));
-    }
-    let clients: Vec<Bdf> = client.bdf.into_iter().collect();
-    let model = crate::copy::vet_provider(sys, provider, &clients, force, "bench", &mut warnings)?;
+    let (model, warnings) = vet_named(sys, provider, &[&client], force, "bench")?;
     Ok(BenchRoute {
         provider: Some(provider),
         reason: format!("p2pmem of {provider}, as asked (--via {provider})"),

@@ -1,14 +1,11 @@
-//! Everything a bench needs before its first request: the device opened (for writes
-//! after the in-use refusal, never created), the region checked against its block size
-//! and size, and the buffers mapped (p2pmem, halving the depth while the pool is short,
-//! or host memory) behind the engine.
+//! What a bench needs before its first request besides the buffers (placed as a copy's
+//! are, `copy::placement`): the device opened (for writes after the in-use refusal,
+//! never created), the region checked against its block size and size, and the data a
+//! write bench writes.
 
 use super::{params, BenchError, BenchRequest, Offsets, Region};
-use crate::copy::{block_device_in_use, CopyError, Endpoint, MAX_CHUNK};
-use crate::p2pbuf::{CpuAccessError, DmaBuffer, HostBuffer, P2pBuffer};
-use crate::sys;
-use p2pmem_model::Bdf;
-use rustix::fs::FileType;
+use crate::copy::{refuse_in_use, stat_error, Endpoint, MAX_CHUNK};
+use crate::p2pbuf::{CpuAccessError, DmaBuffer};
 use rustix::io::Errno;
 use std::path::Path;
 
@@ -27,32 +24,10 @@ pub(super) fn open(
                 path: req.path.clone(),
             }
         } else {
-            CopyError::Stat {
-                path: req.path.clone(),
-                errno: sys::errno_label(e.raw_os_error()),
-                source: e.into(),
-            }
-            .into()
+            stat_error(&req.path, e).into()
         }
     })?;
-    if FileType::from_raw_mode(st.st_mode) == FileType::BlockDevice {
-        let dev = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
-        let used = block_device_in_use(root, dev);
-        if !used.is_free() {
-            if !req.force {
-                return Err(CopyError::InUse {
-                    path: req.path.clone(),
-                    why: used.describe(),
-                }
-                .into());
-            }
-            notes.push(format!(
-                "--force: writing to {} although it is {}",
-                req.path.display(),
-                used.describe()
-            ));
-        }
-    }
+    refuse_in_use(root, &req.path, &st, req.force, notes)?;
     let ep = Endpoint::open_destination(&req.path, !req.force)?;
     if ep.created() {
         // It vanished between the stat and the open; do not leave an empty file behind.
@@ -114,39 +89,6 @@ pub(super) fn region(req: &BenchRequest, ep: &Endpoint) -> Result<(Region, Offse
     Ok((region, offsets))
 }
 
-/// Maps `depth * bs` bytes of `provider`'s p2pmem, halving the depth while the pool
-/// cannot supply one contiguous piece (ENOMEM).
-pub(super) fn map_p2p(
-    root: &Path,
-    provider: Bdf,
-    bs: u64,
-    depth: usize,
-    notes: &mut Vec<String>,
-) -> Result<(P2pBuffer, usize), CopyError> {
-    let mut d = depth;
-    loop {
-        let len = usize::try_from(bs.saturating_mul(d as u64)).unwrap_or(usize::MAX);
-        match P2pBuffer::map(root, provider, len) {
-            Ok(b) => {
-                if d != depth {
-                    notes.push(format!(
-                        "the p2pmem pool of {provider} could not supply {depth} buffers in one \
-                         piece; using depth {d}"
-                    ));
-                }
-                return Ok((b, d));
-            }
-            Err(e) if e.mmap_errno() == Some(Errno::NOMEM.raw_os_error()) && d > 1 => d /= 2,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-pub(super) fn host_buffer(bs: u64, depth: usize) -> Result<HostBuffer, CopyError> {
-    let len = usize::try_from(bs.saturating_mul(depth as u64)).unwrap_or(usize::MAX);
-    Ok(HostBuffer::new(len)?)
-}
-
 /// Fills the buffer with pseudo-random bytes (what a write bench writes), a MiB at a
 /// time. For p2pmem these are volatile CPU stores to device memory: slow, done once (and
 /// an error when the provider went away: its pages raise SIGBUS).
@@ -167,5 +109,3 @@ pub(super) fn fill_random(buf: &mut dyn DmaBuffer, seed: u64) -> Result<(), CpuA
     }
     Ok(())
 }
-
-pub(super) use crate::copy::open_queue;

@@ -5,13 +5,55 @@
 //! descriptor, the copy opens its own (same path and flags, plus `O_EXCL` on a
 //! destination block device) and checks with `fstat` that both name the same object.
 
-use super::error::CopyError;
-use crate::dio::{Access, Alignment, DirectFile, DirectKind};
+use crate::dio::{Access, Alignment, DioError, DirectFile, DirectKind};
 use crate::sys;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FileType, Mode, OFlags, SeekFrom};
 use rustix::io::Errno;
+use std::io;
 use std::path::{Path, PathBuf};
+
+/// Why an endpoint could not be opened, or may not be written: the errors `copy` and
+/// `bench` share before any I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// Opening with O_DIRECT failed.
+    #[error(transparent)]
+    Open(#[from] DioError),
+    /// The destination file could not be created.
+    #[error("cannot create {path} ({errno})")]
+    Create {
+        /// The path.
+        path: PathBuf,
+        /// Errno name.
+        errno: String,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// `stat`/`open`/`fstat`/`lseek` on the path failed.
+    #[error("cannot open or inspect {path} ({errno})")]
+    Stat {
+        /// The path.
+        path: PathBuf,
+        /// Errno name.
+        errno: String,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// The path changed type between two opens.
+    #[error("{0} changed while it was being opened")]
+    Changed(PathBuf),
+    /// The device to write is in use.
+    #[error("refusing to write to {path}: {why} (--force overrides)")]
+    InUse {
+        /// The device.
+        path: PathBuf,
+        /// Who holds it.
+        why: String,
+    },
+}
 
 /// A device number split into major and minor.
 pub type DevNo = (u32, u32);
@@ -49,8 +91,9 @@ fn split_dev(dev: u64) -> DevNo {
     (rustix::fs::major(dev), rustix::fs::minor(dev))
 }
 
-fn stat_error(path: &Path, e: Errno) -> CopyError {
-    CopyError::Stat {
+/// A failed `stat`-like call on `path`.
+pub(crate) fn stat_error(path: &Path, e: Errno) -> EndpointError {
+    EndpointError::Stat {
         path: path.to_path_buf(),
         errno: sys::errno_label(e.raw_os_error()),
         source: e.into(),
@@ -59,7 +102,7 @@ fn stat_error(path: &Path, e: Errno) -> CopyError {
 
 impl Endpoint {
     /// Opens the source read-only.
-    pub fn open_source(path: &Path) -> Result<Self, CopyError> {
+    pub fn open_source(path: &Path) -> Result<Self, EndpointError> {
         Self::open(path, Access::Read, false, false)
     }
 
@@ -67,7 +110,7 @@ impl Endpoint {
     /// block device is opened with `O_EXCL` when `exclusive`, so that the kernel refuses
     /// (EBUSY) a device that is mounted or claimed by md, dm, swap or another exclusive
     /// opener, and nobody can claim it while the copy runs.
-    pub fn open_destination(path: &Path, exclusive: bool) -> Result<Self, CopyError> {
+    pub fn open_destination(path: &Path, exclusive: bool) -> Result<Self, EndpointError> {
         let created = match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -76,7 +119,7 @@ impl Endpoint {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
             Err(source) => {
-                return Err(CopyError::Create {
+                return Err(EndpointError::Create {
                     path: path.to_path_buf(),
                     errno: sys::io_error_label(&source),
                     source,
@@ -91,7 +134,7 @@ impl Endpoint {
         access: Access,
         exclusive: bool,
         created: bool,
-    ) -> Result<Self, CopyError> {
+    ) -> Result<Self, EndpointError> {
         let probe = DirectFile::open(path, access)?;
         let (kind, align) = (probe.kind(), probe.alignment());
         drop(probe);
@@ -105,18 +148,14 @@ impl Endpoint {
         }
         let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
             if e == Errno::BUSY {
-                CopyError::InUse {
+                EndpointError::InUse {
                     path: path.to_path_buf(),
                     why: "the kernel refused an exclusive open (EBUSY): it is mounted, swap, \
                           part of md/dm/LVM, or held open exclusively by another program"
                         .to_string(),
                 }
             } else {
-                CopyError::Stat {
-                    path: path.to_path_buf(),
-                    errno: sys::errno_label(e.raw_os_error()),
-                    source: e.into(),
-                }
+                stat_error(path, e)
             }
         })?;
         let st = rustix::fs::fstat(&fd).map_err(|e| stat_error(path, e))?;
@@ -128,7 +167,7 @@ impl Endpoint {
                 dev: split_dev(st.st_dev),
                 ino: st.st_ino,
             },
-            _ => return Err(CopyError::Changed(path.to_path_buf())),
+            _ => return Err(EndpointError::Changed(path.to_path_buf())),
         };
         let size = match kind {
             DirectKind::RegularFile => u64::try_from(st.st_size).unwrap_or(0),

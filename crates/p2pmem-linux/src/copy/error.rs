@@ -1,12 +1,12 @@
 //! Why a copy was refused or stopped. Every failure after the first write says which
 //! destination bytes were written, so the user knows what to redo.
 
+use super::endpoint::EndpointError;
+use super::placement::PlacementError;
 use super::plan::{ByteRange, PlanError, Written};
-use crate::dio::{DioError, Op};
-use crate::p2pbuf::{HostBufferError, Location, P2pBufferError};
-use crate::system::ReadError;
+use crate::dio::Op;
+use crate::p2pbuf::Location;
 use p2pmem_model::pool::PoolError;
-use p2pmem_model::Bdf;
 use std::io;
 use std::path::PathBuf;
 
@@ -46,45 +46,12 @@ impl std::fmt::Display for Progress {
 /// A copy that was refused, failed or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    /// Opening an endpoint with O_DIRECT failed.
+    /// Opening an endpoint, or the refusal to write to a device in use.
     #[error(transparent)]
-    Open(#[from] DioError),
-    /// The destination file could not be created.
-    #[error("cannot create {path} ({errno})")]
-    Create {
-        /// The path.
-        path: PathBuf,
-        /// Errno name.
-        errno: String,
-        /// The system error.
-        #[source]
-        source: io::Error,
-    },
-    /// `open`/`fstat`/`lseek` on an endpoint failed.
-    #[error("cannot open or inspect {path} ({errno})")]
-    Stat {
-        /// The path.
-        path: PathBuf,
-        /// Errno name.
-        errno: String,
-        /// The system error.
-        #[source]
-        source: io::Error,
-    },
-    /// The path changed type between two opens.
-    #[error("{0} changed while it was being opened")]
-    Changed(PathBuf),
+    Endpoint(#[from] EndpointError),
     /// The range, chunk or depth does not work.
     #[error(transparent)]
     Plan(#[from] PlanError),
-    /// The destination device is in use.
-    #[error("refusing to write to {path}: {why} (--force overrides)")]
-    InUse {
-        /// The destination.
-        path: PathBuf,
-        /// Who holds it.
-        why: String,
-    },
     /// The destination range overlaps the source range on the same object.
     #[error(
         "refusing to copy: source bytes {src_range} of {src} and destination bytes {dst_range} of {dst} \
@@ -102,36 +69,16 @@ pub enum CopyError {
         /// `file` or `disk`.
         object: &'static str,
     },
-    /// The model predicts that the kernel refuses the P2P path (or that it cannot work),
-    /// so nothing was written.
-    #[error("refusing the P2P path through {provider}: {why}")]
-    P2pRefused {
-        /// The provider.
-        provider: Bdf,
-        /// The model's explanation.
-        why: String,
-    },
+    /// The P2P path refused, the buffer not mapped or the engine unavailable; nothing
+    /// was written.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
     /// `--require-p2p` and no P2P path exists.
     #[error("no P2P path, and --require-p2p was given: {why}")]
     NoP2pPath {
         /// Why there is none.
         why: String,
     },
-    /// The PCI topology could not be read.
-    #[error("cannot read the PCI topology below {root}")]
-    System {
-        /// The root.
-        root: PathBuf,
-        /// The cause.
-        #[source]
-        source: ReadError,
-    },
-    /// The p2pmem buffer could not be mapped.
-    #[error(transparent)]
-    P2pBuffer(#[from] P2pBufferError),
-    /// The host buffer could not be allocated.
-    #[error(transparent)]
-    HostBuffer(#[from] HostBufferError),
     /// The buffer cannot be cut into chunks (a bug if it happens).
     #[error("cannot sub-allocate chunks from the {len}-byte buffer")]
     Pool {
@@ -140,17 +87,6 @@ pub enum CopyError {
         /// The cause.
         #[source]
         source: PoolError,
-    },
-    /// io_uring was asked for (`--engine uring`) and is unavailable.
-    #[error("io_uring is unavailable ({errno}): {hint}")]
-    Uring {
-        /// Errno name.
-        errno: String,
-        /// What it usually means.
-        hint: &'static str,
-        /// The system error.
-        #[source]
-        source: io::Error,
     },
     /// A transfer failed; nothing more was submitted and the in-flight requests were
     /// reaped before this was returned.

@@ -5,13 +5,16 @@
 
 use super::endpoint::Endpoint;
 use super::error::CopyError;
+use super::placement::PlacementError;
 use crate::dio::DirectKind;
+use crate::p2pbuf::Location;
 use crate::rootfs::RootFs;
-use crate::system::System;
+use crate::system::{read_system, System};
 use p2pmem_model::distance::MapType;
 use p2pmem_model::errno;
-use p2pmem_model::select::{self, Check};
+use p2pmem_model::select::{self, Check, Found};
 use p2pmem_model::Bdf;
+use rustix::io::Errno;
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
@@ -180,34 +183,128 @@ pub struct Route {
     pub dst: Option<ClientInfo>,
 }
 
-/// Vet a provider the user named (`--via BDF`) for `clients` with the model: refuse a
-/// function without p2pmem, and refuse (or, with `force`, warn about) a pair the model
-/// predicts the kernel refuses, so that `what` ("copy", "bench") never fails on its first
-/// request. Returns the model's explanation.
-pub(crate) fn vet_provider(
+/// The PCI system below `root` that a `via` route is decided on, or why it was not read
+/// (for the route to say).
+pub(crate) fn routing_system(root: &Path, via: Via) -> Result<System, String> {
+    if via == Via::Host {
+        return Err("not read (--via host)".to_string());
+    }
+    read_system(root).map_err(|_| format!("cannot read the PCI topology below {}", root.display()))
+}
+
+/// The refusal of a provider the user named when the system could not be read (`why`).
+pub(crate) fn unchecked(provider: Bdf, why: &str) -> PlacementError {
+    PlacementError::P2pRefused {
+        provider,
+        why: format!("the path cannot be checked: {why}"),
+    }
+}
+
+/// Vets a provider the user named (`--via BDF`) for the endpoints of a `what` ("copy",
+/// "bench"), seen as `clients`: refuses a BDF that is not a PCI function here, refuses
+/// (or, with `force`, warns about) endpoints that cannot take p2pmem, then
+/// [`vet_provider`]. Returns the model's explanation and the warnings.
+pub(crate) fn vet_named(
+    sys: &System,
+    provider: Bdf,
+    clients: &[&ClientInfo],
+    force: bool,
+    what: &str,
+) -> Result<(Vec<String>, Vec<String>), PlacementError> {
+    if sys.topology.get(&provider).is_none() {
+        return Err(PlacementError::P2pRefused {
+            provider,
+            why: "it is not a PCI function of this system".to_string(),
+        });
+    }
+    let mut warnings = Vec::new();
+    if let Some(why) = refusals(clients) {
+        if !force {
+            return Err(PlacementError::P2pRefused {
+                provider,
+                why: format!("{why} (--force tries anyway)"),
+            });
+        }
+        warnings.push(format!("--force: trying p2pmem anyway although {why}"));
+    }
+    let bdfs: Vec<Bdf> = clients.iter().filter_map(|c| c.bdf).collect();
+    let model = vet_provider(sys, provider, &bdfs, force, what, &mut warnings)?;
+    Ok((model, warnings))
+}
+
+/// The model's account of the provider that `--via auto` took from `found` for
+/// `clients`, with a line when several tie (the kernel would pick one at random; this
+/// `what` takes the first).
+pub(crate) fn explain_choice(
+    sys: &System,
+    found: &Found,
+    provider: Bdf,
+    clients: &[Bdf],
+    what: &str,
+) -> Vec<String> {
+    let mut model = match select::check(&sys.topology, &sys.rules, provider, clients) {
+        Ok(c) => explain_check(sys, &c),
+        Err(e) => vec![e.to_string()],
+    };
+    if found.best.len() > 1 {
+        model.push(format!(
+            "  {} providers tie at distance {}; the kernel would pick one at random, this {what} takes the first",
+            found.best.len(),
+            found.best_distance.unwrap_or(0)
+        ));
+    }
+    model
+}
+
+/// The model's account of a failed request, when it is the kind a refused P2P path
+/// gives (EREMOTEIO, EINVAL, EOPNOTSUPP) with the buffer in p2pmem and both the system
+/// and the device as a client known.
+pub(crate) fn refusal_explanation(
+    location: Location,
+    errno: Option<i32>,
+    sys: Option<&System>,
+    client: Option<&ClientInfo>,
+) -> Option<String> {
+    match (location, errno, sys, client) {
+        (Location::P2p(provider), Some(e), Some(sys), Some(client))
+            if e == Errno::REMOTEIO.raw_os_error()
+                || e == Errno::INVAL.raw_os_error()
+                || e == Errno::OPNOTSUPP.raw_os_error() =>
+        {
+            Some(explain_refusal(sys, provider, client, e))
+        }
+        _ => None,
+    }
+}
+
+/// Vets `provider` for `clients` with the model: refuses a function without p2pmem, and
+/// refuses (or, with `force`, warns about) a pair the model predicts the kernel refuses,
+/// so that `what` ("copy", "bench") never fails on its first request. Returns the
+/// model's explanation.
+fn vet_provider(
     sys: &System,
     provider: Bdf,
     clients: &[Bdf],
     force: bool,
     what: &str,
     warnings: &mut Vec<String>,
-) -> Result<Vec<String>, CopyError> {
+) -> Result<Vec<String>, PlacementError> {
     let check = select::check(&sys.topology, &sys.rules, provider, clients).map_err(|e| {
-        CopyError::P2pRefused {
+        PlacementError::P2pRefused {
             provider,
             why: e.to_string(),
         }
     })?;
     let model = explain_check(sys, &check);
     if !check.is_provider {
-        return Err(CopyError::P2pRefused {
+        return Err(PlacementError::P2pRefused {
             provider,
             why: "it has no p2pmem/ directory: it is not a P2PDMA provider".to_string(),
         });
     }
     match check.supported {
         Some(false) if !force => {
-            return Err(CopyError::P2pRefused {
+            return Err(PlacementError::P2pRefused {
                 provider,
                 why: format!(
                     "the model predicts the kernel refuses it, so the {what} would fail on its \
@@ -324,10 +421,7 @@ pub fn decide(
             dst: None,
         }),
         (Via::Auto, Err(e)) => host_fallback(e, require_p2p, None, None),
-        (Via::Provider(provider), Err(e)) => Err(CopyError::P2pRefused {
-            provider,
-            why: format!("the path cannot be checked: {e}"),
-        }),
+        (Via::Provider(provider), Err(e)) => Err(unchecked(provider, &e).into()),
         (Via::Auto, Ok(sys)) => decide_auto(root, sys, src, dst, require_p2p),
         (Via::Provider(provider), Ok(sys)) => decide_provider(root, sys, provider, src, dst, force),
     }
@@ -377,17 +471,7 @@ fn decide_auto(
         };
         return host_fallback(why, require_p2p, Some(sc), Some(dc));
     };
-    let mut model = match select::check(&sys.topology, &sys.rules, provider, &clients) {
-        Ok(c) => explain_check(sys, &c),
-        Err(e) => vec![e.to_string()],
-    };
-    if found.best.len() > 1 {
-        model.push(format!(
-            "  {} providers tie at distance {}; the kernel would pick one at random, this copy takes the first",
-            found.best.len(),
-            found.best_distance.unwrap_or(0)
-        ));
-    }
+    let model = explain_choice(sys, &found, provider, &clients, "copy");
     Ok(Route {
         provider: Some(provider),
         reason: format!(
@@ -410,26 +494,9 @@ fn decide_provider(
     dst: &Endpoint,
     force: bool,
 ) -> Result<Route, CopyError> {
-    if sys.topology.get(&provider).is_none() {
-        return Err(CopyError::P2pRefused {
-            provider,
-            why: "it is not a PCI function of this system".to_string(),
-        });
-    }
     let sc = client_of(root, sys, src);
     let dc = client_of(root, sys, dst);
-    let mut warnings = Vec::new();
-    if let Some(why) = refusals(&[&sc, &dc]) {
-        if !force {
-            return Err(CopyError::P2pRefused {
-                provider,
-                why: format!("{why} (--force tries anyway)"),
-            });
-        }
-        warnings.push(format!("--force: trying p2pmem anyway although {why}"));
-    }
-    let clients: Vec<Bdf> = [sc.bdf, dc.bdf].into_iter().flatten().collect();
-    let model = vet_provider(sys, provider, &clients, force, "copy", &mut warnings)?;
+    let (model, warnings) = vet_named(sys, provider, &[&sc, &dc], force, "copy")?;
     Ok(Route {
         provider: Some(provider),
         reason: format!("p2pmem of {provider}, as asked (--via {provider})"),
@@ -492,3 +559,6 @@ pub fn explain_refusal(sys: &System, provider: Bdf, client: &ClientInfo, errno: 
         Err(e) => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,9 +8,10 @@
 //! last line: it also catches file systems whose mountinfo entry names an anonymous
 //! device (btrfs).
 
-use super::endpoint::{DevNo, Endpoint, Ident};
+use super::endpoint::{DevNo, Endpoint, EndpointError, Ident};
 use super::plan::ByteRange;
 use crate::rootfs::RootFs;
+use rustix::fs::{FileType, Stat};
 use std::path::Path;
 
 /// One line of `/proc/<pid>/mountinfo` (the fields the checks need).
@@ -157,6 +158,38 @@ fn related(fs: &RootFs, dev: DevNo) -> Vec<(DevNo, String, Relation)> {
         }
     }
     out
+}
+
+/// Refuses to write to `path`, whose `stat` is `st`, when it is a block device that is
+/// mounted or held ([`block_device_in_use`]); with `force` it may be written anyway,
+/// and `notes` says so. Anything but a block device passes.
+pub(crate) fn refuse_in_use(
+    root: &Path,
+    path: &Path,
+    st: &Stat,
+    force: bool,
+    notes: &mut Vec<String>,
+) -> Result<(), EndpointError> {
+    if FileType::from_raw_mode(st.st_mode) != FileType::BlockDevice {
+        return Ok(());
+    }
+    let dev = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+    let used = block_device_in_use(root, dev);
+    if used.is_free() {
+        return Ok(());
+    }
+    if !force {
+        return Err(EndpointError::InUse {
+            path: path.to_path_buf(),
+            why: used.describe(),
+        });
+    }
+    notes.push(format!(
+        "--force: writing to {} although it is {}",
+        path.display(),
+        used.describe()
+    ));
+    Ok(())
 }
 
 /// Who holds block device `dev` according to the mountinfo and sysfs below `root`.

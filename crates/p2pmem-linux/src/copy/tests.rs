@@ -554,7 +554,10 @@ fn auto_falls_back_to_host_memory_loudly_for_files_and_require_p2p_refuses() {
     req.require_p2p = false;
     req.via = Via::Provider("0000:03:00.0".parse().unwrap());
     let e = prepare(&root, &req).unwrap_err();
-    assert!(matches!(e, CopyError::P2pRefused { .. }), "{e}");
+    assert!(
+        matches!(e, CopyError::Placement(PlacementError::P2pRefused { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("--force tries anyway"), "{e}");
     // A created destination is removed again when preparing fails.
     let fresh = d.path().join("never.img");
@@ -652,7 +655,10 @@ fn a_loop_device_held_exclusively_is_refused_unless_forced() {
     let holder = rustix::fs::open(&a.dev, OFlags::RDONLY | OFlags::EXCL, Mode::empty()).unwrap();
     let req = request(&src, &a.dev);
     let e = prepare(Path::new("/"), &req).unwrap_err();
-    assert!(matches!(e, CopyError::InUse { .. }), "{e}");
+    assert!(
+        matches!(e, CopyError::Endpoint(EndpointError::InUse { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("EBUSY"), "{e}");
     let mut forced = req.clone();
     forced.force = true;

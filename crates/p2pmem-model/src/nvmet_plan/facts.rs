@@ -7,6 +7,10 @@
 //! P2PDMA reference (§5.5, §7). Versions marked unverified were inferred from merge
 //! dates.
 
+use crate::errno::{
+    Errno, EACCES, EADDRINUSE, EADDRNOTAVAIL, EBUSY, EEXIST, EINVAL, EISDIR, EMFILE, ENODEV,
+    ENOENT, ENOMEM, ENOTBLK, ENOTEMPTY, ENOTSUPP, EPERM,
+};
 use crate::kernel_version::{KernelVersion, VersionRange};
 use serde::Serialize;
 
@@ -344,28 +348,29 @@ pub enum Op {
     Unlink,
 }
 
-/// Errno numbers (x86-64) that configfs operations on nvmet return.
-pub const ERRNOS: &[(i32, &str)] = &[
-    (1, "EPERM"),
-    (2, "ENOENT"),
-    (12, "ENOMEM"),
-    (13, "EACCES"),
-    (15, "ENOTBLK"),
-    (16, "EBUSY"),
-    (17, "EEXIST"),
-    (19, "ENODEV"),
-    (21, "EISDIR"),
-    (22, "EINVAL"),
-    (24, "EMFILE"),
-    (39, "ENOTEMPTY"),
-    (98, "EADDRINUSE"),
-    (99, "EADDRNOTAVAIL"),
-    (524, "ENOTSUPP"),
+/// The errnos that configfs operations on nvmet return (names and numbers in
+/// [`crate::errno`]).
+pub const ERRNOS: &[Errno] = &[
+    EPERM,
+    ENOENT,
+    ENOMEM,
+    EACCES,
+    ENOTBLK,
+    EBUSY,
+    EEXIST,
+    ENODEV,
+    EISDIR,
+    EINVAL,
+    EMFILE,
+    ENOTEMPTY,
+    EADDRINUSE,
+    EADDRNOTAVAIL,
+    ENOTSUPP,
 ];
 
-/// The name of an errno in [`ERRNOS`].
+/// The name of `code` when it is one of the [`ERRNOS`] nvmet returns.
 pub fn errno_name(code: i32) -> Option<&'static str> {
-    ERRNOS.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
+    ERRNOS.iter().find(|e| e.code == code).map(|e| e.name)
 }
 
 /// What `code` means for `op`, in words a user can act on; `None` when nvmet gives the
