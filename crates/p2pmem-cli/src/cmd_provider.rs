@@ -326,7 +326,7 @@ pub fn print_demo_binds(binds: &[BindAttempt]) {
 }
 
 /// `lab demo`: the copy through a provider the driver published, with its speed.
-pub fn print_demo_copy(s: &p2pmem_lab::demo::DemoSummary) {
+pub fn print_demo_copy(s: &p2pmem_lab::reports::demo::DemoSummary) {
     if s.driver_providers.is_empty() && s.driver_copy_verified.is_none() {
         return;
     }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use p2pmem_lab::demo::{demo, DemoPair, DemoSummary};
-use p2pmem_lab::lab::unpack_tar;
-use p2pmem_lab::pairs::{dma_steps, pairs_plan, PairsOptions, PairsResult};
-use p2pmem_lab::trace::demo_copies;
-use p2pmem_lab::truth::{build_truth, scratch_script, TruthContext};
+use p2pmem_lab::plans::dma::demo_copies;
+use p2pmem_lab::plans::pairs::{dma_steps, pairs_plan, PairsOptions, PairsResult};
+use p2pmem_lab::reports::demo::{demo, DemoPair, DemoSummary};
+use p2pmem_lab::reports::truth::{build_truth, scratch_script, TruthContext};
+use p2pmem_lab::run::lab::unpack_tar;
 use p2pmem_lab::{Lab, PlanRun, Topology};
 use p2pmem_model::dma_accounting::Window;
 use p2pmem_wire::plan::{Plan, Step};
@@ -130,7 +130,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         LabCommand::Topologies => {
-            for (name, _) in p2pmem_lab::topology::EMBEDDED {
+            for (name, _) in p2pmem_lab::machine::topology::EMBEDDED {
                 let t = Topology::embedded(name)?;
                 println!("{name:<26} cpu {:<14} {}", t.cpu, t.description);
             }
@@ -305,7 +305,7 @@ fn run_pairs(
 }
 
 fn qemu_version() -> String {
-    std::process::Command::new(p2pmem_lab::qemu_args::QEMU)
+    std::process::Command::new(p2pmem_lab::machine::qemu_args::QEMU)
         .arg("--version")
         .output()
         .ok()

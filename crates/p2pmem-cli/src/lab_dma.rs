@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use p2pmem_lab::trace::{account_run, DmaResult, MeasuredCopy};
+use p2pmem_lab::plans::dma::{account_run, DmaResult, MeasuredCopy};
 use p2pmem_lab::PlanRun;
 use p2pmem_model::dma_accounting::DmaFigures;
 use serde::Serialize;

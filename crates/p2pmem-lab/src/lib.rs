@@ -3,35 +3,23 @@
 //! TOML under QEMU (TCG, never KVM). What runs in the guest is a typed plan
 //! (`p2pmem_wire::plan`) that `p2pmem agent` executes; its typed answers come back over
 //! the serial console in frames. See `TOPOLOGY.md` for the topology schema.
+//!
+//! The modules, with arrows one way: [`machine`] (the machine described) and [`build`]
+//! (the things built) are used by [`run`] (running QEMU), which [`plans`] (the jobs)
+//! use, which [`reports`] use.
 
 #![forbid(unsafe_code)]
 
-pub mod cache;
-pub mod cpio;
-pub mod demo;
-pub mod disk;
-pub mod driver;
-pub mod elf;
+pub mod build;
 pub mod error;
-pub mod initramfs;
-pub mod ivshmem;
-pub mod kernel;
-pub mod lab;
-pub mod pairs;
-mod process;
+pub mod machine;
+pub mod plans;
 pub mod progress;
-pub mod q35;
-pub mod qemu;
-pub mod qemu_args;
-mod staged;
-pub mod toolchain;
-pub mod topology;
-pub mod trace;
-pub mod truth;
+pub mod reports;
+pub mod run;
 
-pub use cache::Cache;
+pub use build::{ensure_kernel, Cache, Kernel, KernelSpec};
 pub use error::{LabError, Result};
-pub use kernel::{ensure_kernel, Kernel, KernelSpec};
-pub use lab::{Lab, PlanRun};
+pub use machine::topology::Topology;
 pub use progress::Progress;
-pub use topology::Topology;
+pub use run::lab::{Lab, PlanRun};

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use p2pmem_lab::qemu_args::{qemu_args, qemu_script, MachineFiles};
-use p2pmem_lab::topology::Topology;
+use p2pmem_lab::machine::qemu_args::{qemu_args, qemu_script, MachineFiles};
+use p2pmem_lab::machine::topology::Topology;
 
 fn scratch_args(name: &str) -> Vec<String> {
     let topo = Topology::embedded(name).unwrap();

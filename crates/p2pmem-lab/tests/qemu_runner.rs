@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use p2pmem_lab::qemu::run_qemu;
+use p2pmem_lab::run::qemu::run_qemu;
 use p2pmem_lab::Progress;
 use p2pmem_wire::frame::encode_frame;
 
@@ -18,7 +18,13 @@ fn fake(dir: &Path, body: &str) -> Vec<String> {
 }
 
 /// Runs the stand-in; returns the result (errors as text) and the saved console log.
-fn run(body: &str, timeout: u64) -> (Result<p2pmem_lab::qemu::ConsoleCapture, String>, String) {
+fn run(
+    body: &str,
+    timeout: u64,
+) -> (
+    Result<p2pmem_lab::run::qemu::ConsoleCapture, String>,
+    String,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let args = fake(tmp.path(), body);
     let log = tmp.path().join("console.log");

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use p2pmem_lab::topology::{Topology, EMBEDDED};
+use p2pmem_lab::machine::topology::{Topology, EMBEDDED};
 
 fn parse(text: &str) -> Result<Topology, String> {
     Topology::parse(text, Path::new("/x/bad.toml"), "bad").map_err(|e| e.to_string())

@@ -13,8 +13,12 @@ pub const PLAN_VERSION: u32 = 1;
 /// Where the plan travels inside the initramfs.
 pub const PLAN_PATH: &str = "/lab/plan.json";
 
-/// The PCI IDs of QEMU's `ivshmem` device, which the lab publishes with `p2pmem_pci`.
+/// The PCI IDs of QEMU's `ivshmem-plain` device, which the lab publishes with
+/// `p2pmem_pci`.
 pub const IVSHMEM_IDS: (u16, u16) = (0x1af4, 0x1110);
+
+/// Where the initramfs puts the `p2pmem_pci` module, and where the bind steps find it.
+pub const GUEST_MODULE: &str = "/lib/modules/p2pmem_pci.ko";
 
 /// A list of named steps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

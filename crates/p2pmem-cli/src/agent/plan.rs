@@ -25,7 +25,7 @@ use p2pmem_model::dma_accounting::MARKER_BLOCKS;
 use p2pmem_model::Bdf;
 use p2pmem_wire::frame::encode_frame;
 use p2pmem_wire::plan::{
-    Arg, CopyStep, Dev, PickRule, Plan, Role, Step, Via, PAIR_FAILURE_PAUSE_MS,
+    Arg, CopyStep, Dev, PickRule, Plan, Role, Step, Via, GUEST_MODULE, PAIR_FAILURE_PAUSE_MS,
 };
 use p2pmem_wire::report::{
     frame_id, AddressMap, BindAttempt, Captured, CopyOutcome, ExecResult, GuestNvme, HashResult,
@@ -49,8 +49,6 @@ const MAX_PLAN_BYTES: u64 = 16 << 20;
 const MARKER_LBA_BYTES: u64 = 512;
 /// Where spawned programs' output goes.
 const SPAWN_DIR: &str = "/tmp/.agent-spawn";
-/// The kernel module the bind steps need.
-const MODULE: &str = "/lib/modules/p2pmem_pci.ko";
 
 /// Runs the plan; 0 when it ran (whatever its steps found), 2 when it could not be read.
 pub fn run(a: &PlanArgs) -> anyhow::Result<i32> {
@@ -414,7 +412,11 @@ impl Agent {
     }
 
     fn bind_all(&self, vendor: u16, device: u16) -> anyhow::Result<Vec<BindAttempt>> {
-        if !self.root.join(MODULE.trim_start_matches('/')).is_file() {
+        if !self
+            .root
+            .join(GUEST_MODULE.trim_start_matches('/'))
+            .is_file()
+        {
             return Ok(Vec::new());
         }
         let sys = self.system()?;

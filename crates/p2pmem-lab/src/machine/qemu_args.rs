@@ -6,8 +6,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::q35::ROOT_BUS;
-use crate::topology::{Nvme, Topology};
+use p2pmem_model::dma_accounting::trace_line::event;
+
+use crate::machine::q35::ROOT_BUS;
+use crate::machine::topology::{Nvme, Topology};
 
 /// The QEMU binary the lab runs.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -188,5 +190,40 @@ pub fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The trace file in the run directory.
+pub const TRACE_FILE: &str = "dma-trace.log";
+
+/// `-trace enable=EVENT` for every event the accounting reads, and `-trace file=FILE`
+/// (QEMU 7.2's `log` trace backend writes there).
+pub fn qemu_trace_args(file: &Path) -> Vec<String> {
+    let mut a = Vec::new();
+    for e in event::ALL {
+        a.push("-trace".to_string());
+        a.push(format!("enable={e}"));
+    }
+    a.push("-trace".to_string());
+    // QEMU's option syntax doubles a comma inside a value.
+    a.push(format!(
+        "file={}",
+        file.display().to_string().replace(',', ",,")
+    ));
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn trace_args_enable_every_event_and_escape_commas() {
+        let a = qemu_trace_args(Path::new("/runs/a,b/dma-trace.log"));
+        assert_eq!(a.len(), 2 * (event::ALL.len() + 1));
+        assert!(a.contains(&"enable=pci_nvme_map_addr_cmb".to_string()));
+        assert_eq!(
+            a.last().map(String::as_str),
+            Some("file=/runs/a,,b/dma-trace.log")
+        );
     }
 }

@@ -9,15 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cache::Cache;
-use crate::disk::create_images;
+use crate::build::{
+    build_initramfs, ensure_kernel, Cache, InitramfsSpec, Kernel, KernelSpec, DEFAULT_BUSYBOX,
+};
 use crate::error::{io_err, LabError, Result};
-use crate::initramfs::{build_initramfs, InitramfsSpec, DEFAULT_BUSYBOX};
-use crate::kernel::{ensure_kernel, Kernel, KernelSpec};
+use crate::machine::create_images;
+use crate::machine::qemu_args::{qemu_args, qemu_script, MachineFiles};
+use crate::machine::topology::Topology;
 use crate::progress::Progress;
-use crate::qemu::{run_qemu, DEFAULT_TIMEOUT};
-use crate::qemu_args::{qemu_args, qemu_script, MachineFiles};
-use crate::topology::Topology;
+use crate::run::qemu::{run_qemu, DEFAULT_TIMEOUT};
 use p2pmem_wire::check::CheckReport;
 use p2pmem_wire::frame::{ConsoleReport, Frame};
 use p2pmem_wire::plan::Plan;
@@ -110,14 +110,14 @@ impl Lab {
         Ok(kernel)
     }
 
-    /// Builds or reuses the `p2pmem_pci` module for `kernel` (see [`crate::driver`]).
+    /// Builds or reuses the `p2pmem_pci` module for `kernel` (see [`crate::build::driver`]).
     pub fn driver(&self, kernel: &Kernel) -> Result<PathBuf> {
-        crate::driver::ensure_driver(&self.cache, kernel, self.progress)
+        crate::build::ensure_driver(&self.cache, kernel, self.progress)
     }
 
     /// Boots `topo` (with `cpu` overriding its CPU model) and has the guest agent run
     /// `plan`; with `trace`, QEMU's nvme DMA trace goes to
-    /// `<run_dir>/`[`crate::trace::TRACE_FILE`]. What the steps found (failures
+    /// `<run_dir>/`[`crate::machine::qemu_args::TRACE_FILE`]. What the steps found (failures
     /// included) is data, not an error; a guest that never finished the plan is one.
     pub fn run_plan(
         &self,
@@ -126,7 +126,7 @@ impl Lab {
         plan: &Plan,
         trace: bool,
     ) -> Result<PlanRun> {
-        crate::elf::require_static(&self.p2pmem)?;
+        crate::build::require_static(&self.p2pmem)?;
         let kernel = self.kernel()?;
         let run_dir = self.cache.new_run_dir()?;
         let result = self.run_in(&run_dir, &kernel, topo, cpu, plan, trace);
@@ -171,8 +171,8 @@ impl Lab {
         };
         let mut args = qemu_args(topo, &files, cpu);
         if trace {
-            args.extend(crate::trace::qemu_trace_args(
-                &run_dir.join(crate::trace::TRACE_FILE),
+            args.extend(crate::machine::qemu_args::qemu_trace_args(
+                &run_dir.join(crate::machine::qemu_args::TRACE_FILE),
             ));
         }
         let script = qemu_script(&args, &format!("p2pmem lab run of topology {}", topo.name));

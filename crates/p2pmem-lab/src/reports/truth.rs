@@ -11,9 +11,9 @@ use p2pmem_model::Bdf;
 use p2pmem_wire::probe::{DataCheck, PhaseLog};
 use serde::Serialize;
 
-use crate::pairs::PairsResult;
-use crate::qemu_args::{qemu_args, qemu_script, MachineFiles};
-use crate::topology::Topology;
+use crate::machine::qemu_args::{qemu_args, qemu_script, MachineFiles};
+use crate::machine::topology::Topology;
+use crate::plans::pairs::PairsResult;
 
 /// Boot-log lines kept in `truth.json` (substrings, as in the recorded truth).
 pub const BOOT_LOG_PATTERNS: &[&str] = &[

@@ -1,5 +1,5 @@
 //! Where the bytes went, measured: QEMU runs with its nvme DMA trace events on
-//! ([`qemu_trace_args`]), the plan's address-map step brings back the guest's
+//! ([`crate::machine::qemu_args::qemu_trace_args`]), the plan's address-map step brings back the guest's
 //! `/proc/iomem` and every PCI function's `resource`, its mark steps bracket the
 //! measured command with marker reads, and the trace is streamed through the model's
 //! [`DmaAccountant`] once per window. Volume: about 45 bytes of trace per 4 KiB page
@@ -10,7 +10,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use p2pmem_model::dma_accounting::trace_line::event;
 use p2pmem_model::dma_accounting::{
     DmaAccountant, DmaFigures, DmaReport, MemoryMap, Window, WindowState,
 };
@@ -18,29 +17,10 @@ use p2pmem_wire::report::AddressMap;
 use serde::Serialize;
 
 use crate::error::{io_err, LabError, Result};
-
-/// The trace file in the run directory.
-pub const TRACE_FILE: &str = "dma-trace.log";
+pub use crate::machine::qemu_args::TRACE_FILE;
 
 /// What the figures are measured from.
 pub const SOURCE: &str = "lab: QEMU's nvme DMA trace (pci_nvme_map_addr, pci_nvme_map_addr_cmb) over the guest's System RAM and PCI BARs";
-
-/// `-trace enable=EVENT` for every event the accounting reads, and `-trace file=FILE`
-/// (QEMU 7.2's `log` trace backend writes there).
-pub fn qemu_trace_args(file: &Path) -> Vec<String> {
-    let mut a = Vec::new();
-    for e in event::ALL {
-        a.push("-trace".to_string());
-        a.push(format!("enable={e}"));
-    }
-    a.push("-trace".to_string());
-    // QEMU's option syntax doubles a comma inside a value.
-    a.push(format!(
-        "file={}",
-        file.display().to_string().replace(',', ",,")
-    ));
-    a
-}
 
 /// The model's address map from the guest's (an address-map step's output).
 pub fn memory_map(guest: &AddressMap, trace: &Path) -> Result<MemoryMap> {
@@ -175,17 +155,6 @@ pub fn demo_copies(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn trace_args_enable_every_event_and_escape_commas() {
-        let a = qemu_trace_args(Path::new("/runs/a,b/dma-trace.log"));
-        assert_eq!(a.len(), 2 * (event::ALL.len() + 1));
-        assert!(a.contains(&"enable=pci_nvme_map_addr_cmb".to_string()));
-        assert_eq!(
-            a.last().map(String::as_str),
-            Some("file=/runs/a,,b/dma-trace.log")
-        );
-    }
 
     #[test]
     fn a_guest_map_and_trace_give_figures() {

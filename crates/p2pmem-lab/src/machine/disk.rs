@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, Result};
-use crate::topology::Topology;
+use crate::machine::topology::Topology;
 
 /// Sector size of the pattern.
 pub const SECTOR: usize = 512;

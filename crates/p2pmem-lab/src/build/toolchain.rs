@@ -11,11 +11,11 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cache::Cache;
+use crate::build::cache::Cache;
+use crate::build::process::run_captured;
+use crate::build::staged::build_staged;
 use crate::error::{LabError, Result};
-use crate::process::run_captured;
 use crate::progress::Progress;
-use crate::staged::build_staged;
 
 /// The `bindgen-cli` release the lab installs (Linux 6.12 needs at least 0.65.1).
 pub const BINDGEN_VERSION: &str = "0.73.2";
@@ -25,8 +25,6 @@ pub const BINDGEN_VERSION: &str = "0.73.2";
 pub struct RustTools {
     /// `PATH` with the lab's `bindgen` directory first.
     pub path: OsString,
-    /// The `bindgen` binary.
-    pub bindgen: PathBuf,
 }
 
 /// `rustc --version`, run where the kernel build runs (the cache), so that it names the
@@ -61,7 +59,7 @@ pub fn ensure_rust_tools(cache: &Cache, progress: Progress) -> Result<RustTools>
         path: bindgen.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
     })?;
-    Ok(RustTools { path, bindgen })
+    Ok(RustTools { path })
 }
 
 fn ensure_rust_src(cache: &Cache, progress: Progress) -> Result<()> {

@@ -8,8 +8,8 @@ use p2pmem_wire::copy::CopyDocument;
 use p2pmem_wire::report::PairRecord;
 use serde::Serialize;
 
-use crate::pairs::{CopyStepResult, PairsResult};
-use crate::trace::MeasuredCopy;
+use crate::plans::dma::MeasuredCopy;
+use crate::plans::pairs::{CopyStepResult, PairsResult};
 
 /// One pair of the demo.
 #[derive(Debug, Clone, Serialize)]
@@ -71,7 +71,7 @@ pub struct DemoSummary {
     /// `p2pmem copy`'s JSON report, when it ran.
     pub copy_report: Option<CopyDocument>,
     /// Where the bytes went, from QEMU's DMA trace: the copy through the CMB, then the
-    /// same copy through a host buffer (filled in by the caller; see [`crate::trace`]).
+    /// same copy through a host buffer (filled in by the caller; see [`crate::plans::dma`]).
     pub dma: Vec<MeasuredCopy>,
     /// Why `dma` is empty or incomplete, when the copies ran but could not be measured.
     pub dma_error: Option<String>,
@@ -183,7 +183,7 @@ fn word(allowed: bool) -> &'static str {
 /// of both ranges must match.
 pub fn copy_words(
     copy: Option<&CopyStepResult>,
-    what: impl Fn(&crate::pairs::CopyRun) -> String,
+    what: impl Fn(&crate::plans::pairs::CopyRun) -> String,
     place: &str,
 ) -> (String, Option<bool>) {
     match copy {
@@ -277,7 +277,7 @@ pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, Dem
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pairs::CopyRun;
+    use crate::plans::pairs::CopyRun;
     use p2pmem_wire::check::CheckReport;
     use p2pmem_wire::probe::{DmaProbeResult, PhaseLog};
     use p2pmem_wire::report::{CopyOutcome, Inventory, Picked};

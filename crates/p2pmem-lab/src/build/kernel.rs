@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::cache::Cache;
+use crate::build::cache::Cache;
+use crate::build::process::run_logged;
+use crate::build::staged::build_staged;
 use crate::error::{io_err, LabError, Result};
-use crate::process::run_logged;
 use crate::progress::Progress;
-use crate::staged::build_staged;
 
 /// The config fragment merged on top of `make tinyconfig`.
-pub const FRAGMENT: &str = include_str!("../kernel/p2pmem-lab.config");
+pub const FRAGMENT: &str = include_str!("../../kernel/p2pmem-lab.config");
 
 /// Bumped whenever the build steps change in a way that changes the kernel.
 pub const RECIPE_VERSION: &str = "p2pmem-lab-kernel-recipe-2";
@@ -186,7 +186,7 @@ fn key_of(size: u64, head: &[u8], fragment: &str, toolchain: &str) -> String {
 
 /// Returns the cached kernel for `spec`, building it first if needed.
 pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Result<Kernel> {
-    let toolchain = crate::toolchain::rustc_version(cache)?;
+    let toolchain = crate::build::toolchain::rustc_version(cache)?;
     let key = cache_key(spec, &toolchain)?;
     let dir = cache.kernels().join(&key);
     let bzimage = dir.join("bzImage");
@@ -199,7 +199,7 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
             built: false,
         });
     }
-    let tools = crate::toolchain::ensure_rust_tools(cache, progress)?;
+    let tools = crate::build::toolchain::ensure_rust_tools(cache, progress)?;
     let started = Instant::now();
     // A failed build keeps its log as `kernels/<key>.failed.log` and drops the (large)
     // tree.

@@ -109,7 +109,8 @@ impl<W: Write> CpioWriter<W> {
     }
 }
 
-/// One entry read back from an archive.
+/// One entry read back from an archive (for tests).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Path inside the archive (no leading `/`).
@@ -121,6 +122,7 @@ pub struct Entry {
 }
 
 /// Parses a `newc` archive up to its trailer. Never panics on malformed input.
+#[cfg(test)]
 pub fn read_newc(mut b: &[u8]) -> Result<Vec<Entry>, String> {
     let mut entries = Vec::new();
     let mut offset = 0usize;
@@ -165,6 +167,7 @@ pub fn read_newc(mut b: &[u8]) -> Result<Vec<Entry>, String> {
     }
 }
 
+#[cfg(test)]
 fn align4(n: usize) -> usize {
     n.saturating_add(3) & !3
 }

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use crate::cpio::CpioWriter;
-use crate::elf::require_static;
+use crate::build::cpio::CpioWriter;
+use crate::build::elf::require_static;
 use crate::error::{io_err, LabError, Result};
 
 /// The guest's `/init`.
-pub const INIT_SCRIPT: &str = include_str!("../guest/init.sh");
+pub const INIT_SCRIPT: &str = include_str!("../../guest/init.sh");
 
 /// Debian's `busybox-static` binary.
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
@@ -124,7 +124,7 @@ fn read_binary(path: &Path, what: &'static str, hint: &'static str) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpio::read_newc;
+    use crate::build::cpio::read_newc;
     use std::io::Read;
 
     #[test]
@@ -177,8 +177,13 @@ mod tests {
         assert_eq!(get("init").data, INIT_SCRIPT.as_bytes());
         assert_eq!(get("lab/plan.json").data, br#"{"version":1,"steps":[]}"#);
         assert_eq!(get("lab/env").data, b"LAB_NVME=3\n");
-        assert_eq!(get("lib/modules/p2pmem_pci.ko").data, b"\x7fELF module");
-        assert_eq!(get("dev/console").mode & 0o170000, crate::cpio::S_IFCHR);
+        // Where the agent's bind steps look for it.
+        let module = p2pmem_wire::plan::GUEST_MODULE.trim_start_matches('/');
+        assert_eq!(get(module).data, b"\x7fELF module");
+        assert_eq!(
+            get("dev/console").mode & 0o170000,
+            crate::build::cpio::S_IFCHR
+        );
         assert_eq!(
             get("bin/busybox").data.len(),
             std::fs::metadata(&bb).unwrap().len() as usize

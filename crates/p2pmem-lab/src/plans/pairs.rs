@@ -3,7 +3,7 @@
 //! optionally capture sysfs, then every (provider, client) pair once (the prediction
 //! first, for the demo), and for the demo two verified copies: 1 MiB between two NVMe
 //! through a CMB (and the same MiB through a host buffer, each between the DMA-trace
-//! markers of its window, see [`crate::trace`]), and 2 MiB through an ivshmem the driver
+//! markers of its window, see [`crate::plans::dma`]), and 2 MiB through an ivshmem the driver
 //! published. [`PairsResult::from_run`] reads the answers back, typed.
 
 use p2pmem_model::dma_accounting::Window;
@@ -11,7 +11,7 @@ use p2pmem_wire::plan::{CopyStep, Dev, PickRule, Plan, Role, Step, Via, IVSHMEM_
 use p2pmem_wire::report::{BindAttempt, Captured, CopyOutcome, Inventory, PairRecord, Picked};
 
 use crate::error::Result;
-use crate::lab::PlanRun;
+use crate::run::lab::PlanRun;
 
 /// What the pairs plan does besides the probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

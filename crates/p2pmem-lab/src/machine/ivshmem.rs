@@ -10,13 +10,10 @@
 
 use serde::Deserialize;
 
-use crate::q35::ROOT_BUS;
+use crate::machine::q35::ROOT_BUS;
 
 /// Default size of the shared memory (BAR 2), in MiB.
 pub const DEFAULT_SIZE_MB: u32 = 64;
-
-/// QEMU's vendor and device IDs of `ivshmem-plain`.
-pub const PCI_ID: (u16, u16) = (0x1af4, 0x1110);
 
 /// One `ivshmem-plain` device.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{LabError, Result};
-use crate::ivshmem::Ivshmem;
-use crate::q35::ROOT_BUS;
+use crate::machine::ivshmem::Ivshmem;
+use crate::machine::q35::ROOT_BUS;
 
 /// Default guest memory.
 pub const DEFAULT_MEMORY_MIB: u32 = 1024;
@@ -125,29 +125,29 @@ fn default_bus() -> String {
 
 /// The topologies shipped with the lab, by name.
 pub const EMBEDDED: &[(&str, &str)] = &[
-    ("default", include_str!("../topologies/default.toml")),
-    ("switch", include_str!("../topologies/switch.toml")),
-    ("nested", include_str!("../topologies/nested.toml")),
+    ("default", include_str!("../../topologies/default.toml")),
+    ("switch", include_str!("../../topologies/switch.toml")),
+    ("nested", include_str!("../../topologies/nested.toml")),
     (
         "rootports_max",
-        include_str!("../topologies/rootports_max.toml"),
+        include_str!("../../topologies/rootports_max.toml"),
     ),
     (
         "rootports_zen",
-        include_str!("../topologies/rootports_zen.toml"),
+        include_str!("../../topologies/rootports_zen.toml"),
     ),
     (
         "multifunction_acs",
-        include_str!("../topologies/multifunction_acs.toml"),
+        include_str!("../../topologies/multifunction_acs.toml"),
     ),
-    ("provider", include_str!("../topologies/provider.toml")),
+    ("provider", include_str!("../../topologies/provider.toml")),
     (
         "s01_switch_cmbmix_fam15",
-        include_str!("../topologies/s01_switch_cmbmix_fam15.toml"),
+        include_str!("../../topologies/s01_switch_cmbmix_fam15.toml"),
     ),
     (
         "s05_multifunction_fam15",
-        include_str!("../topologies/s05_multifunction_fam15.toml"),
+        include_str!("../../topologies/s05_multifunction_fam15.toml"),
     ),
 ];
 
