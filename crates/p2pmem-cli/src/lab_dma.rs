@@ -4,10 +4,9 @@
 
 use std::io::Write;
 
-use p2pmem_lab::plans::dma::{account_run, DmaResult, MeasuredCopy};
+use p2pmem_lab::plans::dma::{account_run, DmaResult, MeasuredCopy, RunDma};
 use p2pmem_lab::PlanRun;
 use p2pmem_model::dma_accounting::DmaFigures;
-use serde::Serialize;
 
 use crate::output::size;
 
@@ -86,12 +85,6 @@ pub fn demo_lines(copies: &[MeasuredCopy], error: Option<&str>) -> Vec<String> {
     out
 }
 
-#[derive(Serialize)]
-struct RunJson<'a> {
-    dma_accounting: Option<&'a DmaResult>,
-    dma_error: Option<String>,
-}
-
 /// After a traced `lab run`: the figures on stderr (text) or as one JSON line
 /// `{"dma_accounting": {...}, "dma_error": null}` on stdout after the guest's output.
 /// A run that cannot be measured says why; the job's exit status is left alone.
@@ -101,10 +94,10 @@ pub fn report_run(out: &PlanRun, map_step: &str, json: bool) -> anyhow::Result<(
         .and_then(|map| account_run(&out.run_dir, map));
     if json {
         let (ok, err) = match &result {
-            Ok(d) => (Some(d), None),
+            Ok(d) => (Some(d.clone()), None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let line = serde_json::to_string(&RunJson {
+        let line = serde_json::to_string(&RunDma {
             dma_accounting: ok,
             dma_error: err,
         })?;

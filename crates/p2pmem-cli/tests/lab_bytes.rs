@@ -9,61 +9,54 @@
 
 mod lab_common;
 
-use serde_json::Value;
+use p2pmem_lab::plans::dma::{MeasuredCopy, RunDma};
+use p2pmem_wire::copy::CopyDocument;
 
 const MIB: u64 = 1 << 20;
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} missing or not a number in {v}"))
-}
 
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn cmb_copy_moves_no_payload_through_host_memory_and_a_host_buffer_twice() {
-    let out = lab_common::p2pmem(&["--json", "lab", "demo", "--topology", "switch"]);
-    let text = String::from_utf8(out.stdout).unwrap();
-    let summary: Value = serde_json::from_str(text.lines().last().expect("no output")).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{summary}");
-    assert_eq!(summary["copy_verified"], true, "{}", summary["copy"]);
-    assert_eq!(summary["dma_error"], Value::Null, "{summary}");
-    let dma = summary["dma"].as_array().expect("dma is a list");
-    assert_eq!(dma.len(), 2, "{summary}");
+    let (_, summary, code) = lab_common::demo("switch", None);
+    assert_eq!(code, Some(0), "{summary:?}");
+    assert_eq!(summary.copy_verified, Some(true), "{}", summary.copy);
+    assert_eq!(summary.dma_error, None, "{summary:?}");
+    assert_eq!(summary.dma.len(), 2, "{summary:?}");
 
-    let cmb = &dma[0];
-    assert_eq!(cmb["via"], "0000:03:00.0", "{cmb}");
-    assert_eq!(cmb["exit"], 0);
-    assert_eq!(cmb["detail"]["window"], "closed");
-    assert_eq!(u(cmb, "payload_bytes"), MIB, "{cmb}");
-    assert_eq!(u(cmb, "host_memory_bytes"), 0, "{cmb}");
-    assert_eq!(cmb["host_memory_per_payload_byte"].as_f64(), Some(0.0));
-    // The source writes into its own CMB; the destination reads it across the switch.
-    assert_eq!(u(cmb, "own_cmb_bytes"), MIB, "{cmb}");
-    assert_eq!(u(cmb, "other_device_bytes"), MIB, "{cmb}");
-    assert_eq!(u(cmb, "peer_bytes"), 2 * MIB, "{cmb}");
-    assert_eq!(u(cmb, "unattributed_bytes"), 0, "{cmb}");
-    assert_eq!(u(&cmb["detail"]["devices"], "0000:03:00.0"), 2 * MIB);
-    // --verify reads both ranges back into host memory: reported apart.
-    assert_eq!(u(cmb, "readback_bytes"), 2 * MIB, "{cmb}");
-    assert!(u(cmb, "queue_bytes") > 0);
-
-    let host = &dma[1];
-    assert_eq!(host["via"], "host", "{host}");
-    assert_eq!(host["exit"], 0);
-    assert_eq!(u(host, "payload_bytes"), MIB, "{host}");
-    assert_eq!(u(host, "host_memory_bytes"), 2 * MIB, "{host}");
-    assert_eq!(host["host_memory_per_payload_byte"].as_f64(), Some(2.0));
-    assert_eq!(u(host, "peer_bytes"), 0, "{host}");
-    assert_eq!(u(host, "unattributed_bytes"), 0, "{host}");
-    // 512 KiB commands through PRPs: the lists are queue traffic, in RAM.
-    let q = &host["detail"]["queue"];
+    let cmb: &MeasuredCopy = &summary.dma[0];
+    let f = &cmb.dma.figures;
+    assert_eq!(cmb.via, "0000:03:00.0", "{cmb:?}");
+    assert_eq!(cmb.exit, Some(0));
     assert_eq!(
-        u(q, "prp_list_bytes"),
-        u(q, "prp_list_host_memory_bytes"),
-        "{q}"
+        cmb.dma.detail.window,
+        p2pmem_model::dma_accounting::WindowState::Closed
     );
-    assert!(u(q, "prp_list_bytes") > 0, "{q}");
+    assert_eq!(f.payload_bytes, MIB, "{f:?}");
+    assert_eq!(f.host_memory_bytes, 0, "{f:?}");
+    assert_eq!(f.host_memory_per_payload_byte, Some(0.0));
+    // The source writes into its own CMB; the destination reads it across the switch.
+    assert_eq!(f.own_cmb_bytes, MIB, "{f:?}");
+    assert_eq!(f.other_device_bytes, MIB, "{f:?}");
+    assert_eq!(f.peer_bytes, 2 * MIB, "{f:?}");
+    assert_eq!(f.unattributed_bytes, 0, "{f:?}");
+    assert_eq!(cmb.dma.detail.devices.get("0000:03:00.0"), Some(&(2 * MIB)));
+    // --verify reads both ranges back into host memory: reported apart.
+    assert_eq!(f.readback_bytes, 2 * MIB, "{f:?}");
+    assert!(f.queue_bytes > 0);
+
+    let host = &summary.dma[1];
+    let f = &host.dma.figures;
+    assert_eq!(host.via, "host", "{host:?}");
+    assert_eq!(host.exit, Some(0));
+    assert_eq!(f.payload_bytes, MIB, "{f:?}");
+    assert_eq!(f.host_memory_bytes, 2 * MIB, "{f:?}");
+    assert_eq!(f.host_memory_per_payload_byte, Some(2.0));
+    assert_eq!(f.peer_bytes, 0, "{f:?}");
+    assert_eq!(f.unattributed_bytes, 0, "{f:?}");
+    // 512 KiB commands through PRPs: the lists are queue traffic, in RAM.
+    let q = &host.dma.detail.queue;
+    assert_eq!(q.prp_list_bytes, q.prp_list_host_memory_bytes, "{q:?}");
+    assert!(q.prp_list_bytes > 0, "{q:?}");
 }
 
 #[test]
@@ -91,24 +84,25 @@ fn lab_run_of_a_copy_measures_it_and_the_guest_copy_says_it_cannot() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     let (copy, last) = text.trim_end().rsplit_once('\n').expect("two documents");
-    let copy: Value = serde_json::from_str(copy).unwrap();
-    assert_eq!(copy["via"], "0000:04:00.0");
-    assert_eq!(u(&copy, "payload_bytes"), 2 * MIB);
-    assert_eq!(copy["host_memory_bytes"], Value::Null, "{copy}");
-    assert!(copy["host_memory_reason"]
-        .as_str()
-        .is_some_and(|r| r.starts_with("not measurable on this machine")));
+    let copy: CopyDocument = serde_json::from_str(copy).expect("a copy report");
+    assert_eq!(copy.via, "0000:04:00.0");
+    assert_eq!(copy.payload_bytes, 2 * MIB);
+    assert_eq!(copy.host_memory_bytes, None, "{copy:?}");
+    assert!(copy
+        .host_memory_reason
+        .starts_with("not measurable on this machine"));
 
-    let last: Value = serde_json::from_str(last).unwrap();
-    assert_eq!(last["dma_error"], Value::Null, "{last}");
-    let d = &last["dma_accounting"];
-    assert_eq!(u(d, "payload_bytes"), 2 * MIB, "{d}");
-    assert_eq!(u(d, "host_memory_bytes"), 0, "{d}");
+    let last: RunDma = serde_json::from_str(last).expect("the DMA line");
+    assert_eq!(last.dma_error, None, "{last:?}");
+    let d = last.dma_accounting.expect("figures");
+    let f = &d.figures;
+    assert_eq!(f.payload_bytes, 2 * MIB, "{f:?}");
+    assert_eq!(f.host_memory_bytes, 0, "{f:?}");
     // Through the destination's CMB: the source writes into 04:00.0's BAR across the
     // switch, the destination reads its own CMB.
-    assert_eq!(u(d, "other_device_bytes"), 2 * MIB, "{d}");
-    assert_eq!(u(d, "own_cmb_bytes"), 2 * MIB, "{d}");
-    assert_eq!(u(&d["detail"]["devices"], "0000:04:00.0"), 4 * MIB);
-    assert_eq!(u(d, "readback_bytes"), 0, "no --verify");
-    assert!(std::path::Path::new(d["trace"].as_str().unwrap()).is_file());
+    assert_eq!(f.other_device_bytes, 2 * MIB, "{f:?}");
+    assert_eq!(f.own_cmb_bytes, 2 * MIB, "{f:?}");
+    assert_eq!(d.detail.devices.get("0000:04:00.0"), Some(&(4 * MIB)));
+    assert_eq!(f.readback_bytes, 0, "no --verify");
+    assert!(d.trace.is_file());
 }

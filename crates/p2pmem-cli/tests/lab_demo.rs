@@ -5,17 +5,17 @@
 
 mod lab_common;
 
-use serde_json::Value;
+use lab_common::demo;
+use p2pmem_lab::reports::demo::DemoPair;
 
-fn demo_json(topology: &str) -> (Vec<Value>, Value, Option<i32>) {
-    let out = lab_common::p2pmem(&["--json", "lab", "demo", "--topology", topology]);
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    let summary = lines.pop().expect("no output");
-    (lines, summary, out.status.code())
+fn demo_json(
+    topology: &str,
+) -> (
+    Vec<DemoPair>,
+    p2pmem_lab::reports::demo::DemoSummary,
+    Option<i32>,
+) {
+    demo(topology, None)
 }
 
 #[test]
@@ -25,19 +25,24 @@ fn default_demo_predictions_agree_with_the_kernel() {
     // 4 CMB providers and an ivshmem (p2pmem_pci) x 5 NVMe clients; same switch, same
     // device and the multi-function device work, everything across root ports is refused
     // (AMD family 15).
-    assert_eq!(summary["pairs"], 25, "{summary}");
+    assert_eq!(summary.pairs, 25, "{summary:?}");
     assert_eq!(pairs.len(), 25);
-    assert_eq!(summary["kernel_ok"], 9, "{summary}");
-    assert_eq!(summary["agreed"], 25, "{summary}");
+    assert_eq!(summary.kernel_ok, 9, "{summary:?}");
+    assert_eq!(summary.agreed, 25, "{summary:?}");
     // The verified copy between two NVMe through a CMB: p2pmem copy --verify, and the
     // lab's own sha256 of both ranges.
-    assert_eq!(summary["copy_verified"], true, "{}", summary["copy"]);
-    assert_eq!(summary["copy_report"]["bytes"], 1 << 20);
+    assert_eq!(summary.copy_verified, Some(true), "{}", summary.copy);
+    let report = summary.copy_report.as_ref().expect("a copy report");
+    assert_eq!(report.report.bytes, 1 << 20);
     assert_eq!(code, Some(0));
-    let refused: Vec<&Value> = pairs.iter().filter(|p| p["kernel"] == false).collect();
-    assert!(refused.iter().all(|p| p["read"] == "EREMOTEIO"));
-    assert!(refused.iter().all(|p| p["kernel_log"][0]
-        .as_str()
+    let refused: Vec<&DemoPair> = pairs.iter().filter(|p| p.kernel == Some(false)).collect();
+    assert!(!refused.is_empty());
+    assert!(refused
+        .iter()
+        .all(|p| p.read.as_deref() == Some("EREMOTEIO")));
+    assert!(refused.iter().all(|p| p
+        .kernel_log
+        .first()
         .is_some_and(|l| l.contains("cannot be used for peer-to-peer DMA"))));
 }
 
@@ -46,18 +51,10 @@ fn default_demo_predictions_agree_with_the_kernel() {
 fn zen_cpu_allows_cross_root_port_p2p() {
     let (_, max, _) = demo_json("rootports_max");
     let (_, zen, code) = demo_json("rootports_zen");
-    assert_eq!(
-        (max["pairs"].clone(), max["kernel_ok"].clone()),
-        (4.into(), 2.into()),
-        "{max}"
-    );
-    assert_eq!(
-        (zen["pairs"].clone(), zen["kernel_ok"].clone()),
-        (4.into(), 4.into()),
-        "{zen}"
-    );
-    assert_eq!(max["agreed"], 4);
-    assert_eq!(zen["agreed"], 4);
+    assert_eq!((max.pairs, max.kernel_ok), (4, 2), "{max:?}");
+    assert_eq!((zen.pairs, zen.kernel_ok), (4, 4), "{zen:?}");
+    assert_eq!(max.agreed, 4);
+    assert_eq!(zen.agreed, 4);
     assert_eq!(code, Some(0));
 }
 
@@ -65,21 +62,14 @@ fn zen_cpu_allows_cross_root_port_p2p() {
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn acs_redirect_refuses_the_multifunction_pair_and_is_predicted() {
     let (pairs, summary, code) = demo_json("multifunction_acs");
-    assert_eq!(
-        (summary["pairs"].clone(), summary["kernel_ok"].clone()),
-        (4.into(), 2.into()),
-        "{summary}"
-    );
-    assert_eq!(summary["agreed"], 4, "{summary}");
+    assert_eq!((summary.pairs, summary.kernel_ok), (4, 2), "{summary:?}");
+    assert_eq!(summary.agreed, 4, "{summary:?}");
     assert_eq!(code, Some(0));
-    let cross: Vec<&Value> = pairs
-        .iter()
-        .filter(|p| p["provider"] != p["client"])
-        .collect();
+    let cross: Vec<&DemoPair> = pairs.iter().filter(|p| p.provider != p.client).collect();
     assert_eq!(cross.len(), 2);
     for p in cross {
-        assert_eq!(p["read"], "EREMOTEIO", "{p}");
-        let log = p["kernel_log"].to_string();
+        assert_eq!(p.read.as_deref(), Some("EREMOTEIO"), "{p:?}");
+        let log = p.kernel_log.join("\n");
         assert!(
             log.contains("ACS redirect is set between the client and provider"),
             "{log}"
@@ -93,20 +83,13 @@ fn acs_redirect_refuses_the_multifunction_pair_and_is_predicted() {
 fn same_switch_and_nested_switches_use_bus_addresses() {
     for (topology, pairs_expected) in [("switch", 6), ("nested", 6)] {
         let (pairs, summary, code) = demo_json(topology);
-        assert_eq!(summary["pairs"], pairs_expected, "{topology}: {summary}");
-        assert_eq!(summary["agreed"], pairs_expected, "{topology}: {summary}");
-        assert_eq!(
-            summary["kernel_ok"], pairs_expected,
-            "{topology}: {summary}"
-        );
+        assert_eq!(summary.pairs, pairs_expected, "{topology}: {summary:?}");
+        assert_eq!(summary.agreed, pairs_expected, "{topology}: {summary:?}");
+        assert_eq!(summary.kernel_ok, pairs_expected, "{topology}: {summary:?}");
         assert_eq!(code, Some(0), "{topology}");
         for p in &pairs {
-            assert_eq!(p["map_type"], "bus_addr", "{topology}: {p}");
-            assert_eq!(
-                p["predicted_messages"],
-                serde_json::json!([]),
-                "{topology}: {p}"
-            );
+            assert_eq!(p.map_type.as_deref(), Some("bus_addr"), "{topology}: {p:?}");
+            assert!(p.predicted_messages.is_empty(), "{topology}: {p:?}");
         }
     }
 }

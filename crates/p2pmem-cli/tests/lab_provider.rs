@@ -246,26 +246,6 @@ fn guest() -> &'static Guest {
     })
 }
 
-fn demo(cpu: &str) -> (Vec<Value>, Value) {
-    let out = lab_common::p2pmem(&[
-        "--json",
-        "lab",
-        "demo",
-        "--topology",
-        "provider",
-        "--cpu",
-        cpu,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "demo under {cpu} failed");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
-    let summary = lines.pop().expect("no output");
-    (lines, summary)
-}
-
 const MIB: u64 = 1 << 20;
 
 #[test]
@@ -512,19 +492,15 @@ fn unloading_while_mapped_unmaps_and_the_holder_reports_the_memory_gone() {
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn kernel_rules_apply_and_the_model_predicts_them() {
-    let (pairs, max) = demo("max");
-    assert_eq!(max["pairs"], 9, "{max}");
-    assert_eq!(max["agreed"], 9, "{max}");
-    assert_eq!(max["kernel_ok"], 2, "{max}");
+    let (pairs, max, code) = lab_common::demo("provider", Some("max"));
+    assert_eq!(code, Some(0), "demo under max failed");
+    assert_eq!(max.pairs, 9, "{max:?}");
+    assert_eq!(max.agreed, 9, "{max:?}");
+    assert_eq!(max.kernel_ok, 2, "{max:?}");
     let ok: Vec<(&str, &str)> = pairs
         .iter()
-        .filter(|p| p["kernel"] == true)
-        .map(|p| {
-            (
-                p["provider"].as_str().unwrap(),
-                p["client"].as_str().unwrap(),
-            )
-        })
+        .filter(|p| p.kernel == Some(true))
+        .map(|p| (p.provider.as_str(), p.client.as_str()))
         .collect();
     assert_eq!(
         ok,
@@ -533,25 +509,27 @@ fn kernel_rules_apply_and_the_model_predicts_them() {
             ("0000:05:00.0", "0000:04:00.0")
         ]
     );
-    for p in pairs.iter().filter(|p| p["kernel"] == false) {
-        assert_eq!(p["read"], "EREMOTEIO", "{p}");
+    for p in pairs.iter().filter(|p| p.kernel == Some(false)) {
+        assert_eq!(p.read.as_deref(), Some("EREMOTEIO"), "{p:?}");
         assert!(
-            p["kernel_log"][0].as_str().is_some_and(
+            p.kernel_log.first().is_some_and(
                 |l| l.contains("do not share an upstream bridge or whitelisted host bridge")
             ),
-            "{p}"
+            "{p:?}"
         );
     }
     assert_eq!(
-        max["driver_providers"],
-        serde_json::json!(["0000:00:08.0", "0000:05:00.0", "0000:07:00.0"])
+        max.driver_providers,
+        ["0000:00:08.0", "0000:05:00.0", "0000:07:00.0"]
     );
-    assert_eq!(max["driver_copy_verified"], true, "{}", max["driver_copy"]);
-    assert_eq!(max["driver_copy_report"]["via"], "0000:05:00.0");
+    assert_eq!(max.driver_copy_verified, Some(true), "{}", max.driver_copy);
+    let report = max.driver_copy_report.as_ref().expect("a copy report");
+    assert_eq!(report.via, "0000:05:00.0");
 
-    let (_, zen) = demo("max,family=23");
-    assert_eq!(zen["pairs"], 9, "{zen}");
-    assert_eq!(zen["agreed"], 9, "{zen}");
-    assert_eq!(zen["kernel_ok"], 9, "{zen}");
-    assert_eq!(zen["driver_copy_verified"], true, "{}", zen["driver_copy"]);
+    let (_, zen, code) = lab_common::demo("provider", Some("max,family=23"));
+    assert_eq!(code, Some(0), "demo under Zen failed");
+    assert_eq!(zen.pairs, 9, "{zen:?}");
+    assert_eq!(zen.agreed, 9, "{zen:?}");
+    assert_eq!(zen.kernel_ok, 9, "{zen:?}");
+    assert_eq!(zen.driver_copy_verified, Some(true), "{}", zen.driver_copy);
 }

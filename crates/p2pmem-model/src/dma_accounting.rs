@@ -22,7 +22,7 @@ pub mod trace_line;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use memory_map::{MemoryMap, Range, Split};
 pub use trace_line::{parse_line, TraceEvent};
@@ -69,7 +69,7 @@ impl Window {
 }
 
 /// Data bytes by where their DMA went.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ByTarget {
     /// Guest RAM: host memory.
     pub host_memory: u64,
@@ -104,7 +104,7 @@ impl ByTarget {
 }
 
 /// Command and queue traffic inside the window, counted apart from data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueTraffic {
     /// I/O commands.
     pub io_commands: u64,
@@ -141,7 +141,7 @@ impl QueueTraffic {
 }
 
 /// Whether the markers were seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowState {
     /// The opening marker never came.
@@ -154,7 +154,7 @@ pub enum WindowState {
 }
 
 /// Everything counted in one window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DmaReport {
     /// Marker state.
     pub window: WindowState,
@@ -177,7 +177,7 @@ pub struct DmaReport {
 }
 
 /// The headline figures of a report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DmaFigures {
     /// Bytes written to the destination (data of write commands).
     pub payload_bytes: u64,

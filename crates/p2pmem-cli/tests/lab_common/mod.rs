@@ -8,6 +8,7 @@
     reason = "dead_code varies: each lab test crate uses a part of this module"
 )]
 
+use p2pmem_lab::reports::demo::{DemoPair, DemoSummary};
 use p2pmem_lab::{Lab, PlanRun, Topology};
 use p2pmem_wire::plan::Plan;
 use std::path::PathBuf;
@@ -66,4 +67,25 @@ pub fn run_plan(topology: &str, cpu: Option<&str>, plan: &Plan) -> PlanRun {
     let topo = Topology::load(topology).expect("topology");
     lab.run_plan(&topo, cpu, plan, false)
         .unwrap_or_else(|e| panic!("lab run of {topology} failed: {e}"))
+}
+
+/// `p2pmem --json lab demo --topology TOPO [--cpu CPU]`, read back typed: the pairs, the
+/// summary (the last line), and the exit status.
+#[allow(dead_code)]
+pub fn demo(topology: &str, cpu: Option<&str>) -> (Vec<DemoPair>, DemoSummary, Option<i32>) {
+    let mut args = vec!["--json", "lab", "demo", "--topology", topology];
+    if let Some(cpu) = cpu {
+        args.extend(["--cpu", cpu]);
+    }
+    let out = p2pmem(&args);
+    let text = String::from_utf8(out.stdout).expect("demo output is UTF-8");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.pop().expect("no demo output");
+    let summary: DemoSummary =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("not a demo summary ({e}): {last}"));
+    let pairs = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a demo pair ({e}): {l}")))
+        .collect();
+    (pairs, summary, out.status.code())
 }

@@ -14,7 +14,7 @@ use p2pmem_model::dma_accounting::{
     DmaAccountant, DmaFigures, DmaReport, MemoryMap, Window, WindowState,
 };
 use p2pmem_wire::report::AddressMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, LabError, Result};
 pub use crate::machine::qemu_args::TRACE_FILE;
@@ -67,13 +67,13 @@ pub fn account(trace: &Path, map: &MemoryMap, windows: &[Window]) -> Result<Vec<
 }
 
 /// One measured window: the headline figures, where they come from, the detail.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DmaResult {
     /// `payload_bytes`, `host_memory_bytes`, `peer_bytes`, ...
     #[serde(flatten)]
     pub figures: DmaFigures,
     /// [`SOURCE`].
-    pub source: &'static str,
+    pub source: String,
     /// The trace file.
     pub trace: PathBuf,
     /// Everything counted.
@@ -96,7 +96,7 @@ impl DmaResult {
         }
         Ok(Self {
             figures: detail.figures(),
-            source: SOURCE,
+            source: SOURCE.to_string(),
             trace: trace.to_path_buf(),
             detail,
         })
@@ -117,8 +117,17 @@ pub fn account_run(run_dir: &Path, guest: &AddressMap) -> Result<DmaResult> {
     DmaResult::new(report, &trace)
 }
 
+/// The DMA line `lab run --json` prints after a measured command's output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunDma {
+    /// The figures, when measured.
+    pub dma_accounting: Option<DmaResult>,
+    /// Why not, when not.
+    pub dma_error: Option<String>,
+}
+
 /// One copy of `lab demo`, measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MeasuredCopy {
     /// The buffer: a provider's BDF or `host`.
     pub via: String,

@@ -6,13 +6,13 @@
 use p2pmem_model::messages::is_p2pdma_decision_line;
 use p2pmem_wire::copy::CopyDocument;
 use p2pmem_wire::report::PairRecord;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plans::dma::MeasuredCopy;
 use crate::plans::pairs::{CopyStepResult, PairsResult};
 
 /// One pair of the demo.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DemoPair {
     /// Provider BDF.
     pub provider: String,
@@ -46,7 +46,7 @@ pub struct DemoPair {
 }
 
 /// The demo's last word.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DemoSummary {
     /// Topology name.
     pub topology: String,
