@@ -170,3 +170,62 @@ done | sort"#;
         "inA 0000:05:00.0 p2pmem\ninB 0000:06:00.0 client\noutC 0000:07:00.0 p2pmem\n"
     );
 }
+
+/// `lab plan FILE`: a plan written as JSON (as scripts/bench --lab writes it) runs step by
+/// step, one `NAME<TAB>STATUS<TAB>SECONDS<TAB>SUMMARY` line each; a failed step makes
+/// the exit status 1 and later steps still run.
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn lab_plan_runs_a_json_plan_and_reports_each_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.json");
+    std::fs::write(
+        &plan,
+        r#"{"version":1,"steps":[
+  {"name":"head","step":{"op":"exec","argv":["head","-c","30",{"dev":{"nvme":"0000:04:00.0"}}]}},
+  {"name":"dd","step":{"op":"exec","argv":["dd",{"dev":{"nvme":"0000:05:00.0"},"prefix":"if="},"of=/dev/null","bs=4096","count=1"]}},
+  {"name":"missing","step":{"op":"hash","dev":{"nvme":"0000:09:00.0"},"offset":0,"len":4096}},
+  {"name":"hash","step":{"op":"hash","dev":{"nvme":"0000:03:00.0"},"offset":0,"len":65536}}
+]}"#,
+    )
+    .unwrap();
+    let plan = plan.to_string_lossy().into_owned();
+    let out = p2pmem(&["lab", "plan", "--topology", "switch", &plan]);
+    assert_eq!(out.status.code(), Some(1), "one step fails");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(names, ["head", "dd", "missing", "hash"], "{text}");
+    assert_eq!(rows[0][1..2], ["done"]);
+    assert_eq!(rows[0][3], "exit 0", "{text}");
+    assert_eq!(rows[1][3], "exit 0", "{text}");
+    assert_eq!(rows[2][1], "failed", "{text}");
+    assert!(
+        rows[2][3].contains("0000:09:00.0 has no NVMe namespace"),
+        "{text}"
+    );
+    assert_eq!(rows[3][1], "done", "{text}");
+    assert!(
+        rows[3][3].starts_with("sha256 ") && rows[3][3].len() == 7 + 64,
+        "{text}"
+    );
+    assert!(rows.iter().all(|r| r[2].parse::<f64>().is_ok()), "{text}");
+
+    // --json: the step reports themselves; the exec's stdout is the device's pattern.
+    let out = p2pmem(&["--json", "lab", "plan", "--topology", "switch", &plan]);
+    let reports: Vec<p2pmem_wire::StepReport> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 4);
+    match &reports[0].result {
+        p2pmem_wire::StepResult::Done { output } => match output.as_ref() {
+            p2pmem_wire::Output::Exec(e) => {
+                assert_eq!(e.stdout, "p2pmem-lab serial=swB sector=0", "{e:?}");
+                assert!(e.argv[3].starts_with("/dev/nvme"), "{e:?}");
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
