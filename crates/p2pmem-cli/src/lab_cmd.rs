@@ -361,7 +361,11 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
     let failed = truth
         .pairs
         .iter()
-        .filter(|p| p.read.as_deref() != Some(p2pmem_wire::probe::OK))
+        .zip(&res.pairs)
+        .filter(|(t, p)| match &p.probe {
+            Some(_) => t.read.as_deref() != Some(p2pmem_wire::probe::OK),
+            None => !p.kernel_ok(),
+        })
         .count();
     eprintln!(
         "lab: captured {} ({} pairs, {} not ok) into {}",
@@ -370,9 +374,15 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
         failed,
         dir.display()
     );
-    let missing = res.pairs.iter().filter(|p| p.probe.is_err()).count();
+    let missing = res
+        .pairs
+        .iter()
+        .filter(|p| p.kernel_verdict().is_none())
+        .count();
     if missing > 0 {
-        eprintln!("lab: {missing} pairs have no dma-probe result (see probe_error in truth.json)");
+        eprintln!(
+            "lab: {missing} pairs have no kernel verdict (see probe_error and nvmet in truth.json)"
+        );
         return Ok(1);
     }
     Ok(0)

@@ -35,6 +35,17 @@ fn default_demo_predictions_agree_with_the_kernel() {
     let report = summary.copy_report.as_ref().expect("a copy report");
     assert_eq!(report.report.bytes, 1 << 20);
     assert_eq!(code, Some(0));
+    // Both kernel oracles answered every pair (6.12 has userspace p2pmem), and `agreed`
+    // includes that the NVMe target gave the DMA probe's verdict and decision lines.
+    for p in &pairs {
+        assert_eq!(p.oracle, "dma+nvmet", "{p:?}");
+        let want = if p.kernel == Some(true) {
+            "ok"
+        } else {
+            "EINVAL"
+        };
+        assert_eq!(p.nvmet.as_deref(), Some(want), "{p:?}");
+    }
     let refused: Vec<&DemoPair> = pairs.iter().filter(|p| p.kernel == Some(false)).collect();
     assert!(!refused.is_empty());
     assert!(refused

@@ -13,6 +13,7 @@
 
 mod apply;
 pub mod facts;
+pub mod probe;
 mod read;
 
 use crate::rootfs::{FsError, RootFs};

@@ -14,5 +14,5 @@ pub mod plan;
 pub mod probe;
 pub mod report;
 
-pub use plan::{Arg, CopyStep, Dev, PickRule, Plan, Role, Step, Via};
+pub use plan::{Arg, CopyStep, Dev, Oracle, PickRule, Plan, Role, Step, Via};
 pub use report::{Output, StepReport, StepResult};

@@ -99,6 +99,9 @@ pub enum Step {
     Pairs {
         /// Predict each pair too.
         check: bool,
+        /// Which kernel answer each pair gets.
+        #[serde(default)]
+        oracle: Oracle,
     },
     /// The kernel's verdict for one pair from a DMA probe (1 MiB of p2pmem mapped, 64 KiB
     /// read into it at offset 0, written back at 1 MiB).
@@ -210,6 +213,23 @@ impl From<Dev> for Arg {
             prefix: String::new(),
         }
     }
+}
+
+/// Where the kernel's verdict for a pair comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oracle {
+    /// Both where the kernel has userspace p2pmem (`p2pmem/allocate`, 6.2+; the DMA
+    /// probe first, so the kernel's decision cache cannot hide its lines), the NVMe
+    /// target alone where it does not.
+    #[default]
+    Auto,
+    /// An O_DIRECT transfer through the provider's p2pmem (the DMA probe).
+    Dma,
+    /// The NVMe target: `enable` of a namespace with `p2pmem` set to the provider.
+    Nvmet,
+    /// Both.
+    Both,
 }
 
 /// How long the agent waits after a pair whose transfer failed.
@@ -356,7 +376,13 @@ mod tests {
         let b: Bdf = "0000:03:00.0".parse().unwrap();
         let mut plan = Plan::new();
         plan.step("inv", Step::Inventory)
-            .step("pairs", Step::Pairs { check: true })
+            .step(
+                "pairs",
+                Step::Pairs {
+                    check: true,
+                    oracle: Oracle::Auto,
+                },
+            )
             .step("pick", Step::Pick(PickRule::NvmeProviderToOtherNvme))
             .step(
                 "copy",

@@ -68,3 +68,32 @@ impl DmaProbeResult {
         self.read.as_deref() == Some(OK) && self.write.as_deref() == Some(OK)
     }
 }
+
+/// The kernel's verdict for one pair from the NVMe target (the oracle on kernels without
+/// userspace p2pmem, before 6.2): a namespace backed by the client's block device, its
+/// `p2pmem` set to the provider, then `enable`, which runs the same
+/// `pci_p2pdma_distance()` decision and prints the same lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvmetVerdict {
+    /// The p2pmem provider.
+    pub provider: Bdf,
+    /// The client's PCI function, as given by the caller.
+    pub client: Option<Bdf>,
+    /// The client block device path.
+    pub client_blkdev: String,
+    /// `ok` when the kernel accepted the provider at `enable`, else the errno name of
+    /// the refused write (`p2pmem` or `enable`).
+    pub enable: String,
+    /// Which write the kernel refused (`p2pmem` or `enable`), when one was.
+    pub refused_at: Option<String>,
+    /// Every kernel log line from before `enable` to after it (level and timestamp
+    /// stripped).
+    pub kernel_log: Vec<String>,
+}
+
+impl NvmetVerdict {
+    /// Did the kernel accept the provider for this client?
+    pub fn ok(&self) -> bool {
+        self.enable == OK
+    }
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::bind::BindReport;
 use crate::check::CheckReport;
 use crate::copy::CopyDocument;
-use crate::probe::DmaProbeResult;
+use crate::probe::{DmaProbeResult, NvmetVerdict};
 
 /// One step's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,14 +143,32 @@ pub struct PairRecord {
     pub blkdev: String,
     /// The prediction, when asked for: the report or why there is none.
     pub check: Option<Result<CheckReport, String>>,
-    /// The kernel's verdict: the probe's record or why there is none.
-    pub probe: Result<DmaProbeResult, String>,
+    /// The kernel's verdict from a DMA probe, when one ran: its record or why there is
+    /// none.
+    pub probe: Option<Result<DmaProbeResult, String>>,
+    /// The kernel's verdict from the NVMe target, when asked.
+    pub nvmet: Option<Result<NvmetVerdict, String>>,
 }
 
 impl PairRecord {
-    /// Did the kernel move the bytes both ways?
+    /// The kernel's verdict: the DMA probe's (the bytes moved both ways) when it ran,
+    /// else the NVMe target's; `None` when neither gave one.
+    pub fn kernel_verdict(&self) -> Option<bool> {
+        match (&self.probe, &self.nvmet) {
+            (Some(Ok(p)), _) => Some(p.ok()),
+            (_, Some(Ok(n))) => Some(n.ok()),
+            _ => None,
+        }
+    }
+
+    /// Did the kernel allow the pair?
     pub fn kernel_ok(&self) -> bool {
-        self.probe.as_ref().is_ok_and(DmaProbeResult::ok)
+        self.kernel_verdict() == Some(true)
+    }
+
+    /// The DMA probe's record, when it gave one.
+    pub fn dma(&self) -> Option<&DmaProbeResult> {
+        self.probe.as_ref().and_then(|p| p.as_ref().ok())
     }
 }
 

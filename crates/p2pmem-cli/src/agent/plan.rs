@@ -18,6 +18,7 @@ use clap::Parser;
 use p2pmem_linux::dio::{Access, DirectFile};
 use p2pmem_linux::dma_probe::dma_probe;
 use p2pmem_linux::klog::{dmesg_lines, KernelLog, Syslog};
+use p2pmem_linux::nvmet::probe::nvmet_probe;
 use p2pmem_linux::p2pbuf::HostBuffer;
 use p2pmem_linux::provider::BindOptions;
 use p2pmem_linux::system::{read_system, System};
@@ -25,8 +26,10 @@ use p2pmem_model::dma_accounting::MARKER_BLOCKS;
 use p2pmem_model::Bdf;
 use p2pmem_wire::frame::encode_frame;
 use p2pmem_wire::plan::{
-    Arg, CopyStep, Dev, PickRule, Plan, Role, Step, Via, GUEST_MODULE, PAIR_FAILURE_PAUSE_MS,
+    Arg, CopyStep, Dev, Oracle, PickRule, Plan, Role, Step, Via, GUEST_MODULE,
+    PAIR_FAILURE_PAUSE_MS,
 };
+use p2pmem_wire::probe::DmaProbeResult;
 use p2pmem_wire::report::{
     frame_id, AddressMap, BindAttempt, Captured, CopyOutcome, ExecResult, GuestNvme, HashResult,
     Inventory, Output, PairRecord, Picked, PlanEnd, StepReport, StepResult, MAX_CAPTURED,
@@ -225,8 +228,8 @@ impl Agent {
                 done(Output::Binds(binds))
             }
             Step::Bind { bdf } => done(Output::Binds(vec![self.bind(*bdf)])),
-            Step::Pairs { check } => {
-                let pairs = self.pairs(*check)?;
+            Step::Pairs { check, oracle } => {
+                let pairs = self.pairs(*check, *oracle)?;
                 self.pairs = Some(pairs.clone());
                 done(Output::Pairs(pairs))
             }
@@ -430,7 +433,7 @@ impl Agent {
         Ok(bdfs.into_iter().map(|b| self.bind(b)).collect())
     }
 
-    fn pairs(&self, check: bool) -> anyhow::Result<Vec<PairRecord>> {
+    fn pairs(&self, check: bool, oracle: Oracle) -> anyhow::Result<Vec<PairRecord>> {
         let sys = self.system()?;
         let clients = self.nvme(&sys);
         let mut providers: Vec<Bdf> = sys.topology.providers().map(|f| f.bdf).collect();
@@ -447,16 +450,37 @@ impl Agent {
                     .map(|(r, _)| r)
                     .map_err(|e| format!("{e:#}"))
                 });
-                let probe = dma_probe(&self.root, provider, Some(c.bdf), Path::new(&c.blkdev))
-                    .map_err(|e| format!("{:#}", anyhow::Error::new(e)));
+                let blkdev = Path::new(&c.blkdev);
+                let userspace = self.has_allocate(provider);
+                let (dma, nvmet) = match oracle {
+                    Oracle::Auto => (userspace, true),
+                    Oracle::Dma => (true, false),
+                    Oracle::Nvmet => (false, true),
+                    Oracle::Both => (true, true),
+                };
+                // The DMA probe first: the NVMe target's `pci_p2pdma_distance()` always
+                // decides again and prints, a DMA mapping after it would find the
+                // kernel's cached decision and print nothing.
+                let probe = dma.then(|| {
+                    dma_probe(&self.root, provider, Some(c.bdf), blkdev)
+                        .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+                });
+                let nvmet = nvmet.then(|| {
+                    nvmet_probe(&mut Syslog, &self.root, provider, Some(c.bdf), blkdev)
+                        .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+                });
+                let failed_io = probe
+                    .as_ref()
+                    .is_some_and(|p| !p.as_ref().is_ok_and(DmaProbeResult::ok));
                 let rec = PairRecord {
                     provider,
                     client: c.bdf,
                     blkdev: c.blkdev.clone(),
                     check,
                     probe,
+                    nvmet,
                 };
-                if !rec.kernel_ok() {
+                if failed_io {
                     // The kernel rate-limits its I/O error lines: wait them out.
                     std::thread::sleep(Duration::from_millis(PAIR_FAILURE_PAUSE_MS));
                 }
@@ -464,6 +488,13 @@ impl Agent {
             }
         }
         Ok(out)
+    }
+
+    /// Does `provider` offer userspace p2pmem (`p2pmem/allocate`, 6.2+)?
+    fn has_allocate(&self, provider: Bdf) -> bool {
+        p2pmem_linux::p2pbuf::pci_device_dir(&self.root, provider)
+            .join("p2pmem/allocate")
+            .exists()
     }
 
     fn pick(&self, rule: PickRule) -> anyhow::Result<Picked> {
@@ -476,9 +507,8 @@ impl Agent {
         let found = match rule {
             PickRule::NvmeProviderToOtherNvme => pairs.iter().find_map(|p| {
                 let read_ok = p
-                    .probe
-                    .as_ref()
-                    .is_ok_and(|r| r.read.as_deref() == Some(p2pmem_wire::probe::OK));
+                    .dma()
+                    .is_some_and(|r| r.read.as_deref() == Some(p2pmem_wire::probe::OK));
                 if p.provider == p.client || !read_ok {
                     return None;
                 }

@@ -7,7 +7,7 @@
 //! published. [`PairsResult::from_run`] reads the answers back, typed.
 
 use p2pmem_model::dma_accounting::Window;
-use p2pmem_wire::plan::{CopyStep, Dev, PickRule, Plan, Role, Step, Via, IVSHMEM_IDS};
+use p2pmem_wire::plan::{CopyStep, Dev, Oracle, PickRule, Plan, Role, Step, Via, IVSHMEM_IDS};
 use p2pmem_wire::report::{BindAttempt, Captured, CopyOutcome, Inventory, PairRecord, Picked};
 
 use crate::error::Result;
@@ -67,7 +67,13 @@ pub fn pairs_plan(opts: PairsOptions) -> Plan {
     if opts.capture {
         p.step(name::CAPTURE, Step::Capture);
     }
-    p.step(name::PAIRS, Step::Pairs { check: opts.check });
+    p.step(
+        name::PAIRS,
+        Step::Pairs {
+            check: opts.check,
+            oracle: Oracle::Auto,
+        },
+    );
     if opts.copy {
         let (cmb, host) = (Window::nth(0), Window::nth(1));
         let (src, dst) = (Dev::Picked(Role::Src), Dev::Picked(Role::Dst));
@@ -307,7 +313,7 @@ mod tests {
         assert_eq!(
             plan.steps
                 .iter()
-                .filter(|s| matches!(s.step, Step::Pairs { check: true }))
+                .filter(|s| matches!(s.step, Step::Pairs { check: true, .. }))
                 .count(),
             1
         );
@@ -337,6 +343,6 @@ mod tests {
         assert!(plain
             .steps
             .iter()
-            .any(|s| matches!(s.step, Step::Pairs { check: false })));
+            .any(|s| matches!(s.step, Step::Pairs { check: false, .. })));
     }
 }

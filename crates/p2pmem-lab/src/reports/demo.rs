@@ -26,8 +26,14 @@ pub struct DemoPair {
     pub map_type: Option<String>,
     /// Why there is no prediction, if there is none.
     pub prediction_error: Option<String>,
-    /// The kernel's verdict: `Some(true)` when read and write both moved all bytes.
+    /// The kernel's verdict: `Some(true)` when read and write both moved all bytes (the
+    /// DMA probe), or, where there is no DMA probe (kernels before 6.2), when the NVMe
+    /// target accepted the provider.
     pub kernel: Option<bool>,
+    /// Where the verdict came from: `dma`, `nvmet`, or `dma+nvmet` (both asked).
+    pub oracle: String,
+    /// The NVMe target's answer (`ok` or the errno of the refused write), when asked.
+    pub nvmet: Option<String>,
     /// Read result (`ok` or an errno name).
     pub read: Option<String>,
     /// Write result.
@@ -39,7 +45,8 @@ pub struct DemoPair {
     pub agree: Option<bool>,
     /// Why they disagree, when they do.
     pub disagreement: Option<String>,
-    /// Kernel messages logged during the probe.
+    /// Kernel messages logged during the probe (the DMA probe's, else the NVMe
+    /// target's).
     pub kernel_log: Vec<String>,
     /// The kernel messages the model predicted (`p2pmem check --json`'s `messages`).
     pub predicted_messages: Vec<String>,
@@ -102,15 +109,57 @@ pub fn demo_pair(p: &PairRecord) -> DemoPair {
         (Some(Err(e)), _) => (None, None, Some(e.clone())),
         _ => (None, None, Some("not predicted".to_string())),
     };
-    let (kernel, read, write, kernel_error, kernel_log) = match &p.probe {
-        Ok(r) => (
+    let nvmet = p.nvmet.as_ref().and_then(|n| n.as_ref().ok());
+    let (kernel, read, write, kernel_error, kernel_log) = match (&p.probe, nvmet) {
+        (Some(Ok(r)), _) => (
             Some(r.ok()),
             r.read.clone(),
             r.write.clone(),
             None,
             r.kernel_log.clone(),
         ),
-        Err(e) => (None, None, None, Some(e.clone()), Vec::new()),
+        (Some(Err(e)), _) => (None, None, None, Some(e.clone()), Vec::new()),
+        (None, Some(n)) => (Some(n.ok()), None, None, None, n.kernel_log.clone()),
+        (None, None) => {
+            let why = match &p.nvmet {
+                Some(Err(e)) => e.clone(),
+                _ => "no kernel oracle ran".to_string(),
+            };
+            (None, None, None, Some(why), Vec::new())
+        }
+    };
+    let oracle = match (&p.probe, &p.nvmet) {
+        (Some(_), Some(_)) => "dma+nvmet",
+        (None, Some(_)) => "nvmet",
+        _ => "dma",
+    };
+    // Both oracles asked: the NVMe target must give the same verdict and lines.
+    let oracle_conflict = match (p.dma(), nvmet) {
+        (Some(d), Some(n)) => {
+            let lines = |l: &[String]| -> Vec<String> {
+                l.iter()
+                    .filter(|l| is_p2pdma_decision_line(l))
+                    .cloned()
+                    .collect()
+            };
+            if d.ok() != n.ok() {
+                Some(format!(
+                    "the DMA probe {} the pair, the NVMe target {} it ({})",
+                    word(d.ok()),
+                    word(n.ok()),
+                    n.enable
+                ))
+            } else if lines(&d.kernel_log) != lines(&n.kernel_log) {
+                Some(format!(
+                    "the DMA probe's decision lines {:?} differ from the NVMe target's {:?}",
+                    lines(&d.kernel_log),
+                    lines(&n.kernel_log)
+                ))
+            } else {
+                None
+            }
+        }
+        _ => None,
     };
     let predicted_messages: Vec<String> = report.map(|c| c.messages.clone()).unwrap_or_default();
     let predicted_errno = report.and_then(|c| c.refused_errno.as_deref());
@@ -129,8 +178,11 @@ pub fn demo_pair(p: &PairRecord) -> DemoPair {
                     .iter()
                     .zip(&predicted_messages)
                     .all(|(k, m)| *k == m);
-            let errno_match = b || read.as_deref() == predicted_errno;
-            if !lines_match {
+            // The O_DIRECT errno is the DMA probe's to check; the NVMe target's is nvmet's.
+            let errno_match = b || p.dma().is_none() || read.as_deref() == predicted_errno;
+            if let Some(c) = &oracle_conflict {
+                (Some(false), Some(c.clone()))
+            } else if !lines_match {
                 (
                     Some(false),
                     Some(format!(
@@ -160,6 +212,8 @@ pub fn demo_pair(p: &PairRecord) -> DemoPair {
         map_type,
         prediction_error,
         kernel,
+        oracle: oracle.to_string(),
+        nvmet: nvmet.map(|n| n.enable.clone()),
         read,
         write,
         kernel_error,
@@ -279,7 +333,7 @@ mod tests {
     use super::*;
     use crate::plans::pairs::CopyRun;
     use p2pmem_wire::check::CheckReport;
-    use p2pmem_wire::probe::{DmaProbeResult, PhaseLog};
+    use p2pmem_wire::probe::{DmaProbeResult, NvmetVerdict, PhaseLog};
     use p2pmem_wire::report::{CopyOutcome, Inventory, Picked};
 
     const LINE: &str = "nvme 0000:06:00.0: cannot be used for peer-to-peer DMA as the client and provider (0000:03:00.0) do not share an upstream bridge or whitelisted host bridge";
@@ -332,8 +386,58 @@ mod tests {
             client: bdf("0000:06:00.0"),
             blkdev: "/dev/nvme3n1".into(),
             check,
-            probe,
+            probe: Some(probe),
+            nvmet: None,
         }
+    }
+
+    fn nvmet(enable: &str, log: &[&str]) -> NvmetVerdict {
+        NvmetVerdict {
+            provider: bdf("0000:03:00.0"),
+            client: Some(bdf("0000:06:00.0")),
+            client_blkdev: "/dev/nvme3n1".into(),
+            enable: enable.into(),
+            refused_at: (enable != "ok").then(|| "enable".to_string()),
+            kernel_log: log.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_nvme_target_is_the_oracle_where_there_is_no_dma_probe() {
+        let predicted = check(Some(false), &[LINE], None);
+        let mut p = pair(Some(Ok(predicted.clone())), Ok(probe("ok", &[])));
+        p.probe = None;
+        p.nvmet = Some(Ok(nvmet("EINVAL", &[LINE])));
+        let d = demo_pair(&p);
+        assert_eq!((d.kernel, d.agree), (Some(false), Some(true)), "{d:?}");
+        assert_eq!(d.oracle, "nvmet");
+        assert_eq!(d.nvmet.as_deref(), Some("EINVAL"));
+        // The lines still decide.
+        p.nvmet = Some(Ok(nvmet("EINVAL", &[])));
+        assert_eq!(demo_pair(&p).agree, Some(false));
+        // Neither oracle: incomplete, with the reason.
+        p.nvmet = Some(Err("the nvmet target is not loaded".into()));
+        let d = demo_pair(&p);
+        assert_eq!(d.agree, None);
+        assert!(d.kernel_error.unwrap().contains("not loaded"));
+    }
+
+    #[test]
+    fn both_oracles_must_agree_with_each_other() {
+        let refused = probe("EREMOTEIO", &[LINE]);
+        let predicted = check(Some(false), &[LINE], Some("EREMOTEIO"));
+        let mut p = pair(Some(Ok(predicted)), Ok(refused));
+        p.nvmet = Some(Ok(nvmet("EINVAL", &[LINE])));
+        let d = demo_pair(&p);
+        assert_eq!(d.agree, Some(true), "{d:?}");
+        assert_eq!(d.oracle, "dma+nvmet");
+        p.nvmet = Some(Ok(nvmet("ok", &[])));
+        let d = demo_pair(&p);
+        assert_eq!(d.agree, Some(false));
+        assert!(
+            d.disagreement.unwrap().contains("the NVMe target allowed"),
+            ""
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::path::Path;
 use p2pmem_model::cpu::CpuInfo;
 use p2pmem_model::klog::klog_texts;
 use p2pmem_model::Bdf;
-use p2pmem_wire::probe::{DataCheck, PhaseLog};
+use p2pmem_wire::probe::{DataCheck, NvmetVerdict, PhaseLog};
+use p2pmem_wire::report::PairRecord;
 use serde::Serialize;
 
 use crate::machine::qemu_args::{qemu_args, qemu_script, MachineFiles};
@@ -130,6 +131,9 @@ pub struct TruthPair {
     /// Why there is no probe record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe_error: Option<String>,
+    /// The NVMe target's verdict for the pair, when asked (the only oracle before 6.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nvmet: Option<NvmetVerdict>,
 }
 
 /// The `$SCRATCH` form of the QEMU argv, as in `shared/truth/*/qemu.sh`.
@@ -183,6 +187,10 @@ pub struct TruthContext<'a> {
     pub qemu_version: &'a str,
 }
 
+fn nvmet(p: &PairRecord) -> Option<NvmetVerdict> {
+    p.nvmet.as_ref().and_then(|n| n.as_ref().ok()).cloned()
+}
+
 /// Assembles `truth.json`.
 pub fn build_truth(ctx: &TruthContext<'_>, res: &PairsResult) -> Truth {
     let cpu = CpuInfo::parse(res.inventory.cpuinfo.as_bytes());
@@ -206,7 +214,7 @@ pub fn build_truth(ctx: &TruthContext<'_>, res: &PairsResult) -> Truth {
         .pairs
         .iter()
         .map(|p| match &p.probe {
-            Ok(r) => TruthPair {
+            Some(Ok(r)) => TruthPair {
                 provider: p.provider,
                 client: p.client,
                 read: r.read.clone(),
@@ -218,8 +226,9 @@ pub fn build_truth(ctx: &TruthContext<'_>, res: &PairsResult) -> Truth {
                 write_data: r.write_data,
                 kernel_log_phase: Some(r.kernel_log_phase.clone()),
                 probe_error: None,
+                nvmet: nvmet(p),
             },
-            Err(e) => TruthPair {
+            other => TruthPair {
                 provider: p.provider,
                 client: p.client,
                 read: None,
@@ -230,7 +239,11 @@ pub fn build_truth(ctx: &TruthContext<'_>, res: &PairsResult) -> Truth {
                 read_data: None,
                 write_data: None,
                 kernel_log_phase: None,
-                probe_error: Some(e.clone()),
+                probe_error: match other {
+                    Some(Err(e)) => Some(e.clone()),
+                    _ => None,
+                },
+                nvmet: nvmet(p),
             },
         })
         .collect();
