@@ -6,6 +6,7 @@
 //! `nvme_map_cmb()` decides whether to register that range as a P2PDMA provider and
 //! whether to publish it. [`registration`] replays those steps in the kernel's order.
 
+use crate::kernel_version::{KernelVersion, VersionRange};
 use serde::Serialize;
 use std::fmt;
 
@@ -539,6 +540,21 @@ pub struct CmbAttr {
     pub cmbsz: CmbSz,
 }
 
+impl CmbAttr {
+    /// The attribute as `kernel` prints it.
+    pub fn kernel_text(&self, kernel: KernelVersion) -> String {
+        let p = if CMB_ATTR_0X.contains(kernel) {
+            "0x"
+        } else {
+            "x"
+        };
+        format!(
+            "cmbloc : {p}{:08x}\ncmbsz  : {p}{:08x}\n",
+            self.cmbloc.raw, self.cmbsz.raw
+        )
+    }
+}
+
 impl fmt::Display for CmbAttr {
     /// The kernel's format: `cmbloc : 0x%08x\ncmbsz  : 0x%08x\n`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -554,8 +570,13 @@ fn shown(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
 }
 
+/// Kernels whose `cmb` attribute prints `0x%08x`; before, `x%08x`. Debian's 6.12.118
+/// prints `x`, 7.2.13 `0x` (read from their trees); the release in between that made
+/// the change is not verified, 7.0 assumed.
+pub const CMB_ATTR_0X: VersionRange = VersionRange::since(7, 0);
+
 fn hex_u32(text: &str) -> Option<u32> {
-    let digits = text.strip_prefix("0x")?;
+    let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix('x'))?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -563,8 +584,9 @@ fn hex_u32(text: &str) -> Option<u32> {
 }
 
 /// Parses the controller's `cmb` attribute (`/sys/class/nvme/nvmeX/cmb`, present only
-/// when CMBSZ is not 0). Trailing whitespace is tolerated; anything else off the kernel's
-/// format is an error.
+/// when CMBSZ is not 0), in either of the kernel's formats (`x%08x` before
+/// [`CMB_ATTR_0X`], `0x%08x` from it). Trailing whitespace is tolerated; anything else
+/// off the kernel's format is an error.
 pub fn parse_cmb_attr(bytes: &[u8]) -> Result<CmbAttr, CmbError> {
     let err = || CmbError::AttrFormat {
         input: shown(bytes),

@@ -63,9 +63,12 @@ const fn e(
 }
 
 const V5_4: VersionRange = VersionRange::since(5, 4);
+/// Skylake-E 0x2030 and 0x2020 (bc123a515cb7, merged in the "PCI changes for v5.6"
+/// pull): verified from the merge window.
+const V5_6: VersionRange = VersionRange::since(5, 6);
 const V5_7: VersionRange = VersionRange::since(5, 7);
-/// 0x09a2 (feaea1fe8b36): release between 5.12 and 5.15, unverified; 5.13 assumed.
-const V_ICX: VersionRange = VersionRange::since(5, 13);
+/// 0x09a2 (feaea1fe8b36): merged for 5.18, verified from the merge window.
+const V_ICX: VersionRange = VersionRange::since(5, 18);
 /// Intel accelerators (0ba76b19fd4c): 7.2 cycle, backported to 7.1.y stable.
 const V_ACCEL: VersionRange = VersionRange::since(7, 1);
 /// Google SoCs: between late 2025 and June 2026, unverified; 6.19 assumed.
@@ -121,7 +124,7 @@ pub const ENTRIES: &[WhitelistEntry] = &[
         V5_4,
         true,
     ),
-    e(INTEL, 0x2030, false, "Intel Skylake-E", V5_4, true),
+    e(INTEL, 0x2030, false, "Intel Skylake-E", V5_6, true),
     e(
         INTEL,
         0x2031,
@@ -146,14 +149,14 @@ pub const ENTRIES: &[WhitelistEntry] = &[
         V5_7,
         true,
     ),
-    e(INTEL, 0x2020, false, "Intel Skylake-E", V5_4, false),
+    e(INTEL, 0x2020, false, "Intel Skylake-E", V5_6, true),
     e(
         INTEL,
         0x09a2,
         false,
         "Intel 3rd Gen Xeon Scalable and later Xeons",
         V_ICX,
-        false,
+        true,
     ),
     e(
         INTEL,
@@ -308,6 +311,30 @@ mod tests {
                 assert!(lookup(u, e.vendor, dev).is_none(), "{e:?} at {u}");
             }
         }
+    }
+
+    /// What Debian's trees show (kernel-versions.md): 6.1 and 6.12 carry the same ten
+    /// Intel entries; 7.2 adds the Intel accelerators and Google; 7.3 adds NVIDIA.
+    #[test]
+    fn entries_per_kernel_line_match_debians_trees() {
+        let count = |v: KernelVersion| entries_for(v).count();
+        let intel = |v: KernelVersion| entries_for(v).filter(|e| e.vendor == INTEL).count();
+        for line in [(6, 1, 192), (6, 12, 118)] {
+            let v = KernelVersion::new(line.0, line.1, line.2);
+            assert_eq!((intel(v), count(v)), (10, 10), "{v}");
+        }
+        let v7_2 = KernelVersion::new(7, 2, 13);
+        assert_eq!(intel(v7_2), 20);
+        assert!(lookup(v7_2, GOOGLE, 0x1234).is_some());
+        assert!(lookup(v7_2, NVIDIA, 0x2f95).is_none());
+        let v7_3 = KernelVersion::new(7, 3, 4);
+        assert_eq!(count(v7_3), count(v7_2) + 4);
+        assert!(lookup(v7_3, NVIDIA, 0x2f98).is_some());
+        // The merge windows: Skylake-E 0x2030/0x2020 from 5.6, 0x09a2 from 5.18.
+        assert!(lookup(KernelVersion::new(5, 5, 0), INTEL, 0x2030).is_none());
+        assert!(lookup(KernelVersion::new(5, 6, 0), INTEL, 0x2020).is_some());
+        assert!(lookup(KernelVersion::new(5, 17, 0), INTEL, 0x09a2).is_none());
+        assert!(lookup(KernelVersion::new(5, 18, 0), INTEL, 0x09a2).is_some());
     }
 
     #[test]

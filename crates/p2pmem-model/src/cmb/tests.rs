@@ -310,6 +310,8 @@ fn cmb_attr_roundtrip_and_errors() {
         b"cmbloc : 0x00000062\n",
         b"cmbloc: 0x00000062\ncmbsz  : 0x0001021d\n",
         b"cmbloc : 00000062\ncmbsz  : 0x0001021d\n",
+        b"cmbloc : X00000062\ncmbsz  : 0x0001021d\n",
+        b"cmbloc : 0xx00000062\ncmbsz  : 0x0001021d\n",
         b"cmbloc : 0x000000620\ncmbsz  : 0x0001021d\n",
         b"cmbloc : 0x00000062\ncmbsz  : 0x0001021d\nextra\n",
         b"cmbloc : 0x0000006g\ncmbsz  : 0x0001021d\n",
@@ -318,6 +320,28 @@ fn cmb_attr_roundtrip_and_errors() {
         let e = parse_cmb_attr(bad).unwrap_err();
         assert!(matches!(e, CmbError::AttrFormat { .. }), "{e}");
     }
+}
+
+/// Up to 6.12 the kernel prints `x%08x` (the lab's 6.12 captures have it), from 7.x
+/// `0x%08x`: both parse, and each kernel's text is reproduced.
+#[test]
+fn cmb_attr_in_both_kernel_formats() {
+    let old = b"cmbloc : x00000062\ncmbsz  : x0001021d\n";
+    let a = parse_cmb_attr(old).unwrap();
+    assert_eq!((a.cmbloc.raw, a.cmbsz.raw), (QEMU_CMBLOC, QEMU_CMBSZ));
+    let v6_12 = crate::KernelVersion::new(6, 12, 118);
+    let v7_2 = crate::KernelVersion::new(7, 2, 13);
+    assert_eq!(a.kernel_text(v6_12).as_bytes(), old);
+    assert_eq!(
+        a.kernel_text(v7_2),
+        "cmbloc : 0x00000062\ncmbsz  : 0x0001021d\n"
+    );
+    let capture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/nvmet/lab_default_fam15/root/sys/devices/pci0000:00/0000:00:06.0/0000:06:00.0/nvme/nvme3/cmb"
+    );
+    let text = std::fs::read(capture).unwrap();
+    assert_eq!(parse_cmb_attr(&text).unwrap(), a);
 }
 
 #[test]

@@ -236,17 +236,18 @@ fn whitelisted_host_bridges() {
     let v = decide(&t, &rules(15), bdf("05:00.0"), bdf("04:00.0")).unwrap();
     assert_eq!(v.map_type, Some(MapType::ThruHostBridge));
     assert!(matches!(v.rule_h, Some(RuleH::Whitelisted { .. })));
-    // Before 5.4 nothing is modelled; on 5.4 the entry exists too.
-    let r = Rules {
-        kernel: KernelVersion::new(5, 4, 0),
-        ..rules(15)
-    };
-    assert_eq!(
+    // 0x2030 arrived in 5.6 (bc123a515cb7): refused on 5.5, allowed from 5.6.
+    let on = |minor| {
+        let r = Rules {
+            kernel: KernelVersion::new(5, minor, 0),
+            ..rules(15)
+        };
         decide(&t, &r, bdf("05:00.0"), bdf("04:00.0"))
             .unwrap()
-            .map_type,
-        Some(MapType::ThruHostBridge)
-    );
+            .map_type
+    };
+    assert_eq!(on(5), Some(MapType::NotSupported));
+    assert_eq!(on(6), Some(MapType::ThruHostBridge));
 }
 
 #[test]
