@@ -9,6 +9,7 @@
 
 pub mod acs;
 pub mod bdf;
+pub mod boot_params;
 pub mod cmb;
 pub mod config_space;
 pub mod cpu;
