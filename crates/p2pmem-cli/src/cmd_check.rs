@@ -21,6 +21,9 @@ pub struct CheckArgs {
     /// controller (nvme0) or RDMA device (mlx5_0).
     #[arg(required = true)]
     pub clients: Vec<String>,
+    /// What if the system booted differently.
+    #[command(flatten)]
+    pub what_if: crate::whatif::WhatIfArgs,
 }
 
 /// Arguments of `find`.
@@ -29,6 +32,9 @@ pub struct FindArgs {
     /// One or more clients (as for `check`).
     #[arg(required = true)]
     pub clients: Vec<String>,
+    /// What if the system booted differently.
+    #[command(flatten)]
+    pub what_if: crate::whatif::WhatIfArgs,
 }
 
 fn resolve_all(sys: &System, names: &[String]) -> anyhow::Result<Vec<Client>> {
@@ -177,6 +183,8 @@ pub fn check_report(
         is_provider: c.is_provider,
         published: c.published,
         pairs: c.pairs.clone(),
+        what_if: None,
+        proven_fixes: Vec::new(),
     };
     Ok((report, c))
 }
@@ -192,12 +200,31 @@ pub fn check_exit(supported: Option<bool>) -> i32 {
 
 /// Run `check`.
 pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
-    let sys = load(common)?;
-    let (report, c) = check_report(&sys, &args.provider, &args.clients)?;
+    let mut sys = load(common)?;
+    let what_if = crate::whatif::apply_to(&mut sys, &args.what_if);
+    let (mut report, c) = check_report(&sys, &args.provider, &args.clients)?;
     let refused_errno = report.refused_errno.clone();
+    let fixes: Vec<crate::whatif::ProvenFix> = c
+        .clients
+        .iter()
+        .flat_map(|client| crate::whatif::prove_fix(&sys, c.provider, *client))
+        .collect();
+    report.what_if = what_if.clone();
+    report.proven_fixes = fixes
+        .iter()
+        .map(|f| p2pmem_wire::check::ProvenFix {
+            parameter: f.parameter.clone(),
+            cmdline: f.cmdline.clone(),
+            allowed: f.allowed,
+            map_type: f.map_type.clone(),
+        })
+        .collect();
     if common.json {
         print_json(&report)?;
     } else {
+        if let Some(w) = &what_if {
+            crate::whatif::print_header(w);
+        }
         println!("provider {}", describe(&sys, c.provider));
         if !c.is_provider {
             println!(
@@ -214,8 +241,17 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
                 println!("  {m}");
             }
         }
-        for f in &c.fixes {
-            println!("fix: add to the kernel command line (boot time only): {f}");
+        if fixes.is_empty() {
+            for f in &c.fixes {
+                println!("fix: add to the kernel command line (boot time only): {f}");
+            }
+        } else {
+            crate::whatif::print_fixes(&fixes);
+        }
+        if c.is_provider && c.fixes.is_empty() {
+            if let Some(advice) = crate::whatif::host_bridge_advice(c.map_type) {
+                println!("what would change it: {advice}");
+            }
         }
         let dist = c
             .distance
@@ -247,7 +283,12 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
 
 /// Run `find`.
 pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
-    let sys = load(common)?;
+    let mut sys = load(common)?;
+    if let Some(w) = crate::whatif::apply_to(&mut sys, &args.what_if) {
+        if !common.json {
+            crate::whatif::print_header(&w);
+        }
+    }
     let clients = resolve_all(&sys, &args.clients)?;
     let bdfs: Vec<Bdf> = clients.iter().map(|c| c.bdf).collect();
     let f = find(&sys.topology, &sys.rules, &bdfs)?;

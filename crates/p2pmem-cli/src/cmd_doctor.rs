@@ -5,10 +5,11 @@ use crate::Common;
 use p2pmem_linux::resource::read_bars;
 use p2pmem_linux::rootfs::RootFs;
 use p2pmem_linux::system::System;
+use p2pmem_model::boot_params::{dev_str_match, DeviceIds, Finding as BootFinding};
 use p2pmem_model::cmb::{self, CmbLoc, CmbOutcome, CmbSz};
 use p2pmem_model::errno::USERSPACE_P2P;
 use p2pmem_model::kernel_version::VersionRange;
-use p2pmem_model::{whitelist, KernelVersion};
+use p2pmem_model::{whitelist, Bdf, KernelVersion};
 use serde::Serialize;
 
 /// How much a finding matters.
@@ -63,6 +64,7 @@ pub fn diagnose(sys: &System) -> Vec<Finding> {
     provider_findings(sys, &mut out);
     cmb_findings(sys, &mut out);
     iommu_acs_findings(sys, &mut out);
+    cmdline_findings(sys, &mut out);
     host_bridge_findings(sys, k, &mut out);
     caveat_findings(sys, k, &mut out);
     for p in &sys.problems {
@@ -212,6 +214,124 @@ fn iommu_acs_findings(sys: &System, out: &mut Vec<Finding>) {
     }
     if !sys.truncated_config.is_empty() {
         out.push(f(Level::Warning, "acs", format!("config space of {} functions could only be read in part (not root): ACS state unknown", sys.truncated_config.len()), Some("run as root for ACS-dependent answers".into())));
+    }
+}
+
+/// The running command line as the kernel read it: lists split at commas, a later
+/// `pci=` option replacing an earlier one, entries that name no device here, and a
+/// `disable_acs_redir` that the kernel's own suggestion already asks for.
+fn cmdline_findings(sys: &System, out: &mut Vec<Finding>) {
+    let Some(cmdline) = sys.cmdline.as_deref() else {
+        return;
+    };
+    let k = sys.rules.kernel;
+    let boot = p2pmem_model::boot_params::parse_cmdline(cmdline, k);
+    for finding in &boot.findings {
+        let corrected = match finding {
+            BootFinding::CommaSplit { corrected, .. }
+            | BootFinding::Overridden { corrected, .. } => Some(format!("boot with {corrected}")),
+            BootFinding::Unsupported { .. } => {
+                Some("use pci=disable_acs_redir= (4.19+), or a 6.11+ kernel".into())
+            }
+        };
+        out.push(f(
+            Level::Warning,
+            "cmdline",
+            crate::whatif::finding_words(finding),
+            corrected,
+        ));
+    }
+    for line in &boot.kernel_lines {
+        out.push(f(
+            Level::Warning,
+            "cmdline",
+            format!("the kernel logged (or will log) `{line}`"),
+            None,
+        ));
+    }
+    // Entries that match no device of this system.
+    let devices: Vec<(Bdf, Vec<Bdf>, (u16, u16))> = sys
+        .topology
+        .functions()
+        .map(|f| {
+            (
+                f.bdf,
+                f.path.iter().rev().skip(1).copied().collect(),
+                (f.vendor, f.device),
+            )
+        })
+        .collect();
+    // A fix already given that did not take: ports the list names that still redirect.
+    if let Some(list) = &boot.disable_acs_redir {
+        for func in sys.topology.functions() {
+            if func.acs().redirects_p2p() != Some(true) {
+                continue;
+            }
+            let up: Vec<Bdf> = func.path.iter().rev().skip(1).copied().collect();
+            let d = DeviceIds {
+                bdf: func.bdf,
+                ids: (func.vendor, func.device),
+                subsystem: None,
+                upstream: &up,
+            };
+            let listed = list
+                .split(';')
+                .any(|spec| dev_str_match(spec, &d) == Some(true));
+            if !listed {
+                continue;
+            }
+            let why = match &boot.config_acs {
+                Some(c) => format!(
+                    "pci=config_acs={c} is applied after it and can set RR/CR again"
+                ),
+                None => "the running kernel did not apply it (a boot without it since, or a device quirk)".to_string(),
+            };
+            out.push(f(
+                Level::Warning,
+                "cmdline",
+                format!(
+                    "pci=disable_acs_redir= already lists {}, yet its ACS redirect is on: {why}",
+                    func.bdf
+                ),
+                Some(
+                    "ask p2pmem check PROVIDER CLIENT for a fix checked against this command line"
+                        .to_string(),
+                ),
+            ));
+        }
+    }
+    for (name, value, with_flags) in [
+        ("disable_acs_redir", &boot.disable_acs_redir, false),
+        ("config_acs", &boot.config_acs, true),
+    ] {
+        let Some(value) = value else { continue };
+        for entry in value.split(';').filter(|e| !e.is_empty()) {
+            let spec = if with_flags {
+                entry.split_once('@').map_or(entry, |(_, s)| s)
+            } else {
+                entry
+            };
+            let matched = devices.iter().any(|(bdf, up, ids)| {
+                let d = DeviceIds {
+                    bdf: *bdf,
+                    ids: *ids,
+                    subsystem: None,
+                    upstream: up,
+                };
+                dev_str_match(spec, &d) == Some(true)
+            });
+            if !matched {
+                out.push(f(
+                    Level::Warning,
+                    "cmdline",
+                    format!("pci={name}= entry `{entry}` matches no PCI function here"),
+                    Some(
+                        "check the address (lspci -D); it names nothing, so it changes nothing"
+                            .to_string(),
+                    ),
+                ));
+            }
+        }
     }
 }
 

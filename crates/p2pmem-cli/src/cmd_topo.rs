@@ -19,6 +19,9 @@ pub struct TopoArgs {
     /// kernel allows (solid: bus address, dashed: through the host bridge).
     #[arg(long, conflicts_with = "json")]
     pub dot: bool,
+    /// What if the system booted differently.
+    #[command(flatten)]
+    pub what_if: crate::whatif::WhatIfArgs,
 }
 
 #[derive(Serialize)]
@@ -116,6 +119,14 @@ fn names_of(sys: &System, bdf: Bdf) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
         .map(|r| r.name.as_str())
         .collect();
     (nvme, block, rdma)
+}
+
+/// ACS in words (without the leading space of the tree's lines).
+pub fn acs_words(acs: &AcsState) -> String {
+    match acs {
+        AcsState::Absent => "no ACS capability".to_string(),
+        other => acs_text(other).trim_start().to_string(),
+    }
 }
 
 fn acs_text(acs: &AcsState) -> String {
@@ -324,7 +335,11 @@ fn dot(sys: &System) -> String {
 
 /// Run `topo`.
 pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
-    let sys = load(common)?;
+    let mut sys = load(common)?;
+    let what_if = crate::whatif::apply_to(&mut sys, &args.what_if);
+    if let (Some(w), false, false) = (&what_if, common.json, args.dot) {
+        crate::whatif::print_header(w);
+    }
     if common.json {
         let functions = sys
             .topology

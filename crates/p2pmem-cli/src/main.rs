@@ -16,6 +16,7 @@ mod cmd_topo;
 mod lab_cmd;
 mod lab_dma;
 mod output;
+mod whatif;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

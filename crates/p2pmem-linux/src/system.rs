@@ -219,6 +219,7 @@ impl Reader {
             config,
             driver,
             p2pmem,
+            acs_override: None,
         })
     }
 

@@ -107,6 +107,9 @@ pub enum AcsUnknown {
     ConfigUnreadable,
     /// The capability list is malformed where ACS would be.
     MalformedCapabilities,
+    /// A what-if asked for the firmware's value of a redirect bit that the captured
+    /// boot had overwritten (with a boot parameter or for an IOMMU).
+    FirmwareValueUnknown,
 }
 
 impl AcsUnknown {
@@ -118,6 +121,9 @@ impl AcsUnknown {
             }
             Self::ConfigUnreadable => "config space could not be read",
             Self::MalformedCapabilities => "the extended capability list is malformed",
+            Self::FirmwareValueUnknown => {
+                "the firmware's ACS redirect bits are not known: the captured boot overwrote them"
+            }
         }
     }
 }

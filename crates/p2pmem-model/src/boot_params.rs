@@ -18,7 +18,7 @@
 use crate::acs::AcsFlags;
 use crate::bdf::Bdf;
 use crate::kernel_version::{KernelVersion, VersionRange};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `pci=config_acs=` and the firmware-based ACS arithmetic (47c8846a49ba, "PCI: Extend
 /// ACS configurability"): merged for 6.11 (bound from the merge window, not booted
@@ -93,7 +93,7 @@ const KNOWN_PCI_OPTIONS: &[&str] = &[
 ];
 
 /// What the kernel makes of a command line, as far as P2PDMA is concerned.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootParams {
     /// The `disable_acs_redir=` value in force (the last one given).
     pub disable_acs_redir: Option<String>,
@@ -110,7 +110,7 @@ pub struct BootParams {
 }
 
 /// A mistake in the `pci=` parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Finding {
     /// A list inside `disable_acs_redir=` or `config_acs=` separated by commas: the

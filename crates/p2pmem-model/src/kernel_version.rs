@@ -3,7 +3,7 @@
 //! `/proc/sys/kernel/osrelease` reads like `6.12.117`, `6.1.0-18-amd64` or
 //! `7.3.0-rc1+`; only the numeric `major.minor[.patch]` prefix decides which rules apply.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -68,6 +68,13 @@ impl FromStr for KernelVersion {
 impl fmt::Display for KernelVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl<'de> Deserialize<'de> for KernelVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

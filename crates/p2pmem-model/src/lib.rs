@@ -24,6 +24,7 @@ pub mod nvmet_plan;
 pub mod pool;
 pub mod select;
 pub mod topology;
+pub mod whatif;
 pub mod whitelist;
 
 pub use bdf::{Bdf, HostBridgeId};

@@ -54,11 +54,17 @@ pub struct Function {
     pub driver: Option<String>,
     /// P2PDMA provider state, if it has `p2pmem/`.
     pub p2pmem: Option<P2pmemInfo>,
+    /// ACS as a what-if (`crate::whatif`) set it, instead of the config space's.
+    #[serde(skip)]
+    pub acs_override: Option<AcsState>,
 }
 
 impl Function {
     /// ACS as far as the config space shows it.
     pub fn acs(&self) -> AcsState {
+        if let Some(a) = self.acs_override {
+            return a;
+        }
         match &self.config {
             Some(cs) => cs.acs(),
             None => AcsState::Unknown {
@@ -316,6 +322,7 @@ pub(crate) mod tests {
             class,
             config,
             driver: None,
+            acs_override: None,
             p2pmem: None,
         }
     }

@@ -2,6 +2,7 @@
 //! model's decision for a provider and its clients.
 
 use p2pmem_model::distance::PairVerdict;
+use p2pmem_model::whatif::WhatIfReport;
 use p2pmem_model::Bdf;
 use serde::{Deserialize, Serialize};
 
@@ -36,4 +37,23 @@ pub struct CheckReport {
     pub published: bool,
     /// Each client's decision, with every test the kernel makes.
     pub pairs: Vec<PairVerdict>,
+    /// The boot asked about (`--cmdline`, `--iommu`, `--kernel`), when one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub what_if: Option<WhatIfReport>,
+    /// Every fix for an ACS-redirect refusal, checked by deciding the pair again with it.
+    #[serde(default)]
+    pub proven_fixes: Vec<ProvenFix>,
+}
+
+/// A fix, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvenFix {
+    /// The parameter, as to add it.
+    pub parameter: String,
+    /// The whole command line the check decided with.
+    pub cmdline: String,
+    /// The pair's verdict with it (`null`: unknown).
+    pub allowed: Option<bool>,
+    /// The map type with it.
+    pub map_type: Option<String>,
 }

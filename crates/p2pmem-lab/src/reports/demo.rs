@@ -358,6 +358,8 @@ mod tests {
             is_provider: true,
             published: true,
             pairs: Vec::new(),
+            what_if: None,
+            proven_fixes: Vec::new(),
         }
     }
 

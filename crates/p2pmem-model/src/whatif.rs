@@ -1,0 +1,254 @@
+//! What if the system booted differently: another kernel command line, the IOMMU on or
+//! off, another kernel version. Each port's ACS Control is recomputed from its capability
+//! and the firmware value behind the captured register ([`crate::boot_params`]), the
+//! rules take the other kernel, and the usual decision runs on the result. What the
+//! capture cannot tell (a firmware redirect bit the captured boot overwrote) stays
+//! unknown, never guessed.
+
+use crate::acs::{AcsFlags, AcsState, AcsUnknown};
+use crate::bdf::Bdf;
+use crate::boot_params::{enable_acs, firmware_from_capture, parse_cmdline, BootParams, DeviceIds};
+use crate::distance::Rules;
+use crate::kernel_version::KernelVersion;
+use crate::topology::Topology;
+use serde::{Deserialize, Serialize};
+
+/// The boot asked about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WhatIf {
+    /// A whole kernel command line, or only its `pci=` part; `None`: the captured one.
+    pub cmdline: Option<String>,
+    /// The IOMMU on or off; `None`: as the new command line says, else as captured.
+    pub iommu: Option<bool>,
+    /// Another kernel version; `None`: the captured one.
+    pub kernel: Option<KernelVersion>,
+}
+
+impl WhatIf {
+    /// Asks nothing different.
+    pub fn is_empty(&self) -> bool {
+        self.cmdline.is_none() && self.iommu.is_none() && self.kernel.is_none()
+    }
+}
+
+/// The boot the system was captured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured<'a> {
+    /// `/proc/cmdline`.
+    pub cmdline: &'a str,
+    /// Whether an IOMMU was active (`/sys/class/iommu` had entries).
+    pub iommu: bool,
+}
+
+/// One port whose ACS changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcsChange {
+    /// The port.
+    pub bdf: Bdf,
+    /// As captured.
+    pub before: AcsState,
+    /// As the asked boot would leave it.
+    pub after: AcsState,
+}
+
+/// What the asked boot changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhatIfReport {
+    /// The command line asked about.
+    pub cmdline: String,
+    /// Whether the IOMMU would be on.
+    pub iommu: bool,
+    /// The kernel asked about.
+    pub kernel: KernelVersion,
+    /// Ports whose ACS Control changes.
+    pub acs_changes: Vec<AcsChange>,
+    /// Lines the kernel would print about the parameters (unknown options, bad ACS
+    /// flags, `Configured ACS to ...`).
+    pub kernel_lines: Vec<String>,
+    /// How the kernel reads the parameters.
+    pub boot: BootParams,
+}
+
+/// Applies `w` to a captured topology: the topology and rules to decide with, and what
+/// changed.
+pub fn apply(
+    topo: &Topology,
+    rules: &Rules,
+    captured: &Captured<'_>,
+    w: &WhatIf,
+) -> (Topology, Rules, WhatIfReport) {
+    let kernel = w.kernel.unwrap_or(rules.kernel);
+    let captured_boot = parse_cmdline(captured.cmdline, rules.kernel);
+    let cmdline = w
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| captured.cmdline.to_string());
+    let boot = parse_cmdline(&cmdline, kernel);
+    let iommu = w
+        .iommu
+        .or(if w.cmdline.is_some() {
+            boot.iommu
+        } else {
+            None
+        })
+        .unwrap_or(captured.iommu);
+    let mut functions = Vec::new();
+    let mut changes = Vec::new();
+    let mut lines = boot.kernel_lines.clone();
+    for f in topo.functions() {
+        let mut f = f.clone();
+        let before = f.acs();
+        if let AcsState::Present {
+            offset,
+            capability,
+            control,
+        } = before
+        {
+            let upstream: Vec<Bdf> = f.path.iter().rev().skip(1).copied().collect();
+            let dev = DeviceIds {
+                bdf: f.bdf,
+                ids: (f.vendor, f.device),
+                subsystem: None,
+                upstream: &upstream,
+            };
+            let fw = firmware_from_capture(
+                &dev,
+                capability.0,
+                control.0,
+                &captured_boot,
+                captured.iommu,
+                rules.kernel,
+            );
+            let setup = enable_acs(&dev, capability.0, fw, iommu, &boot, kernel);
+            lines.extend(setup.kernel_lines);
+            let mask = AcsFlags::P2PDMA_REDIRECT_MASK;
+            let redirect_known_on = setup.ctrl & setup.known & mask != 0;
+            let after = if redirect_known_on || setup.known & mask == mask {
+                AcsState::Present {
+                    offset,
+                    capability,
+                    control: AcsFlags(setup.ctrl),
+                }
+            } else {
+                AcsState::Unknown {
+                    reason: AcsUnknown::FirmwareValueUnknown,
+                }
+            };
+            if after != before {
+                changes.push(AcsChange {
+                    bdf: f.bdf,
+                    before,
+                    after,
+                });
+                f.acs_override = Some(after);
+            }
+        }
+        functions.push(f);
+    }
+    // The functions come from a valid topology: rebuilding it cannot fail.
+    let topology = Topology::new(functions).unwrap_or_else(|_| topo.clone());
+    let rules = Rules {
+        kernel,
+        cpu: rules.cpu.clone(),
+    };
+    let report = WhatIfReport {
+        cmdline,
+        iommu,
+        kernel,
+        acs_changes: changes,
+        kernel_lines: lines,
+        boot,
+    };
+    (topology, rules, report)
+}
+
+/// `cmdline` with `param` (`pci=disable_acs_redir=LIST`) added the way that works: a
+/// `disable_acs_redir` already in force is merged into one list (a second `pci=` option
+/// would replace it).
+pub fn add_disable_acs_redir(cmdline: &str, kernel: KernelVersion, devices: &[Bdf]) -> String {
+    let boot = parse_cmdline(cmdline, kernel);
+    let mut list: Vec<String> = boot
+        .disable_acs_redir
+        .iter()
+        .flat_map(|l| l.split(';').map(str::to_string))
+        .filter(|s| !s.is_empty())
+        .collect();
+    for d in devices {
+        let s = d.to_string();
+        if !list.contains(&s) {
+            list.push(s);
+        }
+    }
+    let words: Vec<&str> = cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("pci=disable_acs_redir="))
+        .collect();
+    let mut out = words.join(" ");
+    if !out.is_empty() {
+        out.push(' ');
+    }
+    out.push_str(&format!("pci=disable_acs_redir={}", list.join(";")));
+    out
+}
+
+/// `cmdline` with every `config_acs` entry that names one of `devices` rewritten to
+/// force RR, CR and EC off (its other flags kept): what it takes when `config_acs` (which
+/// the kernel applies after `disable_acs_redir`) is what sets the redirect.
+pub fn clear_redirect_in_config_acs(
+    cmdline: &str,
+    kernel: KernelVersion,
+    devices: &[(Bdf, Vec<Bdf>)],
+) -> Option<String> {
+    let boot = parse_cmdline(cmdline, kernel);
+    let value = boot.config_acs?;
+    let mut changed = false;
+    let entries: Vec<String> = value
+        .split(';')
+        .map(|entry| {
+            let Some((bits, spec)) = entry.split_once('@') else {
+                return entry.to_string();
+            };
+            let names_one = devices.iter().any(|(bdf, upstream)| {
+                let dev = DeviceIds {
+                    bdf: *bdf,
+                    ids: (0, 0),
+                    subsystem: None,
+                    upstream,
+                };
+                crate::boot_params::dev_str_match(spec, &dev) == Some(true)
+            });
+            if !names_one {
+                return entry.to_string();
+            }
+            // Right to left from bit 0; RR is bit 2, CR bit 3, EC bit 5.
+            let mut chars: Vec<char> = bits.chars().rev().collect();
+            while chars.len() < 6 {
+                chars.push('x');
+            }
+            for bit in [2, 3, 5] {
+                if chars[bit] != '0' {
+                    chars[bit] = '0';
+                    changed = true;
+                }
+            }
+            let bits: String = chars.iter().rev().collect();
+            format!("{bits}@{spec}")
+        })
+        .collect();
+    if !changed {
+        return None;
+    }
+    let words: Vec<&str> = cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("pci=config_acs="))
+        .collect();
+    let mut out = words.join(" ");
+    if !out.is_empty() {
+        out.push(' ');
+    }
+    out.push_str(&format!("pci=config_acs={}", entries.join(";")));
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;
