@@ -62,11 +62,17 @@ pub fn guest_sh(topology: &str, script: &str) -> String {
 /// run `plan` in the guest.
 #[allow(dead_code)]
 pub fn run_plan(topology: &str, cpu: Option<&str>, plan: &Plan) -> PlanRun {
+    let topo = Topology::load(topology).expect("topology");
+    run_plan_topo(&topo, cpu, plan)
+}
+
+/// [`run_plan`] with a topology the test built or changed.
+#[allow(dead_code)]
+pub fn run_plan_topo(topo: &Topology, cpu: Option<&str>, plan: &Plan) -> PlanRun {
     let mut lab = Lab::from_env().expect("lab settings");
     lab.p2pmem = bin();
-    let topo = Topology::load(topology).expect("topology");
-    lab.run_plan(&topo, cpu, plan, false)
-        .unwrap_or_else(|e| panic!("lab run of {topology} failed: {e}"))
+    lab.run_plan(topo, cpu, plan, false)
+        .unwrap_or_else(|e| panic!("lab run of {} failed: {e}", topo.name))
 }
 
 /// `p2pmem --json lab demo --topology TOPO [--cpu CPU]`, read back typed: the pairs, the
