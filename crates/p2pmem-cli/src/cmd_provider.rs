@@ -327,7 +327,10 @@ pub fn print_demo_binds(binds: &[BindAttempt]) {
 
 /// `lab demo`: the copy through a provider the driver published, with its speed.
 pub fn print_demo_copy(s: &p2pmem_lab::reports::demo::DemoSummary) {
-    if s.driver_providers.is_empty() && s.driver_copy_verified.is_none() {
+    if s.driver_providers.is_empty()
+        && s.driver_copy_verified.is_none()
+        && s.driver_not_built.is_none()
+    {
         return;
     }
     let speed = s

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::lab_kernel::KernelOpts;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use p2pmem_lab::plans::dma::demo_copies;
@@ -39,8 +40,12 @@ impl LabArgs {
 
 #[derive(Debug, Subcommand)]
 enum LabCommand {
-    /// Build the lab kernel (or reuse the cached one) and print its path.
-    Kernel,
+    /// Build the lab kernel (or reuse the cached one) and the p2pmem_pci module for it,
+    /// and print the kernel's path.
+    Kernel {
+        #[command(flatten)]
+        kernel: KernelOpts,
+    },
     /// List the embedded topologies.
     Topologies,
     /// Boot a topology, run COMMAND in the guest, print its output, exit with its status.
@@ -104,11 +109,14 @@ struct GuestOpts {
     /// Guest time limit in seconds (default 300, or $P2PMEM_LAB_TIMEOUT).
     #[arg(long)]
     timeout: Option<u64>,
+    #[command(flatten)]
+    kernel: KernelOpts,
 }
 
 impl GuestOpts {
     fn lab_and_topology(&self) -> anyhow::Result<(Lab, Topology)> {
         let mut lab = Lab::from_env()?;
+        lab.kernel = self.kernel.spec()?;
         if let Some(t) = self.timeout {
             lab.timeout = Duration::from_secs(t);
         }
@@ -124,8 +132,10 @@ impl GuestOpts {
 /// Runs `p2pmem lab ...`; returns the process exit code.
 pub fn run(args: LabArgs) -> anyhow::Result<i32> {
     match args.command {
-        LabCommand::Kernel => {
-            let k = Lab::from_env()?.kernel()?;
+        LabCommand::Kernel { kernel } => {
+            let mut lab = Lab::from_env()?;
+            lab.kernel = kernel.spec()?;
+            let (k, _) = lab.kernel()?;
             println!("{}", k.bzimage.display());
             Ok(0)
         }
@@ -344,6 +354,7 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
             cpu: &cpu,
             boot_dmesg: &out.boot_dmesg,
             kernel_key: &out.kernel.key,
+            kernel_source: &out.kernel.source,
             qemu_version: &qemu,
         },
         &res,
@@ -438,8 +449,8 @@ fn verdict(v: Option<bool>) -> &'static str {
 
 fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSummary) {
     println!(
-        "topology {} (cpu {}): {}",
-        topo.name, s.cpu, topo.description
+        "topology {} (cpu {}, kernel {}): {}",
+        topo.name, s.cpu, res.inventory.osrelease, topo.description
     );
     println!("NVMe devices:");
     for n in &res.inventory.nvme {

@@ -15,6 +15,7 @@ mod cmd_provider;
 mod cmd_topo;
 mod lab_cmd;
 mod lab_dma;
+mod lab_kernel;
 mod output;
 mod whatif;
 

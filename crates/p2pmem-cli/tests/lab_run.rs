@@ -20,10 +20,33 @@ fn kernel_is_built_or_cached_and_has_p2pdma() {
     assert!(path.ends_with("bzImage"), "{}", path.display());
     assert!(std::fs::metadata(path).unwrap().len() > 1_000_000);
     let config = std::fs::read_to_string(path.with_file_name("config")).unwrap();
-    assert!(config.lines().any(|l| l == "CONFIG_PCI_P2PDMA=y"));
-    assert!(config
-        .lines()
-        .any(|l| l == "# CONFIG_IOMMU_SUPPORT is not set"));
+    let has = |line: &str| config.lines().any(|l| l == line);
+    assert!(has("CONFIG_PCI_P2PDMA=y"));
+    // The Intel IOMMU is built in but off unless the command line says intel_iommu=on
+    // (topologies with iommu = "intel"), so this one kernel serves both.
+    assert!(has("CONFIG_IOMMU_SUPPORT=y"));
+    assert!(has("CONFIG_INTEL_IOMMU=y"));
+    assert!(has("CONFIG_INTEL_IOMMU_DEFAULT_OFF=y"));
+    assert!(has("# CONFIG_INTEL_IOMMU_DEFAULT_ON is not set"));
+    // The default line is 6.12, the one the p2pmem_pci driver (Rust) is built for.
+    assert!(has("CONFIG_RUST=y"));
+    assert!(config.contains("Linux/x86 6.12."), "not a 6.12 config");
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn the_iommu_topology_turns_the_iommu_on_and_keeps_the_bdfs() {
+    let script = "cat /proc/cmdline; ls /sys/class/iommu; for c in /sys/class/nvme/*; do echo \"$(tr -d ' ' < \"$c/serial\") $(basename \"$(readlink -f \"$c/device\")\")\"; done | sort";
+    let out = guest_sh("rootports_iommu", script);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("console=ttyS0 panic=-1 intel_iommu=on"),
+        "{out}"
+    );
+    assert!(lines.next().is_some_and(|l| l.starts_with("dmar")), "{out}");
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(rest, ["rpA 0000:01:00.0", "rpB 0000:02:00.0"], "{out}");
 }
 
 #[test]

@@ -52,13 +52,29 @@ pub enum LabError {
         hint: &'static str,
     },
 
-    /// An option of the kernel fragment did not survive `make olddefconfig`.
-    #[error("kernel option {option} did not stick in {} (a dependency is missing from the fragment)", config.display())]
+    /// Options of the kernel fragment did not survive `make olddefconfig`.
+    #[error("kernel {line}: {} did not stick in {} (a dependency is missing from the fragment, or the option does not exist in {line}: give it a condition such as [<{line}])", options.join(", "), config.display())]
     KernelOption {
-        /// The option line, e.g. `CONFIG_PCI_P2PDMA=y`.
-        option: String,
+        /// The kernel line.
+        line: String,
+        /// The option lines, e.g. `CONFIG_PCI_P2PDMA=y`.
+        options: Vec<String>,
         /// The resulting `.config`.
         config: PathBuf,
+    },
+
+    /// The kernel config fragment is malformed.
+    #[error(transparent)]
+    Fragment(#[from] crate::build::FragmentError),
+
+    /// A kernel source cannot be used: a pinned package that cannot be fetched or does
+    /// not match its pin, a tree or config that is not a kernel's.
+    #[error("kernel source {origin}: {why}")]
+    Source {
+        /// The package (`linux-source-6.12=6.12.118-1~deb12u1`) or path.
+        origin: String,
+        /// What is wrong, and what to do.
+        why: String,
     },
 
     /// A topology file is invalid.

@@ -18,7 +18,7 @@ pub mod progress;
 pub mod reports;
 pub mod run;
 
-pub use build::{ensure_kernel, Cache, Kernel, KernelSpec};
+pub use build::{ensure_kernel, Cache, Driver, Kernel, KernelSource, KernelSpec};
 pub use error::{LabError, Result};
 pub use machine::topology::Topology;
 pub use progress::Progress;

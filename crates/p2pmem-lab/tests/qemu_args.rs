@@ -117,3 +117,31 @@ fn script_quotes_the_append_value() {
     assert!(s.contains("  -append 'console=ttyS0 panic=-1' \\\n"));
     assert!(s.contains("  -device pcie-root-port,id=rp1,bus=pcie.0,addr=0x4,chassis=1,slot=0 \\\n"));
 }
+
+#[test]
+fn an_iommu_is_the_first_device_and_moves_nothing_else() {
+    for (with, without) in [
+        ("rootports_iommu", "rootports_max"),
+        ("switch_iommu", "switch"),
+    ] {
+        let a = scratch_args(with);
+        let b = scratch_args(without);
+        let first = a.iter().position(|x| x == "-device").unwrap();
+        assert_eq!(a[first + 1], "intel-iommu,intremap=off", "{with}");
+        let ap = a.iter().position(|x| x == "-append").unwrap();
+        assert_eq!(a[ap + 1], "console=ttyS0 panic=-1 intel_iommu=on", "{with}");
+        // Everything else is the same argv, the devices in the same order with the same
+        // buses and addresses (so the same BDFs), image paths aside.
+        let rest = |args: &[String], name: &str| -> Vec<String> {
+            args.iter()
+                .filter(|x| !x.starts_with("intel-iommu") && !x.starts_with("console="))
+                .map(|x| x.replace(&format!("img/{name}/"), "img/"))
+                .collect()
+        };
+        let mut a_rest = rest(&a, with);
+        let first = a_rest.iter().position(|x| x == "-device").unwrap();
+        a_rest.remove(first);
+        assert_eq!(a_rest, rest(&b, without), "{with}");
+    }
+    assert!(!scratch_args("switch").iter().any(|x| x.contains("iommu")));
+}

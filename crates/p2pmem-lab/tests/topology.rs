@@ -78,6 +78,45 @@ fn acs_topology_sets_config_acs_on_its_root_port() {
 }
 
 #[test]
+fn iommu_topologies_are_their_plain_twins_with_the_iommu() {
+    use p2pmem_lab::machine::topology::Iommu;
+    for (with, without) in [
+        ("rootports_iommu", "rootports_max"),
+        ("switch_iommu", "switch"),
+    ] {
+        let a = Topology::embedded(with).unwrap();
+        let b = Topology::embedded(without).unwrap();
+        assert_eq!(a.iommu, Some(Iommu::Intel));
+        assert_eq!(b.iommu, None);
+        assert_eq!(a.kernel_cmdline(), "console=ttyS0 panic=-1 intel_iommu=on");
+        assert_eq!(
+            (&a.root_port, &a.switch, &a.cpu),
+            (&b.root_port, &b.switch, &b.cpu)
+        );
+        let serials = |t: &Topology| -> Vec<(String, String, Option<u32>)> {
+            t.nvme
+                .iter()
+                .map(|n| (n.serial.clone(), n.parent.clone(), n.cmb_mb))
+                .collect()
+        };
+        assert_eq!(serials(&a), serials(&b), "{with}");
+    }
+    let t = parse(&MINIMAL.replace(
+        "cpu = \"max\"",
+        "cpu = \"max\"\niommu = \"intel\"\ncmdline = \"x=1\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        t.kernel_cmdline(),
+        "console=ttyS0 panic=-1 intel_iommu=on x=1"
+    );
+    assert_err(
+        &MINIMAL.replace("cpu = \"max\"", "cpu = \"max\"\niommu = \"amd\""),
+        &["iommu", "intel"],
+    );
+}
+
+#[test]
 fn missing_cpu_is_named() {
     assert_err(&MINIMAL.replace("cpu = \"max\"", ""), &["cpu"]);
     assert_err(&MINIMAL.replace("\"max\"", "\"\""), &["cpu"]);

@@ -1,9 +1,14 @@
 //! The `p2pmem_pci` kernel module (`driver/p2pmem_pci/`, Rust), built against the lab
-//! kernel's own build tree and cached next to it.
+//! kernel's own build tree and cached next to it, or the reason it is not built.
+//!
+//! The driver is written for the Rust support of the lines in [`DRIVER_LINES`] (6.12);
+//! the lab's fragment enables Rust there only. For another line, a kernel without
+//! `CONFIG_RUST=y`, or a prebuilt image given without its tree, the answer is
+//! [`Driver::NotBuilt`] with the reason, and the lab runs without the module.
 //!
 //! The driver's sources are embedded in this crate, so any `p2pmem` binary can build
 //! them. A module is cached as `kernels/<kernel key>/driver-<source key>/p2pmem_pci.ko`,
-//! where the source key hashes the files; a build runs `make -C <tree>/src O=<tree>/out
+//! where the source key hashes the files; a build runs `make -C <src> [O=<out>]
 //! M=<dir> modules` (bindgen on `PATH`, which the driver's Kbuild uses to generate its
 //! bindings from this exact kernel build) in a staging directory renamed into place when
 //! complete (`staged.rs`); a failed build leaves its log as `driver-<key>.failed.log`.
@@ -15,7 +20,9 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use crate::build::cache::Cache;
-use crate::build::kernel::{make, Kernel};
+use crate::build::fragment::config_has;
+use crate::build::kernel::{make, Kernel, ModuleTree};
+use crate::build::lines::Line;
 use crate::build::process::run_logged;
 use crate::build::staged::build_staged;
 use crate::build::toolchain::ensure_rust_tools;
@@ -50,13 +57,59 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The kernel build tree kept with a cached kernel: `<kernel dir>/build/{src,out}`.
-pub fn build_tree(kernel: &Kernel) -> PathBuf {
-    kernel_dir(kernel).join("build")
+/// The lines whose Rust support the driver's sources are written for (6.12's `module!`
+/// and kernel crate; 6.1's Rust has no PCI, 7.x's `module!` and bindings differ).
+pub const DRIVER_LINES: &[Line] = &[Line::new(6, 12)];
+
+/// The `p2pmem_pci` module of a kernel, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Driver {
+    /// The module file.
+    Built(PathBuf),
+    /// Why it is not built: `p2pmem_pci is not built for kernel 7.3: ...`.
+    NotBuilt(String),
 }
 
-fn kernel_dir(kernel: &Kernel) -> &Path {
-    kernel.bzimage.parent().unwrap_or_else(|| Path::new("."))
+impl Driver {
+    /// The module file, when built.
+    pub fn module(&self) -> Option<&Path> {
+        match self {
+            Driver::Built(p) => Some(p),
+            Driver::NotBuilt(_) => None,
+        }
+    }
+
+    /// Why it is not built, when it is not.
+    pub fn not_built(&self) -> Option<&str> {
+        match self {
+            Driver::Built(_) => None,
+            Driver::NotBuilt(why) => Some(why),
+        }
+    }
+}
+
+/// Why the driver cannot be built for a kernel of `line` (with or without `CONFIG_RUST`,
+/// with or without a build tree), or `None` when it can.
+pub fn why_not_built(line: Line, rust: bool, tree: bool) -> Option<String> {
+    let head = format!("{MODULE_NAME} is not built for kernel {line}");
+    let lines = DRIVER_LINES
+        .iter()
+        .map(Line::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !DRIVER_LINES.contains(&line) {
+        Some(format!(
+            "{head}: the driver is written for the Rust support of Linux {lines}, so the lab builds {line} without Rust"
+        ))
+    } else if !rust {
+        Some(format!("{head}: the kernel's config has no CONFIG_RUST=y"))
+    } else if !tree {
+        Some(format!(
+            "{head}: a prebuilt --kernel-image needs the tree it was built in (--kernel-source DIR) to build modules against"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Hex sha256 (first 16 digits) of the driver's file names and contents.
@@ -75,24 +128,32 @@ pub fn source_key(sources: &[(&str, &str)]) -> String {
         .collect()
 }
 
-/// Returns the cached `p2pmem_pci.ko` for `kernel`, building it first if needed.
-pub fn ensure_driver(cache: &Cache, kernel: &Kernel, progress: Progress) -> Result<PathBuf> {
+/// Returns the cached `p2pmem_pci.ko` for `kernel`, building it first if needed, or
+/// why it is not built for that kernel.
+pub fn ensure_driver(cache: &Cache, kernel: &Kernel, progress: Progress) -> Result<Driver> {
+    let config =
+        fs::read_to_string(&kernel.config).map_err(io_err("cannot read", &kernel.config))?;
+    let rust = config_has(&config, "CONFIG_RUST");
+    if let Some(why) = why_not_built(kernel.line, rust, kernel.modules.is_some()) {
+        return Ok(Driver::NotBuilt(why));
+    }
+    let Some(tree) = kernel.modules.as_ref() else {
+        return Ok(Driver::NotBuilt(format!("{MODULE_NAME}: no build tree")));
+    };
     let key = source_key(SOURCES);
-    let dir = kernel_dir(kernel).join(format!("driver-{key}"));
+    let dir = kernel.dir.join(format!("driver-{key}"));
     let ko = dir.join(format!("{MODULE_NAME}.ko"));
     if ko.is_file() {
-        return Ok(ko);
+        return Ok(Driver::Built(ko));
     }
-    let tree = build_tree(kernel);
-    let (src, out) = (tree.join("src"), tree.join("out"));
-    if !out
-        .join("rust/bindings/.bindings_generated.rs.cmd")
-        .is_file()
-    {
+    let generated = tree
+        .objects()
+        .join("rust/bindings/.bindings_generated.rs.cmd");
+    if !generated.is_file() {
         return Err(LabError::Missing {
-            what: "the lab kernel's Rust build tree",
-            path: out,
-            hint: "this kernel was cached without its build tree: delete its directory under kernels/ and run `p2pmem lab kernel`",
+            what: "the kernel's Rust build tree",
+            path: generated,
+            hint: "a lab kernel cached without its build tree: delete its directory under kernels/ and run `p2pmem lab kernel`; a user's tree: build it (with CONFIG_RUST=y) first",
         });
     }
     let tools = ensure_rust_tools(cache, progress)?;
@@ -101,16 +162,15 @@ pub fn ensure_driver(cache: &Cache, kernel: &Kernel, progress: Progress) -> Resu
         &dir,
         &format!("{MODULE_NAME}.ko"),
         Some("build.log"),
-        |work| build_in(work, &src, &out, &tools.path, progress),
+        |work| build_in(work, tree, &tools.path, progress),
     )?;
-    Ok(ko)
+    Ok(Driver::Built(ko))
 }
 
 /// Builds the module in the empty directory `work` (the module's `M=` directory).
 fn build_in(
     work: &Path,
-    src: &Path,
-    out: &Path,
+    tree: &ModuleTree,
     path: &std::ffi::OsStr,
     progress: Progress,
 ) -> Result<()> {
@@ -123,10 +183,19 @@ fn build_in(
     fs::File::create(&log).map_err(io_err("cannot create", &log))?;
     progress.phase(&format!(
         "building the {MODULE_NAME} module (Rust) against {} (a few seconds)",
-        out.display()
+        tree.objects().display()
     ));
     let module_dir = format!("M={}", work.display());
-    run_logged(make(src, out, path, &[&module_dir, "modules"]), &log, None)?;
+    run_logged(
+        make(
+            &tree.src,
+            tree.out.as_deref(),
+            path,
+            &[&module_dir, "modules"],
+        ),
+        &log,
+        None,
+    )?;
     let ko = work.join(format!("{MODULE_NAME}.ko"));
     if !ko.is_file() {
         return Err(LabError::Missing {
@@ -154,6 +223,39 @@ mod tests {
         assert_ne!(a, source_key(&[("a.rs", "y")]));
         assert_ne!(source_key(&[("ab", "c")]), source_key(&[("a", "bc")]));
         assert_eq!(a, source_key(&[("a.rs", "x")]));
+    }
+
+    #[test]
+    fn the_driver_is_built_only_where_it_can_be() {
+        let l612 = Line::new(6, 12);
+        assert_eq!(why_not_built(l612, true, true), None);
+        let why = why_not_built(Line::new(7, 3), true, true).unwrap();
+        assert!(
+            why.starts_with("p2pmem_pci is not built for kernel 7.3"),
+            "{why}"
+        );
+        let why = why_not_built(Line::new(6, 1), false, true).unwrap();
+        assert!(
+            why.starts_with("p2pmem_pci is not built for kernel 6.1"),
+            "{why}"
+        );
+        let why = why_not_built(l612, false, true).unwrap();
+        assert!(why.contains("no CONFIG_RUST=y"), "{why}");
+        let why = why_not_built(l612, true, false).unwrap();
+        assert!(why.contains("--kernel-source"), "{why}");
+    }
+
+    #[test]
+    fn the_fragment_enables_rust_exactly_where_the_driver_builds() {
+        use crate::build::fragment::{Fragment, Requirement, FRAGMENT};
+        let f = Fragment::parse(FRAGMENT).unwrap();
+        for pin in crate::build::lines::PINS {
+            let rust = f
+                .for_line(pin.line)
+                .unwrap()
+                .contains(&Requirement::Set("CONFIG_RUST=y".into()));
+            assert_eq!(rust, DRIVER_LINES.contains(&pin.line), "{}", pin.line);
+        }
     }
 
     #[test]

@@ -1,61 +1,59 @@
-//! The lab kernel: Debian's `linux-source-6.12` built with `tinyconfig` plus the fragment
-//! `kernel/p2pmem-lab.config` (P2PDMA, NVMe, ACPI/MMCONFIG, no IOMMU, modules and Rust).
+//! The lab kernel: a kernel line's source (a pinned Debian package by default, or a
+//! user's tree, see `source.rs`) built with `tinyconfig` plus the options of the fragment
+//! `kernel/p2pmem-lab.config` that hold for that line (`fragment.rs`): P2PDMA, NVMe,
+//! ACPI/MMCONFIG, the Intel IOMMU (built in, off unless `intel_iommu=on`), modules, and
+//! Rust where the `p2pmem_pci` driver is built. A user's prebuilt image is used as it is,
+//! its config checked against the same options.
 //!
-//! A kernel is cached under `kernels/<key>/bzImage`, where the key hashes the source
-//! tarball's identity (size and first MiB), the fragment text, [`RECIPE_VERSION`] and the
-//! `rustc` version. A build runs in a staging directory `kernels/<key>.tmp-<pid>-<n>/` and
-//! is renamed into place only when complete (`staged.rs`), so an interrupted build never
-//! leaves a half kernel behind; a failed one leaves its log as `kernels/<key>.failed.log`.
-//! The build tree is kept, slimmed to what module builds read, as `kernels/<key>/build/`
-//! (`src/`, `out/`) for the `p2pmem_pci` module (`driver.rs`).
+//! A kernel is cached under `kernels/<key>/bzImage`, where the key hashes
+//! [`RECIPE_VERSION`], the source's identity (for a pin: package, version and the
+//! `.deb`'s sha256), the fragment text and the `rustc` version. A build runs in a staging
+//! directory `kernels/<key>.tmp-<pid>-<n>/` and is renamed into place only when complete
+//! (`staged.rs`), so an interrupted build never leaves a half kernel behind; a failed one
+//! leaves its log as `kernels/<key>.failed.log`. The build tree is kept for the
+//! `p2pmem_pci` module (`driver.rs`): `kernels/<key>/build/out`, and for a pinned source
+//! `build/src`, slimmed to what module builds read (a user's tree stays where it is).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::build::cache::Cache;
+use crate::build::debian::ensure_source;
+use crate::build::fragment::{unmet, Fragment, Requirement, FRAGMENT};
+use crate::build::lines::Line;
 use crate::build::process::run_logged;
+use crate::build::source::{short_hash, KernelSource};
 use crate::build::staged::build_staged;
 use crate::error::{io_err, LabError, Result};
 use crate::progress::Progress;
 
-/// The config fragment merged on top of `make tinyconfig`.
-pub const FRAGMENT: &str = include_str!("../../kernel/p2pmem-lab.config");
-
 /// Bumped whenever the build steps change in a way that changes the kernel.
-pub const RECIPE_VERSION: &str = "p2pmem-lab-kernel-recipe-2";
-
-/// Where Debian's `linux-source-6.12` package puts the source.
-pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+pub const RECIPE_VERSION: &str = "p2pmem-lab-kernel-recipe-3";
 
 /// Lines `make bzImage modules` prints for a clean build of this config (measured), for
 /// the percentage in the heartbeat.
 const EXPECTED_BUILD_LINES: usize = 2150;
 
 /// What to build.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct KernelSpec {
-    /// The kernel source tarball (`.tar.xz`).
-    pub tarball: PathBuf,
-    /// The config fragment text.
-    pub fragment: String,
+    /// Where the kernel comes from.
+    pub source: KernelSource,
+    /// The config fragment text (default: [`FRAGMENT`]).
+    pub fragment: Option<String>,
 }
 
-impl Default for KernelSpec {
-    fn default() -> Self {
-        Self {
-            tarball: PathBuf::from(DEFAULT_TARBALL),
-            fragment: FRAGMENT.to_string(),
-        }
+impl KernelSpec {
+    /// The fragment text this spec builds with.
+    pub fn fragment(&self) -> &str {
+        self.fragment.as_deref().unwrap_or(FRAGMENT)
     }
 }
 
-/// A built kernel.
+/// A built (or adopted) kernel.
 #[derive(Debug, Clone)]
 pub struct Kernel {
     /// The `bzImage`.
@@ -66,237 +64,279 @@ pub struct Kernel {
     pub key: String,
     /// True when this call built it, false when it came from the cache.
     pub built: bool,
+    /// Its cache directory (modules built for it are cached below).
+    pub dir: PathBuf,
+    /// Its line (6.12).
+    pub line: Line,
+    /// Where it came from, in words.
+    pub source: String,
+    /// Where modules for it are built, if anywhere.
+    pub modules: Option<ModuleTree>,
 }
 
-/// One line of the fragment that must hold in the final `.config`.
+/// A kernel build tree that external modules build against: `make -C src [O=out] M=dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Requirement {
-    /// `CONFIG_X=value` must appear verbatim.
-    Set(String),
-    /// `# CONFIG_X is not set`: `CONFIG_X=` must not appear.
-    Unset(String),
+pub struct ModuleTree {
+    /// The source tree.
+    pub src: PathBuf,
+    /// The output tree, for an out-of-tree build.
+    pub out: Option<PathBuf>,
 }
 
-/// The requirements a fragment states, in order.
-pub fn requirements(fragment: &str) -> Vec<Requirement> {
-    fragment
-        .lines()
-        .map(str::trim)
-        .filter_map(|l| {
-            if let Some(rest) = l.strip_prefix("# ") {
-                let sym = rest.strip_suffix(" is not set")?;
-                sym.starts_with("CONFIG_")
-                    .then(|| Requirement::Unset(sym.to_string()))
-            } else if l.starts_with("CONFIG_") && l.contains('=') {
-                Some(Requirement::Set(l.to_string()))
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-fn symbol(req: &Requirement) -> &str {
-    match req {
-        Requirement::Set(l) => l.split('=').next().unwrap_or(l),
-        Requirement::Unset(s) => s,
+impl ModuleTree {
+    /// Where the build's generated files are: `out`, else `src`.
+    pub fn objects(&self) -> &Path {
+        self.out.as_deref().unwrap_or(&self.src)
     }
-}
-
-/// Merges the fragment into a `.config` text: every symbol the fragment mentions is
-/// dropped from `base` and the fragment's lines appended (what `merge_config.sh` does).
-pub fn merge_config(base: &str, fragment: &str) -> String {
-    let reqs = requirements(fragment);
-    let syms: std::collections::HashSet<&str> = reqs.iter().map(symbol).collect();
-    let mut out = String::with_capacity(base.len() + fragment.len());
-    for line in base.lines() {
-        let t = line.trim();
-        let sym = if let Some(rest) = t.strip_prefix("# ") {
-            rest.strip_suffix(" is not set")
-        } else {
-            t.split('=').next().filter(|_| t.contains('='))
-        };
-        if sym.is_some_and(|s| syms.contains(s)) {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    for req in &reqs {
-        match req {
-            Requirement::Set(l) => out.push_str(l),
-            Requirement::Unset(s) => out.push_str(&format!("# {s} is not set")),
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// The first requirement that `config` does not satisfy.
-pub fn first_unmet<'a>(config: &str, reqs: &'a [Requirement]) -> Option<&'a Requirement> {
-    let lines: std::collections::HashSet<&str> = config.lines().map(str::trim).collect();
-    reqs.iter().find(|req| match req {
-        Requirement::Set(l) => !lines.contains(l.as_str()),
-        Requirement::Unset(s) => {
-            let prefix = format!("{s}=");
-            lines.iter().any(|l| l.starts_with(&prefix))
-        }
-    })
 }
 
 /// The cache key of a spec: hex sha256 (first 16 digits) of the recipe version, the
-/// tarball's size and first MiB, the fragment and the toolchain (`rustc --version`, whose
-/// Rust metadata modules must match).
+/// source's identity, the fragment and the toolchain (`rustc --version`, whose Rust
+/// metadata modules must match).
 pub fn cache_key(spec: &KernelSpec, toolchain: &str) -> Result<String> {
-    let mut file = File::open(&spec.tarball).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            LabError::Missing {
-                what: "kernel source tarball",
-                path: spec.tarball.clone(),
-                hint: "install the Debian package linux-source-6.12 (scripts/setup-host)",
-            }
-        } else {
-            io_err("cannot open", &spec.tarball)(source)
-        }
-    })?;
-    let size = file
-        .metadata()
-        .map_err(io_err("cannot stat", &spec.tarball))?
-        .len();
-    let mut head = Vec::with_capacity(1 << 20);
-    (&mut file)
-        .take(1 << 20)
-        .read_to_end(&mut head)
-        .map_err(io_err("cannot read", &spec.tarball))?;
-    Ok(key_of(size, &head, &spec.fragment, toolchain))
+    Ok(key_of(&spec.source.identity()?, spec.fragment(), toolchain))
 }
 
-fn key_of(size: u64, head: &[u8], fragment: &str, toolchain: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(RECIPE_VERSION.as_bytes());
-    h.update(b"\0");
-    h.update(size.to_le_bytes());
-    h.update(Sha256::digest(head));
-    h.update(fragment.as_bytes());
-    h.update(b"\0");
-    h.update(toolchain.as_bytes());
-    let digest = h.finalize();
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+fn key_of(identity: &str, fragment: &str, toolchain: &str) -> String {
+    short_hash(&[
+        RECIPE_VERSION.as_bytes(),
+        identity.as_bytes(),
+        fragment.as_bytes(),
+        toolchain.as_bytes(),
+    ])
 }
 
-/// Returns the cached kernel for `spec`, building it first if needed.
+/// Where modules for a kernel of `source` cached in `dir` are built.
+fn module_tree(source: &KernelSource, dir: &Path) -> Option<ModuleTree> {
+    let build = dir.join("build");
+    match source {
+        KernelSource::Pinned(_) => Some(ModuleTree {
+            src: build.join("src"),
+            out: Some(build.join("out")),
+        }),
+        KernelSource::Tree(tree) => Some(ModuleTree {
+            src: tree.clone(),
+            out: Some(build.join("out")),
+        }),
+        KernelSource::Image { tree, .. } => tree.as_ref().map(|t| ModuleTree {
+            src: t.clone(),
+            out: None,
+        }),
+    }
+}
+
+/// Returns the cached kernel for `spec`, building (or adopting) it first if needed.
 pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Result<Kernel> {
+    let line = spec.source.kernel_line()?;
+    let reqs = Fragment::parse(spec.fragment())?.for_line(line)?;
     let toolchain = crate::build::toolchain::rustc_version(cache)?;
     let key = cache_key(spec, &toolchain)?;
     let dir = cache.kernels().join(&key);
-    let bzimage = dir.join("bzImage");
-    if bzimage.is_file() {
-        progress.phase(&format!("kernel {key}: cached at {}", bzimage.display()));
-        return Ok(Kernel {
-            bzimage,
-            config: dir.join("config"),
-            key,
-            built: false,
-        });
+    let kernel = Kernel {
+        bzimage: dir.join("bzImage"),
+        config: dir.join("config"),
+        key: key.clone(),
+        built: false,
+        dir: dir.clone(),
+        line,
+        source: spec.source.describe(),
+        modules: module_tree(&spec.source, &dir),
+    };
+    if kernel.bzimage.is_file() {
+        progress.phase(&format!(
+            "kernel {line} ({}) {key}: cached at {}",
+            kernel.source,
+            kernel.bzimage.display()
+        ));
+        return Ok(kernel);
     }
-    let tools = crate::build::toolchain::ensure_rust_tools(cache, progress)?;
+    let from = match &spec.source {
+        KernelSource::Image {
+            bzimage, config, ..
+        } => {
+            adopt_image(&dir, bzimage, config, line, &reqs, progress)?;
+            return Ok(Kernel {
+                built: true,
+                ..kernel
+            });
+        }
+        KernelSource::Pinned(pin) => From::Tarball(ensure_source(cache, pin, progress)?),
+        KernelSource::Tree(tree) => From::Tree(tree.clone()),
+    };
+    let rust = reqs.contains(&Requirement::Set("CONFIG_RUST=y".into()));
+    let path = if rust {
+        crate::build::toolchain::ensure_rust_tools(cache, progress)?.path
+    } else {
+        std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"))
+    };
     let started = Instant::now();
+    let job = Job {
+        from: &from,
+        reqs: &reqs,
+        rust,
+        line,
+        key: &key,
+        path: &path,
+        progress,
+    };
     // A failed build keeps its log as `kernels/<key>.failed.log` and drops the (large)
     // tree.
     build_staged(&dir, "bzImage", Some("build.log"), |work| {
-        build_in(work, spec, &key, &tools.path, progress)
+        job.build_in(work)
     })?;
     progress.phase(&format!(
-        "kernel {key}: built in {:.0} s: {}",
+        "kernel {line} {key}: built in {:.0} s: {}",
         started.elapsed().as_secs_f64(),
-        bzimage.display()
+        kernel.bzimage.display()
     ));
     Ok(Kernel {
-        bzimage,
-        config: dir.join("config"),
-        key,
         built: true,
+        ..kernel
     })
 }
 
-/// Builds the kernel in the empty directory `work`: the tree in `src/` and `out/` and the
-/// log in `build.log`, then the cache entry's files: `bzImage`, `config` and the slimmed
-/// tree as `build/`.
-fn build_in(
-    work: &Path,
-    spec: &KernelSpec,
-    key: &str,
-    path: &OsStr,
+/// Copies a user's prebuilt image and config into the cache entry `dir`, warning about
+/// every option of the fragment the config does not have.
+fn adopt_image(
+    dir: &Path,
+    bzimage: &Path,
+    config: &Path,
+    line: Line,
+    reqs: &[Requirement],
     progress: Progress,
 ) -> Result<()> {
-    let src = work.join("src");
-    let out = work.join("out");
-    fs::create_dir_all(&src).map_err(io_err("cannot create", &src))?;
-    fs::create_dir_all(&out).map_err(io_err("cannot create", &out))?;
-    let log = work.join("build.log");
-    File::create(&log).map_err(io_err("cannot create", &log))?;
-
-    progress.phase(&format!(
-        "kernel {key}: unpacking {} (about 10 s)",
-        spec.tarball.display()
-    ));
-    let mut tar = Command::new("tar");
-    tar.arg("-xJf")
-        .arg(&spec.tarball)
-        .arg("-C")
-        .arg(&src)
-        .arg("--strip-components=1");
-    run_logged(tar, &log, None)?;
-
-    progress.phase(&format!(
-        "kernel {key}: configuring (tinyconfig + fragment)"
-    ));
-    run_logged(make(&src, &out, path, &["tinyconfig"]), &log, None)?;
-    // Fails with the reason (rustc, rust-src, bindgen or libclang) before olddefconfig
-    // would silently drop CONFIG_RUST.
-    run_logged(make(&src, &out, path, &["rustavailable"]), &log, None)?;
-    let config = out.join(".config");
-    let base = fs::read_to_string(&config).map_err(io_err("cannot read", &config))?;
-    fs::write(&config, merge_config(&base, &spec.fragment))
-        .map_err(io_err("cannot write", &config))?;
-    run_logged(make(&src, &out, path, &["olddefconfig"]), &log, None)?;
-    let final_config = fs::read_to_string(&config).map_err(io_err("cannot read", &config))?;
-    if let Some(req) = first_unmet(&final_config, &requirements(&spec.fragment)) {
-        let option = match req {
-            Requirement::Set(l) => l.clone(),
-            Requirement::Unset(s) => format!("# {s} is not set"),
-        };
-        return Err(LabError::KernelOption {
-            option,
-            config: config.clone(),
-        });
-    }
-
-    let jobs = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    progress.phase(&format!(
-        "kernel {key}: building bzImage and modules (C and Rust) with make -j{jobs} (about 5-9 min on 2 cores; log {})",
-        log.display()
-    ));
-    let j = format!("-j{jobs}");
-    let heartbeat = |n: usize, elapsed: Duration| {
-        let pct = (n * 100 / EXPECTED_BUILD_LINES).min(99);
+    let text = fs::read_to_string(config).map_err(io_err("cannot read", config))?;
+    let missing: Vec<String> = unmet(&text, reqs).iter().map(|r| r.to_string()).collect();
+    if !missing.is_empty() {
         progress.phase(&format!(
-            "kernel {key}: building: {n} steps, ~{pct}%, {:.0} s",
-            elapsed.as_secs_f64()
+            "kernel image {}: its config ({line}) lacks {} option(s) the lab's kernels have; the lab may not work with it: {}",
+            bzimage.display(),
+            missing.len(),
+            missing.join(", ")
         ));
-    };
-    run_logged(
-        make(&src, &out, path, &[j.as_str(), "bzImage", "modules"]),
-        &log,
-        Some(&heartbeat),
-    )?;
+    }
+    build_staged(dir, "bzImage", None, |work| {
+        let (img, cfg) = (work.join("bzImage"), work.join("config"));
+        fs::copy(bzimage, &img).map_err(io_err("cannot copy", bzimage))?;
+        fs::copy(config, &cfg).map_err(io_err("cannot copy", config))?;
+        Ok(())
+    })
+}
 
-    let built = out.join("arch/x86/boot/bzImage");
-    fs::copy(&built, work.join("bzImage")).map_err(io_err("cannot copy", &built))?;
-    fs::copy(&config, work.join("config")).map_err(io_err("cannot copy", &config))?;
-    keep_build_tree(&src, &out, &work.join("build"))
+/// Where a build takes its source from.
+enum From {
+    /// A `.tar.xz` unpacked into the build.
+    Tarball(PathBuf),
+    /// A user's tree, read in place.
+    Tree(PathBuf),
+}
+
+/// One kernel build.
+struct Job<'a> {
+    from: &'a From,
+    reqs: &'a [Requirement],
+    rust: bool,
+    line: Line,
+    key: &'a str,
+    path: &'a OsStr,
+    progress: Progress,
+}
+
+impl Job<'_> {
+    /// Builds the kernel in the empty directory `work`: the tree in `src/` (unless it is
+    /// a user's) and `out/`, the log in `build.log`, then the cache entry's files:
+    /// `bzImage`, `config` and the slimmed tree as `build/`.
+    fn build_in(&self, work: &Path) -> Result<()> {
+        let (line, key, path, progress) = (self.line, self.key, self.path, self.progress);
+        let out = work.join("out");
+        fs::create_dir_all(&out).map_err(io_err("cannot create", &out))?;
+        let log = work.join("build.log");
+        File::create(&log).map_err(io_err("cannot create", &log))?;
+
+        let src = match self.from {
+            From::Tarball(tarball) => {
+                let src = work.join("src");
+                fs::create_dir_all(&src).map_err(io_err("cannot create", &src))?;
+                progress.phase(&format!(
+                    "kernel {line} {key}: unpacking {} (about 10 s)",
+                    tarball.display()
+                ));
+                let mut tar = Command::new("tar");
+                tar.arg("-xJf")
+                    .arg(tarball)
+                    .arg("-C")
+                    .arg(&src)
+                    .arg("--strip-components=1");
+                run_logged(tar, &log, None)?;
+                src
+            }
+            From::Tree(tree) => tree.clone(),
+        };
+
+        progress.phase(&format!(
+            "kernel {line} {key}: configuring (tinyconfig + the fragment's {} options for {line}{})",
+            self.reqs.len(),
+            if self.rust { ", with Rust" } else { ", without Rust" }
+        ));
+        let o = Some(out.as_path());
+        run_logged(make(&src, o, path, &["tinyconfig"]), &log, None)?;
+        if self.rust {
+            // Fails with the reason (rustc, rust-src, bindgen or libclang) before
+            // olddefconfig would silently drop CONFIG_RUST.
+            run_logged(make(&src, o, path, &["rustavailable"]), &log, None)?;
+        }
+        let config = out.join(".config");
+        let base = fs::read_to_string(&config).map_err(io_err("cannot read", &config))?;
+        fs::write(
+            &config,
+            crate::build::fragment::merge_config(&base, self.reqs),
+        )
+        .map_err(io_err("cannot write", &config))?;
+        run_logged(make(&src, o, path, &["olddefconfig"]), &log, None)?;
+        let final_config = fs::read_to_string(&config).map_err(io_err("cannot read", &config))?;
+        let missing = unmet(&final_config, self.reqs);
+        if !missing.is_empty() {
+            return Err(LabError::KernelOption {
+                line: line.to_string(),
+                options: missing.iter().map(|r| r.to_string()).collect(),
+                config: config.clone(),
+            });
+        }
+
+        let jobs = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        progress.phase(&format!(
+            "kernel {line} {key}: building bzImage and modules{} with make -j{jobs} (about 5-10 min on 2 cores; log {})",
+            if self.rust { " (C and Rust)" } else { "" },
+            log.display()
+        ));
+        let j = format!("-j{jobs}");
+        let heartbeat = |n: usize, elapsed: Duration| {
+            let pct = (n * 100 / EXPECTED_BUILD_LINES).min(99);
+            progress.phase(&format!(
+                "kernel {line} {key}: building: {n} steps, ~{pct}%, {:.0} s",
+                elapsed.as_secs_f64()
+            ));
+        };
+        run_logged(
+            make(&src, o, path, &[j.as_str(), "bzImage", "modules"]),
+            &log,
+            Some(&heartbeat),
+        )?;
+
+        let built = out.join("arch/x86/boot/bzImage");
+        fs::copy(&built, work.join("bzImage")).map_err(io_err("cannot copy", &built))?;
+        fs::copy(&config, work.join("config")).map_err(io_err("cannot copy", &config))?;
+        let build = work.join("build");
+        match self.from {
+            From::Tarball(_) => keep_build_tree(&src, &out, &build),
+            From::Tree(_) => {
+                fs::create_dir_all(&build).map_err(io_err("cannot create", &build))?;
+                fs::rename(&out, build.join("out")).map_err(io_err("cannot move", &out))
+            }
+        }
+    }
 }
 
 /// Top-level entries of the source tree that external module builds read (`make -C src
@@ -340,14 +380,15 @@ fn remove_any(path: &Path) -> Result<()> {
     result.map_err(io_err("cannot remove", path))
 }
 
-/// `make -C src O=out TARGETS...` with `PATH` (the lab's Rust tools first) and a fixed
-/// build user and host, as every kbuild call of the lab runs it.
-pub(crate) fn make(src: &Path, out: &Path, path: &OsStr, targets: &[&str]) -> Command {
+/// `make -C src [O=out] TARGETS...` with `PATH` (the lab's Rust tools first when it
+/// builds Rust) and a fixed build user and host, as every kbuild call of the lab runs it.
+pub(crate) fn make(src: &Path, out: Option<&Path>, path: &OsStr, targets: &[&str]) -> Command {
     let mut cmd = Command::new("make");
-    cmd.arg("-C")
-        .arg(src)
-        .arg(format!("O={}", out.display()))
-        .args(targets)
+    cmd.arg("-C").arg(src);
+    if let Some(out) = out {
+        cmd.arg(format!("O={}", out.display()));
+    }
+    cmd.args(targets)
         .env("PATH", path)
         .env("KBUILD_BUILD_USER", "p2pmem")
         .env("KBUILD_BUILD_HOST", "lab");
@@ -357,65 +398,93 @@ pub(crate) fn make(src: &Path, out: &Path, path: &OsStr, targets: &[&str]) -> Co
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::lines::{Line, PINS};
 
     #[test]
-    fn fragment_requires_p2pdma_and_excludes_iommu() {
-        let reqs = requirements(FRAGMENT);
-        assert!(reqs.contains(&Requirement::Set("CONFIG_PCI_P2PDMA=y".into())));
-        assert!(reqs.contains(&Requirement::Unset("CONFIG_IOMMU_SUPPORT".into())));
-        assert!(reqs.contains(&Requirement::Set("CONFIG_PRINTK=y".into())));
-        // The p2pmem_pci driver is a Rust module.
-        assert!(reqs.contains(&Requirement::Set("CONFIG_RUST=y".into())));
-        assert!(reqs.contains(&Requirement::Set("CONFIG_MODULE_UNLOAD=y".into())));
-        assert!(reqs.contains(&Requirement::Unset("CONFIG_MODVERSIONS".into())));
-        assert!(reqs.len() > 40);
-    }
-
-    #[test]
-    fn merge_replaces_base_values() {
-        let base = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_KERNEL_XZ=y\n";
-        let frag = "# comment\nCONFIG_B=y\n# CONFIG_C is not set\n";
-        let merged = merge_config(base, frag);
-        assert_eq!(
-            merged,
-            "CONFIG_A=y\nCONFIG_KERNEL_XZ=y\nCONFIG_B=y\n# CONFIG_C is not set\n"
-        );
-    }
-
-    #[test]
-    fn unmet_option_is_named() {
-        let reqs = requirements("CONFIG_PCI_P2PDMA=y\n# CONFIG_IOMMU_SUPPORT is not set\n");
-        assert_eq!(
-            first_unmet("CONFIG_PCI=y\n", &reqs),
-            Some(&Requirement::Set("CONFIG_PCI_P2PDMA=y".into()))
-        );
-        assert_eq!(
-            first_unmet("CONFIG_PCI_P2PDMA=y\nCONFIG_IOMMU_SUPPORT=y\n", &reqs),
-            Some(&Requirement::Unset("CONFIG_IOMMU_SUPPORT".into()))
-        );
-        assert_eq!(first_unmet("CONFIG_PCI_P2PDMA=y\n", &reqs), None);
-    }
-
-    #[test]
-    fn key_changes_with_fragment_and_source() {
+    fn key_changes_with_source_fragment_and_toolchain() {
         let r = "rustc 1.95.0";
-        let a = key_of(10, b"abc", "CONFIG_X=y\n", r);
+        let a = key_of("debian linux-source-6.12 1", "CONFIG_X=y\n", r);
         assert_eq!(a.len(), 16);
-        assert_ne!(a, key_of(11, b"abc", "CONFIG_X=y\n", r));
-        assert_ne!(a, key_of(10, b"abd", "CONFIG_X=y\n", r));
-        assert_ne!(a, key_of(10, b"abc", "CONFIG_Y=y\n", r));
-        assert_ne!(a, key_of(10, b"abc", "CONFIG_X=y\n", "rustc 1.96.0"));
-        assert_eq!(a, key_of(10, b"abc", "CONFIG_X=y\n", r));
+        assert_ne!(a, key_of("debian linux-source-6.12 2", "CONFIG_X=y\n", r));
+        assert_ne!(a, key_of("debian linux-source-6.12 1", "CONFIG_Y=y\n", r));
+        assert_ne!(
+            a,
+            key_of("debian linux-source-6.12 1", "CONFIG_X=y\n", "rustc 1.96.0")
+        );
+        assert_eq!(a, key_of("debian linux-source-6.12 1", "CONFIG_X=y\n", r));
     }
 
     #[test]
-    fn missing_tarball_is_reported_with_a_hint() {
-        let spec = KernelSpec {
-            tarball: PathBuf::from("/nonexistent/linux.tar.xz"),
-            fragment: FRAGMENT.into(),
+    fn every_pinned_line_has_its_own_key() {
+        let keys: std::collections::HashSet<String> = PINS
+            .iter()
+            .map(|p| {
+                let spec = KernelSpec {
+                    source: KernelSource::Pinned(*p),
+                    fragment: None,
+                };
+                cache_key(&spec, "rustc").unwrap()
+            })
+            .collect();
+        assert_eq!(keys.len(), PINS.len());
+    }
+
+    #[test]
+    fn modules_build_in_the_kept_tree_or_the_users() {
+        let dir = Path::new("/c/kernels/k");
+        let pinned = module_tree(&KernelSource::default(), dir).unwrap();
+        assert_eq!(pinned.src, dir.join("build/src"));
+        assert_eq!(pinned.objects(), dir.join("build/out"));
+        let tree = module_tree(&KernelSource::Tree("/u/linux".into()), dir).unwrap();
+        assert_eq!(tree.src, Path::new("/u/linux"));
+        assert_eq!(tree.out.as_deref(), Some(dir.join("build/out").as_path()));
+        let image = |tree: Option<&str>| KernelSource::Image {
+            bzimage: "/u/bzImage".into(),
+            config: "/u/config".into(),
+            tree: tree.map(PathBuf::from),
         };
-        let err = cache_key(&spec, "rustc").unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/linux.tar.xz"), "{err}");
-        assert!(err.contains("linux-source-6.12"), "{err}");
+        assert_eq!(module_tree(&image(None), dir), None);
+        let with_tree = module_tree(&image(Some("/u/linux")), dir).unwrap();
+        assert_eq!(with_tree.objects(), Path::new("/u/linux"));
+    }
+
+    #[test]
+    fn a_prebuilt_image_is_adopted_into_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (img, cfg) = (tmp.path().join("bzImage"), tmp.path().join("config"));
+        fs::write(&img, "kernel").unwrap();
+        fs::write(
+            &cfg,
+            "# Linux/x86 7.2.13 Kernel Configuration\nCONFIG_PCI_P2PDMA=y\n",
+        )
+        .unwrap();
+        let dir = tmp.path().join("kernels/k");
+        let reqs = [Requirement::Set("CONFIG_PCI_P2PDMA=y".into())];
+        adopt_image(&dir, &img, &cfg, Line::new(7, 2), &reqs, Progress::quiet()).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("bzImage")).unwrap(), "kernel");
+        assert!(dir.join("config").is_file());
+    }
+
+    #[test]
+    fn make_runs_out_of_tree_when_asked() {
+        let args = |cmd: Command| -> Vec<String> {
+            cmd.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let path = OsStr::new("/bin");
+        assert_eq!(
+            args(make(
+                Path::new("/s"),
+                Some(Path::new("/o")),
+                path,
+                &["modules"]
+            )),
+            ["-C", "/s", "O=/o", "modules"]
+        );
+        assert_eq!(
+            args(make(Path::new("/s"), None, path, &["M=/m", "modules"])),
+            ["-C", "/s", "M=/m", "modules"]
+        );
     }
 }

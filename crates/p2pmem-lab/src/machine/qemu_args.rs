@@ -61,6 +61,11 @@ pub fn qemu_args(topo: &Topology, files: &MachineFiles<'_>, cpu: Option<&str>) -
         chassis: 0,
         devices: Vec::new(),
     };
+    // QEMU wants the IOMMU before the devices it translates for. It is not a PCI
+    // function, so no BDF moves.
+    if let Some(iommu) = topo.iommu {
+        w.device(iommu.qemu_device().to_string());
+    }
     let mut bridges_done: HashSet<&str> = HashSet::new();
     for rp in &topo.root_port {
         if rp.host_bridge != ROOT_BUS && bridges_done.insert(&rp.host_bridge) {

@@ -37,6 +37,9 @@ pub struct Topology {
     /// Extra kernel command-line text, appended to `console=ttyS0 panic=-1`.
     #[serde(default)]
     pub cmdline: String,
+    /// An emulated IOMMU, turned on in the guest kernel.
+    #[serde(default)]
+    pub iommu: Option<Iommu>,
     /// Extra host bridges (QEMU `pxb-pcie`).
     #[serde(default)]
     pub host_bridge: Vec<HostBridge>,
@@ -52,6 +55,32 @@ pub struct Topology {
     /// `ivshmem-plain` devices: memory BARs for the `p2pmem_pci` provider driver.
     #[serde(default)]
     pub ivshmem: Vec<Ivshmem>,
+}
+
+/// An emulated IOMMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Iommu {
+    /// QEMU's `intel-iommu` (VT-d; interrupt remapping off) and `intel_iommu=on` on the
+    /// kernel command line. The kernel then asks for ACS before enumerating PCI, so every
+    /// port with an ACS capability (QEMU's `pcie-root-port`) gets SV, RR, CR and UF.
+    Intel,
+}
+
+impl Iommu {
+    /// The QEMU `-device` value; it must come before every other device.
+    pub fn qemu_device(self) -> &'static str {
+        match self {
+            Iommu::Intel => "intel-iommu,intremap=off",
+        }
+    }
+
+    /// What the kernel command line needs to turn it on.
+    pub fn kernel_param(self) -> &'static str {
+        match self {
+            Iommu::Intel => "intel_iommu=on",
+        }
+    }
 }
 
 /// An extra host bridge (`pxb-pcie`) plugged into `pcie.0`.
@@ -140,6 +169,18 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "multifunction_acs",
         include_str!("../../topologies/multifunction_acs.toml"),
     ),
+    (
+        "rootports_iommu",
+        include_str!("../../topologies/rootports_iommu.toml"),
+    ),
+    (
+        "switch_iommu",
+        include_str!("../../topologies/switch_iommu.toml"),
+    ),
+    (
+        "multifunction_iommu",
+        include_str!("../../topologies/multifunction_iommu.toml"),
+    ),
     ("provider", include_str!("../../topologies/provider.toml")),
     (
         "s01_switch_cmbmix_fam15",
@@ -203,14 +244,20 @@ impl Topology {
         Ok(topo)
     }
 
-    /// The kernel command line: `console=ttyS0 panic=-1` plus `cmdline`.
+    /// The kernel command line: `console=ttyS0 panic=-1`, the IOMMU's parameter when
+    /// there is one, then `cmdline`.
     pub fn kernel_cmdline(&self) -> String {
-        let extra = self.cmdline.trim();
-        if extra.is_empty() {
-            "console=ttyS0 panic=-1".to_string()
-        } else {
-            format!("console=ttyS0 panic=-1 {extra}")
+        let mut line = "console=ttyS0 panic=-1".to_string();
+        for extra in [
+            self.iommu.map(Iommu::kernel_param).unwrap_or(""),
+            self.cmdline.trim(),
+        ] {
+            if !extra.is_empty() {
+                line.push(' ');
+                line.push_str(extra);
+            }
         }
+        line
     }
 
     /// The ivshmem devices attached to `parent` (a port, or `pcie.0`).

@@ -204,6 +204,8 @@ pub struct PairsResult {
     pub cmb_copy: Option<CopyStepResult>,
     /// The copy through a driver-published provider (`None` when not asked for).
     pub driver_copy: Option<CopyStepResult>,
+    /// Why the guest had no `p2pmem_pci` module (`None`: it had one).
+    pub driver_not_built: Option<String>,
 }
 
 impl PairsResult {
@@ -242,6 +244,7 @@ impl PairsResult {
                     name::DRIVER_DST,
                 )
             }),
+            driver_not_built: run.driver.not_built().map(str::to_string),
         })
     }
 

@@ -59,6 +59,8 @@ pub struct DemoSummary {
     pub topology: String,
     /// The `-cpu` value.
     pub cpu: String,
+    /// The guest kernel's release (`uname -r`).
+    pub kernel: String,
     /// Pairs run.
     pub pairs: usize,
     /// Pairs whose prediction matched the kernel.
@@ -84,6 +86,9 @@ pub struct DemoSummary {
     pub dma_error: Option<String>,
     /// PCI functions the `p2pmem_pci` driver (Rust) bound and published in the guest.
     pub driver_providers: Vec<String>,
+    /// Why the guest had no `p2pmem_pci` module (`p2pmem_pci is not built for kernel
+    /// 7.3: ...`); `None` when it had one.
+    pub driver_not_built: Option<String>,
     /// The copy between two NVMe through a `p2pmem_pci` provider, in words.
     pub driver_copy: String,
     /// `Some(true)`: `p2pmem copy --verify` succeeded through the driver's provider and
@@ -263,6 +268,9 @@ pub fn copy_step(res: &PairsResult) -> (String, Option<bool>) {
 
 /// The copy through a `p2pmem_pci` provider in words.
 pub fn driver_copy_step(res: &PairsResult) -> (String, Option<bool>) {
+    if let Some(why) = &res.driver_not_built {
+        return (format!("not run: {why}"), None);
+    }
     if res.binds.is_empty() {
         return (
             "not run: no ivshmem bound by p2pmem_pci in this topology".into(),
@@ -310,6 +318,7 @@ pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, Dem
     let summary = DemoSummary {
         topology: topology.to_string(),
         cpu: cpu.to_string(),
+        kernel: res.inventory.osrelease.clone(),
         pairs: pairs.len(),
         agreed: count(&|p| p.agree == Some(true)),
         disagreed: count(&|p| p.agree == Some(false)),
@@ -321,6 +330,7 @@ pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, Dem
         dma: Vec::new(),
         dma_error: None,
         driver_providers: res.driver_providers(),
+        driver_not_built: res.driver_not_built.clone(),
         driver_copy,
         driver_copy_verified,
         driver_copy_report: report(res.driver_copy.as_ref()),
@@ -483,6 +493,7 @@ mod tests {
             pairs: Vec::new(),
             cmb_copy: copy,
             driver_copy: None,
+            driver_not_built: None,
         }
     }
 
@@ -536,6 +547,21 @@ mod tests {
         let (text, ok) = copy_step(&with_copy(Some(run(&a, 0, "host"))));
         assert_eq!(ok, Some(false));
         assert!(text.contains("not in the CMB"), "{text}");
+    }
+
+    #[test]
+    fn a_driver_that_is_not_built_is_a_copy_not_run() {
+        let mut res = with_copy(None);
+        res.driver_not_built = Some("p2pmem_pci is not built for kernel 7.3: no Rust".into());
+        let (text, ok) = driver_copy_step(&res);
+        assert_eq!(
+            text,
+            "not run: p2pmem_pci is not built for kernel 7.3: no Rust"
+        );
+        assert_eq!(ok, None);
+        let (_, summary) = demo("default", "max", &res);
+        assert_eq!(summary.driver_copy_verified, None);
+        assert!(summary.driver_not_built.is_some());
     }
 
     #[test]

@@ -183,6 +183,8 @@ pub struct TruthContext<'a> {
     pub boot_dmesg: &'a str,
     /// The kernel cache key.
     pub kernel_key: &'a str,
+    /// Where the kernel came from, in words (`Debian linux-source-6.12 6.12.118-1~deb12u1`).
+    pub kernel_source: &'a str,
     /// QEMU's version line.
     pub qemu_version: &'a str,
 }
@@ -256,8 +258,15 @@ pub fn build_truth(ctx: &TruthContext<'_>, res: &PairsResult) -> Truth {
         cpu_family: cpu.family,
         cmdline: res.inventory.cmdline.clone(),
         kernel: format!(
-            "Linux {} (Debian linux-source-6.12), tinyconfig + p2pmem-lab fragment (kernel cache key {}), no IOMMU, !SMP",
-            res.inventory.osrelease, ctx.kernel_key
+            "Linux {} ({}), tinyconfig + p2pmem-lab fragment (kernel cache key {}), {}, !SMP",
+            res.inventory.osrelease,
+            ctx.kernel_source,
+            ctx.kernel_key,
+            if ctx.topo.iommu.is_some() {
+                "Intel IOMMU on"
+            } else {
+                "no IOMMU"
+            }
         ),
         qemu: ctx.qemu_version.to_string(),
         method: METHOD,

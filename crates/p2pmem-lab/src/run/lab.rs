@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::build::{
-    build_initramfs, ensure_kernel, Cache, InitramfsSpec, Kernel, KernelSpec, DEFAULT_BUSYBOX,
+    build_initramfs, ensure_kernel, Cache, Driver, InitramfsSpec, Kernel, KernelSpec,
+    DEFAULT_BUSYBOX,
 };
 use crate::error::{io_err, LabError, Result};
 use crate::machine::create_images;
@@ -62,6 +63,8 @@ pub struct PlanRun {
     pub qemu_args: Vec<String>,
     /// The kernel used.
     pub kernel: Kernel,
+    /// The `p2pmem_pci` module the guest had, or why it had none.
+    pub driver: Driver,
     /// The guest's kernel log before the first step (`dmesg` lines, with timestamps).
     pub boot_dmesg: String,
     /// The guest's kernel log after the last step. A step that clears the ring buffer
@@ -103,15 +106,20 @@ impl Lab {
         })
     }
 
-    /// Builds or reuses the kernel, and the `p2pmem_pci` module built against it.
-    pub fn kernel(&self) -> Result<Kernel> {
+    /// Builds or reuses the kernel, and the `p2pmem_pci` module built against it (or
+    /// says, as a phase line, why there is none).
+    pub fn kernel(&self) -> Result<(Kernel, Driver)> {
         let kernel = ensure_kernel(&self.cache, &self.kernel, self.progress)?;
-        self.driver(&kernel)?;
-        Ok(kernel)
+        let driver = self.driver(&kernel)?;
+        if let Some(why) = driver.not_built() {
+            self.progress.phase(why);
+        }
+        Ok((kernel, driver))
     }
 
-    /// Builds or reuses the `p2pmem_pci` module for `kernel` (see [`crate::build::driver`]).
-    pub fn driver(&self, kernel: &Kernel) -> Result<PathBuf> {
+    /// Builds or reuses the `p2pmem_pci` module for `kernel`, or says why it is not built
+    /// (see [`Driver`]).
+    pub fn driver(&self, kernel: &Kernel) -> Result<Driver> {
         crate::build::ensure_driver(&self.cache, kernel, self.progress)
     }
 
@@ -127,7 +135,7 @@ impl Lab {
         trace: bool,
     ) -> Result<PlanRun> {
         crate::build::require_static(&self.p2pmem)?;
-        let kernel = self.kernel()?;
+        let (kernel, _) = self.kernel()?;
         let run_dir = self.cache.new_run_dir()?;
         let result = self.run_in(&run_dir, &kernel, topo, cpu, plan, trace);
         // Images and initramfs are large and per-run; logs stay.
@@ -148,7 +156,7 @@ impl Lab {
         let images = run_dir.join("img");
         create_images(topo, &images)?;
         let initrd = run_dir.join("initramfs.cpio.gz");
-        let module = self.driver(kernel)?;
+        let driver = self.driver(kernel)?;
         let plan_json = serde_json::to_string(plan).map_err(|source| LabError::Json {
             what: "the plan".into(),
             source,
@@ -159,7 +167,7 @@ impl Lab {
                 p2pmem: self.p2pmem.clone(),
                 plan: plan_json,
                 nvme_count: topo.nvme.len(),
-                modules: vec![module],
+                modules: driver.module().map(Path::to_path_buf).into_iter().collect(),
             },
             &initrd,
         )?;
@@ -179,10 +187,12 @@ impl Lab {
         let script_path = run_dir.join("qemu.sh");
         std::fs::write(&script_path, script).map_err(io_err("cannot write", &script_path))?;
         self.progress.phase(&format!(
-            "booting topology {} (cpu {}, {} NVMe) under QEMU/TCG; run dir {}",
+            "booting topology {} (cpu {}, {} NVMe{}) on kernel {} under QEMU/TCG; run dir {}",
             topo.name,
             cpu.unwrap_or(&topo.cpu),
             topo.nvme.len(),
+            if topo.iommu.is_some() { ", IOMMU" } else { "" },
+            kernel.line,
             run_dir.display()
         ));
         let console_log = run_dir.join("console.log");
@@ -227,6 +237,7 @@ impl Lab {
             console_log: cap.console_log,
             qemu_args: args,
             kernel: kernel.clone(),
+            driver,
             boot_dmesg: answer.boot_dmesg,
             dmesg: answer.dmesg,
             steps: answer.steps,

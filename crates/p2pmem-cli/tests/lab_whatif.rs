@@ -1,0 +1,176 @@
+//! Lab tier: every what-if `p2pmem check` answers from a capture, and every fix it
+//! proves, against the real kernel booted that way. The capture is the lab's own
+//! `multifunction_acs` (kernel 6.12, no IOMMU, `pci=config_acs=11xx@0000:00:07.0`); the
+//! boots are `multifunction_iommu` (the same two-function NVMe below root port 00:07.0,
+//! with QEMU's intel-iommu, so the kernel itself turns on ACS redirect) with three
+//! command lines: as is, with the fix `check` printed, and with that fix written with a
+//! comma. Each prediction is made before its boot, from the capture alone.
+//!
+//! The kernel's decision is read from the NVMe target (its `enable` runs the same
+//! `pci_p2pdma_distance()` and prints the same lines) and from the DMA probe's errno and
+//! lines, never from the bytes: under QEMU's IOMMU a transfer the kernel allowed can
+//! return wrong data without an error (lab-notes.md), which says nothing about the
+//! decision.
+
+#![cfg(test)]
+
+mod lab_common;
+
+use p2pmem_lab::{PlanRun, Topology};
+use p2pmem_model::acs::AcsState;
+use p2pmem_model::messages::is_p2pdma_decision_line;
+use p2pmem_wire::check::CheckReport;
+use p2pmem_wire::plan::{Oracle, Plan, Step};
+use p2pmem_wire::report::PairRecord;
+use std::process::Command;
+
+const FIX: &str = "pci=disable_acs_redir=0000:00:07.0";
+const COMMA: &str = "pci=disable_acs_redir=0000:00:05.0,0000:00:07.0";
+const BASE: &str = "console=ttyS0 panic=-1 intel_iommu=on";
+
+/// `p2pmem check --json 01:00.0 01:00.1 --iommu on --cmdline CMDLINE` on the capture.
+fn predict(extra: &str) -> CheckReport {
+    let root = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/truth/lab_multifunction_acs/root"
+    );
+    let cmdline = format!("{BASE} {extra}");
+    let out = Command::new(lab_common::bin())
+        .args(["--root", root, "--json", "check", "01:00.0", "01:00.1"])
+        .args(["--iommu", "on", "--cmdline", cmdline.trim()])
+        .output()
+        .expect("p2pmem runs");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not a check report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Boots `multifunction_iommu` with `extra` on the command line: every pair through
+/// both kernel oracles, and the guest's own view of the root port.
+fn boot(extra: &str) -> PlanRun {
+    let mut topo = Topology::load("multifunction_iommu").expect("topology");
+    topo.cmdline = extra.to_string();
+    let mut plan = Plan::new();
+    plan.step(
+        "pairs",
+        Step::Pairs {
+            check: true,
+            oracle: Oracle::Both,
+        },
+    );
+    lab_common::run_plan_topo(&topo, None, &plan)
+}
+
+fn pair<'a>(run: &'a PlanRun, p: &str, c: &str) -> &'a PairRecord {
+    run.pairs("pairs")
+        .expect("pairs")
+        .iter()
+        .find(|r| r.provider.to_string() == p && r.client.to_string() == c)
+        .unwrap_or_else(|| panic!("no pair {p} -> {c}"))
+}
+
+/// The kernel's decision for 01:00.0 -> 01:00.1: allowed, and its decision lines.
+fn kernel_decision(run: &PlanRun) -> (bool, Vec<String>) {
+    let p = pair(run, "0000:01:00.0", "0000:01:00.1");
+    let n = p
+        .nvmet
+        .as_ref()
+        .and_then(|n| n.as_ref().ok())
+        .expect("the NVMe target answered");
+    let d = p.dma().expect("the DMA probe answered");
+    let lines = |l: &[String]| -> Vec<String> {
+        l.iter()
+            .filter(|l| is_p2pdma_decision_line(l))
+            .cloned()
+            .collect()
+    };
+    // Both oracles give one decision: allowed means no refusal errno and no lines.
+    let dma_allowed = d.read.as_deref() != Some("EREMOTEIO") && lines(&d.kernel_log).is_empty();
+    assert_eq!(n.ok(), dma_allowed, "the oracles differ: {n:?} {d:?}");
+    assert_eq!(lines(&n.kernel_log), lines(&d.kernel_log));
+    (n.ok(), lines(&n.kernel_log))
+}
+
+/// The root port's ACS Control as the guest read it.
+fn guest_acs(run: &PlanRun) -> AcsState {
+    let p = pair(run, "0000:01:00.0", "0000:01:00.1");
+    let check = p
+        .check
+        .as_ref()
+        .and_then(|c| c.as_ref().ok())
+        .expect("the guest's check");
+    check.pairs[0]
+        .acs_tests
+        .iter()
+        .find(|t| t.bdf.to_string() == "0000:00:07.0")
+        .map(|t| t.acs)
+        .expect("the root port was tested")
+}
+
+fn predicted_acs(r: &CheckReport) -> AcsState {
+    let w = r.what_if.as_ref().expect("what-if");
+    w.acs_changes
+        .iter()
+        .find(|c| c.bdf.to_string() == "0000:00:07.0")
+        .map(|c| c.after)
+        .expect("the root port changes")
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn with_the_iommu_the_registers_and_the_refusal_are_predicted() {
+    let p = predict("");
+    assert_eq!(p.supported, Some(false));
+    let run = boot("");
+    // The registers the kernel set: SV, RR, CR, UF of the capability 0x005f.
+    assert_eq!(guest_acs(&run), predicted_acs(&p));
+    let (allowed, lines) = kernel_decision(&run);
+    assert!(!allowed);
+    assert_eq!(lines, p.messages);
+    // The fix check prints is the kernel's own suggestion, proven by a what-if...
+    let fix = &p.proven_fixes[0];
+    assert_eq!(fix.parameter, FIX);
+    assert_eq!(fix.allowed, Some(true));
+    assert!(lines.iter().any(|l| l.ends_with(FIX)), "{lines:?}");
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn the_printed_fix_works_when_booted() {
+    let p = predict(FIX);
+    assert_eq!(
+        (p.supported, p.map_type.as_deref()),
+        (Some(true), Some("bus_addr"))
+    );
+    let run = boot(FIX);
+    let (allowed, lines) = kernel_decision(&run);
+    assert!(allowed, "{lines:?}");
+    assert_eq!(guest_acs(&run), predicted_acs(&p));
+    let w = p.what_if.expect("what-if");
+    for l in &w.kernel_lines {
+        assert!(run.boot_dmesg.contains(l.as_str()), "{l:?} not logged");
+    }
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn the_fix_written_with_a_comma_fails_as_predicted() {
+    let p = predict(COMMA);
+    assert_eq!(p.supported, Some(false));
+    let w = p.what_if.as_ref().expect("what-if");
+    assert!(w
+        .kernel_lines
+        .contains(&"PCI: Unknown option `0000:00:07.0'".to_string()));
+    let run = boot(COMMA);
+    assert!(
+        run.boot_dmesg
+            .contains("PCI: Unknown option `0000:00:07.0'"),
+        "the kernel did not log the split"
+    );
+    let (allowed, _) = kernel_decision(&run);
+    assert!(!allowed);
+    assert_eq!(guest_acs(&run), predicted_acs(&p));
+}
