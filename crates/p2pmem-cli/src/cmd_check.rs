@@ -204,10 +204,11 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
     let what_if = crate::whatif::apply_to(&mut sys, &args.what_if);
     let (mut report, c) = check_report(&sys, &args.provider, &args.clients)?;
     let refused_errno = report.refused_errno.clone();
+    let boot = crate::whatif::boot_of(&sys, what_if.as_ref());
     let fixes: Vec<crate::whatif::ProvenFix> = c
         .clients
         .iter()
-        .flat_map(|client| crate::whatif::prove_fix(&sys, c.provider, *client))
+        .flat_map(|client| crate::whatif::prove_fix(&sys, &boot, c.provider, *client))
         .collect();
     report.what_if = what_if.clone();
     report.proven_fixes = fixes

@@ -156,18 +156,32 @@ pub struct ProvenFix {
     pub map_type: Option<String>,
 }
 
+/// The boot `sys` stands for: the what-if's when one was asked (its topology and rules
+/// are already applied to `sys`), else the captured one.
+pub fn boot_of(sys: &System, what_if: Option<&WhatIfReport>) -> (String, bool) {
+    match what_if {
+        Some(w) => (w.cmdline.clone(), w.iommu),
+        None => captured(sys),
+    }
+}
+
 /// For a pair refused because of ACS redirect: the kernel's suggestion merged into the
-/// command line, checked; when `config_acs` sets the redirect again after it, the
-/// `config_acs` entry rewritten instead, checked. Empty when the pair is not refused by
-/// an ACS redirect.
-pub fn prove_fix(sys: &System, provider: Bdf, client: Bdf) -> Vec<ProvenFix> {
+/// command line of `boot` (the one `sys` stands for), checked; when `config_acs` sets
+/// the redirect again after it, the `config_acs` entry rewritten instead, checked. Empty
+/// when the pair is not refused by an ACS redirect.
+pub fn prove_fix(
+    sys: &System,
+    boot: &(String, bool),
+    provider: Bdf,
+    client: Bdf,
+) -> Vec<ProvenFix> {
     let Ok(v) = decide(&sys.topology, &sys.rules, provider, client) else {
         return Vec::new();
     };
     if v.supported != Some(false) || v.acs_redirect.is_empty() {
         return Vec::new();
     }
-    let (cmdline, iommu) = captured(sys);
+    let (cmdline, iommu) = (boot.0.clone(), boot.1);
     let kernel = sys.rules.kernel;
     let verdict = |new: &str| -> (Option<bool>, Option<String>) {
         let (t, r, _) = apply(

@@ -174,3 +174,46 @@ fn the_fix_written_with_a_comma_fails_as_predicted() {
     assert!(!allowed);
     assert_eq!(guest_acs(&run), predicted_acs(&p));
 }
+
+/// Without an IOMMU, on the capture's own topology (`pci=config_acs=` sets RR/CR on the
+/// root port): the kernel's suggestion is proven not to help (config_acs is applied after
+/// disable_acs_redir), and the rewritten config_acs is proven to; both booted.
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn on_the_config_acs_capture_the_kernels_suggestion_fails_and_the_rewrite_works() {
+    let root = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/truth/lab_multifunction_acs/root"
+    );
+    let out = Command::new(lab_common::bin())
+        .args(["--root", root, "--json", "check", "01:00.0", "01:00.1"])
+        .output()
+        .expect("p2pmem runs");
+    let p: CheckReport = serde_json::from_slice(&out.stdout).expect("a check report");
+    let [suggested, rewritten] = &p.proven_fixes[..] else {
+        panic!("two fixes expected: {:?}", p.proven_fixes);
+    };
+    assert_eq!(
+        (suggested.allowed, rewritten.allowed),
+        (Some(false), Some(true))
+    );
+    for (fix, want) in [(suggested, false), (rewritten, true)] {
+        let mut topo = Topology::load("multifunction_acs").expect("topology");
+        topo.cmdline = fix
+            .cmdline
+            .strip_prefix("console=ttyS0 panic=-1 ")
+            .expect("the lab's base command line")
+            .to_string();
+        let mut plan = Plan::new();
+        plan.step(
+            "pairs",
+            Step::Pairs {
+                check: true,
+                oracle: Oracle::Both,
+            },
+        );
+        let run = lab_common::run_plan_topo(&topo, None, &plan);
+        let (allowed, _) = kernel_decision(&run);
+        assert_eq!(allowed, want, "booted with `{}`", fix.cmdline);
+    }
+}
