@@ -171,3 +171,40 @@ fn doctor_reads_the_command_line_as_the_kernel_does() {
         assert!(text.contains(want), "{want:?} not in\n{text}");
     }
 }
+
+#[test]
+fn topo_and_find_answer_the_same_what_if() {
+    let root = fixture("lab_multifunction_acs");
+    let o = run(
+        &root,
+        &["topo", "--iommu", "on", "--cmdline", "console=ttyS0"],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(
+            "0000:00:07.0 root port [1b36:000c] (pcieport) ACS ctrl 0x001d (SV RR CR UF) REDIRECT"
+        ),
+        "{text}"
+    );
+    // Under the captured boot the sibling function is refused, so find picks the client
+    // itself only; with the redirect off the sibling is reachable too.
+    let find = |more: &[&str]| {
+        let mut args = vec!["--json", "find", "01:00.1"];
+        args.extend_from_slice(more);
+        let o = run(&root, &args);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("find JSON")
+    };
+    let reachable = |v: &serde_json::Value| {
+        v["candidates"]
+            .as_array()
+            .expect("candidates")
+            .iter()
+            .filter(|c| c["supported"] == true)
+            .count()
+    };
+    assert_eq!(reachable(&find(&[])), 1);
+    assert_eq!(
+        reachable(&find(&["--cmdline", "pci=config_acs=0x00xx@0000:00:07.0"])),
+        2
+    );
+}
