@@ -12,7 +12,7 @@
 mod endpoint;
 mod engine;
 mod error;
-mod placement;
+pub(crate) mod placement;
 mod plan;
 mod queue;
 mod route;

@@ -4,6 +4,7 @@
 //! it, `--via host` skips P2P. A path the model predicts refused is refused here, before
 //! any I/O, unless `--force`.
 
+use crate::copy::placement::{no_userspace_p2p, STILL_WORKS};
 use crate::copy::{
     client_of, explain_choice, unchecked, vet_named, ClientInfo, Endpoint, PlacementError, Via,
 };
@@ -62,6 +63,20 @@ pub fn decide(
     match (via, sys) {
         (Via::Host, _) => Ok(host("host memory, as asked (--via host)")),
         (Via::Auto, Err(e)) => Ok(fallback(e, None)),
+        (Via::Auto, Ok(sys)) if no_userspace_p2p(sys).is_some() => Ok(fallback(
+            format!(
+                "kernel {} has no userspace p2pmem (p2pmem/allocate arrived in 6.2). {}",
+                sys.rules.kernel,
+                STILL_WORKS.trim_end_matches('.')
+            ),
+            None,
+        )),
+        (Via::Provider(provider), Ok(sys)) if no_userspace_p2p(sys).is_some() => {
+            Err(PlacementError::NoUserspaceP2p {
+                kernel: sys.rules.kernel,
+                provider,
+            })
+        }
         (Via::Provider(provider), Err(e)) => Err(unchecked(provider, &e)),
         (Via::Auto, Ok(sys)) => Ok(decide_auto(root, sys, ep)),
         (Via::Provider(provider), Ok(sys)) => decide_provider(root, sys, provider, ep, force),

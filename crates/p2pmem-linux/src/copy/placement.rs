@@ -29,6 +29,15 @@ pub enum PlacementError {
         /// The model's explanation.
         why: String,
     },
+    /// The kernel has no userspace p2pmem (before 6.2): there is nothing to map,
+    /// whatever `--force` says.
+    #[error("kernel {kernel} has no userspace p2pmem: p2pmem/allocate arrived in 6.2, so no buffer in {provider}'s p2pmem can be mapped; --via host copies through host memory. {STILL_WORKS}")]
+    NoUserspaceP2p {
+        /// The running kernel.
+        kernel: p2pmem_model::KernelVersion,
+        /// The provider asked for.
+        provider: Bdf,
+    },
     /// The p2pmem buffer could not be mapped.
     #[error(transparent)]
     P2pBuffer(#[from] P2pBufferError),
@@ -46,6 +55,15 @@ pub enum PlacementError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What still works on a kernel without userspace p2pmem.
+pub const STILL_WORKS: &str = "What still works on this kernel: the predictions (check, find, topo, doctor) and P2P memory for the NVMe target (p2pmem nvmet), which the kernel uses itself.";
+
+/// Why userspace P2P cannot work on `sys`'s kernel, when it cannot (before 6.2).
+pub(crate) fn no_userspace_p2p(sys: &crate::system::System) -> Option<p2pmem_model::KernelVersion> {
+    let k = sys.rules.kernel;
+    (!p2pmem_model::errno::USERSPACE_P2P.contains(k)).then_some(k)
 }
 
 /// What to map: `depth` pieces of `unit` bytes each, in one buffer.

@@ -5,7 +5,7 @@
 
 use super::endpoint::Endpoint;
 use super::error::CopyError;
-use super::placement::PlacementError;
+use super::placement::{no_userspace_p2p, PlacementError, STILL_WORKS};
 use crate::dio::DirectKind;
 use crate::p2pbuf::Location;
 use crate::rootfs::RootFs;
@@ -421,6 +421,23 @@ pub fn decide(
             dst: None,
         }),
         (Via::Auto, Err(e)) => host_fallback(e, require_p2p, None, None),
+        (Via::Auto, Ok(sys)) if no_userspace_p2p(sys).is_some() => host_fallback(
+            format!(
+                "kernel {} has no userspace p2pmem (p2pmem/allocate arrived in 6.2). {}",
+                sys.rules.kernel,
+                STILL_WORKS.trim_end_matches('.')
+            ),
+            require_p2p,
+            None,
+            None,
+        ),
+        (Via::Provider(provider), Ok(sys)) if no_userspace_p2p(sys).is_some() => {
+            Err(PlacementError::NoUserspaceP2p {
+                kernel: sys.rules.kernel,
+                provider,
+            }
+            .into())
+        }
         (Via::Provider(provider), Err(e)) => Err(unchecked(provider, &e).into()),
         (Via::Auto, Ok(sys)) => decide_auto(root, sys, src, dst, require_p2p),
         (Via::Provider(provider), Ok(sys)) => decide_provider(root, sys, provider, src, dst, force),
