@@ -59,6 +59,7 @@ fn boot(extra: &str) -> PlanRun {
         Step::Pairs {
             check: true,
             oracle: Oracle::Both,
+            pause_after_failure: false,
         },
     );
     lab_common::run_plan_topo(&topo, None, &plan)
@@ -210,6 +211,7 @@ fn on_the_config_acs_capture_the_kernels_suggestion_fails_and_the_rewrite_works(
             Step::Pairs {
                 check: true,
                 oracle: Oracle::Both,
+                pause_after_failure: false,
             },
         );
         let run = lab_common::run_plan_topo(&topo, None, &plan);

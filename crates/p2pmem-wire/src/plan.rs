@@ -102,6 +102,11 @@ pub enum Step {
         /// Which kernel answer each pair gets.
         #[serde(default)]
         oracle: Oracle,
+        /// Wait [`PAIR_FAILURE_PAUSE_MS`] after a failed transfer so that the kernel's
+        /// rate-limited I/O error lines of the next pair are all logged (a capture
+        /// records them); the decision lines are not rate-limited, so a demo can skip it.
+        #[serde(default = "yes")]
+        pause_after_failure: bool,
     },
     /// The kernel's verdict for one pair from a DMA probe (1 MiB of p2pmem mapped, 64 KiB
     /// read into it at offset 0, written back at 1 MiB).
@@ -230,6 +235,10 @@ pub enum Oracle {
     Nvmet,
     /// Both.
     Both,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How long the agent waits after a pair whose transfer failed.
@@ -381,6 +390,7 @@ mod tests {
                 Step::Pairs {
                     check: true,
                     oracle: Oracle::Auto,
+                    pause_after_failure: true,
                 },
             )
             .step("pick", Step::Pick(PickRule::NvmeProviderToOtherNvme))

@@ -228,8 +228,12 @@ impl Agent {
                 done(Output::Binds(binds))
             }
             Step::Bind { bdf } => done(Output::Binds(vec![self.bind(*bdf)])),
-            Step::Pairs { check, oracle } => {
-                let pairs = self.pairs(*check, *oracle)?;
+            Step::Pairs {
+                check,
+                oracle,
+                pause_after_failure,
+            } => {
+                let pairs = self.pairs(*check, *oracle, *pause_after_failure)?;
                 self.pairs = Some(pairs.clone());
                 done(Output::Pairs(pairs))
             }
@@ -433,7 +437,12 @@ impl Agent {
         Ok(bdfs.into_iter().map(|b| self.bind(b)).collect())
     }
 
-    fn pairs(&self, check: bool, oracle: Oracle) -> anyhow::Result<Vec<PairRecord>> {
+    fn pairs(
+        &self,
+        check: bool,
+        oracle: Oracle,
+        pause_after_failure: bool,
+    ) -> anyhow::Result<Vec<PairRecord>> {
         let sys = self.system()?;
         let clients = self.nvme(&sys);
         let mut providers: Vec<Bdf> = sys.topology.providers().map(|f| f.bdf).collect();
@@ -480,7 +489,7 @@ impl Agent {
                     probe,
                     nvmet,
                 };
-                if failed_io {
+                if failed_io && pause_after_failure {
                     // The kernel rate-limits its I/O error lines: wait them out.
                     std::thread::sleep(Duration::from_millis(PAIR_FAILURE_PAUSE_MS));
                 }

@@ -72,6 +72,9 @@ pub fn pairs_plan(opts: PairsOptions) -> Plan {
         Step::Pairs {
             check: opts.check,
             oracle: Oracle::Auto,
+            // A capture records every kernel line of every pair; the demo compares the
+            // decision lines, which the kernel does not rate-limit.
+            pause_after_failure: opts.capture,
         },
     );
     if opts.copy {
@@ -347,5 +350,17 @@ mod tests {
             .steps
             .iter()
             .any(|s| matches!(s.step, Step::Pairs { check: false, .. })));
+        // Only a capture waits out the kernel's rate limit after a failed pair.
+        let pauses = |p: &Plan| {
+            p.steps.iter().find_map(|s| match s.step {
+                Step::Pairs {
+                    pause_after_failure,
+                    ..
+                } => Some(pause_after_failure),
+                _ => None,
+            })
+        };
+        assert_eq!(pauses(&plan), Some(true));
+        assert_eq!(pauses(&plain), Some(false));
     }
 }
