@@ -82,6 +82,22 @@ enum LabCommand {
         /// The plan file.
         file: PathBuf,
     },
+    /// Every embedded topology on every pinned kernel line (or those named): for each,
+    /// boot it and compare p2pmem's prediction with the kernel's verdict for every pair,
+    /// as `lab demo` does (without its copies). One row per (kernel, topology), every
+    /// disagreement verbatim; `--json`: one summary object per row. Exit 0 when every
+    /// pair of every row agreed, 1 otherwise.
+    Matrix {
+        /// A kernel line (repeatable; default: every pinned line).
+        #[arg(long = "kernel", value_name = "LINE", value_parser = crate::lab_kernel::pinned_line_arg)]
+        kernels: Vec<p2pmem_lab::build::lines::Line>,
+        /// A topology (repeatable; default: every embedded one).
+        #[arg(long = "topology", value_name = "NAME")]
+        topologies: Vec<String>,
+        /// Guest time limit per boot in seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
     /// Boot a topology and record a ground-truth capture into DIR (root/, truth.json,
     /// boot_dmesg.txt, qemu.sh).
     Capture {
@@ -182,6 +198,11 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
             trace_dma,
             file,
         } => plan_cmd(&guest, trace_dma, &file, args.json),
+        LabCommand::Matrix {
+            kernels,
+            topologies,
+            timeout,
+        } => matrix(&kernels, &topologies, timeout, args.json),
         LabCommand::Capture { guest, dir } => capture(&guest, &dir),
         LabCommand::Demo { guest } => demo_cmd(&guest, args.json),
     }
@@ -227,6 +248,96 @@ fn is_p2pmem_copy(argv: &[String]) -> bool {
         }
     }
     false
+}
+
+fn matrix(
+    kernels: &[p2pmem_lab::build::lines::Line],
+    topologies: &[String],
+    timeout: Option<u64>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    use p2pmem_lab::build::lines::PINS;
+    use p2pmem_lab::build::{KernelSource, KernelSpec};
+    let lines: Vec<_> = if kernels.is_empty() {
+        PINS.iter().map(|p| p.line).collect()
+    } else {
+        kernels.to_vec()
+    };
+    let topos: Vec<String> = if topologies.is_empty() {
+        p2pmem_lab::machine::topology::EMBEDDED
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect()
+    } else {
+        topologies.to_vec()
+    };
+    let opts = PairsOptions {
+        capture: false,
+        check: true,
+        copy: false,
+    };
+    let mut all_agree = true;
+    let mut stdout = std::io::stdout().lock();
+    if !json {
+        writeln!(
+            stdout,
+            "{:<6} {:<26} {:<10} {:>5} {:>6} {:>9} {:>10} {:>8}  oracle",
+            "kernel",
+            "topology",
+            "release",
+            "pairs",
+            "agreed",
+            "disagreed",
+            "incomplete",
+            "allowed"
+        )?;
+    }
+    for line in &lines {
+        let mut lab = Lab::from_env()?;
+        lab.kernel = KernelSpec {
+            source: KernelSource::line(*line)?,
+            fragment: None,
+        };
+        if let Some(t) = timeout {
+            lab.timeout = Duration::from_secs(t);
+        }
+        for name in &topos {
+            let topo = Topology::load(name)?;
+            let cpu = topo.cpu.clone();
+            let (_, res) = run_pairs(&lab, &topo, &cpu, opts)?;
+            let (pairs, summary) = demo(&topo.name, &cpu, &res);
+            all_agree &= summary.disagreed == 0 && summary.incomplete == 0;
+            let oracles: std::collections::BTreeSet<&str> =
+                pairs.iter().map(|p| p.oracle.as_str()).collect();
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
+            } else {
+                writeln!(
+                    stdout,
+                    "{:<6} {:<26} {:<10} {:>5} {:>6} {:>9} {:>10} {:>8}  {}",
+                    line.to_string(),
+                    name,
+                    res.inventory.osrelease,
+                    summary.pairs,
+                    summary.agreed,
+                    summary.disagreed,
+                    summary.incomplete,
+                    summary.kernel_ok,
+                    oracles.into_iter().collect::<Vec<_>>().join(",")
+                )?;
+                for p in pairs.iter().filter(|p| p.agree != Some(true)) {
+                    let why = p
+                        .disagreement
+                        .as_deref()
+                        .or(p.kernel_error.as_deref())
+                        .or(p.prediction_error.as_deref())
+                        .unwrap_or("?");
+                    writeln!(stdout, "    {} -> {}: {why}", p.provider, p.client)?;
+                }
+            }
+        }
+    }
+    Ok(if all_agree { 0 } else { 1 })
 }
 
 /// The largest plan file `lab plan` reads.

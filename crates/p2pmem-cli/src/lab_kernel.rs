@@ -36,6 +36,11 @@ pub struct KernelOpts {
     kernel_config: Option<PathBuf>,
 }
 
+/// `--kernel LINE` for other commands (`lab matrix`).
+pub fn pinned_line_arg(text: &str) -> Result<Line, String> {
+    pinned_line(text)
+}
+
 /// `--kernel LINE`: a line the lab pins.
 fn pinned_line(text: &str) -> Result<Line, String> {
     let line = Line::parse(text)
