@@ -71,9 +71,11 @@ const V5_7: VersionRange = VersionRange::since(5, 7);
 const V_ICX: VersionRange = VersionRange::since(5, 18);
 /// Intel accelerators (0ba76b19fd4c): 7.2 cycle, backported to 7.1.y stable.
 const V_ACCEL: VersionRange = VersionRange::since(7, 1);
-/// Google SoCs: between late 2025 and June 2026, unverified; 6.19 assumed.
+/// Google SoCs: Debian's 6.12.118 lacks it, 7.2.13 has it; the release in between is not
+/// verified, 6.19 assumed.
 const V_GOOGLE: VersionRange = VersionRange::since(6, 19);
-/// NVIDIA Vera Rubin (894a78088fc3): after June 2026, unverified; 7.3 assumed.
+/// NVIDIA Vera Rubin (894a78088fc3): Debian's 7.2.13 tree lacks it, 7.3.4 has it:
+/// verified from the trees (both booted in the lab).
 const V_NVIDIA: VersionRange = VersionRange::since(7, 3);
 /// Zhaoxin (f7c220404700): just after 7.3-rc1, unverified; 7.4 assumed.
 const V_ZHAOXIN: VersionRange = VersionRange::since(7, 4);
@@ -217,7 +219,7 @@ pub const ENTRIES: &[WhitelistEntry] = &[
         false,
         "Nvidia CPUs (Vera Rubin)",
         V_NVIDIA,
-        false,
+        true,
     ),
     e(
         NVIDIA,
@@ -225,7 +227,7 @@ pub const ENTRIES: &[WhitelistEntry] = &[
         false,
         "Nvidia CPUs (Vera Rubin)",
         V_NVIDIA,
-        false,
+        true,
     ),
     e(
         NVIDIA,
@@ -233,7 +235,7 @@ pub const ENTRIES: &[WhitelistEntry] = &[
         false,
         "Nvidia CPUs (Vera Rubin)",
         V_NVIDIA,
-        false,
+        true,
     ),
     e(
         NVIDIA,
@@ -241,7 +243,7 @@ pub const ENTRIES: &[WhitelistEntry] = &[
         false,
         "Nvidia CPUs (Vera Rubin)",
         V_NVIDIA,
-        false,
+        true,
     ),
     e(
         ZHAOXIN,
