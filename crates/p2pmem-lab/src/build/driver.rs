@@ -99,7 +99,7 @@ pub fn why_not_built(line: Line, rust: bool, tree: bool) -> Option<String> {
         .join(", ");
     if !DRIVER_LINES.contains(&line) {
         Some(format!(
-            "{head}: the driver is written for the Rust support of Linux {lines}, so the lab builds {line} without Rust"
+            "{head}: the driver is written for the Rust support of Linux {lines} only (the lab builds other lines without Rust)"
         ))
     } else if !rust {
         Some(format!("{head}: the kernel's config has no CONFIG_RUST=y"))

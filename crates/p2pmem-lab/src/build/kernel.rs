@@ -155,6 +155,11 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
             bzimage, config, ..
         } => {
             adopt_image(&dir, bzimage, config, line, &reqs, progress)?;
+            progress.phase(&format!(
+                "kernel {line} ({}) {key}: copied into {}",
+                kernel.source,
+                dir.display()
+            ));
             return Ok(Kernel {
                 built: true,
                 ..kernel
