@@ -628,6 +628,12 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
     for line in crate::lab_dma::demo_lines(&s.dma, s.dma_error.as_deref()) {
         println!("{line}");
     }
+    for m in &s.qemu_messages {
+        println!("QEMU: {m}");
+    }
+    if s.iommu_faults {
+        println!("QEMU's IOMMU refused a device's DMA above: QEMU 7.2 translates peer-to-peer DMA too (real hardware routes it below the IOMMU), so a transfer the kernel reported as done may have moved no data; the verified copies tell.");
+    }
     println!(
         "summary: {} pairs, {} agreed, {} disagreed, {} incomplete; the kernel allowed {}",
         s.pairs, s.agreed, s.disagreed, s.incomplete, s.kernel_ok

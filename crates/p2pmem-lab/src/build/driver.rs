@@ -88,27 +88,24 @@ impl Driver {
     }
 }
 
-/// Why the driver cannot be built for a kernel of `line` (with or without `CONFIG_RUST`,
-/// with or without a build tree), or `None` when it can.
-pub fn why_not_built(line: Line, rust: bool, tree: bool) -> Option<String> {
+/// The tree to build the driver in for a kernel of `line` (with or without
+/// `CONFIG_RUST`, with or without a build tree), or why it cannot be built.
+pub fn buildable(line: Line, rust: bool, tree: Option<&ModuleTree>) -> Result<&ModuleTree, String> {
     let head = format!("{MODULE_NAME} is not built for kernel {line}");
     let lines = DRIVER_LINES
         .iter()
         .map(Line::to_string)
         .collect::<Vec<_>>()
         .join(", ");
-    if !DRIVER_LINES.contains(&line) {
-        Some(format!(
-            "{head}: the driver is written for the Rust support of Linux {lines}, so the lab builds {line} without Rust"
-        ))
-    } else if !rust {
-        Some(format!("{head}: the kernel's config has no CONFIG_RUST=y"))
-    } else if !tree {
-        Some(format!(
+    match tree {
+        _ if !DRIVER_LINES.contains(&line) => Err(format!(
+            "{head}: the driver is written for the Rust support of Linux {lines} only (the lab builds other lines without Rust)"
+        )),
+        _ if !rust => Err(format!("{head}: the kernel's config has no CONFIG_RUST=y")),
+        None => Err(format!(
             "{head}: a prebuilt --kernel-image needs the tree it was built in (--kernel-source DIR) to build modules against"
-        ))
-    } else {
-        None
+        )),
+        Some(tree) => Ok(tree),
     }
 }
 
@@ -134,11 +131,9 @@ pub fn ensure_driver(cache: &Cache, kernel: &Kernel, progress: Progress) -> Resu
     let config =
         fs::read_to_string(&kernel.config).map_err(io_err("cannot read", &kernel.config))?;
     let rust = config_has(&config, "CONFIG_RUST");
-    if let Some(why) = why_not_built(kernel.line, rust, kernel.modules.is_some()) {
-        return Ok(Driver::NotBuilt(why));
-    }
-    let Some(tree) = kernel.modules.as_ref() else {
-        return Ok(Driver::NotBuilt(format!("{MODULE_NAME}: no build tree")));
+    let tree = match buildable(kernel.line, rust, kernel.modules.as_ref()) {
+        Ok(tree) => tree,
+        Err(why) => return Ok(Driver::NotBuilt(why)),
     };
     let key = source_key(SOURCES);
     let dir = kernel.dir.join(format!("driver-{key}"));
@@ -228,21 +223,22 @@ mod tests {
     #[test]
     fn the_driver_is_built_only_where_it_can_be() {
         let l612 = Line::new(6, 12);
-        assert_eq!(why_not_built(l612, true, true), None);
-        let why = why_not_built(Line::new(7, 3), true, true).unwrap();
-        assert!(
-            why.starts_with("p2pmem_pci is not built for kernel 7.3"),
-            "{why}"
-        );
-        let why = why_not_built(Line::new(6, 1), false, true).unwrap();
-        assert!(
-            why.starts_with("p2pmem_pci is not built for kernel 6.1"),
-            "{why}"
-        );
-        let why = why_not_built(l612, false, true).unwrap();
-        assert!(why.contains("no CONFIG_RUST=y"), "{why}");
-        let why = why_not_built(l612, true, false).unwrap();
-        assert!(why.contains("--kernel-source"), "{why}");
+        let tree = ModuleTree {
+            src: "/s".into(),
+            out: None,
+        };
+        assert_eq!(buildable(l612, true, Some(&tree)), Ok(&tree));
+        for (line, rust, tree, why) in [
+            ("7.3", true, Some(&tree), "for kernel 7.3: the driver is written for the Rust support of Linux 6.12 only"),
+            ("6.1", false, Some(&tree), "for kernel 6.1: the driver is written"),
+            ("6.12", false, Some(&tree), "for kernel 6.12: the kernel's config has no CONFIG_RUST=y"),
+            ("6.12", true, None, "for kernel 6.12: a prebuilt --kernel-image needs the tree it was built in (--kernel-source DIR)"),
+        ] {
+            let line = Line::parse(line).unwrap();
+            let e = buildable(line, rust, tree).unwrap_err();
+            assert!(e.starts_with("p2pmem_pci is not built "), "{e}");
+            assert!(e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -155,13 +155,18 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
             bzimage, config, ..
         } => {
             adopt_image(&dir, bzimage, config, line, &reqs, progress)?;
+            progress.phase(&format!(
+                "kernel {line} ({}) {key}: copied into {}",
+                kernel.source,
+                dir.display()
+            ));
             return Ok(Kernel {
                 built: true,
                 ..kernel
             });
         }
-        KernelSource::Pinned(pin) => From::Tarball(ensure_source(cache, pin, progress)?),
-        KernelSource::Tree(tree) => From::Tree(tree.clone()),
+        KernelSource::Pinned(pin) => BuildFrom::Tarball(ensure_source(cache, pin, progress)?),
+        KernelSource::Tree(tree) => BuildFrom::Tree(tree.clone()),
     };
     let rust = reqs.contains(&Requirement::Set("CONFIG_RUST=y".into()));
     let path = if rust {
@@ -224,7 +229,7 @@ fn adopt_image(
 }
 
 /// Where a build takes its source from.
-enum From {
+enum BuildFrom {
     /// A `.tar.xz` unpacked into the build.
     Tarball(PathBuf),
     /// A user's tree, read in place.
@@ -233,7 +238,7 @@ enum From {
 
 /// One kernel build.
 struct Job<'a> {
-    from: &'a From,
+    from: &'a BuildFrom,
     reqs: &'a [Requirement],
     rust: bool,
     line: Line,
@@ -254,7 +259,7 @@ impl Job<'_> {
         File::create(&log).map_err(io_err("cannot create", &log))?;
 
         let src = match self.from {
-            From::Tarball(tarball) => {
+            BuildFrom::Tarball(tarball) => {
                 let src = work.join("src");
                 fs::create_dir_all(&src).map_err(io_err("cannot create", &src))?;
                 progress.phase(&format!(
@@ -270,7 +275,7 @@ impl Job<'_> {
                 run_logged(tar, &log, None)?;
                 src
             }
-            From::Tree(tree) => tree.clone(),
+            BuildFrom::Tree(tree) => tree.clone(),
         };
 
         progress.phase(&format!(
@@ -330,8 +335,8 @@ impl Job<'_> {
         fs::copy(&config, work.join("config")).map_err(io_err("cannot copy", &config))?;
         let build = work.join("build");
         match self.from {
-            From::Tarball(_) => keep_build_tree(&src, &out, &build),
-            From::Tree(_) => {
+            BuildFrom::Tarball(_) => keep_build_tree(&src, &out, &build),
+            BuildFrom::Tree(_) => {
                 fs::create_dir_all(&build).map_err(io_err("cannot create", &build))?;
                 fs::rename(&out, build.join("out")).map_err(io_err("cannot move", &out))
             }

@@ -209,6 +209,8 @@ pub struct PairsResult {
     pub driver_copy: Option<CopyStepResult>,
     /// Why the guest had no `p2pmem_pci` module (`None`: it had one).
     pub driver_not_built: Option<String>,
+    /// What QEMU printed on stderr during the run.
+    pub qemu_messages: Vec<String>,
 }
 
 impl PairsResult {
@@ -248,6 +250,7 @@ impl PairsResult {
                 )
             }),
             driver_not_built: run.driver.not_built().map(str::to_string),
+            qemu_messages: run.qemu_messages.clone(),
         })
     }
 

@@ -89,6 +89,12 @@ pub struct DemoSummary {
     /// Why the guest had no `p2pmem_pci` module (`p2pmem_pci is not built for kernel
     /// 7.3: ...`); `None` when it had one.
     pub driver_not_built: Option<String>,
+    /// What QEMU printed on stderr during the run.
+    pub qemu_messages: Vec<String>,
+    /// QEMU's IOMMU refused a device's DMA (`vtd_iommu_translate: detected translation
+    /// failure`): a transfer the kernel reported as done may have moved no data. QEMU
+    /// 7.2 translates peer-to-peer DMA too, which real hardware routes below the IOMMU.
+    pub iommu_faults: bool,
     /// The copy between two NVMe through a `p2pmem_pci` provider, in words.
     pub driver_copy: String,
     /// `Some(true)`: `p2pmem copy --verify` succeeded through the driver's provider and
@@ -229,6 +235,12 @@ pub fn demo_pair(p: &PairRecord) -> DemoPair {
     }
 }
 
+/// Is this line of QEMU's stderr an emulated IOMMU refusing a DMA?
+pub fn is_iommu_fault(line: &str) -> bool {
+    line.contains("vtd_iommu_translate: detected translation failure")
+        || (line.contains("vtd_") && line.contains("permission error"))
+}
+
 fn word(allowed: bool) -> &'static str {
     if allowed {
         "allowed"
@@ -331,6 +343,8 @@ pub fn demo(topology: &str, cpu: &str, res: &PairsResult) -> (Vec<DemoPair>, Dem
         dma_error: None,
         driver_providers: res.driver_providers(),
         driver_not_built: res.driver_not_built.clone(),
+        qemu_messages: res.qemu_messages.clone(),
+        iommu_faults: res.qemu_messages.iter().any(|m| is_iommu_fault(m)),
         driver_copy,
         driver_copy_verified,
         driver_copy_report: report(res.driver_copy.as_ref()),
@@ -494,6 +508,7 @@ mod tests {
             cmb_copy: copy,
             driver_copy: None,
             driver_not_built: None,
+            qemu_messages: Vec::new(),
         }
     }
 
@@ -562,6 +577,20 @@ mod tests {
         let (_, summary) = demo("default", "max", &res);
         assert_eq!(summary.driver_copy_verified, None);
         assert!(summary.driver_not_built.is_some());
+    }
+
+    #[test]
+    fn qemu_iommu_faults_are_flagged() {
+        // Seen with QEMU 7.2's intel-iommu and a bus-address P2P DMA inside a switch.
+        let mut res = with_copy(None);
+        res.qemu_messages = vec![
+            "qemu-system-x86_64: vtd_iova_to_slpte: detected slpte permission error (iova=0xfc010000, level=0x2, slpte=0x0, write=1, pasid=0xffffffff)".into(),
+            "qemu-system-x86_64: vtd_iommu_translate: detected translation failure (dev=04:00:00, iova=0xfc010000)".into(),
+        ];
+        assert!(demo("switch_iommu", "max", &res).1.iommu_faults);
+        res.qemu_messages =
+            vec!["qemu-system-x86_64: warning: TCG doesn't support requested feature".into()];
+        assert!(!demo("switch", "max", &res).1.iommu_faults);
     }
 
     #[test]

@@ -80,7 +80,13 @@ pub struct PlanRun {
     pub init_secs: Option<f64>,
     /// Seconds the whole QEMU run took.
     pub qemu_secs: f64,
+    /// What QEMU printed on stderr (at most [`QEMU_MESSAGES`] lines), e.g. an emulated
+    /// IOMMU's translation faults: a device's DMA that QEMU dropped.
+    pub qemu_messages: Vec<String>,
 }
+
+/// How many lines of QEMU's stderr a [`PlanRun`] keeps.
+pub const QEMU_MESSAGES: usize = 20;
 
 impl Lab {
     /// Settings from the environment: cache from `P2PMEM_LAB_CACHE` etc., the guest
@@ -228,6 +234,17 @@ impl Lab {
             tail: crate::error::tail_lines(&cap.text, 30),
         };
         let answer = decode_answer(&cap.report, total).map_err(guest_err)?;
+        let stderr = std::fs::read_to_string(run_dir.join("qemu.stderr")).unwrap_or_default();
+        let qemu_messages: Vec<String> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(QEMU_MESSAGES)
+            .map(str::to_string)
+            .collect();
+        for m in &qemu_messages {
+            self.progress.phase(&format!("QEMU: {m}"));
+        }
         self.progress.phase(&format!(
             "guest finished in {:.1} s ({total} steps, {} failed)",
             cap.total_secs, answer.failed
@@ -245,6 +262,7 @@ impl Lab {
             nvme_ready: cap.report.ready,
             init_secs: cap.init_secs,
             qemu_secs: cap.total_secs,
+            qemu_messages,
         })
     }
 }
