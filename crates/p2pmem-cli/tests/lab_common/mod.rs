@@ -79,9 +79,22 @@ pub fn run_plan_topo(topo: &Topology, cpu: Option<&str>, plan: &Plan) -> PlanRun
 /// summary (the last line), and the exit status.
 #[allow(dead_code)]
 pub fn demo(topology: &str, cpu: Option<&str>) -> (Vec<DemoPair>, DemoSummary, Option<i32>) {
+    demo_on(topology, cpu, None)
+}
+
+/// [`demo`] on a kernel line (`--kernel LINE`; the default line when `None`).
+#[allow(dead_code)]
+pub fn demo_on(
+    topology: &str,
+    cpu: Option<&str>,
+    kernel: Option<&str>,
+) -> (Vec<DemoPair>, DemoSummary, Option<i32>) {
     let mut args = vec!["--json", "lab", "demo", "--topology", topology];
     if let Some(cpu) = cpu {
         args.extend(["--cpu", cpu]);
+    }
+    if let Some(k) = kernel {
+        args.extend(["--kernel", k]);
     }
     let out = p2pmem(&args);
     let text = String::from_utf8(out.stdout).expect("demo output is UTF-8");
