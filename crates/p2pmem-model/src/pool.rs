@@ -324,8 +324,10 @@ impl Pool {
             .map_or(usize::MAX, class_ceil)
             .min(self.lists.classes());
         let mut budget = SCAN_BUDGET;
-        if let Some(hit) = self.scan(lo, sure, size, align, &mut budget) {
-            return Some(hit);
+        if lo < sure {
+            if let Some(hit) = self.scan(lo, sure, size, align, &mut budget) {
+                return Some(hit);
+            }
         }
         if let Some(c) = self.lists.first_at_or_above(sure) {
             let start = *self.lists.list(c).last()?;
