@@ -1,12 +1,21 @@
-//! A first-fit sub-allocator over offsets in one region `[0, len)`.
+//! A sub-allocator over offsets in one region `[0, len)`.
 //!
 //! A program maps one contiguous p2pmem allocation (`p2pmem/allocate`) and carves
-//! buffers out of it. This is the arithmetic half of that: it hands out `u64` offsets,
-//! never touches memory, and behaves like the kernel's genalloc (first fit in address
-//! order, sizes rounded up to a granule, freed neighbours merged). See `POOL-DESIGN.md`.
+//! buffers out of it. This is the arithmetic half of that: it hands out `u64` offsets and
+//! never touches memory. Sizes are rounded up to a granule as in the kernel's genalloc,
+//! freed neighbours are merged, and a request goes to the smallest size class of free
+//! blocks that holds it (segregated free lists with a bitmap index, as in TLSF), so an
+//! allocation and a free each cost a few hash-table steps however fragmented the pool
+//! is. See `POOL-DESIGN.md`.
 
+mod class;
+mod hash;
+
+use class::{class_ceil, class_of, FreeLists};
+use hash::BuildOffsetHasher;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
 /// A half-open run of offsets `[start, start + len)` inside a pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -119,25 +128,55 @@ pub enum PoolError {
     },
 }
 
-/// A first-fit allocator over `[0, len)`.
+/// How many free blocks a search may look at in classes where only some blocks fit (an
+/// alignment above the granule, or a size between two class boundaries) before it takes
+/// a block from a class where every block fits. A refusal always looks at them all.
+const SCAN_BUDGET: usize = 32;
+
+/// A free block's length and its slot in its class's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Free {
+    len: u64,
+    slot: usize,
+}
+
+/// A good-fit allocator over `[0, len)`: segregated free lists by size class, the
+/// smallest class that holds the request wins (see `POOL-DESIGN.md`).
 ///
 /// Invariants (checked by the property tests): free blocks and live allocations tile
 /// `[0, len)` exactly; no two free blocks touch (they are merged); every start and length
-/// is a multiple of the granule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// is a multiple of the granule; every free block is in `free`, `free_ends` and, once, in
+/// the list of its size class; a request is refused only when no free block holds it.
+#[derive(Clone)]
 pub struct Pool {
     len: u64,
     granule: u64,
-    /// Free blocks, start -> length, in address order.
-    free: BTreeMap<u64, u64>,
+    /// `granule.trailing_zeros()`: bytes to granules.
+    shift: u32,
     /// Live allocations, start -> length.
-    live: BTreeMap<u64, u64>,
+    live: HashMap<u64, u64, BuildOffsetHasher>,
+    /// Free blocks, start -> length and slot. Kept apart from `live` because it is small
+    /// (free blocks are merged) and every free touches it three times: it stays in cache.
+    free: HashMap<u64, Free, BuildOffsetHasher>,
+    /// Free blocks, end -> start: the free block just below a freed allocation.
+    free_ends: HashMap<u64, u64, BuildOffsetHasher>,
+    /// Free blocks by size class.
+    lists: FreeLists,
+    /// Sum of the free blocks' lengths.
+    free_bytes: u64,
 }
 
 /// `x` rounded up to a multiple of the power of two `align`, or `None` on overflow.
 fn align_up(x: u64, align: u64) -> Option<u64> {
     let mask = align - 1;
     x.checked_add(mask).map(|v| v & !mask)
+}
+
+/// Where `size` bytes at an `align`ed offset go in the free block `[start, start + len)`,
+/// if they fit.
+fn fit(start: u64, len: u64, size: u64, align: u64) -> Option<u64> {
+    let at = align_up(start, align)?;
+    (at.checked_add(size)? <= start.saturating_add(len)).then_some(at)
 }
 
 impl Pool {
@@ -151,12 +190,19 @@ impl Pool {
         if len == 0 || len & (granule - 1) != 0 {
             return Err(PoolError::BadLength { len, granule });
         }
-        Ok(Self {
+        let shift = granule.trailing_zeros();
+        let mut pool = Self {
             len,
             granule,
-            free: BTreeMap::from([(0, len)]),
-            live: BTreeMap::new(),
-        })
+            shift,
+            live: HashMap::default(),
+            free: HashMap::default(),
+            free_ends: HashMap::default(),
+            lists: FreeLists::new(len >> shift),
+            free_bytes: 0,
+        };
+        pool.put_free(0, len);
+        Ok(pool)
     }
 
     /// Length of the region.
@@ -170,8 +216,10 @@ impl Pool {
     }
 
     /// Allocates `size` bytes (rounded up to the granule) at an offset aligned to
-    /// `align` (a power of two; values below the granule mean the granule). Takes the
-    /// lowest-addressed free block that fits, as genalloc's first fit does.
+    /// `align` (a power of two; values below the granule mean the granule). Takes a free
+    /// block from the smallest size class that holds the request, and carves the
+    /// allocation from its lowest aligned offset. Refuses only when no free block holds
+    /// the request at any aligned offset.
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<Range, PoolError> {
         if size == 0 {
             return Err(PoolError::ZeroSize);
@@ -184,28 +232,22 @@ impl Pool {
             size,
             granule: self.granule,
         })?;
-        let fit = self.free.iter().find_map(|(&start, &len)| {
-            let at = align_up(start, align)?;
-            let end = at.checked_add(size)?;
-            (end <= start + len).then_some((start, len, at))
-        });
-        let Some((block, block_len, at)) = fit else {
-            let stats = self.stats();
+        let Some((start, at)) = self.find(size, align) else {
             return Err(PoolError::NoSpace {
                 size,
                 align,
-                free: stats.free,
-                largest_free: stats.largest_free,
+                free: self.free_bytes,
+                largest_free: self.largest_free(),
             });
         };
-        self.free.remove(&block);
-        if at > block {
-            self.free.insert(block, at - block);
+        let block_len = self.take_free(start).map_or(0, |b| b.len);
+        // `find` checked that [at, at + size) lies inside the block.
+        let (end, block_end) = (at + size, start + block_len);
+        if at > start {
+            self.put_free(start, at - start);
         }
-        let tail = at + size;
-        let block_end = block + block_len;
-        if tail < block_end {
-            self.free.insert(tail, block_end - tail);
+        if end < block_end {
+            self.put_free(end, block_end - end);
         }
         self.live.insert(at, size);
         Ok(Range {
@@ -223,361 +265,209 @@ impl Pool {
             });
         }
         let Some(len) = self.live.remove(&offset) else {
-            return Err(match self.live.range(..offset).next_back() {
-                Some((&start, &len)) if start + len > offset => {
-                    PoolError::InsideAllocation { offset, start, len }
-                }
-                _ => PoolError::NotAllocated { offset },
-            });
+            return Err(self.not_live(offset));
         };
-        let mut start = offset;
-        let mut merged = len;
-        if let Some((&prev, &prev_len)) = self.free.range(..offset).next_back() {
-            if prev + prev_len == offset {
-                self.free.remove(&prev);
-                start = prev;
-                merged += prev_len;
+        let (mut start, mut merged) = (offset, len);
+        if let Some(&below) = self.free_ends.get(&offset) {
+            if let Some(b) = self.take_free(below) {
+                (start, merged) = (below, merged + b.len);
             }
         }
-        if let Some(next_len) = self.free.remove(&(offset + len)) {
-            merged += next_len;
+        if let Some(b) = self.take_free(offset + len) {
+            merged += b.len;
         }
-        self.free.insert(start, merged);
+        self.put_free(start, merged);
         Ok(())
     }
 
     /// Free blocks in address order.
     pub fn free_blocks(&self) -> impl Iterator<Item = Range> + '_ {
-        self.free.iter().map(|(&start, &len)| Range { start, len })
+        self.walk().filter(|&(_, free)| free).map(|(r, _)| r)
     }
 
     /// Live allocations in address order.
     pub fn allocations(&self) -> impl Iterator<Item = Range> + '_ {
-        self.live.iter().map(|(&start, &len)| Range { start, len })
+        self.walk().filter(|&(_, free)| !free).map(|(r, _)| r)
     }
 
-    /// Totals, computed from the free list and the allocation table.
+    /// Totals. `free` is kept as a running sum, the rest is read off the tables; the
+    /// property tests recompute every field from the blocks after each step.
     pub fn stats(&self) -> PoolStats {
-        let free = self.free.values().sum();
         PoolStats {
             total: self.len,
-            free,
-            used: self.live.values().sum(),
-            largest_free: self.free.values().copied().max().unwrap_or(0),
+            free: self.free_bytes,
+            used: self.len - self.free_bytes,
+            largest_free: self.largest_free(),
             free_blocks: self.free.len(),
             allocations: self.live.len(),
         }
     }
+
+    /// The free block an allocation of `size` bytes at `align` goes in: its start and
+    /// the aligned offset inside it.
+    ///
+    /// Classes below the request's own class hold only smaller blocks. From the class
+    /// where every block holds the request wherever it starts (`sure`) up, any block
+    /// will do, and the bitmap finds the first non-empty such class at once. Classes in
+    /// between hold some blocks that fit and some that do not: they are searched first
+    /// (smaller blocks first), up to `SCAN_BUDGET` blocks, and fully before a refusal.
+    fn find(&self, size: u64, align: u64) -> Option<(u64, u64)> {
+        let g = size >> self.shift;
+        let lo = class_of(g);
+        if lo >= self.lists.classes() || size > self.free_bytes {
+            return None;
+        }
+        // A block of `g + slack` granules holds the request even at the worst start.
+        let slack = (align - self.granule) >> self.shift;
+        let sure = g
+            .checked_add(slack)
+            .map_or(usize::MAX, class_ceil)
+            .min(self.lists.classes());
+        let mut budget = SCAN_BUDGET;
+        if lo < sure {
+            if let Some(hit) = self.scan(lo, sure, size, align, &mut budget) {
+                return Some(hit);
+            }
+        }
+        if let Some(c) = self.lists.first_at_or_above(sure) {
+            let start = *self.lists.list(c).last()?;
+            return Some((start, align_up(start, align)?));
+        }
+        if budget == 0 {
+            let mut unbounded = usize::MAX;
+            return self.scan(lo, sure, size, align, &mut unbounded);
+        }
+        None
+    }
+
+    /// The first free block in classes `[from, to)`, lowest class first and the most
+    /// recently freed first within a class, that holds `size` at `align`. Gives up
+    /// (`None`, with `budget` at 0) after looking at `budget` blocks.
+    fn scan(
+        &self,
+        from: usize,
+        to: usize,
+        size: u64,
+        align: u64,
+        budget: &mut usize,
+    ) -> Option<(u64, u64)> {
+        let mut c = from;
+        while let Some(class) = self.lists.first_at_or_above(c).filter(|&k| k < to) {
+            for &start in self.lists.list(class).iter().rev() {
+                if *budget == 0 {
+                    return None;
+                }
+                *budget -= 1;
+                let len = self.free.get(&start).map_or(0, |b| b.len);
+                if let Some(at) = fit(start, len, size, align) {
+                    return Some((start, at));
+                }
+            }
+            c = class + 1;
+        }
+        None
+    }
+
+    /// Records `[start, start + len)` as free and lists it in its class.
+    fn put_free(&mut self, start: u64, len: u64) {
+        let slot = self.lists.push(class_of(len >> self.shift), start);
+        self.free.insert(start, Free { len, slot });
+        self.free_ends.insert(start + len, start);
+        self.free_bytes += len;
+    }
+
+    /// Takes the free block at `start` out of every table, if there is one.
+    fn take_free(&mut self, start: u64) -> Option<Free> {
+        let b = self.free.remove(&start)?;
+        // The last block of the class moves into the slot: tell it.
+        if let Some(moved) = self.lists.remove(class_of(b.len >> self.shift), b.slot) {
+            if let Some(m) = self.free.get_mut(&moved) {
+                m.slot = b.slot;
+            }
+        }
+        self.free_ends.remove(&(start + b.len));
+        self.free_bytes -= b.len;
+        Some(b)
+    }
+
+    /// The largest free block: the longest in the highest non-empty class.
+    fn largest_free(&self) -> u64 {
+        self.lists.highest().map_or(0, |c| {
+            self.lists
+                .list(c)
+                .iter()
+                .filter_map(|s| self.free.get(s))
+                .map(|b| b.len)
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
+    /// Why `free(offset)` is refused for an offset in the pool that starts no live
+    /// allocation. Looks at every allocation (the table is not ordered), which is fine on
+    /// this error path.
+    fn not_live(&self, offset: u64) -> PoolError {
+        let holder = self
+            .live
+            .iter()
+            .find(|&(&start, &len)| start < offset && offset - start < len);
+        match holder {
+            Some((&start, &len)) => PoolError::InsideAllocation { offset, start, len },
+            None => PoolError::NotAllocated { offset },
+        }
+    }
+
+    /// Every block in address order, following lengths from offset 0, with whether it
+    /// is free.
+    fn walk(&self) -> impl Iterator<Item = (Range, bool)> + '_ {
+        let block = move |start: u64| {
+            let (len, free) = match self.live.get(&start) {
+                Some(&len) => (len, false),
+                None => (self.free.get(&start)?.len, true),
+            };
+            Some((Range { start, len }, free))
+        };
+        std::iter::successors(block(0), move |(r, _)| {
+            block(r.start.checked_add(r.len).filter(|_| r.len > 0)?)
+        })
+    }
+}
+
+/// Two pools are equal when they have the same geometry and the same blocks, free and
+/// live; the order within a class list (a matter of history) does not count.
+impl PartialEq for Pool {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len
+            && self.granule == other.granule
+            && self.live == other.live
+            && self.free.len() == other.free.len()
+            && self
+                .free
+                .iter()
+                .all(|(s, b)| other.free.get(s).is_some_and(|o| o.len == b.len))
+    }
+}
+
+impl Eq for Pool {}
+
+/// The geometry, then the free blocks and the allocations as `start: len` in address
+/// order (not the tables' layout).
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ranges = |free: bool| {
+            self.walk()
+                .filter(|&(_, f)| f == free)
+                .map(|(r, _)| (r.start, r.len))
+                .collect::<BTreeMap<u64, u64>>()
+        };
+        f.debug_struct("Pool")
+            .field("len", &self.len)
+            .field("granule", &self.granule)
+            .field("free", &ranges(true))
+            .field("live", &ranges(false))
+            .finish()
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    const PAGE: u64 = 4096;
-
-    fn r(start: u64, len: u64) -> Range {
-        Range { start, len }
-    }
-
-    #[test]
-    fn new_rejects_bad_geometry() {
-        assert_eq!(
-            Pool::new(PAGE, 0),
-            Err(PoolError::BadGranule { granule: 0 })
-        );
-        assert_eq!(
-            Pool::new(PAGE, 3),
-            Err(PoolError::BadGranule { granule: 3 })
-        );
-        assert_eq!(
-            Pool::new(0, PAGE),
-            Err(PoolError::BadLength {
-                len: 0,
-                granule: PAGE
-            })
-        );
-        assert_eq!(
-            Pool::new(PAGE + 1, PAGE),
-            Err(PoolError::BadLength {
-                len: PAGE + 1,
-                granule: PAGE
-            })
-        );
-        let p = Pool::new(u64::MAX - PAGE + 1, PAGE).unwrap();
-        assert_eq!(p.stats().largest_free, u64::MAX - PAGE + 1);
-    }
-
-    #[test]
-    fn first_fit_rounds_to_the_granule() {
-        let mut p = Pool::new(16 * PAGE, PAGE).unwrap();
-        assert_eq!(p.alloc(1, 1).unwrap(), r(0, PAGE));
-        assert_eq!(p.alloc(PAGE + 1, 0x10).unwrap(), r(PAGE, 2 * PAGE));
-        assert_eq!(p.alloc(PAGE, PAGE).unwrap(), r(3 * PAGE, PAGE));
-        // Freeing the first page leaves a hole that first fit reuses.
-        p.free(0).unwrap();
-        assert_eq!(p.alloc(10, 1).unwrap(), r(0, PAGE));
-    }
-
-    #[test]
-    fn alignment_splits_a_block_in_two() {
-        let mut p = Pool::new(16 * PAGE, PAGE).unwrap();
-        p.alloc(PAGE, PAGE).unwrap();
-        let a = p.alloc(PAGE, 4 * PAGE).unwrap();
-        assert_eq!(a, r(4 * PAGE, PAGE));
-        let free: Vec<Range> = p.free_blocks().collect();
-        assert_eq!(free, vec![r(PAGE, 3 * PAGE), r(5 * PAGE, 11 * PAGE)]);
-        // The gap in front of the aligned block is still usable.
-        assert_eq!(p.alloc(3 * PAGE, PAGE).unwrap(), r(PAGE, 3 * PAGE));
-    }
-
-    #[test]
-    fn bad_requests_are_errors() {
-        let mut p = Pool::new(4 * PAGE, PAGE).unwrap();
-        assert_eq!(p.alloc(0, PAGE), Err(PoolError::ZeroSize));
-        assert_eq!(p.alloc(1, 3), Err(PoolError::BadAlign { align: 3 }));
-        assert_eq!(p.alloc(1, 0), Err(PoolError::BadAlign { align: 0 }));
-        assert_eq!(
-            p.alloc(u64::MAX, PAGE),
-            Err(PoolError::SizeOverflow {
-                size: u64::MAX,
-                granule: PAGE
-            })
-        );
-        // An alignment larger than the pool only fits at offset 0.
-        assert_eq!(p.alloc(PAGE, 1 << 63).unwrap(), r(0, PAGE));
-        assert!(matches!(
-            p.alloc(PAGE, 1 << 63),
-            Err(PoolError::NoSpace { .. })
-        ));
-        assert!(matches!(
-            p.alloc(5 * PAGE, PAGE),
-            Err(PoolError::NoSpace { .. })
-        ));
-    }
-
-    #[test]
-    fn fragmentation_fails_a_request_smaller_than_free_space() {
-        let mut p = Pool::new(4 * PAGE, PAGE).unwrap();
-        let a: Vec<Range> = (0..4).map(|_| p.alloc(PAGE, PAGE).unwrap()).collect();
-        p.free(a[0].start).unwrap();
-        p.free(a[2].start).unwrap();
-        let s = p.stats();
-        assert_eq!((s.free, s.largest_free, s.free_blocks), (2 * PAGE, PAGE, 2));
-        let err = p.alloc(2 * PAGE, PAGE).unwrap_err();
-        assert_eq!(
-            err,
-            PoolError::NoSpace {
-                size: 2 * PAGE,
-                align: PAGE,
-                free: 2 * PAGE,
-                largest_free: PAGE
-            }
-        );
-        assert!(
-            err.to_string().contains("8192 bytes free in total"),
-            "{err}"
-        );
-        // Freeing the middle allocation merges all three into one block.
-        p.free(a[1].start).unwrap();
-        assert_eq!(p.free_blocks().collect::<Vec<_>>(), vec![r(0, 3 * PAGE)]);
-        assert_eq!(p.alloc(2 * PAGE, PAGE).unwrap(), r(0, 2 * PAGE));
-    }
-
-    #[test]
-    fn free_merges_with_both_neighbours() {
-        let mut p = Pool::new(3 * PAGE, PAGE).unwrap();
-        let a = p.alloc(PAGE, 1).unwrap();
-        let b = p.alloc(PAGE, 1).unwrap();
-        let c = p.alloc(PAGE, 1).unwrap();
-        p.free(c.start).unwrap();
-        p.free(a.start).unwrap();
-        assert_eq!(p.stats().free_blocks, 2);
-        p.free(b.start).unwrap();
-        assert_eq!(p.free_blocks().collect::<Vec<_>>(), vec![r(0, 3 * PAGE)]);
-    }
-
-    #[test]
-    fn bad_frees_are_errors_not_panics() {
-        let mut p = Pool::new(4 * PAGE, PAGE).unwrap();
-        let a = p.alloc(2 * PAGE, PAGE).unwrap();
-        assert_eq!(
-            p.free(a.start + 1),
-            Err(PoolError::InsideAllocation {
-                offset: 1,
-                start: 0,
-                len: 2 * PAGE
-            })
-        );
-        assert_eq!(
-            p.free(3 * PAGE),
-            Err(PoolError::NotAllocated { offset: 3 * PAGE })
-        );
-        assert_eq!(
-            p.free(4 * PAGE),
-            Err(PoolError::OutOfPool {
-                offset: 4 * PAGE,
-                len: 4 * PAGE
-            })
-        );
-        assert_eq!(
-            p.free(u64::MAX),
-            Err(PoolError::OutOfPool {
-                offset: u64::MAX,
-                len: 4 * PAGE
-            })
-        );
-        p.free(a.start).unwrap();
-        // A double free is refused and leaves the pool as it was.
-        let before = p.clone();
-        assert_eq!(p.free(a.start), Err(PoolError::NotAllocated { offset: 0 }));
-        assert_eq!(p, before);
-    }
-
-    #[test]
-    fn stats_and_errors_serialize() {
-        let p = Pool::new(2 * PAGE, PAGE).unwrap();
-        let v = serde_json::to_value(p.stats()).unwrap();
-        assert_eq!(v["total"], 2 * PAGE);
-        assert_eq!(v["free_blocks"], 1);
-        let e = serde_json::to_value(PoolError::NotAllocated { offset: 7 }).unwrap();
-        assert_eq!(e["error"], "not_allocated");
-        assert_eq!(e["offset"], 7);
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Alloc { size: u64, align_shift: u32 },
-        FreeLive(prop::sample::Index),
-        FreeAny(u64),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            3 => (1u64..=6 * 512, 0u32..=13).prop_map(|(size, align_shift)| Op::Alloc { size, align_shift }),
-            2 => any::<prop::sample::Index>().prop_map(Op::FreeLive),
-            1 => any::<u64>().prop_map(Op::FreeAny),
-        ]
-    }
-
-    /// Checks every invariant of `p` against `model`, the test's own list of live ranges.
-    fn check(p: &Pool, model: &[Range]) -> Result<(), TestCaseError> {
-        let mut live: Vec<Range> = p.allocations().collect();
-        let mut expected = model.to_vec();
-        expected.sort();
-        prop_assert_eq!(&live, &expected);
-        for a in &live {
-            prop_assert!(a.len > 0 && a.end() <= p.capacity());
-            prop_assert_eq!(a.start % p.granule(), 0);
-            prop_assert_eq!(a.len % p.granule(), 0);
-        }
-        // Free blocks and allocations tile [0, len) with no overlap and no gap, and no
-        // two free blocks touch.
-        let free: Vec<Range> = p.free_blocks().collect();
-        for w in free.windows(2) {
-            prop_assert!(
-                w[0].end() < w[1].start,
-                "unmerged or overlapping free blocks {:?}",
-                w
-            );
-        }
-        live.extend(free.iter().copied());
-        live.sort();
-        let mut at = 0;
-        for b in &live {
-            prop_assert_eq!(b.start, at, "gap or overlap at {}", at);
-            at = b.end();
-        }
-        prop_assert_eq!(at, p.capacity());
-        let s = p.stats();
-        let used: u64 = model.iter().map(|a| a.len).sum();
-        prop_assert_eq!(s.used, used);
-        prop_assert_eq!(s.free + s.used, s.total);
-        prop_assert_eq!(s.free, free.iter().map(|b| b.len).sum::<u64>());
-        prop_assert_eq!(
-            s.largest_free,
-            free.iter().map(|b| b.len).max().unwrap_or(0)
-        );
-        prop_assert_eq!(s.free_blocks, free.len());
-        prop_assert_eq!(s.allocations, model.len());
-        Ok(())
-    }
-
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            // Miri is ~1000x slower; a few cases still walk every code path.
-            cases: if cfg!(miri) { 16 } else { 512 },
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
-    proptest! {
-        #![proptest_config(config())]
-
-        #[test]
-        fn random_sequences_keep_every_invariant(
-            granule_shift in 0u32..=12,
-            granules in 1u64..=48,
-            ops in prop::collection::vec(op(), 0..if cfg!(miri) { 64 } else { 200 }),
-        ) {
-            let granule = 1u64 << granule_shift;
-            let mut p = Pool::new(granules * granule, granule).unwrap();
-            let mut model: Vec<Range> = Vec::new();
-            for op in ops {
-                match op {
-                    Op::Alloc { size, align_shift } => {
-                        let size = (size * granule).div_ceil(512);
-                        let align = 1u64 << align_shift;
-                        match p.alloc(size, align) {
-                            Ok(a) => {
-                                prop_assert!(a.len >= size);
-                                prop_assert_eq!(a.start % align.max(granule), 0);
-                                model.push(a);
-                            }
-                            Err(PoolError::NoSpace { size: rounded, align: used_align, largest_free, .. }) => {
-                                // First fit failing means no block could hold it at any
-                                // aligned position.
-                                prop_assert!(largest_free < rounded || used_align > granule);
-                                for b in p.free_blocks() {
-                                    let at = align_up(b.start, used_align);
-                                    prop_assert!(at.is_none_or(|at| at + rounded > b.end()));
-                                }
-                            }
-                            Err(e) => prop_assert!(false, "unexpected {}", e),
-                        }
-                    }
-                    Op::FreeLive(i) => {
-                        if !model.is_empty() {
-                            let a = model.swap_remove(i.index(model.len()));
-                            prop_assert_eq!(p.free(a.start), Ok(()));
-                            // Second free of the same start is always refused.
-                            prop_assert!(p.free(a.start).is_err());
-                        }
-                    }
-                    Op::FreeAny(offset) => {
-                        let before = p.clone();
-                        let is_live = model.iter().any(|a| a.start == offset);
-                        match p.free(offset) {
-                            Ok(()) => {
-                                prop_assert!(is_live);
-                                model.retain(|a| a.start != offset);
-                            }
-                            Err(_) => {
-                                prop_assert!(!is_live);
-                                prop_assert_eq!(&p, &before);
-                            }
-                        }
-                    }
-                }
-                check(&p, &model)?;
-            }
-            for a in model.drain(..) {
-                prop_assert_eq!(p.free(a.start), Ok(()));
-            }
-            check(&p, &model)?;
-            prop_assert_eq!(p.free_blocks().collect::<Vec<_>>(), vec![Range { start: 0, len: p.capacity() }]);
-        }
-    }
-}
+mod tests;

@@ -4,7 +4,7 @@
 //! overlap writes of earlier ones.
 //!
 //! The one buffer (a single p2pmem mmap, or host memory) is cut into chunk ranges with
-//! the model's first-fit [`Pool`]. Every request in flight is in a table keyed by
+//! the model's [`Pool`]. Every request in flight is in a table keyed by
 //! `user_data` with its chunk and buffer range until its completion is reaped. On an
 //! error or a cancellation no new request is started, every request in flight is
 //! reaped, and the exact set of destination bytes written is returned.
