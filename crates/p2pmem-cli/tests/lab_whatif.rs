@@ -48,10 +48,15 @@ fn predict(extra: &str) -> CheckReport {
     })
 }
 
-/// Boots `multifunction_iommu` with `extra` on the command line: every pair through
-/// both kernel oracles, and the guest's own view of the root port.
+/// Boots `multifunction_iommu` with `extra` on the command line.
 fn boot(extra: &str) -> PlanRun {
-    let mut topo = Topology::load("multifunction_iommu").expect("topology");
+    boot_topology("multifunction_iommu", extra)
+}
+
+/// Boots `topology` with `extra` on the command line: every pair through both kernel
+/// oracles, and the guest's own view of the root port.
+fn boot_topology(topology: &str, extra: &str) -> PlanRun {
+    let mut topo = Topology::load(topology).expect("topology");
     topo.cmdline = extra.to_string();
     let mut plan = Plan::new();
     plan.step(
@@ -199,22 +204,11 @@ fn on_the_config_acs_capture_the_kernels_suggestion_fails_and_the_rewrite_works(
         (Some(false), Some(true))
     );
     for (fix, want) in [(suggested, false), (rewritten, true)] {
-        let mut topo = Topology::load("multifunction_acs").expect("topology");
-        topo.cmdline = fix
+        let extra = fix
             .cmdline
             .strip_prefix("console=ttyS0 panic=-1 ")
-            .expect("the lab's base command line")
-            .to_string();
-        let mut plan = Plan::new();
-        plan.step(
-            "pairs",
-            Step::Pairs {
-                check: true,
-                oracle: Oracle::Both,
-                pause_after_failure: false,
-            },
-        );
-        let run = lab_common::run_plan_topo(&topo, None, &plan);
+            .expect("the lab's base command line");
+        let run = boot_topology("multifunction_acs", extra);
         let (allowed, _) = kernel_decision(&run);
         assert_eq!(allowed, want, "booted with `{}`", fix.cmdline);
     }

@@ -524,9 +524,7 @@ pub fn firmware_from_capture(
     captured_ctrl: u16,
     captured: &BootParams,
     captured_iommu: bool,
-    kernel: KernelVersion,
 ) -> Firmware {
-    let _ = kernel;
     // Bits the captured boot set (or may have set) are not the firmware's to show.
     let mut touched = if captured_iommu {
         cap & IOMMU_ACS_BITS

@@ -117,7 +117,6 @@ pub fn apply(
                 control.0,
                 &captured_boot,
                 captured.iommu,
-                rules.kernel,
             );
             let setup = enable_acs(&dev, capability.0, fw, iommu, &boot, kernel);
             lines.extend(setup.kernel_lines);

@@ -215,7 +215,7 @@ fn iommu_then_disable_acs_redir() {
 fn the_firmware_behind_a_capture() {
     let d = port("0000:00:07.0");
     let p = parse_cmdline("pci=config_acs=11xx@0000:00:07.0", V6_12);
-    let fw = firmware_from_capture(&d, 0x005f, 0x000c, &p, false, V6_12);
+    let fw = firmware_from_capture(&d, 0x005f, 0x000c, &p, false);
     // RR and CR were the parameter's; the other bits are the firmware's (0).
     assert_eq!(fw.known, !0x000c);
     assert_eq!(fw.ctrl, 0);
