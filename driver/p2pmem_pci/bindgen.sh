@@ -14,6 +14,12 @@ if [ ! -r "$cmd" ]; then
   exit 1
 fi
 srctree=$(cd "$srctree" && pwd)
+# The recorded clang flags name generated headers relative to the kernel's output tree
+# (-I./include): run bindgen there. 6.12 runs module builds in that tree, 7.x in the
+# module's own directory.
+objtree=$(cd "$objtree" && pwd)
+case $header in /*) ;; *) header=$PWD/$header ;; esac
+case $out in /*) ;; *) out=$PWD/$out ;; esac
 # savedcmd_rust/bindings/bindings_generated.rs := BINDGEN HEADER OPTIONS -o OUT -- CLANG_FLAGS ; sed ...
 line=$(sed -n 's/^savedcmd_rust\/bindings\/bindings_generated\.rs := //p' "$cmd")
 rest=${line#* }           # drop the bindgen program
@@ -36,6 +42,11 @@ if [ -n "$old" ] && [ "$old" != "$srctree" ]; then
   options=$(printf '%s\n' "$options" | replace)
   clang=$(printf '%s\n' "$clang" | replace)
 fi
+# Options that serve the kernel crate's own bindings only (7.x): CFI encodings of enums
+# (`#[cfi_encoding]` needs a feature modules may not enable; the recorded text also holds
+# a make variable, `$(pound)`) and pin-init's `MaybeZeroable` derives.
+options=$(printf '%s\n' "$options" | sed -e 's/ --with-attribute-custom-enum=[^ ]*//g' \
+  -e 's/ --with-derive-custom-[a-z]* [^ ]*//g')
 set -f  # options such as `--blocklist-type __kernel_s?size_t` are patterns, not globs
 eval "set -- $options"
 eval "set -- \"\$@\" \
@@ -44,4 +55,5 @@ eval "set -- \"\$@\" \
   --allowlist-type 'pci_driver|pci_dev|pci_device_id|driver_attribute|attribute_group' \
   --allowlist-var 'PCI_ANY_ID|SUBSECTION_SHIFT|IORESOURCE_(IO|MEM|PREFETCH|UNSET|DISABLED)' \
   -o \"\$out\" -- $clang"
+cd "$objtree"
 exec "$bindgen" "$header" "$@"

@@ -203,17 +203,43 @@ fn iommu_acs_findings(sys: &System, out: &mut Vec<Finding>) {
             ));
         }
     }
-    let redirecting: Vec<String> = sys
-        .topology
-        .functions()
-        .filter(|f| f.acs().redirects_p2p() == Some(true))
-        .map(|f| f.bdf.to_string())
-        .collect();
-    if !redirecting.is_empty() {
-        out.push(f(Level::Warning, "acs", format!("ACS redirect (RR/CR/EC) is set on {}: P2P paths through these go to the host bridge", redirecting.join(", ")), Some(format!("if P2P below them is wanted: boot with pci=disable_acs_redir={} (this merges IOMMU groups)", redirecting.join(";")))));
-    }
+    acs_redirect_findings(sys, out);
     if !sys.truncated_config.is_empty() {
         out.push(f(Level::Warning, "acs", format!("config space of {} functions could only be read in part (not root): ACS state unknown", sys.truncated_config.len()), Some("run as root for ACS-dependent answers".into())));
+    }
+}
+
+/// Each port with ACS redirect, who set it (the kernel for the IOMMU, a `config_acs`
+/// entry, or the firmware), and what that means for P2P below it.
+fn acs_redirect_findings(sys: &System, out: &mut Vec<Finding>) {
+    use p2pmem_model::whatif::{redirect_origin, Captured, RedirectOrigin};
+    let captured = Captured {
+        cmdline: sys.cmdline.as_deref().unwrap_or(""),
+        iommu: !sys.iommus.is_empty(),
+    };
+    let mut redirecting = Vec::new();
+    for func in sys.topology.functions() {
+        let Some(origin) = redirect_origin(func, &captured, sys.rules.kernel) else {
+            continue;
+        };
+        let by = match origin {
+            RedirectOrigin::Iommu => format!(
+                "set by the kernel because the IOMMU is on ({})",
+                sys.iommus.join(", ")
+            ),
+            RedirectOrigin::ConfigAcs { param } => format!("set by pci=config_acs={param}"),
+            RedirectOrigin::Firmware => "set by the firmware (the kernel wrote no redirect bit)".into(),
+        };
+        out.push(f(
+            Level::Info,
+            "acs",
+            format!("ACS redirect on {}: {by}", func.bdf),
+            None,
+        ));
+        redirecting.push(func.bdf.to_string());
+    }
+    if !redirecting.is_empty() {
+        out.push(f(Level::Warning, "acs", format!("ACS redirect (RR/CR/EC) is set on {}: P2P between devices below these ports goes up to the host bridge (and through the IOMMU), which the kernel allows only for a whitelisted host bridge or an AMD Zen CPU", redirecting.join(", ")), Some(format!("if P2P below them is wanted: boot with pci=disable_acs_redir={} (this merges IOMMU groups)", redirecting.join(";")))));
     }
 }
 

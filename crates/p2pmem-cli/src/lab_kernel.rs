@@ -13,8 +13,15 @@ use p2pmem_lab::{KernelSource, KernelSpec};
 #[derive(Debug, Clone, Args)]
 pub struct KernelOpts {
     /// Kernel line to build (or reuse) and boot, from Debian's pinned source packages:
-    /// 6.1, 6.12, 7.2 or 7.3. The p2pmem_pci driver (Rust) is built for 6.12 only.
-    #[arg(long, value_name = "LINE", default_value_t = DEFAULT_LINE, value_parser = pinned_line)]
+    /// 6.1, 6.12, 7.2 or 7.3 (default: $P2PMEM_LAB_KERNEL, else 6.12). The p2pmem_pci
+    /// driver (Rust) is built for 6.12 and 7.3.
+    #[arg(
+        long,
+        value_name = "LINE",
+        env = p2pmem_lab::run::lab::KERNEL_ENV,
+        default_value_t = DEFAULT_LINE,
+        value_parser = pinned_line
+    )]
     kernel: Line,
     /// Build the kernel from this source tree instead (out of tree, with the lab's
     /// fragment for the tree's line; nothing is written into the tree). With

@@ -1,5 +1,7 @@
 //! Lab tier: the `p2pmem_pci` provider driver (a Rust kernel module, `driver/p2pmem_pci/`)
-//! and `p2pmem provider bind|unbind`, on the real 6.12 kernel, in three boots of the
+//! and `p2pmem provider bind|unbind`, on the real 6.12 kernel (or the line
+//! `P2PMEM_LAB_KERNEL` names: scripts/test runs this file again on 7.3, whose glue is
+//! `v7.rs`), in three boots of the
 //! `provider` topology: 05:00.0 shmS (ivshmem, 64 MiB) on a switch with 03:00.0 swA and
 //! 04:00.0 swB (NVMe), 06:00.0 rpC (NVMe) on another root port, 07:00.0 shmR (ivshmem,
 //! 16 MiB) on a third, 00:08.0 shmB (ivshmem, 16 MiB) on the root bus; the q35 SMBus

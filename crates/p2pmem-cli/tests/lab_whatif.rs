@@ -35,9 +35,19 @@ fn predict(extra: &str) -> CheckReport {
         "/../../fixtures/truth/lab_multifunction_acs/root"
     );
     let cmdline = format!("{BASE} {extra}");
+    check_on(
+        std::path::Path::new(root),
+        &["--iommu", "on", "--cmdline", cmdline.trim()],
+    )
+}
+
+/// `p2pmem --root ROOT --json check 01:00.0 01:00.1 ARGS...`, read typed.
+fn check_on(root: &std::path::Path, args: &[&str]) -> CheckReport {
     let out = Command::new(lab_common::bin())
-        .args(["--root", root, "--json", "check", "01:00.0", "01:00.1"])
-        .args(["--iommu", "on", "--cmdline", cmdline.trim()])
+        .arg("--root")
+        .arg(root)
+        .args(["--json", "check", "01:00.0", "01:00.1"])
+        .args(args)
         .output()
         .expect("p2pmem runs");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -56,9 +66,18 @@ fn boot(extra: &str) -> PlanRun {
 /// Boots `topology` with `extra` on the command line: every pair through both kernel
 /// oracles, and the guest's own view of the root port.
 fn boot_topology(topology: &str, extra: &str) -> PlanRun {
+    boot_on(topology, extra, None, false)
+}
+
+/// [`boot_topology`] on a kernel line (the default one when `None`), capturing the
+/// guest's sysfs first when asked (the step `capture`).
+fn boot_on(topology: &str, cmdline: &str, line: Option<&str>, capture: bool) -> PlanRun {
     let mut topo = Topology::load(topology).expect("topology");
-    topo.cmdline = extra.to_string();
+    topo.cmdline = cmdline.to_string();
     let mut plan = Plan::new();
+    if capture {
+        plan.step("capture", Step::Capture);
+    }
     plan.step(
         "pairs",
         Step::Pairs {
@@ -67,7 +86,7 @@ fn boot_topology(topology: &str, extra: &str) -> PlanRun {
             pause_after_failure: false,
         },
     );
-    lab_common::run_plan_topo(&topo, None, &plan)
+    lab_common::run_plan_on(&topo, None, line, &plan)
 }
 
 fn pair<'a>(run: &'a PlanRun, p: &str, c: &str) -> &'a PairRecord {
@@ -212,4 +231,53 @@ fn on_the_config_acs_capture_the_kernels_suggestion_fails_and_the_rewrite_works(
         let (allowed, _) = kernel_decision(&run);
         assert_eq!(allowed, want, "booted with `{}`", fix.cmdline);
     }
+}
+
+/// 7.x writes a port's ACS Control when a driver binds it (or an IOMMU probes it), 6.12 at
+/// enumeration. With `pcie_ports=compat` no driver binds root port 00:07.0, so on 7.3 its
+/// `config_acs` entry is never applied and the pair is allowed, with the register at its
+/// firmware value. From that 7.3 capture alone, the what-if predicts the usual boot (the
+/// port driver binds: config_acs applied, refused) and 6.12 with `pcie_ports=compat`
+/// (applied at enumeration: refused); both are booted.
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn on_7_3_a_port_no_driver_binds_keeps_its_firmware_acs() {
+    let acs = "pci=config_acs=11xx@0000:00:07.0";
+    let compat = format!("{acs} pcie_ports=compat");
+    let run = boot_on("multifunction_acs", &compat, Some("7.3"), true);
+    let (allowed, lines) = kernel_decision(&run);
+    assert!(allowed, "7.3 applied config_acs to a port with no driver: {lines:?}");
+    let unbound = guest_acs(&run);
+    assert!(
+        matches!(unbound, AcsState::Present { control, .. } if control.0 == 0),
+        "{unbound:?}"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    p2pmem_lab::run::lab::unpack_tar(run.attachment("capture").expect("capture"), &root)
+        .expect("unpack the capture");
+    let here = check_on(&root, &[]);
+    assert_eq!(here.supported, Some(true), "{here:?}");
+
+    // The usual boot of 7.3: the port driver binds and config_acs is applied.
+    let bound = check_on(&root, &["--cmdline", acs]);
+    assert_eq!(bound.supported, Some(false), "{bound:?}");
+    let run = boot_on("multifunction_acs", acs, Some("7.3"), false);
+    let (allowed, lines) = kernel_decision(&run);
+    assert!(!allowed);
+    assert_eq!(lines, bound.messages);
+    assert_eq!(guest_acs(&run), predicted_acs(&bound));
+    let w = bound.what_if.as_ref().expect("what-if");
+    for l in &w.kernel_lines {
+        assert!(run.boot_dmesg.contains(l.as_str()), "{l:?} not logged");
+    }
+
+    // 6.12 with the same command line: applied at enumeration, driver or not.
+    let old = check_on(&root, &["--kernel", "6.12.118", "--cmdline", &compat]);
+    assert_eq!(old.supported, Some(false), "{old:?}");
+    let run = boot_on("multifunction_acs", &compat, Some("6.12"), false);
+    let (allowed, lines) = kernel_decision(&run);
+    assert!(!allowed);
+    assert_eq!(lines, old.messages);
+    assert_eq!(guest_acs(&run), predicted_acs(&old));
 }

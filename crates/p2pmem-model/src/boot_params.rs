@@ -25,6 +25,29 @@ use serde::{Deserialize, Serialize};
 /// before 6.12).
 pub const CONFIG_ACS: VersionRange = VersionRange::since(6, 11);
 
+/// When `pci_enable_acs()` writes a device's ACS Control. Before this range: once, at
+/// enumeration (`pci_acs_init()`), for every device with ACS (booted: 6.1.192,
+/// 6.12.118). In it: from `pci_dma_configure()`, that is when a driver binds the device or
+/// an IOMMU probes it (`iommu_init_device()` runs `dma_configure` for a device with no
+/// driver), and from `pci_restore_state()`; a port that no driver binds, with no IOMMU,
+/// keeps its firmware value (read in Debian's 7.2.13 and 7.3.4 trees, booted both,
+/// `pcie_ports=compat` proven on 7.3.4 in the lab). The first release is not verified:
+/// between 6.13 and 7.2, 7.0 assumed.
+pub const ACS_AT_DMA_CONFIGURE: VersionRange = VersionRange::since(7, 0);
+
+/// Whether [`ACS_AT_DMA_CONFIGURE`]'s bound is verified (it is not: see there).
+pub const ACS_AT_DMA_CONFIGURE_VERIFIED: bool = false;
+
+/// Whether `pci_enable_acs()` runs for a device on `kernel`: always before
+/// [`ACS_AT_DMA_CONFIGURE`]; from it, when an IOMMU is active or a driver is bound.
+pub fn acs_setup_runs(kernel: KernelVersion, iommu: bool, driver_bound: bool) -> bool {
+    !ACS_AT_DMA_CONFIGURE.contains(kernel) || iommu || driver_bound
+}
+
+/// The PCIe port driver: `pcie_ports=compat` keeps it from registering at all
+/// (`pcie_portdrv_init()` returns `-EACCES`), so no port has a driver.
+pub const PORT_DRIVER: &str = "pcieport";
+
 /// The bits `pci_std_enable_acs()` turns on when an IOMMU asked for ACS (TB only without
 /// ATS or on external ports, which this model does not see: left as the firmware had it).
 pub const IOMMU_ACS_BITS: u16 = AcsFlags::SV | AcsFlags::RR | AcsFlags::CR | AcsFlags::UF;
@@ -103,6 +126,9 @@ pub struct BootParams {
     /// (`Some(false)`); `None` when the command line does not say (the kernel config's
     /// default decides).
     pub iommu: Option<bool>,
+    /// `pcie_ports=compat`: the PCIe port driver ([`PORT_DRIVER`]) does not register.
+    #[serde(default)]
+    pub pcie_ports_compat: bool,
     /// Lines the kernel prints about the `pci=` options (`PCI: Unknown option ...`).
     pub kernel_lines: Vec<String>,
     /// Mistakes worth telling the user about, each with the corrected parameter.
@@ -199,6 +225,8 @@ pub fn parse_cmdline(cmdline: &str, kernel: KernelVersion) -> BootParams {
                 _ => {}
             },
             "iommu" if value == "off" => out.iommu = Some(false),
+            // `pcie_port_setup()` compares prefixes; a later `native` does not undo `compat`.
+            "pcie_ports" => out.pcie_ports_compat |= value.starts_with("compat"),
             "pci" => read_pci(value, has_config_acs, kernel, &mut out),
             _ => {}
         }

@@ -7,7 +7,12 @@
 
 use crate::acs::{AcsFlags, AcsState, AcsUnknown};
 use crate::bdf::Bdf;
-use crate::boot_params::{enable_acs, firmware_from_capture, parse_cmdline, BootParams, DeviceIds};
+use crate::boot_params::{
+    acs_setup_runs, config_acs_effect, enable_acs, firmware_from_capture, parse_cmdline,
+    AcsSetup, BootParams, DeviceIds, Firmware, CONFIG_ACS, IOMMU_ACS_BITS, PORT_DRIVER,
+};
+use crate::config_space::PortType;
+use crate::topology::Function;
 use crate::distance::Rules;
 use crate::kernel_version::KernelVersion;
 use crate::topology::Topology;
@@ -111,14 +116,32 @@ pub fn apply(
                 subsystem: None,
                 upstream: &upstream,
             };
-            let fw = firmware_from_capture(
-                &dev,
-                capability.0,
-                control.0,
-                &captured_boot,
-                captured.iommu,
-            );
-            let setup = enable_acs(&dev, capability.0, fw, iommu, &boot, kernel);
+            let captured_bound = f.driver.is_some();
+            let fw = if acs_setup_runs(rules.kernel, captured.iommu, captured_bound) {
+                firmware_from_capture(
+                    &dev,
+                    capability.0,
+                    control.0,
+                    &captured_boot,
+                    captured.iommu,
+                )
+            } else {
+                // The captured kernel never wrote it: the register is the firmware's.
+                Firmware {
+                    ctrl: control.0,
+                    known: u16::MAX,
+                }
+            };
+            let bound = bound_after(&f, &captured_boot, &boot);
+            let setup = if acs_setup_runs(kernel, iommu, bound) {
+                enable_acs(&dev, capability.0, fw, iommu, &boot, kernel)
+            } else {
+                AcsSetup {
+                    ctrl: fw.ctrl,
+                    known: fw.known,
+                    kernel_lines: Vec::new(),
+                }
+            };
             lines.extend(setup.kernel_lines);
             let mask = AcsFlags::P2PDMA_REDIRECT_MASK;
             let redirect_known_on = setup.ctrl & setup.known & mask != 0;
@@ -159,6 +182,85 @@ pub fn apply(
         boot,
     };
     (topology, rules, report)
+}
+
+/// Who set a port's ACS redirect bits in the boot that was captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum RedirectOrigin {
+    /// The kernel, because an IOMMU asked for ACS (SV, RR, CR, UF as far as the port
+    /// implements them).
+    Iommu,
+    /// A `pci=config_acs=` entry that matched the port.
+    ConfigAcs {
+        /// The parameter's value.
+        param: String,
+    },
+    /// Not the kernel: the firmware's value (the kernel wrote no redirect bit there).
+    Firmware,
+}
+
+/// Why `f`'s ACS redirect bits are set in the captured boot: the last writer of the
+/// set bits among `pci_enable_acs()`'s steps (config_acs after the IOMMU's bits), else the
+/// firmware. `None` when no redirect bit is set or the register is unknown.
+pub fn redirect_origin(
+    f: &Function,
+    captured: &Captured<'_>,
+    kernel: KernelVersion,
+) -> Option<RedirectOrigin> {
+    let AcsState::Present {
+        capability,
+        control,
+        ..
+    } = f.acs()
+    else {
+        return None;
+    };
+    let set = control.0 & AcsFlags::P2PDMA_REDIRECT_MASK;
+    if set == 0 {
+        return None;
+    }
+    if !acs_setup_runs(kernel, captured.iommu, f.driver.is_some()) {
+        return Some(RedirectOrigin::Firmware);
+    }
+    let boot = parse_cmdline(captured.cmdline, kernel);
+    let upstream: Vec<Bdf> = f.path.iter().rev().skip(1).copied().collect();
+    let dev = DeviceIds {
+        bdf: f.bdf,
+        ids: (f.vendor, f.device),
+        subsystem: None,
+        upstream: &upstream,
+    };
+    if let Some(p) = boot.config_acs.as_ref().filter(|_| CONFIG_ACS.contains(kernel)) {
+        let e = config_acs_effect(p, None, &dev);
+        if e.applied.is_some_and(|(mask, flags)| mask & flags & set != 0) {
+            return Some(RedirectOrigin::ConfigAcs { param: p.clone() });
+        }
+    }
+    if captured.iommu && capability.0 & IOMMU_ACS_BITS & set != 0 {
+        return Some(RedirectOrigin::Iommu);
+    }
+    Some(RedirectOrigin::Firmware)
+}
+
+/// Whether `f` has a driver after the asked boot: as captured, except that
+/// `pcie_ports=compat` keeps the PCIe port driver away from every port, and a port the
+/// captured boot left driverless that way gets it back without it.
+fn bound_after(f: &Function, captured: &BootParams, asked: &BootParams) -> bool {
+    let is_port = matches!(
+        f.port_type(),
+        Some(
+            PortType::RootPort
+                | PortType::UpstreamPort
+                | PortType::DownstreamPort
+                | PortType::RcEventCollector
+        )
+    );
+    match f.driver.as_deref() {
+        Some(PORT_DRIVER) if is_port => !asked.pcie_ports_compat,
+        Some(_) => true,
+        None => is_port && captured.pcie_ports_compat && !asked.pcie_ports_compat,
+    }
 }
 
 /// `cmdline` with `param` (`pci=disable_acs_redir=LIST`) added the way that works: a

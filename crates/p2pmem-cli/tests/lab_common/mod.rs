@@ -69,8 +69,22 @@ pub fn run_plan(topology: &str, cpu: Option<&str>, plan: &Plan) -> PlanRun {
 /// [`run_plan`] with a topology the test built or changed.
 #[allow(dead_code)]
 pub fn run_plan_topo(topo: &Topology, cpu: Option<&str>, plan: &Plan) -> PlanRun {
+    run_plan_on(topo, cpu, None, plan)
+}
+
+/// [`run_plan_topo`] on a pinned kernel line (`"7.3"`; the default line when `None`),
+/// with `cpu` or the topology's.
+#[allow(dead_code)]
+pub fn run_plan_on(topo: &Topology, cpu: Option<&str>, line: Option<&str>, plan: &Plan) -> PlanRun {
     let mut lab = Lab::from_env().expect("lab settings");
     lab.p2pmem = bin();
+    if let Some(line) = line {
+        let line = p2pmem_lab::build::lines::Line::parse(line).expect("a kernel line");
+        lab.kernel = p2pmem_lab::KernelSpec {
+            source: p2pmem_lab::KernelSource::line(line).expect("a pinned line"),
+            fragment: None,
+        };
+    }
     lab.run_plan(topo, cpu, plan, false)
         .unwrap_or_else(|e| panic!("lab run of {} failed: {e}", topo.name))
 }

@@ -1,8 +1,10 @@
 //! The `p2pmem_pci` kernel module (`driver/p2pmem_pci/`, Rust), built against the lab
 //! kernel's own build tree and cached next to it, or the reason it is not built.
 //!
-//! The driver is written for the Rust support of the lines in [`DRIVER_LINES`] (6.12);
-//! the lab's fragment enables Rust there only. For another line, a kernel without
+//! The driver is written for the Rust support of the lines in [`DRIVER_LINES`] (6.12,
+//! on a raw `pci_driver`, and 7.3, on the kernel crate's PCI driver abstractions; its
+//! Kbuild picks the glue from the kernel's version); the lab's fragment enables Rust
+//! there only. For another line, a kernel without
 //! `CONFIG_RUST=y`, or a prebuilt image given without its tree, the answer is
 //! [`Driver::NotBuilt`] with the reason, and the lab runs without the module.
 //!
@@ -55,11 +57,17 @@ pub const SOURCES: &[(&str, &str)] = &[
         "bindgen.sh",
         include_str!("../../../../driver/p2pmem_pci/bindgen.sh"),
     ),
+    (
+        "v6_12.rs",
+        include_str!("../../../../driver/p2pmem_pci/v6_12.rs"),
+    ),
+    ("v7.rs", include_str!("../../../../driver/p2pmem_pci/v7.rs")),
 ];
 
-/// The lines whose Rust support the driver's sources are written for (6.12's `module!`
-/// and kernel crate; 6.1's Rust has no PCI, 7.x's `module!` and bindings differ).
-pub const DRIVER_LINES: &[Line] = &[Line::new(6, 12)];
+/// The lines whose Rust support the driver's sources are written for: 6.12 (`v6_12.rs`)
+/// and 7.3 (`v7.rs`). 6.1's Rust has no PCI and wants a rustc and bindgen too old for
+/// the rest; 7.2 is built without Rust (one 7.x Rust kernel proves the 7.x glue).
+pub const DRIVER_LINES: &[Line] = &[Line::new(6, 12), Line::new(7, 3)];
 
 /// The `p2pmem_pci` module of a kernel, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,8 +236,9 @@ mod tests {
             out: None,
         };
         assert_eq!(buildable(l612, true, Some(&tree)), Ok(&tree));
+        assert_eq!(buildable(Line::new(7, 3), true, Some(&tree)), Ok(&tree));
         for (line, rust, tree, why) in [
-            ("7.3", true, Some(&tree), "for kernel 7.3: the driver is written for the Rust support of Linux 6.12 only"),
+            ("7.2", true, Some(&tree), "for kernel 7.2: the driver is written for the Rust support of Linux 6.12, 7.3 only"),
             ("6.1", false, Some(&tree), "for kernel 6.1: the driver is written"),
             ("6.12", false, Some(&tree), "for kernel 6.12: the kernel's config has no CONFIG_RUST=y"),
             ("6.12", true, None, "for kernel 6.12: a prebuilt --kernel-image needs the tree it was built in (--kernel-source DIR)"),

@@ -7,7 +7,8 @@
 //!
 //! A kernel is cached under `kernels/<key>/bzImage`, where the key hashes
 //! [`RECIPE_VERSION`], the source's identity (for a pin: package, version and the
-//! `.deb`'s sha256), the fragment text and the `rustc` version. A build runs in a staging
+//! `.deb`'s sha256), the fragment's options for its line and, for a Rust build, the
+//! `rustc` and libclang versions. A build runs in a staging
 //! directory `kernels/<key>.tmp-<pid>-<n>/` and is renamed into place only when complete
 //! (`staged.rs`), so an interrupted build never leaves a half kernel behind; a failed one
 //! leaves its log as `kernels/<key>.failed.log`. The build tree is kept for the
@@ -91,19 +92,33 @@ impl ModuleTree {
 }
 
 /// The cache key of a spec: hex sha256 (first 16 digits) of the recipe version, the
-/// source's identity, the fragment and the toolchain (`rustc --version`, whose Rust
-/// metadata modules must match).
+/// source's identity, the options of the fragment that hold for the spec's line (a change
+/// for one line leaves the others' kernels cached) and `toolchain`: for a Rust build the
+/// `rustc` and libclang versions ([`rust_toolchain`]), for one without Rust nothing.
 pub fn cache_key(spec: &KernelSpec, toolchain: &str) -> Result<String> {
-    Ok(key_of(&spec.source.identity()?, spec.fragment(), toolchain))
+    let line = spec.source.kernel_line()?;
+    let reqs = Fragment::parse(spec.fragment())?.for_line(line)?;
+    Ok(key_of(&spec.source.identity()?, &reqs, toolchain))
 }
 
-fn key_of(identity: &str, fragment: &str, toolchain: &str) -> String {
+fn key_of(identity: &str, reqs: &[Requirement], toolchain: &str) -> String {
+    let options: String = reqs.iter().map(|r| format!("{r}\n")).collect();
     short_hash(&[
         RECIPE_VERSION.as_bytes(),
         identity.as_bytes(),
-        fragment.as_bytes(),
+        options.as_bytes(),
         toolchain.as_bytes(),
     ])
+}
+
+/// What a Rust kernel's cache key says of the toolchain: `rustc --version` (modules need
+/// the `rustc` whose metadata the `kernel` crate has) and the libclang `bindgen` loads
+/// (the driver's bindings are generated with the kernel's recorded clang flags, which a
+/// different libclang may reject).
+fn rust_toolchain(cache: &Cache, path: &OsStr) -> Result<String> {
+    let rustc = crate::build::toolchain::rustc_version(cache)?;
+    let libclang = crate::build::toolchain::libclang_version(cache, path)?;
+    Ok(format!("{rustc}\nlibclang {libclang}"))
 }
 
 /// Where modules for a kernel of `source` cached in `dir` are built.
@@ -129,7 +144,15 @@ fn module_tree(source: &KernelSource, dir: &Path) -> Option<ModuleTree> {
 pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Result<Kernel> {
     let line = spec.source.kernel_line()?;
     let reqs = Fragment::parse(spec.fragment())?.for_line(line)?;
-    let toolchain = crate::build::toolchain::rustc_version(cache)?;
+    let rust = reqs.contains(&Requirement::Set("CONFIG_RUST=y".into()));
+    let (path, toolchain) = if rust {
+        let path = crate::build::toolchain::ensure_rust_tools(cache, progress)?.path;
+        let toolchain = rust_toolchain(cache, &path)?;
+        (path, toolchain)
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+        (path, String::new())
+    };
     let key = cache_key(spec, &toolchain)?;
     let dir = cache.kernels().join(&key);
     let kernel = Kernel {
@@ -167,12 +190,6 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
         }
         KernelSource::Pinned(pin) => BuildFrom::Tarball(ensure_source(cache, pin, progress)?),
         KernelSource::Tree(tree) => BuildFrom::Tree(tree.clone()),
-    };
-    let rust = reqs.contains(&Requirement::Set("CONFIG_RUST=y".into()));
-    let path = if rust {
-        crate::build::toolchain::ensure_rust_tools(cache, progress)?.path
-    } else {
-        std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"))
     };
     let started = Instant::now();
     let job = Job {
@@ -406,17 +423,39 @@ mod tests {
     use crate::build::lines::{Line, PINS};
 
     #[test]
-    fn key_changes_with_source_fragment_and_toolchain() {
-        let r = "rustc 1.95.0";
-        let a = key_of("debian linux-source-6.12 1", "CONFIG_X=y\n", r);
+    fn key_changes_with_source_options_and_toolchain() {
+        let r = "rustc 1.95.0\nlibclang 19.1.7";
+        let x = [Requirement::Set("CONFIG_X=y".into())];
+        let y = [Requirement::Unset("CONFIG_X".into())];
+        let a = key_of("debian linux-source-6.12 1", &x, r);
         assert_eq!(a.len(), 16);
-        assert_ne!(a, key_of("debian linux-source-6.12 2", "CONFIG_X=y\n", r));
-        assert_ne!(a, key_of("debian linux-source-6.12 1", "CONFIG_Y=y\n", r));
+        assert_ne!(a, key_of("debian linux-source-6.12 2", &x, r));
+        assert_ne!(a, key_of("debian linux-source-6.12 1", &y, r));
         assert_ne!(
             a,
-            key_of("debian linux-source-6.12 1", "CONFIG_X=y\n", "rustc 1.96.0")
+            key_of("debian linux-source-6.12 1", &x, "rustc 1.96.0\nlibclang 19.1.7")
         );
-        assert_eq!(a, key_of("debian linux-source-6.12 1", "CONFIG_X=y\n", r));
+        assert_ne!(
+            a,
+            key_of("debian linux-source-6.12 1", &x, "rustc 1.95.0\nlibclang 14.0.6")
+        );
+        assert_eq!(a, key_of("debian linux-source-6.12 1", &x, r));
+    }
+
+    #[test]
+    fn an_option_for_one_line_leaves_the_other_lines_keys_alone() {
+        let key = |line: &str, fragment: &str| {
+            let pin = PINS.iter().find(|p| p.line.to_string() == line).unwrap();
+            let spec = KernelSpec {
+                source: KernelSource::Pinned(*pin),
+                fragment: Some(fragment.to_string()),
+            };
+            cache_key(&spec, "").unwrap()
+        };
+        let more = format!("{FRAGMENT}[7.3] CONFIG_EXTRA=y\n");
+        assert_eq!(key("6.1", FRAGMENT), key("6.1", &more));
+        assert_eq!(key("7.2", FRAGMENT), key("7.2", &more));
+        assert_ne!(key("7.3", FRAGMENT), key("7.3", &more));
     }
 
     #[test]

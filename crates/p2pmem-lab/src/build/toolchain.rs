@@ -1,20 +1,23 @@
 //! The Rust toolchain a `CONFIG_RUST=y` kernel build needs, installed by the lab itself:
 //! the standard library's source for the active `rustc` (`rustup component add
 //! rust-src`) and `bindgen` (`cargo install bindgen-cli`, pinned, into the lab cache).
-//! libclang and clang come from Debian (`clang libclang-dev`, scripts/setup-host).
+//! libclang and clang come from Debian (`clang libclang-dev libclang-19-dev`,
+//! scripts/setup-host); bindgen loads the newest libclang it finds, and
+//! [`libclang_version`] asks it which.
 //!
 //! Every kbuild call (configure, `bzImage modules`, `M=` module builds) runs with
 //! [`RustTools::path`] as `PATH`: without `bindgen` there, kbuild turns
 //! `RUST_IS_AVAILABLE` off and `olddefconfig` silently drops `CONFIG_RUST`.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::build::cache::Cache;
 use crate::build::process::run_captured;
 use crate::build::staged::build_staged;
-use crate::error::{LabError, Result};
+use crate::error::{io_err, LabError, Result};
 use crate::progress::Progress;
 
 /// The `bindgen-cli` release the lab installs (Linux 6.12 needs at least 0.65.1).
@@ -43,6 +46,32 @@ fn existing_dir(root: &Path) -> PathBuf {
     root.ancestors()
         .find(|p| p.is_dir())
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+}
+
+/// The header whose only content makes clang say its version (the way the kernel's
+/// `scripts/rust_is_available.sh` asks bindgen which libclang it loaded).
+const LIBCLANG_PROBE: &str = "#pragma message(\"clang version \" __clang_version__)\n";
+
+/// The version of the libclang `bindgen` loads with `path` as `PATH` (`19.1.7
+/// (3~deb12u1)`): the kernel's Rust bindings and every module's must come from one
+/// libclang, so it is part of a Rust kernel's cache key.
+pub fn libclang_version(cache: &Cache, path: &OsStr) -> Result<String> {
+    let tools = cache.root().join("tools");
+    fs::create_dir_all(&tools).map_err(io_err("cannot create", &tools))?;
+    let header = tools.join("libclang-version.h");
+    fs::write(&header, LIBCLANG_PROBE).map_err(io_err("cannot write", &header))?;
+    let mut bindgen = Command::new("bindgen");
+    bindgen.arg(&header).env("PATH", path).current_dir(&tools);
+    let ran = run_captured(bindgen)?;
+    clang_version_in(&format!("{}\n{}", ran.stderr, ran.stdout)).ok_or_else(|| ran.failure())
+}
+
+/// The version in clang's `warning: clang version 19.1.7 (3~deb12u1) [-W#pragma-messages]`.
+fn clang_version_in(text: &str) -> Option<String> {
+    let rest = text.split("clang version ").nth(1)?;
+    let line = rest.lines().next()?;
+    let version = line.split(" [-W").next()?.trim();
+    (!version.is_empty()).then(|| version.to_string())
 }
 
 /// Makes sure `rust-src` and `bindgen` are there, installing what is missing.
@@ -136,6 +165,18 @@ mod tests {
                 "/c/tools/bindgen-cli-{BINDGEN_VERSION}/bin/bindgen"
             ))
         );
+    }
+
+    #[test]
+    fn the_libclang_version_is_read_from_clangs_message() {
+        let said = "/c/tools/libclang-version.h:1:9: warning: clang version 19.1.7 (3~deb12u1) [-W#pragma-messages]\n";
+        assert_eq!(clang_version_in(said).as_deref(), Some("19.1.7 (3~deb12u1)"));
+        assert_eq!(
+            clang_version_in("warning: clang version 14.0.6\n").as_deref(),
+            Some("14.0.6")
+        );
+        assert_eq!(clang_version_in("error: file not found\n"), None);
+        assert_eq!(clang_version_in("clang version \n"), None);
     }
 
     #[test]

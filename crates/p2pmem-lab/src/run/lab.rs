@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::build::{
-    build_initramfs, ensure_kernel, Cache, Driver, InitramfsSpec, Kernel, KernelSpec,
+    build_initramfs, ensure_kernel, lines::Line, Cache, Driver, InitramfsSpec, Kernel, KernelSource, KernelSpec,
     DEFAULT_BUSYBOX,
 };
 use crate::error::{io_err, LabError, Result};
@@ -34,6 +34,10 @@ pub const BIN_ENV: &str = "P2PMEM_LAB_BIN";
 
 /// Environment variable overriding the guest timeout in seconds.
 pub const TIMEOUT_ENV: &str = "P2PMEM_LAB_TIMEOUT";
+
+/// The environment variable naming the kernel line a lab boots by default (`7.3`):
+/// `scripts/test` runs the driver's lab tests once per line the driver is built for.
+pub const KERNEL_ENV: &str = "P2PMEM_LAB_KERNEL";
 
 /// Host-side settings of the lab.
 #[derive(Debug, Clone)]
@@ -102,9 +106,22 @@ impl Lab {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        let kernel = match std::env::var(KERNEL_ENV) {
+            Ok(text) if !text.is_empty() => {
+                let line = Line::parse(&text).ok_or_else(|| LabError::Source {
+                    origin: format!("{KERNEL_ENV}={text}"),
+                    why: "not a kernel line (MAJOR.MINOR)".into(),
+                })?;
+                KernelSpec {
+                    source: KernelSource::line(line)?,
+                    fragment: None,
+                }
+            }
+            _ => KernelSpec::default(),
+        };
         Ok(Self {
             cache: Cache::from_env(),
-            kernel: KernelSpec::default(),
+            kernel,
             p2pmem,
             busybox: PathBuf::from(DEFAULT_BUSYBOX),
             timeout,
