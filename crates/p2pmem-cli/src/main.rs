@@ -29,9 +29,14 @@ pub struct Common {
     /// Read the system below DIR instead of `/` (a capture made by `p2pmem capture`).
     #[arg(long, value_name = "DIR", default_value = "/", global = true)]
     pub root: PathBuf,
-    /// Print JSON on stdout instead of text.
+    /// Print JSON Lines on stdout instead of text (one document per line, each with
+    /// `"schema": 1`; every document and field is described in docs/json.md).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Take vendor and device names from FILE (a pci.ids, as `lspci -i`) instead of the
+    /// system's (usr/share/misc/pci.ids, usr/share/hwdata/pci.ids) or the bundled one.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub pci_ids: Option<PathBuf>,
 }
 
 #[derive(Debug, Parser)]

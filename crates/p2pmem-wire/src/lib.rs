@@ -10,6 +10,7 @@ pub mod bind;
 pub mod check;
 pub mod copy;
 pub mod frame;
+pub mod pci;
 pub mod plan;
 pub mod probe;
 pub mod report;
