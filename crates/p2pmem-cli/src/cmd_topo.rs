@@ -18,8 +18,22 @@ pub struct TopoArgs {
     /// Draw the tree for Graphviz (`| dot -Tsvg`): host bridges and root ports as
     /// clusters (P2P domains), providers and clients as nodes, edges for the pairs the
     /// kernel allows (solid: bus address, dashed: through the host bridge).
-    #[arg(long, conflicts_with = "json")]
+    #[arg(long, conflicts_with_all = ["json", "matrix"])]
     pub dot: bool,
+    /// Providers by clients in one table, as `nvidia-smi topo -m`: each cell is what
+    /// `check PROVIDER CLIENT` decides, in a few letters (B4 bus address at distance 4,
+    /// H7 through the host bridge, xA refused by ACS redirect, xH refused by the host
+    /// bridge, ? unknown), with a legend. At most 64 endpoints as text; narrow it with
+    /// --provider and --client. With --json, one document with every cell.
+    #[arg(long)]
+    pub matrix: bool,
+    /// With --matrix: only this provider as a row (repeatable; PCI address or device name).
+    #[arg(long, value_name = "NAME", requires = "matrix")]
+    pub provider: Vec<String>,
+    /// With --matrix: only this client as a column (repeatable; PCI address, nvme0,
+    /// nvme0n1, mlx5_0).
+    #[arg(long, value_name = "NAME", requires = "matrix")]
+    pub client: Vec<String>,
     /// What if the system booted differently.
     #[command(flatten)]
     pub what_if: crate::whatif::WhatIfArgs,
@@ -366,6 +380,15 @@ pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
     let what_if = crate::whatif::apply_to(&mut sys, &args.what_if);
     if let (Some(w), false, false) = (&what_if, common.json, args.dot) {
         crate::whatif::print_header(w);
+    }
+    if args.matrix {
+        let m = crate::topo_matrix::build(&sys, names, &args.provider, &args.client)?;
+        if common.json {
+            print_json(&m)?;
+        } else {
+            print!("{}", crate::topo_matrix::text(&sys, names, &m)?);
+        }
+        return Ok(0);
     }
     if common.json {
         let functions = sys

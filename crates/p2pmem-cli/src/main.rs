@@ -17,6 +17,7 @@ mod lab_cmd;
 mod lab_dma;
 mod lab_kernel;
 mod output;
+mod topo_matrix;
 mod whatif;
 
 use clap::{Args, Parser, Subcommand};
