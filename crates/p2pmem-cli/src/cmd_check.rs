@@ -228,7 +228,7 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
         })
         .collect();
     if common.json {
-        print_json(&report)?;
+        print_json("check", &report)?;
     } else {
         if let Some(w) = &what_if {
             crate::whatif::print_header(w);
@@ -317,13 +317,16 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
         bdfs.extend(&bdfs_of_clients(&clients));
         bdfs.sort();
         bdfs.dedup();
-        print_json(&FindJson {
-            find: &f,
-            devices: bdfs
-                .into_iter()
-                .filter_map(|b| pci_name(&sys, names, b))
-                .collect(),
-        })?;
+        print_json(
+            "find",
+            &FindJson {
+                find: &f,
+                devices: bdfs
+                    .into_iter()
+                    .filter_map(|b| pci_name(&sys, names, b))
+                    .collect(),
+            },
+        )?;
     } else {
         let client_list: Vec<String> = clients
             .iter()

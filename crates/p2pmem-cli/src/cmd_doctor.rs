@@ -406,11 +406,14 @@ pub fn run(common: &Common) -> anyhow::Result<i32> {
             findings: &'a [Finding],
             pci_ids: String,
         }
-        print_json(&Out {
-            usable,
-            findings: &findings,
-            pci_ids: names.source(),
-        })?;
+        print_json(
+            "doctor",
+            &Out {
+                usable,
+                findings: &findings,
+                pci_ids: names.source(),
+            },
+        )?;
     } else {
         for x in &findings {
             let tag = match x.level {

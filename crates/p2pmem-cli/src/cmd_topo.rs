@@ -384,7 +384,7 @@ pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
     if args.matrix {
         let m = crate::topo_matrix::build(&sys, names, &args.provider, &args.client)?;
         if common.json {
-            print_json(&m)?;
+            print_json("topo_matrix", &m)?;
         } else {
             print!("{}", crate::topo_matrix::text(&sys, names, &m)?);
         }
@@ -416,21 +416,24 @@ pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
                 }
             })
             .collect();
-        print_json(&TopoJson {
-            kernel: sys.rules.kernel.to_string(),
-            kernel_version_assumed: sys.kernel_version_assumed,
-            cpu: sys.rules.cpu.describe(),
-            cpu_allows_host_bridge_p2p: sys.rules.cpu.supports_p2pdma(sys.rules.kernel),
-            host_bridges: sys
-                .topology
-                .host_bridges()
-                .into_iter()
-                .map(|h| host_bridge_json(&sys, names, h))
-                .collect(),
-            functions,
-            acs_unknown_config_truncated: &sys.truncated_config,
-            problems: &sys.problems,
-        })?;
+        print_json(
+            "topo",
+            &TopoJson {
+                kernel: sys.rules.kernel.to_string(),
+                kernel_version_assumed: sys.kernel_version_assumed,
+                cpu: sys.rules.cpu.describe(),
+                cpu_allows_host_bridge_p2p: sys.rules.cpu.supports_p2pdma(sys.rules.kernel),
+                host_bridges: sys
+                    .topology
+                    .host_bridges()
+                    .into_iter()
+                    .map(|h| host_bridge_json(&sys, names, h))
+                    .collect(),
+                functions,
+                acs_unknown_config_truncated: &sys.truncated_config,
+                problems: &sys.problems,
+            },
+        )?;
     } else if args.dot {
         print!("{}", dot(&sys, names));
     } else {

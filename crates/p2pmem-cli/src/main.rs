@@ -2,7 +2,8 @@
 //!
 //! Exit status: 0 yes (allowed, found, healthy), 1 no, 2 error or an answer that depends
 //! on registers this user cannot read. Human output goes to stdout, diagnostics to
-//! stderr; `--json` prints JSON on stdout.
+//! stderr; `--json` prints JSON Lines on stdout (one document per line, each with
+//! `"schema": 1` and `"document": KIND`; docs/json.md describes every field).
 
 mod agent;
 mod cmd_bench;

@@ -60,9 +60,12 @@ pub fn pci_name(sys: &System, names: &PciNames, bdf: Bdf) -> Option<PciName> {
     })
 }
 
-/// Print a value as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+/// Print one JSON Lines document on stdout: `{"schema":1,"document":KIND,...v's fields}`
+/// on one line (the convention of every `--json` output; see docs/json.md).
+pub fn print_json<T: serde::Serialize>(document: &str, v: &T) -> anyhow::Result<()> {
+    let line = p2pmem_wire::doc::line(document, v)
+        .with_context(|| format!("serialising the {document} document"))?;
+    println!("{line}");
     Ok(())
 }
 

@@ -27,7 +27,10 @@ fn json(o: &Output) -> Value {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    serde_json::from_slice(&o.stdout).unwrap()
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON document per line: {text}");
+    serde_json::from_str(lines[0]).unwrap()
 }
 
 #[test]
@@ -81,6 +84,8 @@ fn every_cell_is_checks_verdict() {
         "s01_switch_cmbmix_fam15",
     ] {
         let m = json(&run(fixture, &["topo", "--matrix", "--json"]));
+        assert_eq!(m["schema"], 1);
+        assert_eq!(m["document"], "topo_matrix");
         let cells = m["cells"].as_array().unwrap();
         assert!(!cells.is_empty(), "{fixture}");
         for cell in cells {

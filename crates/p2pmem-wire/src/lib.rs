@@ -9,6 +9,7 @@
 pub mod bind;
 pub mod check;
 pub mod copy;
+pub mod doc;
 pub mod frame;
 pub mod pci;
 pub mod plan;
