@@ -184,3 +184,64 @@ fn install_script_puts_binary_pages_and_completions_under_destdir_and_prefix() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn debian_package_of_the_static_binary_holds_pages_and_completions() {
+    // The package ships the static binary that scripts/test builds (P2PMEM_BIN).
+    let Some(bin) = std::env::var_os("P2PMEM_BIN") else {
+        skipped("P2PMEM_BIN is not set (P2PMEM_BIN=$(scripts/build-static)): no package built");
+        return;
+    };
+    if !have("dpkg-deb") {
+        skipped("dpkg-deb is not installed (scripts/setup-host installs dpkg-dev)");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = Command::new("bash")
+        .arg(repo.join("scripts/build-deb"))
+        .arg("--bin")
+        .arg(&bin)
+        .arg("--out")
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let deb = PathBuf::from(stdout.lines().last().unwrap().trim());
+    assert!(deb.starts_with(d.path()), "{}", deb.display());
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("p2pmem_") && name.ends_with(".deb"),
+        "{name}"
+    );
+    let info = Command::new("dpkg-deb")
+        .arg("--field")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("Package: p2pmem"), "{info}");
+    assert!(
+        !info.contains("Depends:"),
+        "a static binary depends on nothing: {info}"
+    );
+    let list = Command::new("dpkg-deb")
+        .arg("--contents")
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    for f in [
+        "./usr/bin/p2pmem",
+        "./usr/share/man/man1/p2pmem.1.gz",
+        "./usr/share/man/man1/p2pmem-topo.1.gz",
+        "./usr/share/bash-completion/completions/p2pmem",
+        "./usr/share/zsh/vendor-completions/_p2pmem",
+        "./usr/share/fish/vendor_completions.d/p2pmem.fish",
+        "./usr/share/doc/p2pmem/copyright",
+    ] {
+        assert!(list.contains(f), "{f} not in\n{list}");
+    }
+    assert!(list.contains("root/root"), "owned by root: {list}");
+}
