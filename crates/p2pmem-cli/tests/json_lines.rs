@@ -78,7 +78,10 @@ fn read_only_commands_print_documented_json_lines() {
     let root = repo().join("fixtures/truth/lab_default_k7.3/root");
     documents(&root, &["topo"], "topo");
     documents(&root, &["topo", "--matrix"], "topo_matrix");
-    documents(&root, &["check", "03:00.0", "04:00.0"], "check");
+    let check = documents(&root, &["check", "03:00.0", "04:00.0"], "check");
+    let report: p2pmem_wire::check::CheckReport = serde_json::from_value(check[0].clone()).unwrap();
+    assert_eq!(report.supported, Some(true));
+    assert_eq!(report.devices.len(), 2);
     documents(&root, &["check", "03:00.0", "05:00.0"], "check");
     documents(&root, &["find", "nvme1n1"], "find");
     documents(&root, &["doctor"], "doctor");
@@ -98,6 +101,10 @@ fn copy_and_bench_print_one_documented_line() {
     let docs = documents(&root, &["copy", "--via", "host", "--verify", s, t], "copy");
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0]["verified"], true);
+    // The typed document the lab reads still reads back, envelope and all.
+    let copy: p2pmem_wire::copy::CopyDocument = serde_json::from_value(docs[0].clone()).unwrap();
+    assert_eq!(copy.verified, Some(true));
+    assert_eq!(copy.payload_bytes, 1 << 20);
     let docs = documents(
         &root,
         &["bench", "--via", "host", "--time", "0.2", s],
