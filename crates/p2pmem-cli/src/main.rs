@@ -66,7 +66,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show the PCI tree: host bridges, ports and their ACS state, P2P providers, NVMe
-    /// and RDMA clients.
+    /// and RDMA clients, named as lspci names them (`--matrix`: providers by clients).
     Topo(cmd_topo::TopoArgs),
     /// Would the kernel allow P2P DMA between PROVIDER's p2pmem and CLIENT(s)? Shows the
     /// map type, distance, the kernel's messages and the fix. Exit 0 yes, 1 no.
