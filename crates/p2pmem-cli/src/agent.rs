@@ -102,7 +102,8 @@ fn run_dma_probe(a: &DmaProbeArgs) -> anyhow::Result<i32> {
     for note in &rec.notes {
         eprintln!("p2pmem agent dma-probe: note: {note}");
     }
-    let json = serde_json::to_string(&rec).context("serialising the dma-probe result")?;
+    let json =
+        p2pmem_wire::doc::line("dma_probe", &rec).context("serialising the dma-probe result")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{json}").context("writing the dma-probe result to stdout")?;
     out.flush()

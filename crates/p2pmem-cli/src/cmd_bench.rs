@@ -203,13 +203,16 @@ pub fn run(common: &Common, args: &BenchArgs) -> anyhow::Result<i32> {
         );
     }
     if common.json {
-        print_json(&BenchJson {
-            report: &report,
-            reason: &route.reason,
-            model: &route.model,
-            warnings: &route.warnings,
-            notes: &notes,
-        })?;
+        print_json(
+            "bench",
+            &BenchJson {
+                report: &report,
+                reason: &route.reason,
+                model: &route.model,
+                warnings: &route.warnings,
+                notes: &notes,
+            },
+        )?;
     } else {
         print_text(&report, &route.reason, &route.model);
     }

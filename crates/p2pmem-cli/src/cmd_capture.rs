@@ -16,7 +16,7 @@ pub struct CaptureArgs {
 pub fn run(common: &Common, args: &CaptureArgs) -> anyhow::Result<i32> {
     let rep = p2pmem_linux::capture::capture(&common.root, &args.dir)?;
     if common.json {
-        print_json(&rep)?;
+        print_json("capture", &rep)?;
     } else {
         println!(
             "captured {} PCI functions ({} files, {} links) into {}",

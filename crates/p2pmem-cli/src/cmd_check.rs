@@ -1,9 +1,10 @@
 //! `p2pmem check PROVIDER CLIENT...` and `p2pmem find CLIENT...`.
 
-use crate::output::{load, opt_size, print_json};
+use crate::output::{load, lspci_name, names, opt_size, pci_name, print_json};
 use crate::Common;
 use anyhow::Context;
 use clap::Args;
+use p2pmem_linux::pci_names::PciNames;
 use p2pmem_linux::resolve::{resolve_client, Client};
 use p2pmem_linux::system::System;
 use p2pmem_model::distance::{MapType, PairVerdict, RuleH, Side};
@@ -44,11 +45,11 @@ fn resolve_all(sys: &System, names: &[String]) -> anyhow::Result<Vec<Client>> {
         .collect()
 }
 
-fn describe(sys: &System, bdf: Bdf) -> String {
+fn describe(sys: &System, names: &PciNames, bdf: Bdf) -> String {
     let Some(f) = sys.topology.get(&bdf) else {
         return bdf.to_string();
     };
-    let mut parts = vec![format!("{:04x}:{:04x}", f.vendor, f.device)];
+    let mut parts = vec![lspci_name(names, f)];
     if let Some(pt) = f.port_type() {
         parts.push(pt.label().to_string());
     }
@@ -85,15 +86,15 @@ fn map_word(m: Option<MapType>) -> &'static str {
     m.map(MapType::as_str).unwrap_or("unknown")
 }
 
-fn print_pair(sys: &System, p: &PairVerdict, is_provider: bool) {
-    println!("client   {}", describe(sys, p.client));
+fn print_pair(sys: &System, names: &PciNames, p: &PairVerdict, is_provider: bool) {
+    println!("client   {}", describe(sys, names, p.client));
     match p.common_upstream {
         Some(c) if c == p.client && c == p.provider => {
             println!("  path: the provider is the client (distance 0)")
         }
         Some(c) => println!(
             "  path: common upstream device {}, distance {}",
-            describe(sys, c),
+            describe(sys, names, c),
             p.walk_distance
         ),
         None => println!(
@@ -185,6 +186,7 @@ pub fn check_report(
         pairs: c.pairs.clone(),
         what_if: None,
         proven_fixes: Vec::new(),
+        devices: Vec::new(),
     };
     Ok((report, c))
 }
@@ -201,8 +203,13 @@ pub fn check_exit(supported: Option<bool>) -> i32 {
 /// Run `check`.
 pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
     let mut sys = load(common)?;
+    let names = names(common)?;
     let what_if = crate::whatif::apply_to(&mut sys, &args.what_if);
     let (mut report, c) = check_report(&sys, &args.provider, &args.clients)?;
+    report.devices = std::iter::once(c.provider)
+        .chain(c.clients.iter().copied())
+        .filter_map(|b| pci_name(&sys, names, b))
+        .collect();
     let refused_errno = report.refused_errno.clone();
     let boot = crate::whatif::boot_of(&sys, what_if.as_ref());
     let fixes: Vec<crate::whatif::ProvenFix> = c
@@ -221,12 +228,12 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
         })
         .collect();
     if common.json {
-        print_json(&report)?;
+        print_json("check", &report)?;
     } else {
         if let Some(w) = &what_if {
             crate::whatif::print_header(w);
         }
-        println!("provider {}", describe(&sys, c.provider));
+        println!("provider {}", describe(&sys, names, c.provider));
         if !c.is_provider {
             println!(
                 "  {} has no p2pmem/ directory: it is not a P2PDMA provider",
@@ -234,7 +241,7 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
             );
         }
         for p in &c.pairs {
-            print_pair(&sys, p, c.is_provider);
+            print_pair(&sys, names, p, c.is_provider);
         }
         if !c.messages.is_empty() {
             println!("kernel messages (printed on the first DMA mapping of each pair):");
@@ -282,9 +289,14 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
     Ok(check_exit(c.supported))
 }
 
+fn bdfs_of_clients(clients: &[Client]) -> Vec<Bdf> {
+    clients.iter().map(|c| c.bdf).collect()
+}
+
 /// Run `find`.
 pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
     let mut sys = load(common)?;
+    let names = names(common)?;
     if let Some(w) = crate::whatif::apply_to(&mut sys, &args.what_if) {
         if !common.json {
             crate::whatif::print_header(&w);
@@ -294,18 +306,38 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
     let bdfs: Vec<Bdf> = clients.iter().map(|c| c.bdf).collect();
     let f = find(&sys.topology, &sys.rules, &bdfs)?;
     if common.json {
-        print_json(&f)?;
+        #[derive(serde::Serialize)]
+        struct FindJson<'a> {
+            #[serde(flatten)]
+            find: &'a p2pmem_model::select::Found,
+            devices: Vec<p2pmem_wire::pci::PciName>,
+        }
+        let mut bdfs: Vec<Bdf> = f.candidates.iter().map(|c| c.provider).collect();
+        bdfs.extend(&f.best);
+        bdfs.extend(&bdfs_of_clients(&clients));
+        bdfs.sort();
+        bdfs.dedup();
+        print_json(
+            "find",
+            &FindJson {
+                find: &f,
+                devices: bdfs
+                    .into_iter()
+                    .filter_map(|b| pci_name(&sys, names, b))
+                    .collect(),
+            },
+        )?;
     } else {
-        let names: Vec<String> = clients
+        let client_list: Vec<String> = clients
             .iter()
             .map(|c| format!("{} ({})", c.name, c.bdf))
             .collect();
-        println!("clients: {}", names.join(", "));
+        println!("clients: {}", client_list.join(", "));
         match f.best.as_slice() {
             [] => println!("the kernel finds no provider (pci_p2pmem_find returns NULL)"),
             [one] => println!(
                 "the kernel chooses {} at distance {}",
-                describe(&sys, *one),
+                describe(&sys, names, *one),
                 f.best_distance.unwrap_or(0)
             ),
             many => {
@@ -315,7 +347,7 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
                     f.best_distance.unwrap_or(0)
                 );
                 for b in many {
-                    println!("  {}", describe(&sys, *b));
+                    println!("  {}", describe(&sys, names, *b));
                 }
             }
         }
@@ -333,7 +365,11 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
                     _ => "unknown".to_string(),
                 }
             };
-            println!("  {}: {state}", c.provider);
+            let who = match sys.topology.get(&c.provider) {
+                Some(func) => format!("{} {}", c.provider, lspci_name(names, func)),
+                None => c.provider.to_string(),
+            };
+            println!("  {who}: {state}");
         }
         if f.candidates.is_empty() {
             println!("  none: no function here has p2pmem/");

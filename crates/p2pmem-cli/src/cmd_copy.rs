@@ -338,7 +338,7 @@ pub fn run(common: &Common, args: &CopyArgs) -> anyhow::Result<i32> {
         Ended::NoP2pPath => return Ok(1),
     };
     if common.json {
-        print_json(&f.document())?;
+        print_json("copy", &f.document())?;
     } else {
         print_text(&f.report, &f.route, f.verify.as_ref(), &f.host_memory);
     }

@@ -1,7 +1,8 @@
 //! `p2pmem doctor`: is P2PDMA usable here, and what to do about each finding.
 
-use crate::output::{load, opt_size, print_json};
+use crate::output::{load, lspci_name, names, opt_size, print_json};
 use crate::Common;
+use p2pmem_linux::pci_names::PciNames;
 use p2pmem_linux::resource::read_bars;
 use p2pmem_linux::rootfs::RootFs;
 use p2pmem_linux::system::System;
@@ -57,16 +58,22 @@ fn f(level: Level, topic: &'static str, finding: String, action: Option<String>)
 }
 
 /// Everything the doctor checks, in order.
-pub fn diagnose(sys: &System) -> Vec<Finding> {
+pub fn diagnose(sys: &System, names: &PciNames) -> Vec<Finding> {
     let mut out = Vec::new();
     let k = sys.rules.kernel;
     kernel_findings(sys, k, &mut out);
-    provider_findings(sys, &mut out);
-    cmb_findings(sys, &mut out);
+    provider_findings(sys, names, &mut out);
+    cmb_findings(sys, names, &mut out);
     iommu_acs_findings(sys, &mut out);
     cmdline_findings(sys, &mut out);
-    host_bridge_findings(sys, k, &mut out);
+    host_bridge_findings(sys, names, k, &mut out);
     caveat_findings(sys, k, &mut out);
+    out.push(f(
+        Level::Info,
+        "pci.ids",
+        format!("device names from {}", names.source()),
+        None,
+    ));
     for p in &sys.problems {
         out.push(f(
             Level::Warning,
@@ -118,7 +125,7 @@ fn kernel_findings(sys: &System, k: KernelVersion, out: &mut Vec<Finding>) {
     }
 }
 
-fn provider_findings(sys: &System, out: &mut Vec<Finding>) {
+fn provider_findings(sys: &System, names: &PciNames, out: &mut Vec<Finding>) {
     let providers: Vec<_> = sys.topology.providers().collect();
     if providers.is_empty() {
         out.push(f(Level::Problem, "providers", "no P2P memory provider: no PCI function has p2pmem/".into(), Some("P2P memory comes from device BARs registered by a driver: NVMe CMBs (RDS+WDS set), or a provider driver; check the CMB findings below".into())));
@@ -138,8 +145,9 @@ fn provider_findings(sys: &System, out: &mut Vec<Finding>) {
             level,
             "providers",
             format!(
-                "{}: p2pmem {} ({} available), {note}",
+                "{} {}: p2pmem {} ({} available), {note}",
                 p.bdf,
+                lspci_name(names, p),
                 opt_size(m.size),
                 opt_size(m.available)
             ),
@@ -148,7 +156,7 @@ fn provider_findings(sys: &System, out: &mut Vec<Finding>) {
     }
 }
 
-fn cmb_findings(sys: &System, out: &mut Vec<Finding>) {
+fn cmb_findings(sys: &System, names: &PciNames, out: &mut Vec<Finding>) {
     let fs = RootFs::new(&sys.root);
     for c in &sys.nvme {
         let (Some((loc, sz)), Some(bdf)) = (c.cmb, c.bdf) else {
@@ -164,7 +172,11 @@ fn cmb_findings(sys: &System, out: &mut Vec<Finding>) {
             (CmbOutcome::NoCmb, _) => continue,
             _ => Level::Warning,
         };
-        let mut finding = format!("{} ({bdf}) CMB: {}", c.name, v.explanation);
+        let who = match sys.topology.get(&bdf) {
+            Some(func) => format!("{bdf} {}", lspci_name(names, func)),
+            None => bdf.to_string(),
+        };
+        let mut finding = format!("{} ({who}) CMB: {}", c.name, v.explanation);
         if matches!(v.outcome, CmbOutcome::Registered { .. }) && !has_p2pmem {
             finding
                 .push_str("; but it has no p2pmem/: registration failed or P2PDMA is not built in");
@@ -361,7 +373,7 @@ fn cmdline_findings(sys: &System, out: &mut Vec<Finding>) {
     }
 }
 
-fn host_bridge_findings(sys: &System, k: KernelVersion, out: &mut Vec<Finding>) {
+fn host_bridge_findings(sys: &System, names: &PciNames, k: KernelVersion, out: &mut Vec<Finding>) {
     if sys.rules.cpu.supports_p2pdma(k) {
         out.push(f(
             Level::Ok,
@@ -377,6 +389,11 @@ fn host_bridge_findings(sys: &System, k: KernelVersion, out: &mut Vec<Finding>) 
     for hb in sys.topology.host_bridges() {
         let rep = sys.topology.representative(hb, k);
         let entry = rep.ids.and_then(|(v, d)| whitelist::lookup(k, v, d));
+        let hb_name = match rep.ids {
+            Some((v, d)) => format!("{hb} ({} [{v:04x}:{d:04x}])", names.describe(v, d)),
+            None => hb.to_string(),
+        };
+        let hb = hb_name;
         let (level, text) = match (rep.usable, entry) {
             (Some(true), Some(e)) if e.req_same_host_bridge => (Level::Info, format!("{hb}: whitelisted ({}) for P2P within this host bridge only", e.comment)),
             (Some(true), Some(e)) => (Level::Ok, format!("{hb}: whitelisted ({})", e.comment)),
@@ -405,18 +422,24 @@ fn caveat_findings(sys: &System, k: KernelVersion, out: &mut Vec<Finding>) {
 /// Run `doctor`: exit 0 when P2PDMA is usable here, 1 when a problem prevents it.
 pub fn run(common: &Common) -> anyhow::Result<i32> {
     let sys = load(common)?;
-    let findings = diagnose(&sys);
+    let names = names(common)?;
+    let findings = diagnose(&sys, names);
     let usable = !findings.iter().any(|x| x.level == Level::Problem);
     if common.json {
         #[derive(Serialize)]
         struct Out<'a> {
             usable: bool,
             findings: &'a [Finding],
+            pci_ids: String,
         }
-        print_json(&Out {
-            usable,
-            findings: &findings,
-        })?;
+        print_json(
+            "doctor",
+            &Out {
+                usable,
+                findings: &findings,
+                pci_ids: names.source(),
+            },
+        )?;
     } else {
         for x in &findings {
             let tag = match x.level {

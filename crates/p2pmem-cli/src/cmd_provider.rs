@@ -145,7 +145,7 @@ fn run_bind(common: &Common, a: &BindArgs) -> anyhow::Result<i32> {
         }
     };
     if common.json {
-        print_json(&r)?;
+        print_json("provider_bind", &r)?;
         return Ok(0);
     }
     let outcome = &r;
@@ -275,12 +275,15 @@ fn run_unbind(common: &Common, a: &UnbindArgs) -> anyhow::Result<i32> {
     let region = provider::unbind(&common.root, a.bdf, Some(Duration::from_secs(a.wait)))
         .with_context(|| format!("cannot unbind {} from {DRIVER}", a.bdf))?;
     if common.json {
-        print_json(&UnbindJson {
-            bdf: a.bdf,
-            driver: DRIVER,
-            action: "unbound",
-            region: region.as_ref(),
-        })?;
+        print_json(
+            "provider_unbind",
+            &UnbindJson {
+                bdf: a.bdf,
+                driver: DRIVER,
+                action: "unbound",
+                region: region.as_ref(),
+            },
+        )?;
     } else {
         println!("{} unbound from {DRIVER}; p2pmem/ is gone", a.bdf);
         if let Some(r) = region {

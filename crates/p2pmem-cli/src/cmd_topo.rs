@@ -1,8 +1,9 @@
 //! `p2pmem topo [--dot]`: the PCI tree as P2PDMA sees it.
 
-use crate::output::{load, opt_size, print_json};
+use crate::output::{load, lspci_name, names, opt_size, print_json};
 use crate::Common;
 use clap::Args;
+use p2pmem_linux::pci_names::PciNames;
 use p2pmem_linux::system::System;
 use p2pmem_model::acs::AcsState;
 use p2pmem_model::distance::{decide, MapType};
@@ -17,8 +18,22 @@ pub struct TopoArgs {
     /// Draw the tree for Graphviz (`| dot -Tsvg`): host bridges and root ports as
     /// clusters (P2P domains), providers and clients as nodes, edges for the pairs the
     /// kernel allows (solid: bus address, dashed: through the host bridge).
-    #[arg(long, conflicts_with = "json")]
+    #[arg(long, conflicts_with_all = ["json", "matrix"])]
     pub dot: bool,
+    /// Providers by clients in one table, as `nvidia-smi topo -m`: each cell is what
+    /// `check PROVIDER CLIENT` decides, in a few letters (B4 bus address at distance 4,
+    /// H7 through the host bridge, xA refused by ACS redirect, xH refused by the host
+    /// bridge, ? unknown), with a legend. At most 64 endpoints as text; narrow it with
+    /// --provider and --client. With --json, one document with every cell.
+    #[arg(long)]
+    pub matrix: bool,
+    /// With --matrix: only this provider as a row (repeatable; PCI address or device name).
+    #[arg(long, value_name = "NAME", requires = "matrix")]
+    pub provider: Vec<String>,
+    /// With --matrix: only this client as a column (repeatable; PCI address, nvme0,
+    /// nvme0n1, mlx5_0).
+    #[arg(long, value_name = "NAME", requires = "matrix")]
+    pub client: Vec<String>,
     /// What if the system booted differently.
     #[command(flatten)]
     pub what_if: crate::whatif::WhatIfArgs,
@@ -29,6 +44,7 @@ struct HostBridgeJson {
     id: HostBridgeId,
     representative: Option<Bdf>,
     representative_ids: Option<String>,
+    representative_name: Option<String>,
     whitelisted: Option<bool>,
     why: String,
 }
@@ -41,6 +57,9 @@ struct FunctionJson<'a> {
     vendor: String,
     device: String,
     class: String,
+    vendor_name: Option<&'a str>,
+    device_name: Option<&'a str>,
+    class_name: Option<&'a str>,
     port_type: Option<&'static str>,
     driver: Option<&'a str>,
     acs: AcsState,
@@ -62,7 +81,7 @@ struct TopoJson<'a> {
     problems: &'a [p2pmem_linux::system::Problem],
 }
 
-fn host_bridge_json(sys: &System, hb: HostBridgeId) -> HostBridgeJson {
+fn host_bridge_json(sys: &System, names: &PciNames, hb: HostBridgeId) -> HostBridgeJson {
     let rep = sys.topology.representative(hb, sys.rules.kernel);
     let entry = rep
         .ids
@@ -76,6 +95,7 @@ fn host_bridge_json(sys: &System, hb: HostBridgeId) -> HostBridgeJson {
         id: hb,
         representative: rep.bdf,
         representative_ids: rep.ids.map(|(v, d)| format!("{v:04x}:{d:04x}")),
+        representative_name: rep.ids.map(|(v, d)| names.describe(v, d)),
         whitelisted,
         why: match entry {
             Some(e) if rep.usable == Some(true) => format!(
@@ -151,18 +171,21 @@ fn acs_text(acs: &AcsState) -> String {
     }
 }
 
-fn line(sys: &System, f: &Function) -> String {
+fn line(sys: &System, names: &PciNames, f: &Function) -> String {
     let kind = match f.port_type() {
         Some(pt) => pt.label().to_string(),
         None if f.is_nvme() => "NVMe".to_string(),
-        None => format!("class {:06x}", f.class),
+        None => match names.class(f.class) {
+            Some(c) => format!("{c} [{:06x}]", f.class),
+            None => format!("class {:06x}", f.class),
+        },
     };
     let kind = if f.is_nvme() {
         "NVMe".to_string()
     } else {
         kind
     };
-    let mut s = format!("{} {kind} [{:04x}:{:04x}]", f.bdf, f.vendor, f.device);
+    let mut s = format!("{} {kind}: {}", f.bdf, lspci_name(names, f));
     if let Some(d) = &f.driver {
         s.push_str(&format!(" ({d})"));
     }
@@ -187,20 +210,34 @@ fn line(sys: &System, f: &Function) -> String {
     s
 }
 
-fn print_tree(sys: &System, f: &Function, prefix: &str, last: bool, out: &mut String) {
+fn print_tree(
+    sys: &System,
+    names: &PciNames,
+    f: &Function,
+    prefix: &str,
+    last: bool,
+    out: &mut String,
+) {
     let (branch, next) = if last {
         ("└─ ", "   ")
     } else {
         ("├─ ", "│  ")
     };
-    out.push_str(&format!("{prefix}{branch}{}\n", line(sys, f)));
+    out.push_str(&format!("{prefix}{branch}{}\n", line(sys, names, f)));
     let kids: Vec<&Function> = sys.topology.children(&f.bdf).collect();
     for (i, k) in kids.iter().enumerate() {
-        print_tree(sys, k, &format!("{prefix}{next}"), i + 1 == kids.len(), out);
+        print_tree(
+            sys,
+            names,
+            k,
+            &format!("{prefix}{next}"),
+            i + 1 == kids.len(),
+            out,
+        );
     }
 }
 
-fn text(sys: &System) -> String {
+fn text(sys: &System, names: &PciNames) -> String {
     let mut out = String::new();
     let cpu_ok = sys.rules.cpu.supports_p2pdma(sys.rules.kernel);
     out.push_str(&format!(
@@ -219,23 +256,26 @@ fn text(sys: &System) -> String {
         }
     ));
     for hb in sys.topology.host_bridges() {
-        let j = host_bridge_json(sys, hb);
+        let j = host_bridge_json(sys, names, hb);
         let wl = match j.whitelisted {
             Some(true) => "whitelisted",
             Some(false) => "not whitelisted",
             None => "whitelist status unknown",
         };
+        let rep_name = match (&j.representative_name, &j.representative_ids) {
+            (Some(n), Some(ids)) => format!(" {n} [{ids}]"),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "{hb} host bridge, representative {} {} ({wl}: {})\n",
+            "{hb} host bridge, representative {}{rep_name} ({wl}: {})\n",
             j.representative
                 .map(|b| b.to_string())
                 .unwrap_or_else(|| "none".into()),
-            j.representative_ids.unwrap_or_default(),
             j.why
         ));
         let roots: Vec<&Function> = sys.topology.root_bus_functions(hb).collect();
         for (i, f) in roots.iter().enumerate() {
-            print_tree(sys, f, "", i + 1 == roots.len(), &mut out);
+            print_tree(sys, names, f, "", i + 1 == roots.len(), &mut out);
         }
     }
     if !sys.truncated_config.is_empty() {
@@ -254,12 +294,12 @@ fn dot_id(b: Bdf) -> String {
     format!("\"{b}\"")
 }
 
-fn dot(sys: &System) -> String {
+fn dot(sys: &System, names: &PciNames) -> String {
     let mut out = String::from(
         "digraph p2pmem {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
     );
     for hb in sys.topology.host_bridges() {
-        let j = host_bridge_json(sys, hb);
+        let j = host_bridge_json(sys, names, hb);
         out.push_str(&format!(
             "  subgraph \"cluster_{hb}\" {{\n    label=\"{hb} ({})\";\n    style=rounded;\n",
             if j.whitelisted == Some(true) {
@@ -278,7 +318,7 @@ fn dot(sys: &System) -> String {
                 .functions()
                 .filter(|f| f.path.first() == Some(&root.bdf))
             {
-                let mut label = line(sys, f).replace('"', "'");
+                let mut label = line(sys, names, f).replace('"', "'");
                 label = label.replacen(' ', "\\n", 1);
                 let style = if f.p2pmem.is_some() {
                     ", style=filled, fillcolor=\"#cde8ff\""
@@ -336,9 +376,19 @@ fn dot(sys: &System) -> String {
 /// Run `topo`.
 pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
     let mut sys = load(common)?;
+    let names = names(common)?;
     let what_if = crate::whatif::apply_to(&mut sys, &args.what_if);
     if let (Some(w), false, false) = (&what_if, common.json, args.dot) {
         crate::whatif::print_header(w);
+    }
+    if args.matrix {
+        let m = crate::topo_matrix::build(&sys, names, &args.provider, &args.client)?;
+        if common.json {
+            print_json("topo_matrix", &m)?;
+        } else {
+            print!("{}", crate::topo_matrix::text(&sys, names, &m)?);
+        }
+        return Ok(0);
     }
     if common.json {
         let functions = sys
@@ -353,6 +403,9 @@ pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
                     vendor: format!("{:04x}", f.vendor),
                     device: format!("{:04x}", f.device),
                     class: format!("{:06x}", f.class),
+                    vendor_name: names.vendor(f.vendor),
+                    device_name: names.device(f.vendor, f.device),
+                    class_name: names.class(f.class),
                     port_type: f.port_type().map(|p| p.label()),
                     driver: f.driver.as_deref(),
                     acs: f.acs(),
@@ -363,25 +416,28 @@ pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
                 }
             })
             .collect();
-        print_json(&TopoJson {
-            kernel: sys.rules.kernel.to_string(),
-            kernel_version_assumed: sys.kernel_version_assumed,
-            cpu: sys.rules.cpu.describe(),
-            cpu_allows_host_bridge_p2p: sys.rules.cpu.supports_p2pdma(sys.rules.kernel),
-            host_bridges: sys
-                .topology
-                .host_bridges()
-                .into_iter()
-                .map(|h| host_bridge_json(&sys, h))
-                .collect(),
-            functions,
-            acs_unknown_config_truncated: &sys.truncated_config,
-            problems: &sys.problems,
-        })?;
+        print_json(
+            "topo",
+            &TopoJson {
+                kernel: sys.rules.kernel.to_string(),
+                kernel_version_assumed: sys.kernel_version_assumed,
+                cpu: sys.rules.cpu.describe(),
+                cpu_allows_host_bridge_p2p: sys.rules.cpu.supports_p2pdma(sys.rules.kernel),
+                host_bridges: sys
+                    .topology
+                    .host_bridges()
+                    .into_iter()
+                    .map(|h| host_bridge_json(&sys, names, h))
+                    .collect(),
+                functions,
+                acs_unknown_config_truncated: &sys.truncated_config,
+                problems: &sys.problems,
+            },
+        )?;
     } else if args.dot {
-        print!("{}", dot(&sys));
+        print!("{}", dot(&sys, names));
     } else {
-        print!("{}", text(&sys));
+        print!("{}", text(&sys, names));
     }
     Ok(0)
 }

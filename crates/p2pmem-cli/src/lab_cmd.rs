@@ -310,7 +310,11 @@ fn matrix(
             let oracles: std::collections::BTreeSet<&str> =
                 pairs.iter().map(|p| p.oracle.as_str()).collect();
             if json {
-                writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
+                writeln!(
+                    stdout,
+                    "{}",
+                    p2pmem_wire::doc::line("lab_demo_summary", &summary)?
+                )?;
             } else {
                 writeln!(
                     stdout,
@@ -359,7 +363,7 @@ fn plan_cmd(guest: &GuestOpts, trace: bool, file: &Path, json: bool) -> anyhow::
     let mut all_ran = true;
     for r in &out.steps {
         if json {
-            writeln!(stdout, "{}", serde_json::to_string(r)?)?;
+            writeln!(stdout, "{}", p2pmem_wire::doc::line("lab_step", r)?)?;
         }
         let (status, summary) = match &r.result {
             StepResult::Done { output } => ("done", output_summary(output)),
@@ -537,9 +541,13 @@ fn demo_cmd(guest: &GuestOpts, json: bool) -> anyhow::Result<i32> {
     if json {
         let mut stdout = std::io::stdout().lock();
         for p in &pairs {
-            writeln!(stdout, "{}", serde_json::to_string(p)?)?;
+            writeln!(stdout, "{}", p2pmem_wire::doc::line("lab_demo_pair", p)?)?;
         }
-        writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
+        writeln!(
+            stdout,
+            "{}",
+            p2pmem_wire::doc::line("lab_demo_summary", &summary)?
+        )?;
     } else {
         print_demo(&topo, &res, &pairs, &summary);
     }

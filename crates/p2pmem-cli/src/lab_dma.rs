@@ -97,10 +97,13 @@ pub fn report_run(out: &PlanRun, map_step: &str, json: bool) -> anyhow::Result<(
             Ok(d) => (Some(d.clone()), None),
             Err(e) => (None, Some(e.to_string())),
         };
-        let line = serde_json::to_string(&RunDma {
-            dma_accounting: ok,
-            dma_error: err,
-        })?;
+        let line = p2pmem_wire::doc::line(
+            "lab_run_dma",
+            &RunDma {
+                dma_accounting: ok,
+                dma_error: err,
+            },
+        )?;
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{line}")?;
         return Ok(());

@@ -2,13 +2,15 @@
 //!
 //! Exit status: 0 yes (allowed, found, healthy), 1 no, 2 error or an answer that depends
 //! on registers this user cannot read. Human output goes to stdout, diagnostics to
-//! stderr; `--json` prints JSON on stdout.
+//! stderr; `--json` prints JSON Lines on stdout (one document per line, each with
+//! `"schema": 1` and `"document": KIND`; docs/json.md describes every field).
 
 mod agent;
 mod cmd_bench;
 mod cmd_capture;
 mod cmd_check;
 mod cmd_copy;
+mod cmd_docs;
 mod cmd_doctor;
 mod cmd_nvmet;
 mod cmd_provider;
@@ -17,9 +19,10 @@ mod lab_cmd;
 mod lab_dma;
 mod lab_kernel;
 mod output;
+mod topo_matrix;
 mod whatif;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,9 +32,14 @@ pub struct Common {
     /// Read the system below DIR instead of `/` (a capture made by `p2pmem capture`).
     #[arg(long, value_name = "DIR", default_value = "/", global = true)]
     pub root: PathBuf,
-    /// Print JSON on stdout instead of text.
+    /// Print JSON Lines on stdout instead of text (one document per line, each with
+    /// `"schema": 1`; every document and field is described in docs/json.md).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Take vendor and device names from FILE (a pci.ids, as `lspci -i`) instead of the
+    /// system's (usr/share/misc/pci.ids, usr/share/hwdata/pci.ids) or the bundled one.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub pci_ids: Option<PathBuf>,
 }
 
 #[derive(Debug, Parser)]
@@ -45,7 +53,7 @@ provider and clients what the kernel will decide and why, in the kernel's own wo
 the fix.\n\nExit status: 0 yes, 1 no, 2 error (or the answer depends on config space this \
 user cannot read: run as root).",
     after_help = "Examples:\n  p2pmem topo\n  p2pmem check 0000:03:00.0 nvme1n1\n  \
-p2pmem find nvme0n1 nvme1n1\n  p2pmem doctor\n  p2pmem capture /tmp/p2p-capture && \
+p2pmem find nvme0n1 nvme1n1\n  p2pmem doctor\n  p2pmem topo --matrix\n  p2pmem capture /tmp/p2p-capture && \
 p2pmem --root /tmp/p2p-capture topo"
 )]
 struct Cli {
@@ -58,7 +66,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show the PCI tree: host bridges, ports and their ACS state, P2P providers, NVMe
-    /// and RDMA clients.
+    /// and RDMA clients, named as lspci names them (`--matrix`: providers by clients).
     Topo(cmd_topo::TopoArgs),
     /// Would the kernel allow P2P DMA between PROVIDER's p2pmem and CLIENT(s)? Shows the
     /// map type, distance, the kernel's messages and the fix. Exit 0 yes, 1 no.
@@ -91,6 +99,13 @@ enum Command {
     /// kernel module): `provider bind BDF [--bar N] [--offset .. --size ..]`, `provider
     /// unbind BDF`. Loads the module if needed; shows which clients can use the provider.
     Provider(cmd_provider::ProviderArgs),
+    /// Print a shell completion script for bash, zsh or fish on stdout, e.g.
+    /// `p2pmem completions bash > /usr/share/bash-completion/completions/p2pmem`
+    /// (scripts/install puts them in place).
+    Completions(cmd_docs::CompletionsArgs),
+    /// Write the man pages (p2pmem.1 and one per subcommand) into DIR, or print p2pmem.1.
+    #[command(hide = true)]
+    Man(cmd_docs::ManArgs),
     /// Low-level helpers used inside the lab's guest.
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -110,6 +125,8 @@ fn main() -> ExitCode {
         Command::Nvmet(a) => cmd_nvmet::run(&cli.common, &a),
         Command::Lab(a) => lab_cmd::run(a.with_json(cli.common.json)),
         Command::Provider(a) => cmd_provider::run(&cli.common, &a),
+        Command::Completions(a) => cmd_docs::run_completions(Cli::command(), &a),
+        Command::Man(a) => cmd_docs::run_man(Cli::command(), &a),
         Command::Agent(a) => agent::run(a),
     };
     match result {

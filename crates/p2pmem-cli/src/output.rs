@@ -2,7 +2,12 @@
 
 use crate::Common;
 use anyhow::Context;
+use p2pmem_linux::pci_names::PciNames;
 use p2pmem_linux::system::{read_system, System};
+use p2pmem_model::topology::Function;
+use p2pmem_model::Bdf;
+use p2pmem_wire::pci::PciName;
+use std::sync::OnceLock;
 
 /// Read the system below `--root`, reporting partial-read problems on stderr (text mode)
 /// so stdout stays clean.
@@ -17,9 +22,50 @@ pub fn load(common: &Common) -> anyhow::Result<System> {
     Ok(sys)
 }
 
-/// Print a value as pretty JSON on stdout.
-pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+/// The PCI ID database, read once per run (from `--pci-ids`, the system's `pci.ids` or
+/// the bundled snapshot). A system file that cannot be used is reported on stderr.
+pub fn names(common: &Common) -> anyhow::Result<&'static PciNames> {
+    static NAMES: OnceLock<PciNames> = OnceLock::new();
+    if let Some(n) = NAMES.get() {
+        return Ok(n);
+    }
+    let (n, warnings) = PciNames::load(&common.root, common.pci_ids.as_deref())
+        .context("--pci-ids: cannot use this PCI ID database")?;
+    for w in warnings {
+        eprintln!("p2pmem: warning: {w}");
+    }
+    Ok(NAMES.get_or_init(|| n))
+}
+
+/// lspci -nn's words for a function: `Red Hat, Inc. QEMU NVM Express Controller
+/// [1b36:0010]`.
+pub fn lspci_name(names: &PciNames, f: &Function) -> String {
+    format!(
+        "{} [{:04x}:{:04x}]",
+        names.describe(f.vendor, f.device),
+        f.vendor,
+        f.device
+    )
+}
+
+/// The `--json` names of a function (none when `bdf` is not in the topology).
+pub fn pci_name(sys: &System, names: &PciNames, bdf: Bdf) -> Option<PciName> {
+    let f = sys.topology.get(&bdf)?;
+    Some(PciName {
+        bdf,
+        vendor: format!("{:04x}", f.vendor),
+        device: format!("{:04x}", f.device),
+        vendor_name: names.vendor(f.vendor).map(str::to_string),
+        device_name: names.device(f.vendor, f.device).map(str::to_string),
+    })
+}
+
+/// Print one JSON Lines document on stdout: `{"schema":1,"document":KIND,...v's fields}`
+/// on one line (the convention of every `--json` output; see docs/json.md).
+pub fn print_json<T: serde::Serialize>(document: &str, v: &T) -> anyhow::Result<()> {
+    let line = p2pmem_wire::doc::line(document, v)
+        .with_context(|| format!("serialising the {document} document"))?;
+    println!("{line}");
     Ok(())
 }
 

@@ -182,7 +182,7 @@ fn topo_and_find_answer_the_same_what_if() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains(
-            "0000:00:07.0 root port [1b36:000c] (pcieport) ACS ctrl 0x001d (SV RR CR UF) REDIRECT"
+            "0000:00:07.0 root port: Red Hat, Inc. QEMU PCIe Root port [1b36:000c] (pcieport) ACS ctrl 0x001d (SV RR CR UF) REDIRECT"
         ),
         "{text}"
     );

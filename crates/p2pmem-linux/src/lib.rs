@@ -15,6 +15,7 @@ pub mod klog;
 pub mod memctl;
 pub mod nvmet;
 pub mod p2pbuf;
+pub mod pci_names;
 pub mod provider;
 pub mod resolve;
 pub mod resource;

@@ -21,6 +21,7 @@ pub mod klog;
 pub mod messages;
 pub mod nvmet_attr;
 pub mod nvmet_plan;
+pub mod pci_ids;
 pub mod pool;
 pub mod select;
 pub mod topology;

@@ -43,6 +43,10 @@ pub struct CheckReport {
     /// Every fix for an ACS-redirect refusal, checked by deciding the pair again with it.
     #[serde(default)]
     pub proven_fixes: Vec<ProvenFix>,
+    /// The provider's and clients' vendor and device names from the PCI ID database
+    /// (empty in documents from before the names were added).
+    #[serde(default)]
+    pub devices: Vec<crate::pci::PciName>,
 }
 
 /// A fix, checked.

@@ -9,7 +9,9 @@
 pub mod bind;
 pub mod check;
 pub mod copy;
+pub mod doc;
 pub mod frame;
+pub mod pci;
 pub mod plan;
 pub mod probe;
 pub mod report;

@@ -186,7 +186,7 @@ pub(super) fn change(
                 let mut j = ChangeJson::new(&none);
                 j.blocked = &blocked;
                 j.refused_before_writing = Some("hosts are or may be connected; --force".into());
-                print_json(&j)?;
+                print_json("nvmet_change", &j)?;
             } else {
                 print_blocked(&blocked);
             }
@@ -219,7 +219,7 @@ pub(super) fn run_steps(
         j.preflight = pre;
         j.predicted_errno = predicted.flatten();
         j.prediction_matched = matched;
-        print_json(&j)?;
+        print_json("nvmet_change", &j)?;
     } else if let Some(m) = matched {
         let p = predicted.flatten().unwrap_or("success");
         let k = kernel.as_deref().unwrap_or("success");

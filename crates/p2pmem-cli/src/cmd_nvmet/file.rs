@@ -54,14 +54,17 @@ pub fn save(common: &Common, file: &Path) -> anyhow::Result<i32> {
     } else {
         std::fs::write(file, &text).with_context(|| format!("cannot write {}", file.display()))?;
         if common.json {
-            print_json(&SaveJson {
-                file,
-                hosts: c.hosts.len(),
-                subsystems: c.subsystems.len(),
-                namespaces,
-                ports: c.ports.len(),
-                not_saved: &snap.not_saved,
-            })?;
+            print_json(
+                "nvmet_save",
+                &SaveJson {
+                    file,
+                    hosts: c.hosts.len(),
+                    subsystems: c.subsystems.len(),
+                    namespaces,
+                    ports: c.ports.len(),
+                    not_saved: &snap.not_saved,
+                },
+            )?;
         } else {
             println!(
                 "saved {} subsystem(s), {namespaces} namespace(s), {} port(s), {} host(s) to {}",
@@ -215,16 +218,19 @@ pub fn restore(common: &Common, args: &RestoreArgs) -> anyhow::Result<i32> {
         applied = apply(&t, &steps, true, common.json);
     }
     if common.json {
-        print_json(&RestoreJson {
-            dry_run: args.dry_run,
-            steps: &steps,
-            preflight: &pre,
-            blocked: &blocked,
-            refused_before_writing: refusal.clone(),
-            changed: &applied.changed,
-            skipped: &applied.skipped,
-            failed: applied.failed.as_ref(),
-        })?;
+        print_json(
+            "nvmet_restore",
+            &RestoreJson {
+                dry_run: args.dry_run,
+                steps: &steps,
+                preflight: &pre,
+                blocked: &blocked,
+                refused_before_writing: refusal.clone(),
+                changed: &applied.changed,
+                skipped: &applied.skipped,
+                failed: applied.failed.as_ref(),
+            },
+        )?;
     } else {
         for p in &failing {
             eprintln!(

@@ -97,7 +97,7 @@ fn refuse(
         j.preflight = Some(pre);
         j.predicted_errno = errno;
         j.refused_before_writing = Some(why.to_string());
-        print_json(&j)?;
+        print_json("nvmet_change", &j)?;
     } else {
         for l in &pre.kernel_log {
             println!("predicted kernel log: {l}");

@@ -298,12 +298,15 @@ pub fn check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
         })
         .collect();
     if common.json {
-        print_json(&CheckJson {
-            kernel: sys.rules.kernel.to_string(),
-            namespaces: selected,
-            ports: port_list,
-            verdict,
-        })?;
+        print_json(
+            "nvmet_check",
+            &CheckJson {
+                kernel: sys.rules.kernel.to_string(),
+                namespaces: selected,
+                ports: port_list,
+                verdict,
+            },
+        )?;
         return Ok(code);
     }
     if selected.is_empty() {
@@ -496,15 +499,18 @@ pub fn status(common: &Common, klog_file: Option<&Path>) -> anyhow::Result<i32> 
         })
         .collect();
     if common.json {
-        print_json(&StatusJson {
-            backing: t.backing(),
-            subsystems,
-            ports,
-            hosts: &c.hosts,
-            connections: &conns,
-            klog: log_state,
-            not_saved: &snap.not_saved,
-        })
+        print_json(
+            "nvmet_status",
+            &StatusJson {
+                backing: t.backing(),
+                subsystems,
+                ports,
+                hosts: &c.hosts,
+                connections: &conns,
+                klog: log_state,
+                not_saved: &snap.not_saved,
+            },
+        )
         .context("cannot print JSON")?;
         return Ok(0);
     }

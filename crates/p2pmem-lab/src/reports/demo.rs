@@ -384,6 +384,7 @@ mod tests {
             pairs: Vec::new(),
             what_if: None,
             proven_fixes: Vec::new(),
+            devices: Vec::new(),
         }
     }
 
