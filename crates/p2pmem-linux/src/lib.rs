@@ -19,6 +19,7 @@ pub mod provider;
 pub mod resolve;
 pub mod resource;
 pub mod rootfs;
+pub mod synth;
 pub mod sys;
 pub mod system;
 pub mod testing;
