@@ -1,11 +1,11 @@
 //! `p2pmem check PROVIDER CLIENT...` and `p2pmem find CLIENT...`.
 
-use crate::output::{load, opt_size, print_json};
+use crate::output::{load_scoped, opt_size, print_json};
 use crate::Common;
 use anyhow::Context;
 use clap::Args;
 use p2pmem_linux::resolve::{resolve_client, Client};
-use p2pmem_linux::system::System;
+use p2pmem_linux::system::{Scope, System};
 use p2pmem_model::distance::{MapType, PairVerdict, RuleH, Side};
 use p2pmem_model::errno;
 use p2pmem_model::select::{check, find, Check};
@@ -200,7 +200,16 @@ pub fn check_exit(supported: Option<bool>) -> i32 {
 
 /// Run `check`.
 pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
-    let mut sys = load(common)?;
+    // The pair's functions, their bridges and host bridges: all a decision reads.
+    let names = std::iter::once(&args.provider)
+        .chain(&args.clients)
+        .cloned()
+        .collect();
+    let scope = Scope::For {
+        names,
+        providers: false,
+    };
+    let mut sys = load_scoped(common, &scope)?;
     let what_if = crate::whatif::apply_to(&mut sys, &args.what_if);
     let (mut report, c) = check_report(&sys, &args.provider, &args.clients)?;
     let refused_errno = report.refused_errno.clone();
@@ -284,7 +293,11 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
 
 /// Run `find`.
 pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
-    let mut sys = load(common)?;
+    let scope = Scope::For {
+        names: args.clients.clone(),
+        providers: true,
+    };
+    let mut sys = load_scoped(common, &scope)?;
     if let Some(w) = crate::whatif::apply_to(&mut sys, &args.what_if) {
         if !common.json {
             crate::whatif::print_header(&w);
