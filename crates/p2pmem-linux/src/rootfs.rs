@@ -79,7 +79,7 @@ impl RootFs {
         self.resolve_with(rel, &mut HashSet::new())
     }
 
-    /// [`RootFs::resolve`], remembering in `known` the directories (relative to the root)
+    /// [`RootFs::resolve`], remembering in `known` the paths (relative to the root)
     /// already found not to be symlinks, so that resolving many paths below one tree
     /// (4,096 PCI functions under `sys/devices`) checks each shared prefix only once.
     /// The answer is the same as without `known`, provided the tree does not change.
@@ -106,8 +106,23 @@ impl RootFs {
                 continue;
             }
             let here = self.root.join(&so_far);
-            let meta = match std::fs::symlink_metadata(&here) {
-                Ok(m) => m,
+            // One readlink tells a link (its target) from anything else (EINVAL), and a
+            // missing component from both.
+            match std::fs::read_link(&here) {
+                Ok(target) => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(FsError::Loop { path: here });
+                    }
+                    done.pop();
+                    if target.is_absolute() {
+                        done.clear();
+                    }
+                    push_components(&mut todo, &target);
+                }
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    known.insert(so_far);
+                }
                 Err(source) => {
                     return Err(FsError::Io {
                         path: here,
@@ -115,24 +130,6 @@ impl RootFs {
                         source,
                     })
                 }
-            };
-            if meta.file_type().is_symlink() {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(FsError::Loop { path: here });
-                }
-                let target = std::fs::read_link(&here).map_err(|source| FsError::Io {
-                    path: here.clone(),
-                    what: "cannot read link",
-                    source,
-                })?;
-                done.pop();
-                if target.is_absolute() {
-                    done.clear();
-                }
-                push_components(&mut todo, &target);
-            } else if meta.is_dir() {
-                known.insert(so_far);
             }
         }
         Ok(done.iter().collect())
@@ -277,7 +274,9 @@ impl Dir {
     }
 
     /// Read `file` to its end with plain `read` calls (`read_to_end` would also ask for
-    /// the file's size and position: two more system calls per file).
+    /// the file's size and position: two more system calls per file). A read that does
+    /// not fill the buffer ends the file: sysfs hands an attribute over whole in one
+    /// read, and a regular file reads short only at its end.
     fn read_file(&self, name: &str, mut file: File, hint: usize) -> Result<Vec<u8>, FsError> {
         let mut bytes = vec![0u8; hint.max(64)];
         let mut len = 0;
@@ -287,7 +286,12 @@ impl Dir {
             }
             match file.read(&mut bytes[len..]) {
                 Ok(0) => break,
-                Ok(n) => len += n,
+                Ok(n) => {
+                    len += n;
+                    if len < bytes.len() {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(FsError::Io {
