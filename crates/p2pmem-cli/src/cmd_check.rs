@@ -306,6 +306,8 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
     let clients = resolve_all(&sys, &args.clients)?;
     let bdfs: Vec<Bdf> = clients.iter().map(|c| c.bdf).collect();
     let f = find(&sys.topology, &sys.rules, &bdfs)?;
+    // What is printed about the chosen providers is what a full read says of them.
+    p2pmem_linux::system::complete_ids(&mut sys, &f.best);
     if common.json {
         print_json(&f)?;
     } else {

@@ -109,6 +109,11 @@ pub struct System {
     pub iommus: Vec<String>,
     /// What could not be read.
     pub problems: Vec<Problem>,
+    /// Functions a scoped read took for decisions only (a provider for `find`, or a bridge
+    /// above one): their vendor, device and class are config space's, their driver
+    /// unread, until [`complete_ids`].
+    #[serde(skip)]
+    pub ids_from_config: Vec<Bdf>,
 }
 
 /// The chain of PCI functions in a resolved device path: the components after the last
@@ -146,6 +151,8 @@ struct Located {
     path: Vec<Bdf>,
     /// Whether it has `p2pmem/`, when already looked at.
     has_p2pmem: Option<bool>,
+    /// Read only what decisions use: IDs and class from config space, no driver.
+    for_decision: bool,
 }
 
 /// Which PCI functions [`read_system_scoped`] reads in full. Every function is located
@@ -160,7 +167,9 @@ pub enum Scope {
     /// function with `p2pmem/`; with each, the bridges above it and the functions on
     /// the root bus of its host bridge (where the whitelist finds its representative).
     /// Every P2PDMA decision among those functions is the one the full read gives;
-    /// problems with the files of other functions go unreported.
+    /// problems with the files of other functions go unreported. Providers and their
+    /// bridges that no name asked for are read for decisions only (see
+    /// [`System::ids_from_config`]).
     For {
         /// Names of functions (PCI addresses, block, NVMe or RDMA device names).
         names: Vec<String>,
@@ -234,6 +243,7 @@ impl Reader {
             host_bridge,
             path,
             has_p2pmem: None,
+            for_decision: false,
         })
     }
 
@@ -245,6 +255,7 @@ impl Reader {
             host_bridge,
             path,
             has_p2pmem,
+            for_decision,
         } = at;
         // One open directory, its files read relative to it: a 4,096-function capture
         // reads in a fraction of the time a walk from the root per file takes.
@@ -257,6 +268,9 @@ impl Reader {
         };
         let config = self.config(&d, bdf, truncated);
         let mut id = |file: &str, from_cfg: Option<u32>| -> u32 {
+            if for_decision {
+                return from_cfg.unwrap_or(0xffff);
+            }
             match d.read_hex(file) {
                 Ok(v) => v,
                 Err(e) => {
@@ -268,9 +282,7 @@ impl Reader {
         let vendor = id("vendor", config.as_ref().map(|c| u32::from(c.vendor_id())));
         let device = id("device", config.as_ref().map(|c| u32::from(c.device_id())));
         let class = id("class", config.as_ref().map(ConfigSpace::class_code));
-        let driver = d
-            .read_link("driver")
-            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let driver = if for_decision { None } else { driver_of(&d) };
         let p2pmem = self.p2pmem(&d, has_p2pmem);
         Some(Function {
             bdf,
@@ -407,24 +419,73 @@ fn wanted(
                 .filter_map(|r| r.bdf),
         );
     }
-    let mut want: HashSet<Bdf> = HashSet::new();
+    // In full: the named functions, their bridges and the root buses; for decisions
+    // only (no IDs beyond config space): providers and their bridges.
+    let mut full: HashSet<Bdf> = HashSet::new();
+    let mut decision: HashSet<Bdf> = HashSet::new();
     let mut bridges: HashSet<HostBridgeId> = HashSet::new();
     for l in located.iter_mut() {
         if *providers {
             l.has_p2pmem = Some(fs.path(l.dir.join("p2pmem")).is_dir());
         }
-        if seeds.contains(&l.bdf) || l.has_p2pmem == Some(true) {
-            want.extend(&l.path);
+        if seeds.contains(&l.bdf) {
+            full.extend(&l.path);
+            bridges.insert(l.host_bridge);
+        } else if l.has_p2pmem == Some(true) {
+            decision.extend(&l.path);
             bridges.insert(l.host_bridge);
         }
     }
-    want.extend(
+    full.extend(
         located
             .iter()
             .filter(|l| l.path.len() == 1 && bridges.contains(&l.host_bridge))
             .map(|l| l.bdf),
     );
-    Some(want)
+    for l in located.iter_mut() {
+        l.for_decision = decision.contains(&l.bdf) && !full.contains(&l.bdf);
+    }
+    full.extend(decision);
+    Some(full)
+}
+
+fn driver_of(d: &Dir) -> Option<String> {
+    d.read_link("driver")
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+/// Read in full the functions of `bdfs` that a scoped read left with IDs from config
+/// space ([`System::ids_from_config`]): their sysfs `vendor`, `device`, `class` and
+/// driver, as a full read has them. For what is printed about them.
+pub fn complete_ids(sys: &mut System, bdfs: &[Bdf]) {
+    let mut r = Reader {
+        fs: RootFs::new(&sys.root),
+        problems: Vec::new(),
+        known_dirs: HashSet::new(),
+    };
+    for bdf in bdfs {
+        let Some(i) = sys.ids_from_config.iter().position(|b| b == bdf) else {
+            continue;
+        };
+        let Some(at) = r.locate(&bdf.to_string()) else {
+            continue;
+        };
+        let Ok(d) = r.fs.open_dir(&at.dir) else {
+            continue;
+        };
+        let Some(f) = sys.topology.get(bdf) else {
+            continue;
+        };
+        let (vendor, device, class) = (f.vendor, f.device, f.class);
+        let id = |file: &str, v: u32| d.read_hex(file).unwrap_or(v);
+        let ids = (
+            (id("vendor", vendor.into()) & 0xffff) as u16,
+            (id("device", device.into()) & 0xffff) as u16,
+            id("class", class),
+        );
+        sys.topology.set_identity(bdf, ids, driver_of(&d));
+        sys.ids_from_config.swap_remove(i);
+    }
 }
 
 /// Functions below which reading is not worth a second thread.
@@ -507,6 +568,11 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
         .into_iter()
         .filter(|at| want.as_ref().is_none_or(|w| w.contains(&at.bdf)))
         .collect();
+    let ids_from_config: Vec<Bdf> = todo
+        .iter()
+        .filter(|a| a.for_decision)
+        .map(|a| a.bdf)
+        .collect();
     let functions = read_functions(&mut r, todo, &mut truncated);
     let topology = Topology::new(functions)?;
 
@@ -565,6 +631,7 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
         truncated_config: truncated,
         iommus,
         problems: r.problems,
+        ids_from_config,
     })
 }
 

@@ -170,6 +170,21 @@ impl Topology {
         })
     }
 
+    /// Set what identifies a function (vendor, device, class, driver), read after the
+    /// rest; `false` when there is no such function. Nothing a decision reads changes.
+    pub fn set_identity(
+        &mut self,
+        bdf: &Bdf,
+        (vendor, device, class): (u16, u16, u32),
+        driver: Option<String>,
+    ) -> bool {
+        let Some(f) = self.functions.get_mut(bdf) else {
+            return false;
+        };
+        (f.vendor, f.device, f.class, f.driver) = (vendor, device, class, driver);
+        true
+    }
+
     /// A function by address.
     pub fn get(&self, bdf: &Bdf) -> Option<&Function> {
         self.functions.get(bdf)

@@ -207,13 +207,26 @@ fn scoped_reads_decide_as_the_full_read() {
                 names: vec![c.to_string()],
                 providers: true,
             };
-            let part = read_system_scoped(root, &scope).unwrap();
+            let mut part = read_system_scoped(root, &scope).unwrap();
             assert_eq!(
                 find(&part.topology, &part.rules, &[*c]),
                 find(&full.topology, &full.rules, &[*c]),
                 "{}: find for {c}",
                 root.display()
             );
+            // Completed, what identifies each function is what the full read says.
+            complete_ids(&mut part, &all);
+            assert!(part.ids_from_config.is_empty());
+            for f in part.topology.functions() {
+                let g = full.topology.get(&f.bdf).unwrap();
+                assert_eq!(
+                    (f.vendor, f.device, f.class, &f.driver),
+                    (g.vendor, g.device, g.class, &g.driver),
+                    "{}: {}",
+                    root.display(),
+                    f.bdf
+                );
+            }
         }
     }
 }
