@@ -279,7 +279,7 @@ pub fn write(template: &Path, out: &Path, shape: Shape) -> Result<Made, SynthErr
                 Some([b + 1, below, below]),
             )?;
             let dev = bdf(domain, below, 0);
-            if nvme % 2 == 0 {
+            if nvme.is_multiple_of(2) {
                 w.function(&provider, &dp, dev, None)?;
                 w.made.providers.push(dev);
             } else {
