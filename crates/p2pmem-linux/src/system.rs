@@ -110,8 +110,8 @@ pub struct System {
     /// What could not be read.
     pub problems: Vec<Problem>,
     /// Functions a scoped read took for decisions only (a provider for `find`, or a bridge
-    /// above one): their vendor, device and class are config space's, their driver
-    /// unread, until [`complete_ids`].
+    /// above one): their vendor, device and class are config space's, their driver and
+    /// p2pmem size and available bytes unread, until [`complete_ids`].
     #[serde(skip)]
     pub ids_from_config: Vec<Bdf>,
 }
@@ -283,7 +283,7 @@ impl Reader {
         let device = id("device", config.as_ref().map(|c| u32::from(c.device_id())));
         let class = id("class", config.as_ref().map(ConfigSpace::class_code));
         let driver = if for_decision { None } else { driver_of(&d) };
-        let p2pmem = self.p2pmem(&d, has_p2pmem);
+        let p2pmem = self.p2pmem(&d, has_p2pmem, for_decision);
         Some(Function {
             bdf,
             host_bridge,
@@ -325,11 +325,13 @@ impl Reader {
         }
     }
 
-    fn p2pmem(&mut self, d: &Dir, known: Option<bool>) -> Option<P2pmemInfo> {
+    /// `p2pmem/`; for decisions only, `published` alone (size and available unread).
+    fn p2pmem(&mut self, d: &Dir, known: Option<bool>, decision: bool) -> Option<P2pmemInfo> {
         if !known.unwrap_or_else(|| d.is_dir("p2pmem")) {
             return None;
         }
         let mut num = |f: &str| match d.read_u64(&format!("p2pmem/{f}")) {
+            _ if decision && f != "published" => None,
             Ok(v) => Some(v),
             Err(e) => {
                 self.fs_problem(&e);
@@ -455,8 +457,9 @@ fn driver_of(d: &Dir) -> Option<String> {
 }
 
 /// Read in full the functions of `bdfs` that a scoped read left with IDs from config
-/// space ([`System::ids_from_config`]): their sysfs `vendor`, `device`, `class` and
-/// driver, as a full read has them. For what is printed about them.
+/// space ([`System::ids_from_config`]): their sysfs `vendor`, `device`, `class`,
+/// driver and p2pmem size and available bytes, as a full read has them. For what is
+/// printed about them.
 pub fn complete_ids(sys: &mut System, bdfs: &[Bdf]) {
     let mut r = Reader {
         fs: RootFs::new(&sys.root),
@@ -476,7 +479,7 @@ pub fn complete_ids(sys: &mut System, bdfs: &[Bdf]) {
         let Some(f) = sys.topology.get(bdf) else {
             continue;
         };
-        let (vendor, device, class) = (f.vendor, f.device, f.class);
+        let (vendor, device, class, f_p2pmem) = (f.vendor, f.device, f.class, f.p2pmem);
         let id = |file: &str, v: u32| d.read_hex(file).unwrap_or(v);
         let ids = (
             (id("vendor", vendor.into()) & 0xffff) as u16,
@@ -484,6 +487,15 @@ pub fn complete_ids(sys: &mut System, bdfs: &[Bdf]) {
             id("class", class),
         );
         sys.topology.set_identity(bdf, ids, driver_of(&d));
+        if let Some(m) = f_p2pmem {
+            let num = |file: &str| d.read_u64(&format!("p2pmem/{file}")).ok();
+            let m = P2pmemInfo {
+                size: num("size"),
+                available: num("available"),
+                ..m
+            };
+            sys.topology.set_p2pmem(bdf, m);
+        }
         sys.ids_from_config.swap_remove(i);
     }
 }

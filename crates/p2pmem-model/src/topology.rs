@@ -185,6 +185,16 @@ impl Topology {
         true
     }
 
+    /// Set a function's p2pmem state, read after the rest; `false` when there is no such
+    /// function.
+    pub fn set_p2pmem(&mut self, bdf: &Bdf, p2pmem: P2pmemInfo) -> bool {
+        let Some(f) = self.functions.get_mut(bdf) else {
+            return false;
+        };
+        f.p2pmem = Some(p2pmem);
+        true
+    }
+
     /// A function by address.
     pub fn get(&self, bdf: &Bdf) -> Option<&Function> {
         self.functions.get(bdf)

@@ -220,8 +220,8 @@ fn scoped_reads_decide_as_the_full_read() {
             for f in part.topology.functions() {
                 let g = full.topology.get(&f.bdf).unwrap();
                 assert_eq!(
-                    (f.vendor, f.device, f.class, &f.driver),
-                    (g.vendor, g.device, g.class, &g.driver),
+                    (f.vendor, f.device, f.class, &f.driver, f.p2pmem),
+                    (g.vendor, g.device, g.class, &g.driver, g.p2pmem),
                     "{}: {}",
                     root.display(),
                     f.bdf
