@@ -11,6 +11,7 @@ use p2pmem_model::errno;
 use p2pmem_model::select::{check, find, Check};
 use p2pmem_model::Bdf;
 use p2pmem_wire::check::CheckReport;
+use std::fmt::Write as _;
 
 /// Arguments of `check`.
 #[derive(Debug, Args)]
@@ -311,33 +312,43 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
     if common.json {
         print_json(&f)?;
     } else {
+        // One write: a thousand candidates are a thousand lines.
+        let mut out = String::new();
         let names: Vec<String> = clients
             .iter()
             .map(|c| format!("{} ({})", c.name, c.bdf))
             .collect();
-        println!("clients: {}", names.join(", "));
+        writeln!(out, "clients: {}", names.join(", "))?;
         match f.best.as_slice() {
-            [] => println!("the kernel finds no provider (pci_p2pmem_find returns NULL)"),
-            [one] => println!(
+            [] => writeln!(
+                out,
+                "the kernel finds no provider (pci_p2pmem_find returns NULL)"
+            )?,
+            [one] => writeln!(
+                out,
                 "the kernel chooses {} at distance {}",
                 describe(&sys, *one),
                 f.best_distance.unwrap_or(0)
-            ),
+            )?,
             many => {
-                println!(
+                writeln!(
+                    out,
                     "{} providers tie at distance {}; the kernel picks one at random:",
                     many.len(),
                     f.best_distance.unwrap_or(0)
-                );
+                )?;
                 for b in many {
-                    println!("  {}", describe(&sys, *b));
+                    writeln!(out, "  {}", describe(&sys, *b))?;
                 }
             }
         }
         for m in &f.maybe {
-            println!("  unknown (ACS unreadable, run as root): {m} might also qualify");
+            writeln!(
+                out,
+                "  unknown (ACS unreadable, run as root): {m} might also qualify"
+            )?;
         }
-        println!("candidates:");
+        writeln!(out, "candidates:")?;
         for c in &f.candidates {
             let state = if !c.published {
                 "not published: never chosen".to_string()
@@ -348,14 +359,15 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
                     _ => "unknown".to_string(),
                 }
             };
-            println!("  {}: {state}", c.provider);
+            writeln!(out, "  {}: {state}", c.provider)?;
         }
         if f.candidates.is_empty() {
-            println!("  none: no function here has p2pmem/");
+            writeln!(out, "  none: no function here has p2pmem/")?;
         }
         for m in &f.messages {
-            println!("kernel message: {m}");
+            writeln!(out, "kernel message: {m}")?;
         }
+        print!("{out}");
     }
     Ok(if !f.best.is_empty() {
         0

@@ -331,15 +331,17 @@ impl Reader {
             return None;
         }
         let mut num = |f: &str| match d.read_u64(&format!("p2pmem/{f}")) {
-            _ if decision && f != "published" => None,
             Ok(v) => Some(v),
             Err(e) => {
                 self.fs_problem(&e);
                 None
             }
         };
-        let size = num("size");
-        let available = num("available");
+        let (size, available) = if decision {
+            (None, None)
+        } else {
+            (num("size"), num("available"))
+        };
         let published = match num("published") {
             Some(0) => Some(false),
             Some(1) => Some(true),
