@@ -1,17 +1,18 @@
 //! `p2pmem check PROVIDER CLIENT...` and `p2pmem find CLIENT...`.
 
-use crate::output::{load, lspci_name, names, opt_size, pci_name, print_json};
+use crate::output::{load_scoped, lspci_name, names, opt_size, pci_name, print_json};
 use crate::Common;
 use anyhow::Context;
 use clap::Args;
 use p2pmem_linux::pci_names::PciNames;
 use p2pmem_linux::resolve::{resolve_client, Client};
-use p2pmem_linux::system::System;
+use p2pmem_linux::system::{Scope, System};
 use p2pmem_model::distance::{MapType, PairVerdict, RuleH, Side};
 use p2pmem_model::errno;
 use p2pmem_model::select::{check, find, Check};
 use p2pmem_model::Bdf;
 use p2pmem_wire::check::CheckReport;
+use std::fmt::Write as _;
 
 /// Arguments of `check`.
 #[derive(Debug, Args)]
@@ -202,7 +203,16 @@ pub fn check_exit(supported: Option<bool>) -> i32 {
 
 /// Run `check`.
 pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
-    let mut sys = load(common)?;
+    // The pair's functions, their bridges and host bridges: all a decision reads.
+    let wanted = std::iter::once(&args.provider)
+        .chain(&args.clients)
+        .cloned()
+        .collect();
+    let scope = Scope::For {
+        names: wanted,
+        providers: false,
+    };
+    let mut sys = load_scoped(common, &scope)?;
     let names = names(common)?;
     let what_if = crate::whatif::apply_to(&mut sys, &args.what_if);
     let (mut report, c) = check_report(&sys, &args.provider, &args.clients)?;
@@ -295,7 +305,11 @@ fn bdfs_of_clients(clients: &[Client]) -> Vec<Bdf> {
 
 /// Run `find`.
 pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
-    let mut sys = load(common)?;
+    let scope = Scope::For {
+        names: args.clients.clone(),
+        providers: true,
+    };
+    let mut sys = load_scoped(common, &scope)?;
     let names = names(common)?;
     if let Some(w) = crate::whatif::apply_to(&mut sys, &args.what_if) {
         if !common.json {
@@ -305,6 +319,8 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
     let clients = resolve_all(&sys, &args.clients)?;
     let bdfs: Vec<Bdf> = clients.iter().map(|c| c.bdf).collect();
     let f = find(&sys.topology, &sys.rules, &bdfs)?;
+    // What is printed about the chosen providers is what a full read says of them.
+    p2pmem_linux::system::complete_ids(&mut sys, &f.best);
     if common.json {
         #[derive(serde::Serialize)]
         struct FindJson<'a> {
@@ -328,33 +344,43 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
             },
         )?;
     } else {
+        // One write: a thousand candidates are a thousand lines.
+        let mut out = String::new();
         let client_list: Vec<String> = clients
             .iter()
             .map(|c| format!("{} ({})", c.name, c.bdf))
             .collect();
-        println!("clients: {}", client_list.join(", "));
+        writeln!(out, "clients: {}", client_list.join(", "))?;
         match f.best.as_slice() {
-            [] => println!("the kernel finds no provider (pci_p2pmem_find returns NULL)"),
-            [one] => println!(
+            [] => writeln!(
+                out,
+                "the kernel finds no provider (pci_p2pmem_find returns NULL)"
+            )?,
+            [one] => writeln!(
+                out,
                 "the kernel chooses {} at distance {}",
                 describe(&sys, names, *one),
                 f.best_distance.unwrap_or(0)
-            ),
+            )?,
             many => {
-                println!(
+                writeln!(
+                    out,
                     "{} providers tie at distance {}; the kernel picks one at random:",
                     many.len(),
                     f.best_distance.unwrap_or(0)
-                );
+                )?;
                 for b in many {
-                    println!("  {}", describe(&sys, names, *b));
+                    writeln!(out, "  {}", describe(&sys, names, *b))?;
                 }
             }
         }
         for m in &f.maybe {
-            println!("  unknown (ACS unreadable, run as root): {m} might also qualify");
+            writeln!(
+                out,
+                "  unknown (ACS unreadable, run as root): {m} might also qualify"
+            )?;
         }
-        println!("candidates:");
+        writeln!(out, "candidates:")?;
         for c in &f.candidates {
             let state = if !c.published {
                 "not published: never chosen".to_string()
@@ -369,14 +395,15 @@ pub fn run_find(common: &Common, args: &FindArgs) -> anyhow::Result<i32> {
                 Some(func) => format!("{} {}", c.provider, lspci_name(names, func)),
                 None => c.provider.to_string(),
             };
-            println!("  {who}: {state}");
+            writeln!(out, "  {who}: {state}")?;
         }
         if f.candidates.is_empty() {
-            println!("  none: no function here has p2pmem/");
+            writeln!(out, "  none: no function here has p2pmem/")?;
         }
         for m in &f.messages {
-            println!("kernel message: {m}");
+            writeln!(out, "kernel message: {m}")?;
         }
+        print!("{out}");
     }
     Ok(if !f.best.is_empty() {
         0

@@ -6,7 +6,8 @@ use clap::Args;
 use p2pmem_linux::pci_names::PciNames;
 use p2pmem_linux::system::System;
 use p2pmem_model::acs::AcsState;
-use p2pmem_model::distance::{decide, MapType};
+use p2pmem_model::distance::matrix::PairIndex;
+use p2pmem_model::distance::MapType;
 use p2pmem_model::topology::{Function, P2pmemInfo};
 use p2pmem_model::whitelist;
 use p2pmem_model::{Bdf, HostBridgeId};
@@ -348,12 +349,14 @@ fn dot(sys: &System, names: &PciNames) -> String {
         .functions()
         .filter(|f| f.is_nvme() || sys.rdma.iter().any(|r| r.bdf == Some(f.bdf)))
         .collect();
+    // Outcomes only (map type and distance), thousands of pairs on a fabric.
+    let mut index = PairIndex::new(&sys.topology, &sys.rules);
     for p in sys.topology.providers() {
         for c in &clients {
             if c.bdf == p.bdf {
                 continue;
             }
-            if let Ok(v) = decide(&sys.topology, &sys.rules, p.bdf, c.bdf) {
+            if let Ok(v) = index.outcome(p.bdf, c.bdf) {
                 let style = match v.map_type {
                     Some(MapType::BusAddr) => "color=green4",
                     Some(MapType::ThruHostBridge) => "color=blue, style=dashed",

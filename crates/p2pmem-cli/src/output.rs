@@ -3,7 +3,7 @@
 use crate::Common;
 use anyhow::Context;
 use p2pmem_linux::pci_names::PciNames;
-use p2pmem_linux::system::{read_system, System};
+use p2pmem_linux::system::{read_system_scoped, Scope, System};
 use p2pmem_model::topology::Function;
 use p2pmem_model::Bdf;
 use p2pmem_wire::pci::PciName;
@@ -12,7 +12,13 @@ use std::sync::OnceLock;
 /// Read the system below `--root`, reporting partial-read problems on stderr (text mode)
 /// so stdout stays clean.
 pub fn load(common: &Common) -> anyhow::Result<System> {
-    let sys = read_system(&common.root)
+    load_scoped(common, &Scope::All)
+}
+
+/// [`load`], reading in full only the PCI functions `scope` asks for (see
+/// [`read_system_scoped`]).
+pub fn load_scoped(common: &Common, scope: &Scope) -> anyhow::Result<System> {
+    let sys = read_system_scoped(&common.root, scope)
         .with_context(|| format!("cannot read the system below {}", common.root.display()))?;
     if !common.json {
         for p in &sys.problems {

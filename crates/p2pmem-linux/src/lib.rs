@@ -20,6 +20,7 @@ pub mod provider;
 pub mod resolve;
 pub mod resource;
 pub mod rootfs;
+pub mod synth;
 pub mod sys;
 pub mod system;
 pub mod testing;

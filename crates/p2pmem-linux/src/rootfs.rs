@@ -5,8 +5,13 @@
 //! ones; both are followed as if the root were `/`, never escaping it. Loops and dangling
 //! links are errors that name the path.
 
+use rustix::fd::OwnedFd;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Most symlinks followed in one resolution (the kernel's limit is 40).
@@ -71,6 +76,18 @@ impl RootFs {
     /// Resolve `rel` (relative to the root) following symlinks inside the root. Returns
     /// the resolved path relative to the root (`sys/devices/pci0000:00/...`).
     pub fn resolve(&self, rel: impl AsRef<Path>) -> Result<PathBuf, FsError> {
+        self.resolve_with(rel, &mut HashSet::new())
+    }
+
+    /// [`RootFs::resolve`], remembering in `known` the paths (relative to the root)
+    /// already found not to be symlinks, so that resolving many paths below one tree
+    /// (4,096 PCI functions under `sys/devices`) checks each shared prefix only once.
+    /// The answer is the same as without `known`, provided the tree does not change.
+    pub fn resolve_with(
+        &self,
+        rel: impl AsRef<Path>,
+        known: &mut HashSet<PathBuf>,
+    ) -> Result<PathBuf, FsError> {
         let mut done: Vec<OsString> = Vec::new();
         let mut todo: Vec<OsString> = Vec::new();
         push_components(&mut todo, rel.as_ref());
@@ -84,9 +101,28 @@ impl RootFs {
                 continue;
             }
             done.push(c);
-            let here: PathBuf = self.root.join(done.iter().collect::<PathBuf>());
-            let meta = match std::fs::symlink_metadata(&here) {
-                Ok(m) => m,
+            let so_far: PathBuf = done.iter().collect();
+            if known.contains(&so_far) {
+                continue;
+            }
+            let here = self.root.join(&so_far);
+            // One readlink tells a link (its target) from anything else (EINVAL), and a
+            // missing component from both.
+            match std::fs::read_link(&here) {
+                Ok(target) => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(FsError::Loop { path: here });
+                    }
+                    done.pop();
+                    if target.is_absolute() {
+                        done.clear();
+                    }
+                    push_components(&mut todo, &target);
+                }
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    known.insert(so_far);
+                }
                 Err(source) => {
                     return Err(FsError::Io {
                         path: here,
@@ -94,22 +130,6 @@ impl RootFs {
                         source,
                     })
                 }
-            };
-            if meta.file_type().is_symlink() {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(FsError::Loop { path: here });
-                }
-                let target = std::fs::read_link(&here).map_err(|source| FsError::Io {
-                    path: here.clone(),
-                    what: "cannot read link",
-                    source,
-                })?;
-                done.pop();
-                if target.is_absolute() {
-                    done.clear();
-                }
-                push_components(&mut todo, &target);
             }
         }
         Ok(done.iter().collect())
@@ -174,28 +194,156 @@ impl RootFs {
     /// Parse a hex sysfs value like `0x8086`.
     pub fn read_hex(&self, rel: impl AsRef<Path>) -> Result<u32, FsError> {
         let rel = rel.as_ref();
-        let bytes = self.read(rel)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let t = text.trim();
-        let digits = t.strip_prefix("0x").unwrap_or(t);
-        u32::from_str_radix(digits, 16).map_err(|_| FsError::Parse {
-            path: self.path(rel),
-            content: t.chars().take(40).collect(),
-            why: "expected a hexadecimal number like 0x8086",
-        })
+        parse_hex(&self.read(rel)?, || self.path(rel))
     }
 
     /// Parse a decimal sysfs value like `16777216`.
     pub fn read_u64(&self, rel: impl AsRef<Path>) -> Result<u64, FsError> {
         let rel = rel.as_ref();
-        let bytes = self.read(rel)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let t = text.trim();
-        t.parse().map_err(|_| FsError::Parse {
-            path: self.path(rel),
-            content: t.chars().take(40).collect(),
-            why: "expected a decimal number",
+        parse_u64(&self.read(rel)?, || self.path(rel))
+    }
+
+    /// Open the directory `rel` (relative to the root, symlinks already resolved) to read
+    /// many files in it with short lookups.
+    pub fn open_dir(&self, rel: impl AsRef<Path>) -> Result<Dir, FsError> {
+        let path = self.path(rel);
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| FsError::Io {
+            path: path.clone(),
+            what: "cannot open",
+            source: e.into(),
+        })?;
+        Ok(Dir { fd, path })
+    }
+}
+
+fn parse_hex(bytes: &[u8], path: impl FnOnce() -> PathBuf) -> Result<u32, FsError> {
+    let text = String::from_utf8_lossy(bytes);
+    let t = text.trim();
+    let digits = t.strip_prefix("0x").unwrap_or(t);
+    u32::from_str_radix(digits, 16).map_err(|_| FsError::Parse {
+        path: path(),
+        content: t.chars().take(40).collect(),
+        why: "expected a hexadecimal number like 0x8086",
+    })
+}
+
+fn parse_u64(bytes: &[u8], path: impl FnOnce() -> PathBuf) -> Result<u64, FsError> {
+    let text = String::from_utf8_lossy(bytes);
+    let t = text.trim();
+    t.parse().map_err(|_| FsError::Parse {
+        path: path(),
+        content: t.chars().take(40).collect(),
+        why: "expected a decimal number",
+    })
+}
+
+/// An open directory inside the root. Files in it are opened relative to it (`openat`),
+/// so reading the dozen files of one PCI function costs no walk from `/` each time; the
+/// answers and error paths are those of the [`RootFs`] methods on the joined path.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    /// The directory's path (the root joined).
+    path: PathBuf,
+}
+
+impl Dir {
+    /// The directory's path, the root included.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open(&self, name: &str) -> Result<File, FsError> {
+        rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(|e| FsError::Io {
+            path: self.path.join(name),
+            what: "cannot read",
+            source: e.into(),
         })
+    }
+
+    /// Read `file` to its end with plain `read` calls (`read_to_end` would also ask for
+    /// the file's size and position: two more system calls per file). A read that does
+    /// not fill the buffer ends the file: sysfs hands an attribute over whole in one
+    /// read, and a regular file reads short only at its end.
+    fn read_file(&self, name: &str, mut file: File, hint: usize) -> Result<Vec<u8>, FsError> {
+        let mut bytes = vec![0u8; hint.max(64)];
+        let mut len = 0;
+        loop {
+            if len == bytes.len() {
+                bytes.resize(2 * len, 0);
+            }
+            match file.read(&mut bytes[len..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    len += n;
+                    if len < bytes.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(FsError::Io {
+                        path: self.path.join(name),
+                        what: "cannot read",
+                        source,
+                    })
+                }
+            }
+        }
+        bytes.truncate(len);
+        Ok(bytes)
+    }
+
+    /// Read a whole file (small: sysfs attributes).
+    pub fn read(&self, name: &str) -> Result<Vec<u8>, FsError> {
+        let file = self.open(name)?;
+        self.read_file(name, file, 64)
+    }
+
+    /// Read a whole file and the length its metadata gives (what sysfs exposes of a
+    /// `config` file, which an unprivileged read may cut short).
+    pub fn read_with_len(&self, name: &str) -> Result<(Vec<u8>, u64), FsError> {
+        let file = self.open(name)?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        // One more byte than the length, so that the read that finds the end is the second.
+        let hint = usize::try_from(len).unwrap_or(0).clamp(63, 1 << 16) + 1;
+        Ok((self.read_file(name, file, hint)?, len))
+    }
+
+    /// Parse a hex sysfs value like `0x8086`.
+    pub fn read_hex(&self, name: &str) -> Result<u32, FsError> {
+        parse_hex(&self.read(name)?, || self.path.join(name))
+    }
+
+    /// Parse a decimal sysfs value like `16777216`.
+    pub fn read_u64(&self, name: &str) -> Result<u64, FsError> {
+        parse_u64(&self.read(name)?, || self.path.join(name))
+    }
+
+    /// Is `name` a directory (following links)?
+    pub fn is_dir(&self, name: &str) -> bool {
+        rustix::fs::statat(&self.fd, name, AtFlags::empty()).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+        })
+    }
+
+    /// The target of the symlink `name`, if it is one.
+    pub fn read_link(&self, name: &str) -> Option<PathBuf> {
+        rustix::fs::readlinkat(&self.fd, name, Vec::new())
+            .ok()
+            .map(|t| PathBuf::from(OsString::from_vec(t.into_bytes())))
     }
 }
 

@@ -455,5 +455,7 @@ fn unknown_acs_text(topo: &Topology, unknown: &[Bdf]) -> String {
     format!("ACS state unknown for {}", parts.join("; "))
 }
 
+pub mod matrix;
+
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,7 @@
 //! uniformly at random, so ties are listed, never resolved.
 
 use crate::bdf::Bdf;
+use crate::distance::matrix::{Outcome, PairIndex};
 use crate::distance::{decide, DecideError, MapType, PairVerdict, Rules};
 use crate::messages::KernelMessage;
 use crate::topology::Topology;
@@ -67,6 +68,20 @@ pub fn check(
         c.messages.clear();
     }
     Ok(c)
+}
+
+/// [`combine`]'s verdict and distance from outcomes alone.
+fn combine_outcomes(outcomes: &[Outcome]) -> (Option<bool>, Option<u32>) {
+    let supported = if outcomes.iter().any(|o| o.supported == Some(false)) {
+        Some(false)
+    } else if !outcomes.is_empty() && outcomes.iter().all(|o| o.supported == Some(true)) {
+        Some(true)
+    } else {
+        None
+    };
+    let distance =
+        (supported == Some(true)).then(|| outcomes.iter().map(|o| o.walk_distance).sum());
+    (supported, distance)
 }
 
 fn combine(provider: Bdf, clients: &[Bdf], pairs: Vec<PairVerdict>) -> Check {
@@ -150,9 +165,15 @@ pub struct Found {
 }
 
 /// The provider(s) the kernel would choose for `clients`.
+///
+/// Each published provider is weighed through [`PairIndex`] (outcomes only, no words);
+/// a provider whose path to some client has an ACS redirect is decided in full, since
+/// only then may the kernel print the host-bridge warning `find` reports.
 pub fn find(topo: &Topology, rules: &Rules, clients: &[Bdf]) -> Result<Found, DecideError> {
     let mut candidates = Vec::new();
     let mut messages = Vec::new();
+    let mut index = PairIndex::new(topo, rules);
+    let mut outcomes = Vec::with_capacity(clients.len());
     for f in topo.providers() {
         let published = f.p2pmem.is_some_and(|m| m.is_published());
         if !published {
@@ -164,19 +185,28 @@ pub fn find(topo: &Topology, rules: &Rules, clients: &[Bdf]) -> Result<Found, De
             });
             continue;
         }
-        let c = check(topo, rules, f.bdf, clients)?;
-        // Non-verbose: stops at the first refused client; only the host-bridge
-        // warning is printed (it ignores `verbose`).
-        for p in &c.pairs {
-            messages.extend(p.quiet_messages().map(|m| m.line.clone()));
-            if p.supported == Some(false) {
-                break;
-            }
+        outcomes.clear();
+        for c in clients {
+            outcomes.push(index.outcome(f.bdf, *c)?);
         }
+        let (supported, distance) = if outcomes.iter().any(|o| o.acs_redirect) {
+            let c = check(topo, rules, f.bdf, clients)?;
+            // Non-verbose: stops at the first refused client; only the host-bridge
+            // warning is printed (it ignores `verbose`).
+            for p in &c.pairs {
+                messages.extend(p.quiet_messages().map(|m| m.line.clone()));
+                if p.supported == Some(false) {
+                    break;
+                }
+            }
+            (c.supported, c.distance)
+        } else {
+            combine_outcomes(&outcomes)
+        };
         candidates.push(Candidate {
             provider: f.bdf,
-            distance: c.distance,
-            supported: c.supported,
+            distance,
+            supported,
             published,
         });
     }

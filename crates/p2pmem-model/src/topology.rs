@@ -139,6 +139,10 @@ pub struct Representative {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Topology {
     functions: BTreeMap<Bdf, Function>,
+    /// The functions directly below each bridge, in address order (an index, so that
+    /// walking a tree of thousands of functions is not quadratic).
+    #[serde(skip)]
+    children: BTreeMap<Bdf, Vec<Bdf>>,
 }
 
 impl Topology {
@@ -154,7 +158,41 @@ impl Topology {
                 return Err(TopologyError::Duplicate(bdf));
             }
         }
-        Ok(Self { functions: map })
+        let mut children: BTreeMap<Bdf, Vec<Bdf>> = BTreeMap::new();
+        for f in map.values() {
+            if let [.., up, _] = f.path.as_slice() {
+                children.entry(*up).or_default().push(f.bdf);
+            }
+        }
+        Ok(Self {
+            functions: map,
+            children,
+        })
+    }
+
+    /// Set what identifies a function (vendor, device, class, driver), read after the
+    /// rest; `false` when there is no such function. Nothing a decision reads changes.
+    pub fn set_identity(
+        &mut self,
+        bdf: &Bdf,
+        (vendor, device, class): (u16, u16, u32),
+        driver: Option<String>,
+    ) -> bool {
+        let Some(f) = self.functions.get_mut(bdf) else {
+            return false;
+        };
+        (f.vendor, f.device, f.class, f.driver) = (vendor, device, class, driver);
+        true
+    }
+
+    /// Set a function's p2pmem state, read after the rest; `false` when there is no such
+    /// function.
+    pub fn set_p2pmem(&mut self, bdf: &Bdf, p2pmem: P2pmemInfo) -> bool {
+        let Some(f) = self.functions.get_mut(bdf) else {
+            return false;
+        };
+        f.p2pmem = Some(p2pmem);
+        true
     }
 
     /// A function by address.
@@ -189,11 +227,11 @@ impl Topology {
 
     /// Functions directly below `bdf` (one level deeper in the path).
     pub fn children(&self, bdf: &Bdf) -> impl Iterator<Item = &Function> + '_ {
-        let bdf = *bdf;
-        self.functions.values().filter(move |f| {
-            let n = f.path.len();
-            n >= 2 && f.path[n - 2] == bdf
-        })
+        self.children
+            .get(bdf)
+            .into_iter()
+            .flatten()
+            .filter_map(|b| self.functions.get(b))
     }
 
     /// Host bridges, in order.

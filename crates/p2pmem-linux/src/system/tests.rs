@@ -168,3 +168,100 @@ fn chains_from_paths() {
         None
     );
 }
+
+/// Every fixture capture: a scoped read decides every (provider, function) pair, and
+/// `find` for every function, as the full read does.
+#[test]
+fn scoped_reads_decide_as_the_full_read() {
+    use p2pmem_model::distance::decide;
+    use p2pmem_model::select::find;
+    let mut roots: Vec<PathBuf> = std::fs::read_dir(truth_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path().join("root"))
+        .filter(|p| p.is_dir())
+        .collect();
+    roots.sort();
+    assert!(roots.len() >= 10, "{roots:?}");
+    for root in &roots {
+        let full = read_system(root).unwrap();
+        let all: Vec<Bdf> = full.topology.functions().map(|f| f.bdf).collect();
+        let providers: Vec<Bdf> = full.topology.providers().map(|f| f.bdf).collect();
+        for p in &providers {
+            for c in &all {
+                let scope = Scope::For {
+                    names: vec![p.to_string(), c.to_string()],
+                    providers: false,
+                };
+                let part = read_system_scoped(root, &scope).unwrap();
+                assert!(part.topology.functions().count() <= all.len());
+                assert_eq!(
+                    decide(&part.topology, &part.rules, *p, *c),
+                    decide(&full.topology, &full.rules, *p, *c),
+                    "{}: {p} -> {c}",
+                    root.display()
+                );
+            }
+        }
+        for c in &all {
+            let scope = Scope::For {
+                names: vec![c.to_string()],
+                providers: true,
+            };
+            let mut part = read_system_scoped(root, &scope).unwrap();
+            assert_eq!(
+                find(&part.topology, &part.rules, &[*c]),
+                find(&full.topology, &full.rules, &[*c]),
+                "{}: find for {c}",
+                root.display()
+            );
+            // Completed, what identifies each function is what the full read says.
+            complete_ids(&mut part, &all);
+            assert!(part.ids_from_config.is_empty());
+            for f in part.topology.functions() {
+                let g = full.topology.get(&f.bdf).unwrap();
+                assert_eq!(
+                    (f.vendor, f.device, f.class, &f.driver, f.p2pmem),
+                    (g.vendor, g.device, g.class, &g.driver, g.p2pmem),
+                    "{}: {}",
+                    root.display(),
+                    f.bdf
+                );
+            }
+        }
+    }
+}
+
+/// Names that are not addresses (block, NVMe, RDMA devices) scope to their functions.
+#[test]
+fn scoped_reads_follow_device_names() {
+    let d = scratch_copy(&s01());
+    let root = d.path();
+    let ctrl = "sys/devices/pci0000:00/0000:00:05.0/0000:06:00.0/nvme/nvme3";
+    std::fs::create_dir_all(root.join(ctrl).join("nvme3n1")).unwrap();
+    std::fs::create_dir_all(root.join("sys/class/block")).unwrap();
+    symlink(
+        format!("../../../{ctrl}/nvme3n1"),
+        root.join("sys/class/block/nvme3n1"),
+    )
+    .unwrap();
+    let scope = Scope::For {
+        names: vec!["/dev/nvme3n1".into()],
+        providers: false,
+    };
+    let s = read_system_scoped(root, &scope).unwrap();
+    let got: Vec<String> = s.topology.functions().map(|f| f.bdf.to_string()).collect();
+    // The NVMe, its root port, and the root bus of its host bridge.
+    assert_eq!(
+        got,
+        [
+            "0000:00:00.0",
+            "0000:00:04.0",
+            "0000:00:05.0",
+            "0000:00:10.0",
+            "0000:00:1f.0",
+            "0000:00:1f.2",
+            "0000:00:1f.3",
+            "0000:06:00.0"
+        ]
+    );
+}
