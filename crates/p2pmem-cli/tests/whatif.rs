@@ -208,3 +208,30 @@ fn topo_and_find_answer_the_same_what_if() {
         2
     );
 }
+
+/// `doctor` says whether an IOMMU is active and who put ACS redirect on each port: the
+/// kernel for the IOMMU (the multifunction_iommu captures, every line), a `config_acs`
+/// entry (multifunction_acs), none where no port redirects (default on 7.3).
+#[test]
+fn doctor_says_who_set_each_acs_redirect() {
+    for line in ["6.1", "6.12", "7.2", "7.3"] {
+        let root = fixture(&format!("lab_multifunction_iommu_k{line}"));
+        let text = String::from_utf8_lossy(&run(&root, &["doctor"]).stdout).into_owned();
+        for want in [
+            "IOMMU active (dmar0)",
+            "ACS redirect on 0000:00:07.0: set by the kernel because the IOMMU is on (dmar0)",
+        ] {
+            assert!(text.contains(want), "{line}: {want:?} not in\n{text}");
+        }
+    }
+    let acs = fixture("lab_multifunction_acs");
+    let text = String::from_utf8_lossy(&run(&acs, &["doctor"]).stdout).into_owned();
+    assert!(
+        text.contains("ACS redirect on 0000:00:07.0: set by pci=config_acs=11xx@0000:00:07.0"),
+        "{text}"
+    );
+    assert!(text.contains("no IOMMU registered"), "{text}");
+    let plain = fixture("lab_default_k7.3");
+    let text = String::from_utf8_lossy(&run(&plain, &["doctor"]).stdout).into_owned();
+    assert!(!text.contains("ACS redirect on"), "{text}");
+}

@@ -272,7 +272,12 @@ pub fn capture(root: &Path, dir: &Path) -> Result<CaptureReport, CaptureError> {
     w.class_links("sys/class/block", &["dev", "size"], None)?;
     w.class_links("sys/class/infiniband", &[], Some("device"))?;
     for name in w.src.list("sys/class/iommu").unwrap_or_default() {
-        w.mkdir(&Path::new("sys/class/iommu").join(name))?;
+        // An empty `.keep` in each, so that the IOMMU survives a capture committed to
+        // git, which keeps no empty directory (the lab's IOMMU fixtures lost theirs).
+        let dir = Path::new("sys/class/iommu").join(name);
+        w.mkdir(&dir)?;
+        let keep = w.dst.join(&dir).join(".keep");
+        std::fs::write(&keep, b"").map_err(|source| CaptureError::Write { path: keep, source })?;
     }
     Ok(w.report)
 }
