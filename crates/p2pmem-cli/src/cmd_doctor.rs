@@ -240,7 +240,9 @@ fn acs_redirect_findings(sys: &System, out: &mut Vec<Finding>) {
                 sys.iommus.join(", ")
             ),
             RedirectOrigin::ConfigAcs { param } => format!("set by pci=config_acs={param}"),
-            RedirectOrigin::Firmware => "set by the firmware (the kernel wrote no redirect bit)".into(),
+            RedirectOrigin::Firmware => {
+                "set by the firmware (the kernel wrote no redirect bit)".into()
+            }
         };
         out.push(f(
             Level::Info,

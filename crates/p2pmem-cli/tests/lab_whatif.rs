@@ -246,7 +246,10 @@ fn on_7_3_a_port_no_driver_binds_keeps_its_firmware_acs() {
     let compat = format!("{acs} pcie_ports=compat");
     let run = boot_on("multifunction_acs", &compat, Some("7.3"), true);
     let (allowed, lines) = kernel_decision(&run);
-    assert!(allowed, "7.3 applied config_acs to a port with no driver: {lines:?}");
+    assert!(
+        allowed,
+        "7.3 applied config_acs to a port with no driver: {lines:?}"
+    );
     let unbound = guest_acs(&run);
     assert!(
         matches!(unbound, AcsState::Present { control, .. } if control.0 == 0),
@@ -259,8 +262,10 @@ fn on_7_3_a_port_no_driver_binds_keeps_its_firmware_acs() {
     let here = check_on(&root, &[]);
     assert_eq!(here.supported, Some(true), "{here:?}");
 
-    // The usual boot of 7.3: the port driver binds and config_acs is applied.
-    let bound = check_on(&root, &["--cmdline", acs]);
+    // The usual boot of 7.3: the port driver binds and config_acs is applied. (A whole
+    // command line: a `pci=` part alone would keep the captured pcie_ports=compat.)
+    let whole = format!("console=ttyS0 panic=-1 {acs}");
+    let bound = check_on(&root, &["--cmdline", &whole]);
     assert_eq!(bound.supported, Some(false), "{bound:?}");
     let run = boot_on("multifunction_acs", acs, Some("7.3"), false);
     let (allowed, lines) = kernel_decision(&run);

@@ -8,13 +8,13 @@
 use crate::acs::{AcsFlags, AcsState, AcsUnknown};
 use crate::bdf::Bdf;
 use crate::boot_params::{
-    acs_setup_runs, config_acs_effect, enable_acs, firmware_from_capture, parse_cmdline,
-    AcsSetup, BootParams, DeviceIds, Firmware, CONFIG_ACS, IOMMU_ACS_BITS, PORT_DRIVER,
+    acs_setup_runs, config_acs_effect, enable_acs, firmware_from_capture, parse_cmdline, AcsSetup,
+    BootParams, DeviceIds, Firmware, CONFIG_ACS, IOMMU_ACS_BITS, PORT_DRIVER,
 };
 use crate::config_space::PortType;
-use crate::topology::Function;
 use crate::distance::Rules;
 use crate::kernel_version::KernelVersion;
+use crate::topology::Function;
 use crate::topology::Topology;
 use serde::{Deserialize, Serialize};
 
@@ -132,9 +132,11 @@ pub fn apply(
                     known: u16::MAX,
                 }
             };
-            let bound = bound_after(&f, &captured_boot, &boot);
-            let setup = if acs_setup_runs(kernel, iommu, bound) {
-                enable_acs(&dev, capability.0, fw, iommu, &boot, kernel)
+            let driver = driver_after(&f, &captured_boot, &boot);
+            let setup = if acs_setup_runs(kernel, iommu, driver.is_some()) {
+                let mut setup = enable_acs(&dev, capability.0, fw, iommu, &boot, kernel);
+                setup.kernel_lines = logged_by(&setup.kernel_lines, f.bdf, kernel, iommu, driver);
+                setup
             } else {
                 AcsSetup {
                     ctrl: fw.ctrl,
@@ -231,9 +233,15 @@ pub fn redirect_origin(
         subsystem: None,
         upstream: &upstream,
     };
-    if let Some(p) = boot.config_acs.as_ref().filter(|_| CONFIG_ACS.contains(kernel)) {
+    if let Some(p) = boot
+        .config_acs
+        .as_ref()
+        .filter(|_| CONFIG_ACS.contains(kernel))
+    {
         let e = config_acs_effect(p, None, &dev);
-        if e.applied.is_some_and(|(mask, flags)| mask & flags & set != 0) {
+        if e.applied
+            .is_some_and(|(mask, flags)| mask & flags & set != 0)
+        {
             return Some(RedirectOrigin::ConfigAcs { param: p.clone() });
         }
     }
@@ -243,10 +251,44 @@ pub fn redirect_origin(
     Some(RedirectOrigin::Firmware)
 }
 
-/// Whether `f` has a driver after the asked boot: as captured, except that
+/// The lines `pci_enable_acs()` prints for device `bdf`, as often and with the prefix the
+/// kernel gives them. Up to 6.x it runs once at enumeration, with no driver: `pci
+/// 0000:00:07.0: ...`. From [`crate::boot_params::ACS_AT_DMA_CONFIGURE`] it runs when an
+/// IOMMU probes the device (still no driver: `pci`) and again when a driver binds it,
+/// which then prefixes the lines (`pcieport 0000:00:07.0: Configured ACS to 0x000c`,
+/// seen on 7.3.4); the value written is the same both times.
+fn logged_by(
+    lines: &[String],
+    bdf: Bdf,
+    kernel: KernelVersion,
+    iommu: bool,
+    driver: Option<&str>,
+) -> Vec<String> {
+    if !crate::boot_params::ACS_AT_DMA_CONFIGURE.contains(kernel) {
+        return lines.to_vec();
+    }
+    let ours = format!("pci {bdf}: ");
+    let mut out = Vec::new();
+    let runs = iommu
+        .then_some("pci")
+        .into_iter()
+        .chain(driver)
+        .collect::<Vec<_>>();
+    for who in runs {
+        for l in lines {
+            out.push(match l.strip_prefix(&ours) {
+                Some(rest) => format!("{who} {bdf}: {rest}"),
+                None => l.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The driver `f` has after the asked boot: as captured, except that
 /// `pcie_ports=compat` keeps the PCIe port driver away from every port, and a port the
 /// captured boot left driverless that way gets it back without it.
-fn bound_after(f: &Function, captured: &BootParams, asked: &BootParams) -> bool {
+fn driver_after<'a>(f: &'a Function, captured: &BootParams, asked: &BootParams) -> Option<&'a str> {
     let is_port = matches!(
         f.port_type(),
         Some(
@@ -257,9 +299,10 @@ fn bound_after(f: &Function, captured: &BootParams, asked: &BootParams) -> bool 
         )
     );
     match f.driver.as_deref() {
-        Some(PORT_DRIVER) if is_port => !asked.pcie_ports_compat,
-        Some(_) => true,
-        None => is_port && captured.pcie_ports_compat && !asked.pcie_ports_compat,
+        Some(PORT_DRIVER) if is_port && asked.pcie_ports_compat => None,
+        Some(d) => Some(d),
+        None => (is_port && captured.pcie_ports_compat && !asked.pcie_ports_compat)
+            .then_some(PORT_DRIVER),
     }
 }
 

@@ -433,11 +433,19 @@ mod tests {
         assert_ne!(a, key_of("debian linux-source-6.12 1", &y, r));
         assert_ne!(
             a,
-            key_of("debian linux-source-6.12 1", &x, "rustc 1.96.0\nlibclang 19.1.7")
+            key_of(
+                "debian linux-source-6.12 1",
+                &x,
+                "rustc 1.96.0\nlibclang 19.1.7"
+            )
         );
         assert_ne!(
             a,
-            key_of("debian linux-source-6.12 1", &x, "rustc 1.95.0\nlibclang 14.0.6")
+            key_of(
+                "debian linux-source-6.12 1",
+                &x,
+                "rustc 1.95.0\nlibclang 14.0.6"
+            )
         );
         assert_eq!(a, key_of("debian linux-source-6.12 1", &x, r));
     }

@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn the_libclang_version_is_read_from_clangs_message() {
         let said = "/c/tools/libclang-version.h:1:9: warning: clang version 19.1.7 (3~deb12u1) [-W#pragma-messages]\n";
-        assert_eq!(clang_version_in(said).as_deref(), Some("19.1.7 (3~deb12u1)"));
+        assert_eq!(
+            clang_version_in(said).as_deref(),
+            Some("19.1.7 (3~deb12u1)")
+        );
         assert_eq!(
             clang_version_in("warning: clang version 14.0.6\n").as_deref(),
             Some("14.0.6")

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::build::{
-    build_initramfs, ensure_kernel, lines::Line, Cache, Driver, InitramfsSpec, Kernel, KernelSource, KernelSpec,
-    DEFAULT_BUSYBOX,
+    build_initramfs, ensure_kernel, lines::Line, Cache, Driver, InitramfsSpec, Kernel,
+    KernelSource, KernelSpec, DEFAULT_BUSYBOX,
 };
 use crate::error::{io_err, LabError, Result};
 use crate::machine::create_images;
