@@ -235,3 +235,27 @@ fn doctor_says_who_set_each_acs_redirect() {
     let text = String::from_utf8_lossy(&run(&plain, &["doctor"]).stdout).into_owned();
     assert!(!text.contains("ACS redirect on"), "{text}");
 }
+
+/// On 7.x a port's ACS is written when the IOMMU probes it and again when its driver
+/// binds (each time with that moment's prefix), so the driver must be read even where a
+/// check reads only what its decision needs: on the 7.3 IOMMU capture the kernel's fix
+/// is proven, with both lines.
+#[test]
+fn on_7_3_the_fix_is_proven_with_the_lines_of_both_writes() {
+    let root = fixture("lab_multifunction_iommu_k7.3");
+    let (r, code) = check(&root, &[]);
+    assert_eq!((r.supported, code), (Some(false), Some(1)));
+    let fix = &r.proven_fixes[0];
+    assert_eq!(fix.parameter, "pci=disable_acs_redir=0000:00:07.0");
+    assert_eq!(fix.allowed, Some(true));
+    let whole = "console=ttyS0 panic=-1 intel_iommu=on pci=disable_acs_redir=0000:00:07.0";
+    let (w, _) = check(&root, &["--cmdline", whole]);
+    assert_eq!(w.supported, Some(true));
+    assert_eq!(
+        w.what_if.expect("what-if").kernel_lines,
+        [
+            "pci 0000:00:07.0: Configured ACS to 0x0000",
+            "pcieport 0000:00:07.0: Configured ACS to 0x0000"
+        ]
+    );
+}

@@ -259,7 +259,9 @@ impl Reader {
         let vendor = id("vendor", config.as_ref().map(|c| u32::from(c.vendor_id())));
         let device = id("device", config.as_ref().map(|c| u32::from(c.device_id())));
         let class = id("class", config.as_ref().map(ConfigSpace::class_code));
-        let driver = if for_decision { None } else { driver_of(&d) };
+        // Read even for decisions: on 7.x whether a port has a driver decides whether
+        // the kernel writes its ACS Control (the what-if needs it).
+        let driver = driver_of(&d);
         let p2pmem = self.p2pmem(&d, has_p2pmem, for_decision);
         Some(Function {
             bdf,
