@@ -1,7 +1,9 @@
 //! Errors of the lab: each names the file, the command or the topology key involved and
 //! carries the underlying cause as `#[source]`, so a user can act on it.
 
-use std::path::PathBuf;
+use p2pmem_model::limits::Bound;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while building a kernel, an initramfs or running a guest.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +18,14 @@ pub enum LabError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A file is larger than anything of its kind can be (or endless).
+    #[error("{}: more than {} bytes, larger than {} can be", path.display(), bound.max, bound.what)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound it broke.
+        bound: p2pmem_model::limits::Bound,
     },
 
     /// A host program could not be started.
@@ -165,6 +175,23 @@ fn log_hint(log: &Option<PathBuf>, tail: &str) -> String {
 
 /// Shorthand for the lab's results.
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+/// Reads all of `path`, refusing more than `bound.max` bytes (a FIFO or `/dev/zero`
+/// named as a topology is an error, not a hang).
+pub(crate) fn read_bounded(path: &Path, bound: Bound) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(io_err("cannot open", path))?;
+    let mut buf = Vec::new();
+    file.take(bound.max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(io_err("cannot read", path))?;
+    if buf.len() as u64 > bound.max {
+        return Err(LabError::TooLarge {
+            path: path.to_path_buf(),
+            bound,
+        });
+    }
+    Ok(buf)
+}
 
 /// Builds a closure that wraps an `io::Error` with a path and what was being done.
 pub(crate) fn io_err(

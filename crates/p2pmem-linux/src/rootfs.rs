@@ -1,10 +1,16 @@
 //! Paths inside a root directory, with symlinks resolved *inside* that root.
 //!
 //! sysfs is a forest of relative symlinks (`sys/bus/pci/devices/<BDF>` ->
-//! `../../../devices/pci0000:00/...`). A capture keeps them, and may also hold absolute
-//! ones; both are followed as if the root were `/`, never escaping it. Loops and dangling
-//! links are errors that name the path.
+//! `../../../devices/pci0000:00/...`), and a capture keeps them. A capture stays a
+//! sandbox: this module resolves every link itself, and a link that is absolute or
+//! climbs above the root is an error naming the link ([`FsError::Escape`]), as are loops
+//! and dangling links. (The live root `/` follows absolute links: it is the real
+//! system.) Files are read only once resolved, only when regular, and only up to a
+//! bound ([`crate::bounded`]), so a capture cannot make p2pmem read the host's files,
+//! block on a FIFO or read a device without end.
 
+use crate::bounded;
+use p2pmem_model::limits::{self, Bound};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -32,6 +38,41 @@ pub enum FsError {
         /// The path.
         path: PathBuf,
     },
+    /// A symbolic link leads out of the root: absolute, or climbing above it.
+    #[error("{link}: symbolic link to {target:?} leads out of the root")]
+    Escape {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
+    /// A symbolic link whose target does not exist.
+    #[error("{link}: dangling symbolic link to {target:?}")]
+    Dangling {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+        /// The error on the missing part.
+        #[source]
+        source: io::Error,
+    },
+    /// A file is larger than anything of its kind can be (or endless).
+    #[error("{path}: more than {} bytes, larger than {} can be", bound.max, bound.what)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound it broke.
+        bound: Bound,
+    },
+    /// Something other than a regular file where a file is read (a FIFO, a device).
+    #[error("{path}: a {kind}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
     /// A file's content is not what the kernel writes there.
     #[error("{path}: unexpected content {content:?}: {why}")]
     Parse {
@@ -42,6 +83,14 @@ pub enum FsError {
         /// What was expected.
         why: &'static str,
     },
+}
+
+impl FsError {
+    /// Is this "no such file or directory"?
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Io { source, .. } | Self::Dangling { source, .. }
+            if source.kind() == io::ErrorKind::NotFound)
+    }
 }
 
 /// A root directory that stands for `/`.
@@ -68,16 +117,31 @@ impl RootFs {
         self.root.join(rel)
     }
 
+    /// Is this the live system's root (`/`)? There absolute links are followed.
+    fn is_live(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
     /// Resolve `rel` (relative to the root) following symlinks inside the root. Returns
-    /// the resolved path relative to the root (`sys/devices/pci0000:00/...`).
+    /// the resolved path relative to the root (`sys/devices/pci0000:00/...`). A `..` in
+    /// `rel` itself stops at the root; a link that leads out of it is an error.
     pub fn resolve(&self, rel: impl AsRef<Path>) -> Result<PathBuf, FsError> {
+        let live = self.is_live();
         let mut done: Vec<OsString> = Vec::new();
-        let mut todo: Vec<OsString> = Vec::new();
-        push_components(&mut todo, rel.as_ref());
-        let mut links = 0usize;
-        while let Some(c) = todo.pop() {
+        // Each component remembers the link whose target it came from, if any.
+        let mut todo: Vec<(OsString, Option<usize>)> = Vec::new();
+        let mut followed: Vec<(PathBuf, PathBuf)> = Vec::new();
+        push_components(&mut todo, rel.as_ref(), None);
+        while let Some((c, from)) = todo.pop() {
             if c == ".." {
-                done.pop();
+                if done.pop().is_none() && !live {
+                    if let Some((link, target)) = from.and_then(|i| followed.get(i)) {
+                        return Err(FsError::Escape {
+                            link: link.clone(),
+                            target: target.clone(),
+                        });
+                    }
+                }
                 continue;
             }
             if c == "." || c.is_empty() {
@@ -88,16 +152,23 @@ impl RootFs {
             let meta = match std::fs::symlink_metadata(&here) {
                 Ok(m) => m,
                 Err(source) => {
-                    return Err(FsError::Io {
-                        path: here,
-                        what: "cannot resolve",
-                        source,
-                    })
+                    // Name the link the missing part came from, if any.
+                    return Err(match from.and_then(|i| followed.get(i)) {
+                        Some((link, target)) => FsError::Dangling {
+                            link: link.clone(),
+                            target: target.clone(),
+                            source,
+                        },
+                        None => FsError::Io {
+                            path: here,
+                            what: "cannot resolve",
+                            source,
+                        },
+                    });
                 }
             };
             if meta.file_type().is_symlink() {
-                links += 1;
-                if links > MAX_LINKS {
+                if followed.len() >= MAX_LINKS {
                     return Err(FsError::Loop { path: here });
                 }
                 let target = std::fs::read_link(&here).map_err(|source| FsError::Io {
@@ -107,46 +178,97 @@ impl RootFs {
                 })?;
                 done.pop();
                 if target.is_absolute() {
+                    if !live {
+                        return Err(FsError::Escape { link: here, target });
+                    }
                     done.clear();
                 }
-                push_components(&mut todo, &target);
+                push_components(&mut todo, &target, Some(followed.len()));
+                followed.push((here, target));
             }
         }
         Ok(done.iter().collect())
     }
 
-    /// Read a whole file.
-    pub fn read(&self, rel: impl AsRef<Path>) -> Result<Vec<u8>, FsError> {
-        let p = self.path(rel);
-        std::fs::read(&p).map_err(|source| FsError::Io {
-            path: p,
-            what: "cannot read",
-            source,
-        })
+    /// The full path of `rel` once resolved inside the root.
+    fn resolved(&self, rel: impl AsRef<Path>) -> Result<PathBuf, FsError> {
+        Ok(self.root.join(self.resolve(rel)?))
     }
 
-    /// Read a text file, trimmed; `None` when it does not exist.
+    /// Read a whole regular file, resolved inside the root, of at most `bound` bytes.
+    pub fn read(&self, rel: impl AsRef<Path>, bound: Bound) -> Result<Vec<u8>, FsError> {
+        let path = match self.resolved(rel) {
+            Ok(p) => p,
+            Err(FsError::Io { path, source, .. }) => {
+                return Err(FsError::Io {
+                    path,
+                    what: "cannot read",
+                    source,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        bounded::read_regular(&path, bound)
+    }
+
+    /// Read a text attribute (sysfs, configfs, a small procfs file: one page at most),
+    /// trimmed; `None` when it does not exist.
     pub fn read_opt_string(&self, rel: impl AsRef<Path>) -> Result<Option<String>, FsError> {
-        let p = self.path(rel);
-        match std::fs::read(&p) {
+        match self.read(rel, limits::SYSFS_ATTR) {
             Ok(b) => Ok(Some(String::from_utf8_lossy(&b).trim().to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(FsError::Io {
-                path: p,
-                what: "cannot read",
-                source,
-            }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// Does `rel` exist (following links)?
-    pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
-        self.path(rel).exists()
+    /// The length of a file as its metadata says (sysfs `config`: what the kernel
+    /// exposes), resolved inside the root.
+    pub fn len(&self, rel: impl AsRef<Path>) -> Result<u64, FsError> {
+        let p = self.resolved(rel)?;
+        std::fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|source| FsError::Io {
+                path: p,
+                what: "cannot stat",
+                source,
+            })
     }
 
-    /// Names in a directory, sorted; empty when it does not exist.
+    /// Is `rel` a directory (links resolved inside the root)?
+    pub fn is_dir(&self, rel: impl AsRef<Path>) -> bool {
+        self.resolved(rel)
+            .and_then(|p| {
+                std::fs::symlink_metadata(&p).map_err(|source| FsError::Io {
+                    path: p,
+                    what: "cannot stat",
+                    source,
+                })
+            })
+            .is_ok_and(|m| m.is_dir())
+    }
+
+    /// The last component of where the link `rel` points (`driver` -> `nvme`), without
+    /// following it; `None` when `rel` is not a link.
+    pub fn link_name(&self, rel: impl AsRef<Path>) -> Option<String> {
+        let rel = rel.as_ref();
+        let parent = self.resolve(rel.parent()?).ok()?;
+        let target = std::fs::read_link(self.root.join(parent).join(rel.file_name()?)).ok()?;
+        target.file_name().map(|n| n.to_string_lossy().into_owned())
+    }
+
+    /// Does `rel` exist (links resolved inside the root)?
+    pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
+        self.resolve(rel).is_ok()
+    }
+
+    /// Names in a directory (links resolved inside the root), sorted; empty when it does
+    /// not exist.
     pub fn list(&self, rel: impl AsRef<Path>) -> Result<Vec<String>, FsError> {
-        let p = self.path(rel);
+        let p = match self.resolved(rel) {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let rd = match std::fs::read_dir(&p) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -174,13 +296,10 @@ impl RootFs {
     /// Parse a hex sysfs value like `0x8086`.
     pub fn read_hex(&self, rel: impl AsRef<Path>) -> Result<u32, FsError> {
         let rel = rel.as_ref();
-        let bytes = self.read(rel)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let t = text.trim();
-        let digits = t.strip_prefix("0x").unwrap_or(t);
-        u32::from_str_radix(digits, 16).map_err(|_| FsError::Parse {
+        let bytes = self.read(rel, limits::SYSFS_ATTR)?;
+        parse_hex_attr(&bytes).ok_or_else(|| FsError::Parse {
             path: self.path(rel),
-            content: t.chars().take(40).collect(),
+            content: shorten(&bytes),
             why: "expected a hexadecimal number like 0x8086",
         })
     }
@@ -188,18 +307,38 @@ impl RootFs {
     /// Parse a decimal sysfs value like `16777216`.
     pub fn read_u64(&self, rel: impl AsRef<Path>) -> Result<u64, FsError> {
         let rel = rel.as_ref();
-        let bytes = self.read(rel)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let t = text.trim();
-        t.parse().map_err(|_| FsError::Parse {
+        let bytes = self.read(rel, limits::SYSFS_ATTR)?;
+        parse_u64_attr(&bytes).ok_or_else(|| FsError::Parse {
             path: self.path(rel),
-            content: t.chars().take(40).collect(),
+            content: shorten(&bytes),
             why: "expected a decimal number",
         })
     }
 }
 
-fn push_components(todo: &mut Vec<OsString>, p: &Path) {
+/// A hexadecimal sysfs value (`vendor`, `device`, `class`: `0x8086`), trimmed.
+pub fn parse_hex_attr(bytes: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let t = text.trim();
+    let digits = t.strip_prefix("0x").unwrap_or(t);
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// A decimal sysfs value (p2pmem `size`, `available`, `published`), trimmed.
+pub fn parse_u64_attr(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+/// The start of a file's content for an error message.
+fn shorten(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(160)])
+        .trim()
+        .chars()
+        .take(40)
+        .collect()
+}
+
+fn push_components(todo: &mut Vec<(OsString, Option<usize>)>, p: &Path, from: Option<usize>) {
     // `todo` is a stack: push in reverse so the first component is popped first.
     let comps: Vec<OsString> = p
         .components()
@@ -209,7 +348,7 @@ fn push_components(todo: &mut Vec<OsString>, p: &Path) {
             Component::CurDir | Component::RootDir | Component::Prefix(_) => None,
         })
         .collect();
-    todo.extend(comps.into_iter().rev());
+    todo.extend(comps.into_iter().rev().map(|c| (c, from)));
 }
 
 #[cfg(test)]
@@ -218,7 +357,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     #[test]
-    fn resolves_relative_and_absolute_links_inside_the_root() {
+    fn resolves_relative_links_inside_the_root() {
         let d = tempfile::tempdir().unwrap();
         let r = RootFs::new(d.path());
         std::fs::create_dir_all(r.path("sys/devices/pci0000:00/0000:00:04.0")).unwrap();
@@ -228,20 +367,58 @@ mod tests {
             r.path("sys/bus/pci/devices/0000:00:04.0"),
         )
         .unwrap();
-        symlink("/sys/devices/pci0000:00", r.path("sys/abs")).unwrap();
         assert_eq!(
             r.resolve("sys/bus/pci/devices/0000:00:04.0").unwrap(),
             PathBuf::from("sys/devices/pci0000:00/0000:00:04.0")
         );
-        assert_eq!(
-            r.resolve("/sys/abs/0000:00:04.0").unwrap(),
-            PathBuf::from("sys/devices/pci0000:00/0000:00:04.0")
-        );
-        // `..` never climbs above the root.
+        // `..` in the asked path never climbs above the root.
         assert_eq!(
             r.resolve("../../sys/devices").unwrap(),
             PathBuf::from("sys/devices")
         );
+    }
+
+    #[test]
+    fn a_link_out_of_the_root_is_an_error_naming_the_link() {
+        let d = tempfile::tempdir().unwrap();
+        let r = RootFs::new(d.path());
+        std::fs::create_dir_all(r.path("sys/devices/pci0000:00")).unwrap();
+        std::fs::write(r.path("sys/devices/pci0000:00/config"), b"ok").unwrap();
+        // Absolute: it would read the host's file, not the capture's.
+        symlink("/sys/devices/pci0000:00", r.path("sys/abs")).unwrap();
+        // Relative, climbing above the root (and then back into it, by name).
+        let root_name = d.path().file_name().unwrap().to_string_lossy().into_owned();
+        symlink(format!("../../{root_name}/sys"), r.path("sys/climb")).unwrap();
+        symlink("/dev/zero", r.path("sys/devices/pci0000:00/zero")).unwrap();
+        for (asked, link) in [
+            ("sys/abs/config", "sys/abs"),
+            ("sys/climb/devices", "sys/climb"),
+            ("sys/devices/pci0000:00/zero", "sys/devices/pci0000:00/zero"),
+        ] {
+            let e = r.read(asked, limits::SYSFS_ATTR).unwrap_err();
+            assert!(matches!(e, FsError::Escape { .. }), "{asked}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&r.path(link).display().to_string())
+                    && text.contains("leads out of the root"),
+                "{text}"
+            );
+        }
+        assert!(!r.exists("sys/abs"));
+        assert!(r.list("sys/abs").is_err());
+        // Inside the root, a climb that stays inside is fine.
+        symlink("../sys/devices/pci0000:00", r.path("sys/inside")).unwrap();
+        assert_eq!(
+            r.read("sys/inside/config", limits::SYSFS_ATTR).unwrap(),
+            b"ok"
+        );
+    }
+
+    #[test]
+    fn the_live_root_follows_absolute_links() {
+        let r = RootFs::new("/");
+        // `/proc/self` is a link; `/proc/self/root` an absolute one back to `/`.
+        assert!(r.resolve("proc/self/root/proc").is_ok());
     }
 
     #[test]
@@ -265,6 +442,9 @@ mod tests {
         let e = r.read_u64("size").unwrap_err().to_string();
         assert!(e.contains("size") && e.contains("sixteen"), "{e}");
         std::fs::write(r.path("vendor"), "0x8086\n").unwrap();
+        assert_eq!(parse_hex_attr(b"0x10de\n"), Some(0x10de));
+        assert_eq!(parse_u64_attr(b" 4096\n"), Some(4096));
+        assert_eq!(parse_hex_attr(b"\xff"), None);
         assert_eq!(r.read_hex("vendor").unwrap(), 0x8086);
         assert_eq!(r.read_opt_string("missing").unwrap(), None);
     }

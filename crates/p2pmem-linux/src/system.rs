@@ -10,6 +10,7 @@ use crate::rootfs::{FsError, RootFs};
 use p2pmem_model::config_space::ConfigSpace;
 use p2pmem_model::cpu::CpuInfo;
 use p2pmem_model::distance::Rules;
+use p2pmem_model::limits;
 use p2pmem_model::topology::{Function, P2pmemInfo, Topology};
 use p2pmem_model::{Bdf, HostBridgeId, KernelVersion};
 use serde::Serialize;
@@ -153,6 +154,24 @@ impl Reader {
         let (path, what) = match e {
             FsError::Io { path, what, source } => (path.clone(), format!("{what}: {source}")),
             FsError::Loop { path } => (path.clone(), "symbolic link loop".to_string()),
+            FsError::Escape { link, target } => (
+                link.clone(),
+                format!("symbolic link to {target:?} leads out of the root"),
+            ),
+            FsError::Dangling { link, target, .. } => (
+                link.clone(),
+                format!("dangling symbolic link to {target:?}"),
+            ),
+            FsError::TooLarge { path, bound } => (
+                path.clone(),
+                format!(
+                    "more than {} bytes, larger than {} can be",
+                    bound.max, bound.what
+                ),
+            ),
+            FsError::NotAFile { path, kind } => {
+                (path.clone(), format!("a {kind}, not a regular file"))
+            }
             FsError::Parse { path, content, why } => (
                 path.clone(),
                 format!("unexpected content {content:?}: {why}"),
@@ -205,9 +224,7 @@ impl Reader {
         let vendor = id("vendor", config.as_ref().map(|c| u32::from(c.vendor_id())));
         let device = id("device", config.as_ref().map(|c| u32::from(c.device_id())));
         let class = id("class", config.as_ref().map(ConfigSpace::class_code));
-        let driver = std::fs::read_link(self.fs.path(dir.join("driver")))
-            .ok()
-            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let driver = self.fs.link_name(dir.join("driver"));
         let p2pmem = self.p2pmem(&dir);
         Some(Function {
             bdf,
@@ -225,11 +242,11 @@ impl Reader {
 
     fn config(&mut self, dir: &Path, bdf: Bdf, truncated: &mut Vec<Bdf>) -> Option<ConfigSpace> {
         let rel = dir.join("config");
-        let full = self.fs.path(&rel);
-        let exposed = std::fs::metadata(&full)
-            .map(|m| m.len() as usize)
-            .unwrap_or(0);
-        let bytes = match self.fs.read(&rel) {
+        let exposed = self
+            .fs
+            .len(&rel)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let bytes = match self.fs.read(&rel, limits::CONFIG_SPACE) {
             Ok(b) => b,
             Err(e) => {
                 self.fs_problem(&e);
@@ -252,7 +269,7 @@ impl Reader {
 
     fn p2pmem(&mut self, dir: &Path) -> Option<P2pmemInfo> {
         let p = dir.join("p2pmem");
-        if !self.fs.path(&p).is_dir() {
+        if !self.fs.is_dir(&p) {
             return None;
         }
         let mut num = |f: &str| match self.fs.read_u64(p.join(f)) {
@@ -313,7 +330,7 @@ pub fn read_system(root: &Path) -> Result<System, ReadError> {
         fs: RootFs::new(root),
         problems: Vec::new(),
     };
-    if !r.fs.path(PCI_DEVICES).is_dir() {
+    if !r.fs.is_dir(PCI_DEVICES) {
         return Err(ReadError::NoPci(r.fs.path(PCI_DEVICES)));
     }
     let mut truncated = Vec::new();
@@ -350,7 +367,7 @@ pub fn read_system(root: &Path) -> Result<System, ReadError> {
             (KernelVersion::NEWEST_READ, true)
         }
     };
-    let cpu = match r.fs.read("proc/cpuinfo") {
+    let cpu = match r.fs.read("proc/cpuinfo", limits::CPUINFO) {
         Ok(b) => CpuInfo::parse(&b),
         Err(e) => {
             r.fs_problem(&e);
@@ -391,7 +408,7 @@ pub fn read_system(root: &Path) -> Result<System, ReadError> {
         let Ok(resolved) = r.fs.resolve(&rel) else {
             continue;
         };
-        let partition = r.fs.path(format!("{rel}/partition")).exists();
+        let partition = r.fs.exists(format!("{rel}/partition"));
         if let Some(bdf) = pci_function_of(&resolved) {
             block.push(BlockDevice {
                 name,
@@ -421,7 +438,7 @@ pub fn read_system(root: &Path) -> Result<System, ReadError> {
     let mut rdma = Vec::new();
     for name in r.list("sys/class/infiniband") {
         let dev = format!("sys/class/infiniband/{name}/device");
-        let bdf = if r.fs.path(&dev).exists() {
+        let bdf = if r.fs.exists(&dev) {
             r.class_dir_bdf(&dev)
         } else {
             None

@@ -9,6 +9,7 @@
 use crate::klog;
 use crate::rootfs::{FsError, RootFs};
 use crate::system::{pci_function_of, System};
+use p2pmem_model::limits;
 use p2pmem_model::nvmet_plan::config::{Port, TargetConfig};
 use p2pmem_model::nvmet_plan::connections::{Connections, Controller};
 use p2pmem_model::nvmet_plan::facts::{parse_using_line, Transport, CTRL_DEBUGFS};
@@ -190,7 +191,7 @@ fn rdma_netdevs(fs: &RootFs, name: &str, bdf: Option<Bdf>) -> Vec<String> {
 /// lists no IPv4 addresses per interface.
 fn netdevs_with(fs: &RootFs, addr: IpAddr) -> Vec<String> {
     let text = |rel: &str| {
-        fs.read(rel)
+        fs.read(rel, limits::PROC_TABLE)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
