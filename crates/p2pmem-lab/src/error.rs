@@ -193,6 +193,25 @@ pub(crate) fn read_bounded(path: &Path, bound: Bound) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The last `max` bytes of a log (a build log or QEMU's stderr can be huge; only its
+/// tail is ever shown), as text; empty when it cannot be read.
+pub(crate) fn read_tail(path: &Path, max: u64) -> String {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    if len > max && file.seek(SeekFrom::Start(len - max)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = file.take(max).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The most of a log's end [`read_tail`] reads.
+pub(crate) const LOG_TAIL_BYTES: u64 = 1 << 20;
+
 /// Builds a closure that wraps an `io::Error` with a path and what was being done.
 pub(crate) fn io_err(
     what: &'static str,
@@ -207,4 +226,33 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
     lines[start..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_file_is_too_large_naming_it_and_the_bound() {
+        let e = read_bounded(Path::new("/dev/zero"), p2pmem_model::limits::TOPOLOGY).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, LabError::TooLarge { .. }), "{text}");
+        assert!(
+            text.contains("/dev/zero") && text.contains("topology"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_the_tail_of_a_log_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("build.log");
+        let mut text = "x".repeat(5000);
+        text.push_str("\nerror: the end\n");
+        std::fs::write(&log, &text).unwrap();
+        let tail = read_tail(&log, 100);
+        assert_eq!(tail.len(), 100);
+        assert!(tail.ends_with("error: the end\n"));
+        assert_eq!(read_tail(&d.path().join("missing"), 100), "");
+    }
 }
