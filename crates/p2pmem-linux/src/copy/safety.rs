@@ -147,7 +147,7 @@ fn related(fs: &RootFs, dev: DevNo) -> Vec<(DevNo, String, Relation)> {
         parts.sort();
         out.extend(parts);
     }
-    if fs.path(dir.join("partition")).exists() {
+    if fs.exists(dir.join("partition")) {
         if let Some(parent) = dir.parent() {
             if let Some(d) = read_dev(fs, parent) {
                 let n = parent
@@ -240,7 +240,7 @@ fn disk_and_start(fs: &RootFs, dev: DevNo) -> (DevNo, u64) {
     let Some(dir) = sysfs_dir(fs, dev) else {
         return (dev, 0);
     };
-    if !fs.path(dir.join("partition")).exists() {
+    if !fs.exists(dir.join("partition")) {
         return (dev, 0);
     }
     let start = fs
