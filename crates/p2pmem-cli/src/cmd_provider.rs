@@ -121,9 +121,10 @@ pub fn bind_report(root: &Path, bdf: Bdf, opts: &BindOptions) -> anyhow::Result<
 
 /// The running kernel's release below `root`, for the module search.
 pub fn release(root: &Path) -> Option<String> {
-    std::fs::read_to_string(root.join("proc/sys/kernel/osrelease"))
+    p2pmem_linux::rootfs::RootFs::new(root)
+        .read_opt_string("proc/sys/kernel/osrelease")
         .ok()
-        .map(|s| s.trim().to_string())
+        .flatten()
 }
 
 fn run_bind(common: &Common, a: &BindArgs) -> anyhow::Result<i32> {

@@ -488,3 +488,21 @@ fn lab_capture_replays_to_the_kernels_verdicts() {
         "0000:04:00.0"
     );
 }
+
+/// Issue 13: `nvmet restore /dev/urandom` never returned (the file was read without a
+/// bound). Now it stops at the bound of a saved configuration, with an error naming the
+/// file and the bound.
+#[test]
+fn restore_of_an_endless_file_is_a_quick_clear_error() {
+    let d = target();
+    let r = d.path();
+    let start = std::time::Instant::now();
+    let o = p2pmem(r, &["nvmet", "restore", "/dev/urandom"]);
+    assert_ne!(code(&o), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/dev/urandom") && err.contains("saved nvmet configuration"),
+        "{err}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+}

@@ -1,7 +1,9 @@
 //! Errors of the lab: each names the file, the command or the topology key involved and
 //! carries the underlying cause as `#[source]`, so a user can act on it.
 
-use std::path::PathBuf;
+use p2pmem_model::limits::Bound;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while building a kernel, an initramfs or running a guest.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +18,14 @@ pub enum LabError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// A file is larger than anything of its kind can be (or endless).
+    #[error("{}: more than {} bytes, larger than {} can be", path.display(), bound.max, bound.what)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound it broke.
+        bound: p2pmem_model::limits::Bound,
     },
 
     /// A host program could not be started.
@@ -166,6 +176,42 @@ fn log_hint(log: &Option<PathBuf>, tail: &str) -> String {
 /// Shorthand for the lab's results.
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
 
+/// Reads all of `path`, refusing more than `bound.max` bytes (a FIFO or `/dev/zero`
+/// named as a topology is an error, not a hang).
+pub(crate) fn read_bounded(path: &Path, bound: Bound) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(io_err("cannot open", path))?;
+    let mut buf = Vec::new();
+    file.take(bound.max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(io_err("cannot read", path))?;
+    if buf.len() as u64 > bound.max {
+        return Err(LabError::TooLarge {
+            path: path.to_path_buf(),
+            bound,
+        });
+    }
+    Ok(buf)
+}
+
+/// The last `max` bytes of a log (a build log or QEMU's stderr can be huge; only its
+/// tail is ever shown), as text; empty when it cannot be read.
+pub(crate) fn read_tail(path: &Path, max: u64) -> String {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    if len > max && file.seek(SeekFrom::Start(len - max)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = file.take(max).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The most of a log's end [`read_tail`] reads.
+pub(crate) const LOG_TAIL_BYTES: u64 = 1 << 20;
+
 /// Builds a closure that wraps an `io::Error` with a path and what was being done.
 pub(crate) fn io_err(
     what: &'static str,
@@ -180,4 +226,33 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(n);
     lines[start..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_file_is_too_large_naming_it_and_the_bound() {
+        let e = read_bounded(Path::new("/dev/zero"), p2pmem_model::limits::TOPOLOGY).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, LabError::TooLarge { .. }), "{text}");
+        assert!(
+            text.contains("/dev/zero") && text.contains("topology"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_the_tail_of_a_log_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("build.log");
+        let mut text = "x".repeat(5000);
+        text.push_str("\nerror: the end\n");
+        std::fs::write(&log, &text).unwrap();
+        let tail = read_tail(&log, 100);
+        assert_eq!(tail.len(), 100);
+        assert!(tail.ends_with("error: the end\n"));
+        assert_eq!(read_tail(&d.path().join("missing"), 100), "");
+    }
 }

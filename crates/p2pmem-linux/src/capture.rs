@@ -8,6 +8,7 @@
 
 use crate::rootfs::{FsError, RootFs};
 use crate::system::PCI_DEVICES;
+use p2pmem_model::limits::{self, Bound};
 use serde::Serialize;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -106,11 +107,9 @@ impl Writer {
     }
 
     fn copy(&mut self, rel: &Path) -> Result<(), CaptureError> {
-        let bytes = match self.src.read(rel) {
+        let bytes = match self.src.read(rel, bound_of(rel)) {
             Ok(b) => b,
-            Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Ok(())
-            }
+            Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => {
                 self.report.problems.push(e.to_string());
                 return Ok(());
@@ -159,14 +158,17 @@ impl Writer {
         for f in FUNCTION_FILES {
             self.copy(&dir.join(f))?;
         }
-        let cfg = self.src.path(dir.join("config"));
-        if let (Ok(meta), Ok(bytes)) = (std::fs::metadata(&cfg), std::fs::read(&cfg)) {
-            if (bytes.len() as u64) < meta.len() {
+        let cfg = dir.join("config");
+        if let (Ok(len), Ok(bytes)) = (
+            self.src.len(&cfg),
+            self.src.read(&cfg, limits::CONFIG_SPACE),
+        ) {
+            if (bytes.len() as u64) < len {
                 self.report.truncated_config.push(name.to_string());
             }
         }
         let p2p = dir.join("p2pmem");
-        if self.src.path(&p2p).is_dir() {
+        if self.src.is_dir(&p2p) {
             for f in P2PMEM_FILES {
                 self.copy(&p2p.join(f))?;
             }
@@ -176,12 +178,10 @@ impl Writer {
                 source,
             })?;
         }
-        if let Ok(target) = std::fs::read_link(self.src.path(dir.join("driver"))) {
-            if let Some(drv) = target.file_name() {
-                let drv_dir = Path::new("sys/bus/pci/drivers").join(drv);
-                self.mkdir(&drv_dir)?;
-                self.link(&dir.join("driver"), &drv_dir)?;
-            }
+        if let Some(drv) = self.src.link_name(dir.join("driver")) {
+            let drv_dir = Path::new("sys/bus/pci/drivers").join(drv);
+            self.mkdir(&drv_dir)?;
+            self.link(&dir.join("driver"), &drv_dir)?;
         }
         self.link(&link, &dir)?;
         self.report.functions += 1;
@@ -203,7 +203,7 @@ impl Writer {
             let Ok(target) = self.src.resolve(&link) else {
                 continue;
             };
-            if !self.src.path(&target).is_dir() {
+            if !self.src.is_dir(&target) {
                 continue;
             }
             self.mkdir(&target)?;
@@ -221,6 +221,21 @@ impl Writer {
             }
         }
         Ok(())
+    }
+}
+
+/// The bound for a file copied into a capture, by its name.
+fn bound_of(rel: &Path) -> Bound {
+    let name = rel
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    match &*name {
+        "config" => limits::CONFIG_SPACE,
+        "cpuinfo" => limits::CPUINFO,
+        "config.gz" => limits::KERNEL_CONFIG,
+        n if n.starts_with("config-") => limits::KERNEL_CONFIG,
+        _ => limits::SYSFS_ATTR,
     }
 }
 

@@ -1,10 +1,11 @@
 //! The running kernel's build configuration, where the system exposes it
 //! (`/proc/config.gz`, or `/boot/config-<release>`).
 
+use crate::bounded;
 use crate::rootfs::RootFs;
+use p2pmem_model::limits;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::Read;
 
 /// `CONFIG_*` options and their values (`y`, `m`, `n` for "is not set", or a string).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -45,18 +46,23 @@ impl KernelConfig {
 
     /// Read the config of `release` from the root, if any source exists.
     pub fn read(root: &RootFs, release: Option<&str>) -> Option<Self> {
-        if let Ok(gz) = root.read("proc/config.gz") {
-            let mut text = String::new();
-            if flate2::read::GzDecoder::new(&gz[..])
-                .read_to_string(&mut text)
-                .is_ok()
-            {
-                return Some(Self::parse("/proc/config.gz", &text));
+        if let Ok(gz) = root.read("proc/config.gz", limits::KERNEL_CONFIG) {
+            // The gunzipped text has the same bound: a gzip bomb stops there.
+            let unzipped = bounded::read_from(
+                flate2::read::GzDecoder::new(&gz[..]),
+                &root.path("proc/config.gz"),
+                limits::KERNEL_CONFIG,
+            );
+            if let Ok(text) = unzipped {
+                return Some(Self::parse(
+                    "/proc/config.gz",
+                    &String::from_utf8_lossy(&text),
+                ));
             }
         }
         let release = release?;
         let rel = format!("boot/config-{release}");
-        let bytes = root.read(&rel).ok()?;
+        let bytes = root.read(&rel, limits::KERNEL_CONFIG).ok()?;
         Some(Self::parse(
             &format!("/{rel}"),
             &String::from_utf8_lossy(&bytes),

@@ -6,6 +6,7 @@
 //! trees that are real captures.
 
 pub mod bench;
+pub mod bounded;
 pub mod capture;
 pub mod copy;
 pub mod dio;

@@ -480,11 +480,12 @@ impl P2pBuffer {
 }
 
 fn read_available(provider_dir: &Path) -> Option<u64> {
-    std::fs::read_to_string(provider_dir.join("p2pmem/available"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let bytes = crate::bounded::read_regular(
+        &provider_dir.join("p2pmem/available"),
+        p2pmem_model::limits::SYSFS_ATTR,
+    )
+    .ok()?;
+    crate::rootfs::parse_u64_attr(&bytes)
 }
 
 impl DmaBuffer for P2pBuffer {

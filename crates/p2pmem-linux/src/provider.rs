@@ -257,9 +257,12 @@ pub fn driver_loaded(root: &Path) -> bool {
 /// What each bound device published, from the driver's `providers` file (empty when
 /// the driver is not loaded).
 pub fn active_regions(root: &Path) -> Vec<ActiveRegion> {
-    std::fs::read_to_string(driver_dir(root).join("providers"))
-        .map(|t| parse_providers(&t))
-        .unwrap_or_default()
+    crate::bounded::read_regular(
+        &driver_dir(root).join("providers"),
+        p2pmem_model::limits::SYSFS_ATTR,
+    )
+    .map(|t| parse_providers(&String::from_utf8_lossy(&t)))
+    .unwrap_or_default()
 }
 
 /// The module file to load: `explicit` when given, else the first of

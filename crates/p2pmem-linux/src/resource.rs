@@ -3,6 +3,7 @@
 use crate::rootfs::RootFs;
 use crate::system::PCI_DEVICES;
 use p2pmem_model::cmb::BarInfo;
+use p2pmem_model::limits;
 use p2pmem_model::Bdf;
 
 /// `IORESOURCE_MEM` in the flags column.
@@ -35,7 +36,7 @@ pub fn parse_resource(bytes: &[u8]) -> Vec<BarInfo> {
 
 /// The BARs of `bdf` below `root`, or empty when unreadable.
 pub fn read_bars(root: &RootFs, bdf: Bdf) -> Vec<BarInfo> {
-    root.read(format!("{PCI_DEVICES}/{bdf}/resource"))
+    root.read(format!("{PCI_DEVICES}/{bdf}/resource"), limits::SYSFS_ATTR)
         .map(|b| parse_resource(&b))
         .unwrap_or_default()
 }

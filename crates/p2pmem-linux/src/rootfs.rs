@@ -1,10 +1,16 @@
 //! Paths inside a root directory, with symlinks resolved *inside* that root.
 //!
 //! sysfs is a forest of relative symlinks (`sys/bus/pci/devices/<BDF>` ->
-//! `../../../devices/pci0000:00/...`). A capture keeps them, and may also hold absolute
-//! ones; both are followed as if the root were `/`, never escaping it. Loops and dangling
-//! links are errors that name the path.
+//! `../../../devices/pci0000:00/...`), and a capture keeps them. A capture stays a
+//! sandbox: this module resolves every link itself, and a link that is absolute or
+//! climbs above the root is an error naming the link ([`FsError::Escape`]), as are loops
+//! and dangling links. (The live root `/` follows absolute links: it is the real
+//! system.) Files are read only once resolved, only when regular, and only up to a
+//! bound ([`crate::bounded`]), so a capture cannot make p2pmem read the host's files,
+//! block on a FIFO or read a device without end.
 
+use crate::bounded;
+use p2pmem_model::limits::{self, Bound};
 use rustix::fd::OwnedFd;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::collections::HashSet;
@@ -37,6 +43,41 @@ pub enum FsError {
         /// The path.
         path: PathBuf,
     },
+    /// A symbolic link leads out of the root: absolute, or climbing above it.
+    #[error("{link}: symbolic link to {target:?} leads out of the root")]
+    Escape {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
+    /// A symbolic link whose target does not exist.
+    #[error("{link}: dangling symbolic link to {target:?}")]
+    Dangling {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+        /// The error on the missing part.
+        #[source]
+        source: io::Error,
+    },
+    /// A file is larger than anything of its kind can be (or endless).
+    #[error("{path}: more than {} bytes, larger than {} can be", bound.max, bound.what)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound it broke.
+        bound: Bound,
+    },
+    /// Something other than a regular file where a file is read (a FIFO, a device).
+    #[error("{path}: a {kind}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
     /// A file's content is not what the kernel writes there.
     #[error("{path}: unexpected content {content:?}: {why}")]
     Parse {
@@ -47,6 +88,14 @@ pub enum FsError {
         /// What was expected.
         why: &'static str,
     },
+}
+
+impl FsError {
+    /// Is this "no such file or directory"?
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Io { source, .. } | Self::Dangling { source, .. }
+            if source.kind() == io::ErrorKind::NotFound)
+    }
 }
 
 /// A root directory that stands for `/`.
@@ -73,8 +122,14 @@ impl RootFs {
         self.root.join(rel)
     }
 
+    /// Is this the live system's root (`/`)? There absolute links are followed.
+    fn is_live(&self) -> bool {
+        self.root == Path::new("/")
+    }
+
     /// Resolve `rel` (relative to the root) following symlinks inside the root. Returns
-    /// the resolved path relative to the root (`sys/devices/pci0000:00/...`).
+    /// the resolved path relative to the root (`sys/devices/pci0000:00/...`). A `..` in
+    /// `rel` itself stops at the root; a link that leads out of it is an error.
     pub fn resolve(&self, rel: impl AsRef<Path>) -> Result<PathBuf, FsError> {
         self.resolve_with(rel, &mut HashSet::new())
     }
@@ -88,13 +143,22 @@ impl RootFs {
         rel: impl AsRef<Path>,
         known: &mut HashSet<PathBuf>,
     ) -> Result<PathBuf, FsError> {
+        let live = self.is_live();
         let mut done: Vec<OsString> = Vec::new();
-        let mut todo: Vec<OsString> = Vec::new();
-        push_components(&mut todo, rel.as_ref());
-        let mut links = 0usize;
-        while let Some(c) = todo.pop() {
+        // Each component remembers the link whose target it came from, if any.
+        let mut todo: Vec<(OsString, Option<usize>)> = Vec::new();
+        let mut followed: Vec<(PathBuf, PathBuf)> = Vec::new();
+        push_components(&mut todo, rel.as_ref(), None);
+        while let Some((c, from)) = todo.pop() {
             if c == ".." {
-                done.pop();
+                if done.pop().is_none() && !live {
+                    if let Some((link, target)) = from.and_then(|i| followed.get(i)) {
+                        return Err(FsError::Escape {
+                            link: link.clone(),
+                            target: target.clone(),
+                        });
+                    }
+                }
                 continue;
             }
             if c == "." || c.is_empty() {
@@ -110,63 +174,121 @@ impl RootFs {
             // missing component from both.
             match std::fs::read_link(&here) {
                 Ok(target) => {
-                    links += 1;
-                    if links > MAX_LINKS {
+                    if followed.len() >= MAX_LINKS {
                         return Err(FsError::Loop { path: here });
                     }
                     done.pop();
                     if target.is_absolute() {
+                        if !live {
+                            return Err(FsError::Escape { link: here, target });
+                        }
                         done.clear();
                     }
-                    push_components(&mut todo, &target);
+                    push_components(&mut todo, &target, Some(followed.len()));
+                    followed.push((here, target));
                 }
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                     known.insert(so_far);
                 }
                 Err(source) => {
-                    return Err(FsError::Io {
-                        path: here,
-                        what: "cannot resolve",
-                        source,
-                    })
+                    // Name the link the missing part came from, if any.
+                    return Err(match from.and_then(|i| followed.get(i)) {
+                        Some((link, target)) => FsError::Dangling {
+                            link: link.clone(),
+                            target: target.clone(),
+                            source,
+                        },
+                        None => FsError::Io {
+                            path: here,
+                            what: "cannot resolve",
+                            source,
+                        },
+                    });
                 }
             }
         }
         Ok(done.iter().collect())
     }
 
-    /// Read a whole file.
-    pub fn read(&self, rel: impl AsRef<Path>) -> Result<Vec<u8>, FsError> {
-        let p = self.path(rel);
-        std::fs::read(&p).map_err(|source| FsError::Io {
-            path: p,
-            what: "cannot read",
-            source,
-        })
+    /// The full path of `rel` once resolved inside the root.
+    fn resolved(&self, rel: impl AsRef<Path>) -> Result<PathBuf, FsError> {
+        Ok(self.root.join(self.resolve(rel)?))
     }
 
-    /// Read a text file, trimmed; `None` when it does not exist.
+    /// Read a whole regular file, resolved inside the root, of at most `bound` bytes.
+    pub fn read(&self, rel: impl AsRef<Path>, bound: Bound) -> Result<Vec<u8>, FsError> {
+        let path = match self.resolved(rel) {
+            Ok(p) => p,
+            Err(FsError::Io { path, source, .. }) => {
+                return Err(FsError::Io {
+                    path,
+                    what: "cannot read",
+                    source,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        bounded::read_regular(&path, bound)
+    }
+
+    /// Read a text attribute (sysfs, configfs, a small procfs file: one page at most),
+    /// trimmed; `None` when it does not exist.
     pub fn read_opt_string(&self, rel: impl AsRef<Path>) -> Result<Option<String>, FsError> {
-        let p = self.path(rel);
-        match std::fs::read(&p) {
+        match self.read(rel, limits::SYSFS_ATTR) {
             Ok(b) => Ok(Some(String::from_utf8_lossy(&b).trim().to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(FsError::Io {
-                path: p,
-                what: "cannot read",
-                source,
-            }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    /// Does `rel` exist (following links)?
-    pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
-        self.path(rel).exists()
+    /// The length of a file as its metadata says (sysfs `config`: what the kernel
+    /// exposes), resolved inside the root.
+    pub fn len(&self, rel: impl AsRef<Path>) -> Result<u64, FsError> {
+        let p = self.resolved(rel)?;
+        std::fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|source| FsError::Io {
+                path: p,
+                what: "cannot stat",
+                source,
+            })
     }
 
-    /// Names in a directory, sorted; empty when it does not exist.
+    /// Is `rel` a directory (links resolved inside the root)?
+    pub fn is_dir(&self, rel: impl AsRef<Path>) -> bool {
+        self.resolved(rel)
+            .and_then(|p| {
+                std::fs::symlink_metadata(&p).map_err(|source| FsError::Io {
+                    path: p,
+                    what: "cannot stat",
+                    source,
+                })
+            })
+            .is_ok_and(|m| m.is_dir())
+    }
+
+    /// The last component of where the link `rel` points (`driver` -> `nvme`), without
+    /// following it; `None` when `rel` is not a link.
+    pub fn link_name(&self, rel: impl AsRef<Path>) -> Option<String> {
+        let rel = rel.as_ref();
+        let parent = self.resolve(rel.parent()?).ok()?;
+        let target = std::fs::read_link(self.root.join(parent).join(rel.file_name()?)).ok()?;
+        target.file_name().map(|n| n.to_string_lossy().into_owned())
+    }
+
+    /// Does `rel` exist (links resolved inside the root)?
+    pub fn exists(&self, rel: impl AsRef<Path>) -> bool {
+        self.resolve(rel).is_ok()
+    }
+
+    /// Names in a directory (links resolved inside the root), sorted; empty when it does
+    /// not exist.
     pub fn list(&self, rel: impl AsRef<Path>) -> Result<Vec<String>, FsError> {
-        let p = self.path(rel);
+        let p = match self.resolved(rel) {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
         let rd = match std::fs::read_dir(&p) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -194,22 +316,33 @@ impl RootFs {
     /// Parse a hex sysfs value like `0x8086`.
     pub fn read_hex(&self, rel: impl AsRef<Path>) -> Result<u32, FsError> {
         let rel = rel.as_ref();
-        parse_hex(&self.read(rel)?, || self.path(rel))
+        let bytes = self.read(rel, limits::SYSFS_ATTR)?;
+        parse_hex_attr(&bytes).ok_or_else(|| FsError::Parse {
+            path: self.path(rel),
+            content: shorten(&bytes),
+            why: "expected a hexadecimal number like 0x8086",
+        })
     }
 
     /// Parse a decimal sysfs value like `16777216`.
     pub fn read_u64(&self, rel: impl AsRef<Path>) -> Result<u64, FsError> {
         let rel = rel.as_ref();
-        parse_u64(&self.read(rel)?, || self.path(rel))
+        let bytes = self.read(rel, limits::SYSFS_ATTR)?;
+        parse_u64_attr(&bytes).ok_or_else(|| FsError::Parse {
+            path: self.path(rel),
+            content: shorten(&bytes),
+            why: "expected a decimal number",
+        })
     }
 
-    /// Open the directory `rel` (relative to the root, symlinks already resolved) to read
-    /// many files in it with short lookups.
+    /// Open the directory `rel` (relative to the root, symlinks already resolved inside
+    /// it) to read many files in it with short lookups.
     pub fn open_dir(&self, rel: impl AsRef<Path>) -> Result<Dir, FsError> {
-        let path = self.path(rel);
+        let rel = rel.as_ref().to_path_buf();
+        let path = self.path(&rel);
         let fd = rustix::fs::open(
             &path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
         )
         .map_err(|e| FsError::Io {
@@ -217,39 +350,36 @@ impl RootFs {
             what: "cannot open",
             source: e.into(),
         })?;
-        Ok(Dir { fd, path })
+        Ok(Dir {
+            fd,
+            path,
+            fs: self.clone(),
+            rel,
+        })
     }
 }
 
-fn parse_hex(bytes: &[u8], path: impl FnOnce() -> PathBuf) -> Result<u32, FsError> {
-    let text = String::from_utf8_lossy(bytes);
-    let t = text.trim();
-    let digits = t.strip_prefix("0x").unwrap_or(t);
-    u32::from_str_radix(digits, 16).map_err(|_| FsError::Parse {
-        path: path(),
-        content: t.chars().take(40).collect(),
-        why: "expected a hexadecimal number like 0x8086",
-    })
-}
-
-fn parse_u64(bytes: &[u8], path: impl FnOnce() -> PathBuf) -> Result<u64, FsError> {
-    let text = String::from_utf8_lossy(bytes);
-    let t = text.trim();
-    t.parse().map_err(|_| FsError::Parse {
-        path: path(),
-        content: t.chars().take(40).collect(),
-        why: "expected a decimal number",
-    })
-}
-
 /// An open directory inside the root. Files in it are opened relative to it (`openat`),
-/// so reading the dozen files of one PCI function costs no walk from `/` each time; the
-/// answers and error paths are those of the [`RootFs`] methods on the joined path.
+/// so reading the dozen files of one PCI function costs no walk from `/` each time. The
+/// sandbox holds as for [`RootFs`]: a file that is a symbolic link is not followed, only
+/// a regular file is read, and never beyond its bound.
 #[derive(Debug)]
 pub struct Dir {
     fd: OwnedFd,
     /// The directory's path (the root joined).
     path: PathBuf,
+    /// The root it is in, and its path there: a file that is a link is resolved the
+    /// long way ([`RootFs::read`]), so that a link out of the root is named as such.
+    fs: RootFs,
+    rel: PathBuf,
+}
+
+/// What [`Dir::open`] found.
+enum Opened {
+    /// A regular file and its length.
+    File(File, u64),
+    /// A symbolic link, to be resolved inside the root.
+    Link,
 }
 
 impl Dir {
@@ -258,36 +388,72 @@ impl Dir {
         &self.path
     }
 
-    fn open(&self, name: &str) -> Result<File, FsError> {
-        rustix::fs::openat(
+    /// Opens the regular file `name` (not following a link, not blocking on a FIFO)
+    /// and returns it with its length.
+    fn open(&self, name: &str) -> Result<Opened, FsError> {
+        let file = match rustix::fs::openat(
             &self.fd,
             name,
-            OFlags::RDONLY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
             Mode::empty(),
-        )
-        .map(File::from)
-        .map_err(|e| FsError::Io {
+        ) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::LOOP) => return Ok(Opened::Link),
+            Err(e) => {
+                return Err(FsError::Io {
+                    path: self.path.join(name),
+                    what: "cannot read",
+                    source: e.into(),
+                })
+            }
+        };
+        let meta = file.metadata().map_err(|source| FsError::Io {
             path: self.path.join(name),
-            what: "cannot read",
-            source: e.into(),
-        })
+            what: "cannot stat",
+            source,
+        })?;
+        if !meta.file_type().is_file() {
+            return Err(FsError::NotAFile {
+                path: self.path.join(name),
+                kind: bounded::kind_of(&meta.file_type()),
+            });
+        }
+        Ok(Opened::File(file, meta.len()))
     }
 
-    /// Read `file` to its end with plain `read` calls (`read_to_end` would also ask for
-    /// the file's size and position: two more system calls per file). A read that does
-    /// not fill the buffer ends the file: sysfs hands an attribute over whole in one
+    /// Read `file` to its end with plain `read` calls, at most `bound` bytes. A read that
+    /// does not fill the buffer ends the file: sysfs hands an attribute over whole in one
     /// read, and a regular file reads short only at its end.
-    fn read_file(&self, name: &str, mut file: File, hint: usize) -> Result<Vec<u8>, FsError> {
-        let mut bytes = vec![0u8; hint.max(64)];
+    fn read_file(
+        &self,
+        name: &str,
+        mut file: File,
+        hint: usize,
+        bound: Bound,
+    ) -> Result<Vec<u8>, FsError> {
+        let max = usize::try_from(bound.max).unwrap_or(usize::MAX);
+        let mut bytes = vec![0u8; hint.max(64).min(max.saturating_add(1))];
         let mut len = 0;
         loop {
             if len == bytes.len() {
-                bytes.resize(2 * len, 0);
+                if len > max {
+                    return Err(FsError::TooLarge {
+                        path: self.path.join(name),
+                        bound,
+                    });
+                }
+                bytes.resize((2 * len).min(max.saturating_add(1)).max(len + 1), 0);
             }
             match file.read(&mut bytes[len..]) {
                 Ok(0) => break,
                 Ok(n) => {
                     len += n;
+                    if len > max {
+                        return Err(FsError::TooLarge {
+                            path: self.path.join(name),
+                            bound,
+                        });
+                    }
                     if len < bytes.len() {
                         break;
                     }
@@ -306,35 +472,53 @@ impl Dir {
         Ok(bytes)
     }
 
-    /// Read a whole file (small: sysfs attributes).
+    /// Read a whole sysfs attribute (at most a page).
     pub fn read(&self, name: &str) -> Result<Vec<u8>, FsError> {
-        let file = self.open(name)?;
-        self.read_file(name, file, 64)
+        match self.open(name)? {
+            Opened::File(file, _) => self.read_file(name, file, 64, limits::SYSFS_ATTR),
+            Opened::Link => self.fs.read(self.rel.join(name), limits::SYSFS_ATTR),
+        }
     }
 
-    /// Read a whole file and the length its metadata gives (what sysfs exposes of a
-    /// `config` file, which an unprivileged read may cut short).
+    /// Read a whole `config` file (at most the 4 KiB of PCIe config space) and the length
+    /// its metadata gives (what sysfs exposes, which an unprivileged read may cut short).
     pub fn read_with_len(&self, name: &str) -> Result<(Vec<u8>, u64), FsError> {
-        let file = self.open(name)?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let (file, len) = match self.open(name)? {
+            Opened::File(file, len) => (file, len),
+            Opened::Link => {
+                let rel = self.rel.join(name);
+                let bytes = self.fs.read(&rel, limits::CONFIG_SPACE)?;
+                return Ok((bytes, self.fs.len(&rel)?));
+            }
+        };
         // One more byte than the length, so that the read that finds the end is the second.
         let hint = usize::try_from(len).unwrap_or(0).clamp(63, 1 << 16) + 1;
-        Ok((self.read_file(name, file, hint)?, len))
+        Ok((self.read_file(name, file, hint, limits::CONFIG_SPACE)?, len))
     }
 
     /// Parse a hex sysfs value like `0x8086`.
     pub fn read_hex(&self, name: &str) -> Result<u32, FsError> {
-        parse_hex(&self.read(name)?, || self.path.join(name))
+        let bytes = self.read(name)?;
+        parse_hex_attr(&bytes).ok_or_else(|| FsError::Parse {
+            path: self.path.join(name),
+            content: shorten(&bytes),
+            why: "expected a hexadecimal number like 0x8086",
+        })
     }
 
     /// Parse a decimal sysfs value like `16777216`.
     pub fn read_u64(&self, name: &str) -> Result<u64, FsError> {
-        parse_u64(&self.read(name)?, || self.path.join(name))
+        let bytes = self.read(name)?;
+        parse_u64_attr(&bytes).ok_or_else(|| FsError::Parse {
+            path: self.path.join(name),
+            content: shorten(&bytes),
+            why: "expected a decimal number",
+        })
     }
 
-    /// Is `name` a directory (following links)?
+    /// Is `name` a directory (a link is not followed)?
     pub fn is_dir(&self, name: &str) -> bool {
-        rustix::fs::statat(&self.fd, name, AtFlags::empty()).is_ok_and(|st| {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
             rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
         })
     }
@@ -347,7 +531,29 @@ impl Dir {
     }
 }
 
-fn push_components(todo: &mut Vec<OsString>, p: &Path) {
+/// A hexadecimal sysfs value (`vendor`, `device`, `class`: `0x8086`), trimmed.
+pub fn parse_hex_attr(bytes: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let t = text.trim();
+    let digits = t.strip_prefix("0x").unwrap_or(t);
+    u32::from_str_radix(digits, 16).ok()
+}
+
+/// A decimal sysfs value (p2pmem `size`, `available`, `published`), trimmed.
+pub fn parse_u64_attr(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+/// The start of a file's content for an error message.
+fn shorten(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(160)])
+        .trim()
+        .chars()
+        .take(40)
+        .collect()
+}
+
+fn push_components(todo: &mut Vec<(OsString, Option<usize>)>, p: &Path, from: Option<usize>) {
     // `todo` is a stack: push in reverse so the first component is popped first.
     let comps: Vec<OsString> = p
         .components()
@@ -357,7 +563,7 @@ fn push_components(todo: &mut Vec<OsString>, p: &Path) {
             Component::CurDir | Component::RootDir | Component::Prefix(_) => None,
         })
         .collect();
-    todo.extend(comps.into_iter().rev());
+    todo.extend(comps.into_iter().rev().map(|c| (c, from)));
 }
 
 #[cfg(test)]
@@ -366,7 +572,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     #[test]
-    fn resolves_relative_and_absolute_links_inside_the_root() {
+    fn resolves_relative_links_inside_the_root() {
         let d = tempfile::tempdir().unwrap();
         let r = RootFs::new(d.path());
         std::fs::create_dir_all(r.path("sys/devices/pci0000:00/0000:00:04.0")).unwrap();
@@ -376,20 +582,58 @@ mod tests {
             r.path("sys/bus/pci/devices/0000:00:04.0"),
         )
         .unwrap();
-        symlink("/sys/devices/pci0000:00", r.path("sys/abs")).unwrap();
         assert_eq!(
             r.resolve("sys/bus/pci/devices/0000:00:04.0").unwrap(),
             PathBuf::from("sys/devices/pci0000:00/0000:00:04.0")
         );
-        assert_eq!(
-            r.resolve("/sys/abs/0000:00:04.0").unwrap(),
-            PathBuf::from("sys/devices/pci0000:00/0000:00:04.0")
-        );
-        // `..` never climbs above the root.
+        // `..` in the asked path never climbs above the root.
         assert_eq!(
             r.resolve("../../sys/devices").unwrap(),
             PathBuf::from("sys/devices")
         );
+    }
+
+    #[test]
+    fn a_link_out_of_the_root_is_an_error_naming_the_link() {
+        let d = tempfile::tempdir().unwrap();
+        let r = RootFs::new(d.path());
+        std::fs::create_dir_all(r.path("sys/devices/pci0000:00")).unwrap();
+        std::fs::write(r.path("sys/devices/pci0000:00/config"), b"ok").unwrap();
+        // Absolute: it would read the host's file, not the capture's.
+        symlink("/sys/devices/pci0000:00", r.path("sys/abs")).unwrap();
+        // Relative, climbing above the root (and then back into it, by name).
+        let root_name = d.path().file_name().unwrap().to_string_lossy().into_owned();
+        symlink(format!("../../{root_name}/sys"), r.path("sys/climb")).unwrap();
+        symlink("/dev/zero", r.path("sys/devices/pci0000:00/zero")).unwrap();
+        for (asked, link) in [
+            ("sys/abs/config", "sys/abs"),
+            ("sys/climb/devices", "sys/climb"),
+            ("sys/devices/pci0000:00/zero", "sys/devices/pci0000:00/zero"),
+        ] {
+            let e = r.read(asked, limits::SYSFS_ATTR).unwrap_err();
+            assert!(matches!(e, FsError::Escape { .. }), "{asked}: {e}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&r.path(link).display().to_string())
+                    && text.contains("leads out of the root"),
+                "{text}"
+            );
+        }
+        assert!(!r.exists("sys/abs"));
+        assert!(r.list("sys/abs").is_err());
+        // Inside the root, a climb that stays inside is fine.
+        symlink("../sys/devices/pci0000:00", r.path("sys/inside")).unwrap();
+        assert_eq!(
+            r.read("sys/inside/config", limits::SYSFS_ATTR).unwrap(),
+            b"ok"
+        );
+    }
+
+    #[test]
+    fn the_live_root_follows_absolute_links() {
+        let r = RootFs::new("/");
+        // `/proc/self` is a link; `/proc/self/root` an absolute one back to `/`.
+        assert!(r.resolve("proc/self/root/proc").is_ok());
     }
 
     #[test]
@@ -413,6 +657,9 @@ mod tests {
         let e = r.read_u64("size").unwrap_err().to_string();
         assert!(e.contains("size") && e.contains("sixteen"), "{e}");
         std::fs::write(r.path("vendor"), "0x8086\n").unwrap();
+        assert_eq!(parse_hex_attr(b"0x10de\n"), Some(0x10de));
+        assert_eq!(parse_u64_attr(b" 4096\n"), Some(4096));
+        assert_eq!(parse_hex_attr(b"\xff"), None);
         assert_eq!(r.read_hex("vendor").unwrap(), 0x8086);
         assert_eq!(r.read_opt_string("missing").unwrap(), None);
     }

@@ -10,6 +10,7 @@ use crate::rootfs::{Dir, FsError, RootFs};
 use p2pmem_model::config_space::ConfigSpace;
 use p2pmem_model::cpu::CpuInfo;
 use p2pmem_model::distance::Rules;
+use p2pmem_model::limits;
 use p2pmem_model::topology::{Function, P2pmemInfo, Topology};
 use p2pmem_model::{Bdf, HostBridgeId, KernelVersion};
 use serde::Serialize;
@@ -174,6 +175,24 @@ impl Reader {
         let (path, what) = match e {
             FsError::Io { path, what, source } => (path.clone(), format!("{what}: {source}")),
             FsError::Loop { path } => (path.clone(), "symbolic link loop".to_string()),
+            FsError::Escape { link, target } => (
+                link.clone(),
+                format!("symbolic link to {target:?} leads out of the root"),
+            ),
+            FsError::Dangling { link, target, .. } => (
+                link.clone(),
+                format!("dangling symbolic link to {target:?}"),
+            ),
+            FsError::TooLarge { path, bound } => (
+                path.clone(),
+                format!(
+                    "more than {} bytes, larger than {} can be",
+                    bound.max, bound.what
+                ),
+            ),
+            FsError::NotAFile { path, kind } => {
+                (path.clone(), format!("a {kind}, not a regular file"))
+            }
             FsError::Parse { path, content, why } => (
                 path.clone(),
                 format!("unexpected content {content:?}: {why}"),
@@ -434,7 +453,7 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
         problems: Vec::new(),
         known_dirs: HashSet::new(),
     };
-    if !r.fs.path(PCI_DEVICES).is_dir() {
+    if !r.fs.is_dir(PCI_DEVICES) {
         return Err(ReadError::NoPci(r.fs.path(PCI_DEVICES)));
     }
     let mut truncated = Vec::new();
@@ -486,7 +505,7 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
             (KernelVersion::NEWEST_READ, true)
         }
     };
-    let cpu = match r.fs.read("proc/cpuinfo") {
+    let cpu = match r.fs.read("proc/cpuinfo", limits::CPUINFO) {
         Ok(b) => CpuInfo::parse(&b),
         Err(e) => {
             r.fs_problem(&e);
@@ -552,7 +571,7 @@ fn read_classes(r: &mut Reader) -> Classes {
         let Ok(resolved) = r.fs.resolve(&rel) else {
             continue;
         };
-        let partition = r.fs.path(format!("{rel}/partition")).exists();
+        let partition = r.fs.exists(format!("{rel}/partition"));
         if let Some(bdf) = pci_function_of(&resolved) {
             block.push(BlockDevice {
                 name,
@@ -582,7 +601,7 @@ fn read_classes(r: &mut Reader) -> Classes {
     let mut rdma = Vec::new();
     for name in r.list("sys/class/infiniband") {
         let dev = format!("sys/class/infiniband/{name}/device");
-        let bdf = if r.fs.path(&dev).exists() {
+        let bdf = if r.fs.exists(&dev) {
             r.class_dir_bdf(&dev)
         } else {
             None

@@ -5,13 +5,15 @@ use crate::output::print_json;
 use crate::Common;
 use anyhow::Context;
 use clap::Args;
+use p2pmem_linux::bounded;
 use p2pmem_linux::nvmet::facts::{backing, connections};
+use p2pmem_model::limits;
 use p2pmem_model::nvmet_attr::P2pmemSetting;
 use p2pmem_model::nvmet_plan::config::{Namespace, SavedConfig, TargetConfig};
 use p2pmem_model::nvmet_plan::preflight::{namespace, AttrWrite};
 use p2pmem_model::nvmet_plan::{guard, plan_restore, Blocked, Env, NsPreflight, Step};
 use serde::Serialize;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `nvmet restore`.
@@ -82,12 +84,12 @@ pub fn save(common: &Common, file: &Path) -> anyhow::Result<i32> {
 }
 
 fn load(file: &Path) -> anyhow::Result<TargetConfig> {
-    let mut bytes = Vec::new();
-    if file == Path::new("-") {
-        std::io::stdin().read_to_end(&mut bytes)?;
+    // Bounded: `restore /dev/urandom` (or a runaway pipe) is an error, not a hang.
+    let bytes = if file == Path::new("-") {
+        bounded::read_from(std::io::stdin(), Path::new("<stdin>"), limits::NVMET_SAVED)?
     } else {
-        bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    }
+        bounded::read_file(file, limits::NVMET_SAVED)?
+    };
     let saved: SavedConfig = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a saved nvmet configuration", file.display()))?;
     Ok(saved.into_config()?)

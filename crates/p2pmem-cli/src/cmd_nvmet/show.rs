@@ -6,6 +6,7 @@ use crate::output::{opt_size, print_json};
 use crate::Common;
 use anyhow::{bail, Context};
 use clap::Args;
+use p2pmem_linux::bounded;
 use p2pmem_linux::klog::{KernelLog, Syslog};
 use p2pmem_linux::nvmet::facts::{
     all_backing, all_port_facts, backing, connections, p2pmem_log, P2pLogLine,
@@ -20,7 +21,7 @@ use p2pmem_model::nvmet_plan::preflight::{namespace, AttrWrite, ProviderInfo};
 use p2pmem_model::nvmet_plan::{
     plan_target, BackingFacts, BlockDriver, EnableOutcome, Env, NsPreflight,
 };
-use p2pmem_model::Bdf;
+use p2pmem_model::{limits, Bdf};
 use serde::Serialize;
 use std::path::Path;
 
@@ -391,9 +392,9 @@ fn info(sys: Option<&System>, bdf: Bdf) -> ProviderInfo {
 
 fn read_klog(common: &Common, file: Option<&Path>) -> (Option<Vec<P2pLogLine>>, String) {
     if let Some(f) = file {
-        return match std::fs::read(f) {
+        return match bounded::read_file(f, limits::KERNEL_LOG) {
             Ok(b) => (Some(p2pmem_log(&b)), format!("read from {}", f.display())),
-            Err(e) => (None, format!("cannot read {}: {e}", f.display())),
+            Err(e) => (None, e.to_string()),
         };
     }
     if common.root != Path::new("/") {

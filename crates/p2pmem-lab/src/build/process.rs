@@ -4,7 +4,7 @@
 //! [`LabError::Command`] with the command line, the exit status and the tail of its
 //! output (and the log's path). QEMU is not run here: `qemu.rs` streams its console.
 
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -144,9 +144,7 @@ pub fn run_logged(
     if status.success() {
         return Ok(());
     }
-    let text = fs::read(log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = crate::error::read_tail(log, crate::error::LOG_TAIL_BYTES);
     Err(LabError::Command {
         command,
         status: status.to_string(),
@@ -158,6 +156,7 @@ pub fn run_logged(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn sh(script: &str) -> Command {
         let mut cmd = Command::new("sh");

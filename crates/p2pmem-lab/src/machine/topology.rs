@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::error::{LabError, Result};
+use crate::error::{read_bounded, LabError, Result};
 use crate::machine::ivshmem::Ivshmem;
 use crate::machine::q35::ROOT_BUS;
+use p2pmem_model::limits;
 
 /// Default guest memory.
 pub const DEFAULT_MEMORY_MIB: u32 = 1024;
@@ -197,10 +198,10 @@ impl Topology {
     pub fn load(spec: &str) -> Result<Self> {
         let path = Path::new(spec);
         if path.is_file() {
-            let text = std::fs::read_to_string(path).map_err(|source| LabError::Io {
-                what: "cannot read topology",
+            let bytes = read_bounded(path, limits::TOPOLOGY)?;
+            let text = String::from_utf8(bytes).map_err(|_| LabError::Topology {
                 path: path.to_path_buf(),
-                source,
+                message: "not UTF-8 text".into(),
             })?;
             let stem = path
                 .file_stem()

@@ -7,12 +7,13 @@
 //! through a CMB; parsing streams, so only the disk holds the trace (in the run
 //! directory, next to `console.log`).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use p2pmem_model::dma_accounting::{
     DmaAccountant, DmaFigures, DmaReport, MemoryMap, Window, WindowState,
 };
+use p2pmem_model::limits;
 use p2pmem_wire::report::AddressMap;
 use serde::{Deserialize, Serialize};
 
@@ -50,13 +51,29 @@ pub fn account(trace: &Path, map: &MemoryMap, windows: &[Window]) -> Result<Vec<
         .map(|w| DmaAccountant::new(map.clone(), *w))
         .collect();
     let mut buf = Vec::new();
+    let mut total = 0u64;
     loop {
         buf.clear();
-        let n = reader
+        // One line at most TRACE_LINE long (a trace with no newline is not read whole),
+        // the trace at most TRACE.
+        let n = (&mut reader)
+            .take(limits::TRACE_LINE.max + 1)
             .read_until(b'\n', &mut buf)
             .map_err(io_err("cannot read", trace))?;
         if n == 0 {
             break;
+        }
+        total += n as u64;
+        let broken = if n as u64 > limits::TRACE_LINE.max {
+            Some(limits::TRACE_LINE)
+        } else {
+            (total > limits::TRACE.max).then_some(limits::TRACE)
+        };
+        if let Some(bound) = broken {
+            return Err(LabError::TooLarge {
+                path: trace.to_path_buf(),
+                bound,
+            });
         }
         let line = String::from_utf8_lossy(&buf);
         for a in &mut accs {

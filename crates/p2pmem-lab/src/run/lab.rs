@@ -251,7 +251,8 @@ impl Lab {
             tail: crate::error::tail_lines(&cap.text, 30),
         };
         let answer = decode_answer(&cap.report, total).map_err(guest_err)?;
-        let stderr = std::fs::read_to_string(run_dir.join("qemu.stderr")).unwrap_or_default();
+        let stderr =
+            crate::error::read_tail(&run_dir.join("qemu.stderr"), crate::error::LOG_TAIL_BYTES);
         let qemu_messages: Vec<String> = stderr
             .lines()
             .map(str::trim)

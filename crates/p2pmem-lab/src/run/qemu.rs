@@ -135,7 +135,7 @@ pub fn run_qemu(
     let fail = |why: String, bytes: &[u8], guard: &mut QemuChild| -> LabError {
         guard.kill();
         let text = String::from_utf8_lossy(bytes);
-        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let stderr = crate::error::read_tail(&stderr_path, crate::error::LOG_TAIL_BYTES);
         let why = if stderr.trim().is_empty() {
             why
         } else {

@@ -110,8 +110,8 @@ fn sysfs_dir(fs: &RootFs, dev: DevNo) -> Option<std::path::PathBuf> {
 }
 
 fn read_dev(fs: &RootFs, rel: &Path) -> Option<DevNo> {
-    let text = std::fs::read_to_string(fs.path(rel.join("dev"))).ok()?;
-    parse_devno(text.trim())
+    let text = fs.read_opt_string(rel.join("dev")).ok()??;
+    parse_devno(&text)
 }
 
 /// How a device found by [`related`] relates to the destination.
@@ -147,7 +147,7 @@ fn related(fs: &RootFs, dev: DevNo) -> Vec<(DevNo, String, Relation)> {
         parts.sort();
         out.extend(parts);
     }
-    if fs.path(dir.join("partition")).exists() {
+    if fs.exists(dir.join("partition")) {
         if let Some(parent) = dir.parent() {
             if let Some(d) = read_dev(fs, parent) {
                 let n = parent
@@ -196,7 +196,8 @@ pub(crate) fn refuse_in_use(
 /// Missing files count as "nothing found": the `O_EXCL` open still runs.
 pub fn block_device_in_use(root: &Path, dev: DevNo) -> InUse {
     let fs = RootFs::new(root);
-    let mountinfo = std::fs::read(fs.path("proc/self/mountinfo"))
+    let mountinfo = fs
+        .read("proc/self/mountinfo", p2pmem_model::limits::PROC_TABLE)
         .map(|b| parse_mountinfo(&b))
         .unwrap_or_default();
     let mut use_ = InUse {
@@ -239,12 +240,14 @@ fn disk_and_start(fs: &RootFs, dev: DevNo) -> (DevNo, u64) {
     let Some(dir) = sysfs_dir(fs, dev) else {
         return (dev, 0);
     };
-    if !fs.path(dir.join("partition")).exists() {
+    if !fs.exists(dir.join("partition")) {
         return (dev, 0);
     }
-    let start = std::fs::read_to_string(fs.path(dir.join("start")))
+    let start = fs
+        .read_opt_string(dir.join("start"))
         .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
+        .flatten()
+        .and_then(|s| s.parse::<u64>().ok());
     let parent = dir.parent().and_then(|p| read_dev(fs, p));
     match (parent, start) {
         // `start` is in 512-byte sectors whatever the logical block size.

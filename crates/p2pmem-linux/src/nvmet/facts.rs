@@ -9,6 +9,7 @@
 use crate::klog;
 use crate::rootfs::{FsError, RootFs};
 use crate::system::{pci_function_of, System};
+use p2pmem_model::limits;
 use p2pmem_model::nvmet_plan::config::{Port, TargetConfig};
 use p2pmem_model::nvmet_plan::connections::{Connections, Controller};
 use p2pmem_model::nvmet_plan::facts::{parse_using_line, Transport, CTRL_DEBUGFS};
@@ -35,7 +36,7 @@ pub fn backing(fs: &RootFs, device_path: &str) -> BackingFacts {
     let name = last(Path::new(device_path));
     let by_name = || {
         let rel = format!("sys/class/block/{name}");
-        (device_path.starts_with("/dev/") && fs.path(&rel).exists())
+        (device_path.starts_with("/dev/") && fs.exists(&rel))
             .then(|| fs.resolve(&rel).map(|r| classify(fs, &r)).ok())
             .flatten()
     };
@@ -83,7 +84,7 @@ pub fn backing(fs: &RootFs, device_path: &str) -> BackingFacts {
 /// A block device from its resolved sysfs directory (relative to the root).
 fn classify(fs: &RootFs, resolved: &Path) -> BackingFacts {
     let name = last(resolved);
-    let disk = if fs.path(resolved.join("partition")).exists() {
+    let disk = if fs.exists(resolved.join("partition")) {
         resolved.parent().unwrap_or(resolved).to_path_buf()
     } else {
         resolved.to_path_buf()
@@ -190,7 +191,7 @@ fn rdma_netdevs(fs: &RootFs, name: &str, bdf: Option<Bdf>) -> Vec<String> {
 /// lists no IPv4 addresses per interface.
 fn netdevs_with(fs: &RootFs, addr: IpAddr) -> Vec<String> {
     let text = |rel: &str| {
-        fs.read(rel)
+        fs.read(rel, limits::PROC_TABLE)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
     };
@@ -299,7 +300,7 @@ pub fn all_port_facts(fs: &RootFs, sys: &System, config: &TargetConfig) -> Vec<P
 pub fn connections(fs: &RootFs, kernel: KernelVersion) -> Connections {
     let mut c = Connections::default();
     let dbg = "sys/kernel/debug/nvmet";
-    if fs.path(dbg).is_dir() {
+    if fs.is_dir(dbg) {
         let mut list = Vec::new();
         let mut readable = true;
         for nqn in fs.list(dbg).unwrap_or_default() {

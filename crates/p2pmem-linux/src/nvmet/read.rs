@@ -5,6 +5,7 @@
 
 use super::{NvmetError, Target, NVMET_DIR};
 use crate::rootfs::FsError;
+use p2pmem_model::limits;
 use p2pmem_model::nvmet_attr::parse_p2pmem_show;
 use p2pmem_model::nvmet_plan::config::{Namespace, Port, Subsystem, TargetConfig};
 use p2pmem_model::nvmet_plan::facts::{PORT_ATTRS, SUBSYS_ATTRS};
@@ -32,7 +33,10 @@ pub struct Snapshot {
 impl Target {
     /// A file's content without its trailing newline; `None` when it does not exist.
     pub fn value(&self, rel: &str) -> Result<Option<String>, NvmetError> {
-        match self.fs.read(format!("{NVMET_DIR}/{rel}")) {
+        match self
+            .fs
+            .read(format!("{NVMET_DIR}/{rel}"), limits::SYSFS_ATTR)
+        {
             Ok(b) => {
                 let s = String::from_utf8_lossy(&b);
                 Ok(Some(s.strip_suffix('\n').unwrap_or(&s).to_string()))

@@ -126,7 +126,11 @@ fn malformed_trees_give_problems_naming_the_path() {
         "{:#?}",
         s.problems
     );
-    assert!(has("0000:00:09.0", "cannot resolve"), "{:#?}", s.problems);
+    assert!(
+        has("bus/pci/devices/0000:00:09.0", "dangling symbolic link"),
+        "the problem names the link: {:#?}",
+        s.problems
+    );
     assert!(has("0000:00:0", "loop"), "{:#?}", s.problems);
     assert!(has("not-a-bdf", "not a PCI address"), "{:#?}", s.problems);
     assert!(
@@ -147,6 +151,59 @@ fn malformed_trees_give_problems_naming_the_path() {
         .unwrap()
         .config
         .is_none());
+}
+
+#[test]
+fn a_capture_is_a_sandbox_and_problems_name_the_link() {
+    let d = scratch_copy(&s01());
+    let root = d.path();
+    let sw = "sys/devices/pci0000:00/0000:00:04.0/0000:01:00.0";
+    let dev = root.join(format!("{sw}/0000:02:00.0/0000:03:00.0"));
+    // Files that are links out of the capture: absolute, and climbing above the root.
+    std::fs::remove_file(dev.join("config")).unwrap();
+    symlink("/dev/zero", dev.join("config")).unwrap();
+    std::fs::remove_file(dev.join("p2pmem/size")).unwrap();
+    let up = "../".repeat(root.components().count() + 8);
+    symlink(format!("{up}dev/urandom"), dev.join("p2pmem/size")).unwrap();
+    // A whole function directory reached through an absolute link.
+    let devs = root.join("sys/bus/pci/devices");
+    std::fs::remove_file(devs.join("0000:01:00.0")).unwrap();
+    symlink(format!("/{sw}"), devs.join("0000:01:00.0")).unwrap();
+    // A FIFO where a file is read would block; /proc/cpuinfo endless.
+    let cpuinfo = root.join("proc/cpuinfo");
+    std::fs::remove_file(&cpuinfo).unwrap();
+    symlink(
+        "../../../../../../../../../../../../../../../../dev/zero",
+        &cpuinfo,
+    )
+    .unwrap();
+    let vendor = root.join("sys/devices/pci0000:00/0000:00:05.0/vendor");
+    std::fs::remove_file(&vendor).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(&vendor)
+        .status()
+        .is_ok_and(|s| s.success());
+
+    let s = read_system(root).unwrap();
+    let has = |frag: &str, what: &str| {
+        s.problems
+            .iter()
+            .any(|p| p.path.ends_with(frag) && p.what.contains(what))
+    };
+    let out = "leads out of the root";
+    assert!(has("0000:03:00.0/config", out), "{:#?}", s.problems);
+    assert!(has("0000:03:00.0/p2pmem/size", out), "{:#?}", s.problems);
+    assert!(
+        has("/sys/bus/pci/devices/0000:01:00.0", out),
+        "{:#?}",
+        s.problems
+    );
+    assert!(has("/proc/cpuinfo", out), "{:#?}", s.problems);
+    if fifo {
+        assert!(has("0000:00:05.0/vendor", "FIFO"), "{:#?}", s.problems);
+    }
+    let p = s.topology.get(&"0000:03:00.0".parse().unwrap()).unwrap();
+    assert!(p.config.is_none() && p.p2pmem.unwrap().size.is_none());
 }
 
 #[test]
