@@ -36,7 +36,7 @@ fn kernel_is_built_or_cached_and_has_p2pdma() {
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn every_pinned_line_builds_and_boots() {
-    // 6.12 is the default the other tests boot; these are built (5-10 min each on 2
+    // 6.12 is the default the other tests boot; these are built (8-30 min each on 2
     // cores) or taken from the cache.
     for (line, release) in [("6.1", "6.1.192"), ("7.2", "7.2.13"), ("7.3", "7.3.4")] {
         let out = p2pmem(&[
@@ -52,11 +52,10 @@ fn every_pinned_line_builds_and_boots() {
         ]);
         assert_eq!(out.status.code(), Some(0), "{line}");
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), release);
+        // The p2pmem_pci driver is built with Rust on 6.12 and 7.3 only.
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(&format!("p2pmem_pci is not built for kernel {line}")),
-            "{line}: {err}"
-        );
+        let not_built = format!("p2pmem_pci is not built for kernel {line}");
+        assert_eq!(err.contains(&not_built), line != "7.3", "{line}: {err}");
     }
 }
 

@@ -109,13 +109,8 @@ pub fn apply(
             control,
         } = before
         {
-            let upstream: Vec<Bdf> = f.path.iter().rev().skip(1).copied().collect();
-            let dev = DeviceIds {
-                bdf: f.bdf,
-                ids: (f.vendor, f.device),
-                subsystem: None,
-                upstream: &upstream,
-            };
+            let upstream = upstream_of(&f);
+            let dev = device_ids(&f, &upstream);
             let captured_bound = f.driver.is_some();
             let fw = if acs_setup_runs(rules.kernel, captured.iommu, captured_bound) {
                 firmware_from_capture(
@@ -186,6 +181,21 @@ pub fn apply(
     (topology, rules, report)
 }
 
+/// The bridges above `f`, nearest first (what `pci_dev_str_match`'s path form walks).
+fn upstream_of(f: &Function) -> Vec<Bdf> {
+    f.path.iter().rev().skip(1).copied().collect()
+}
+
+/// `f` as the kernel's device matching sees it.
+fn device_ids<'a>(f: &Function, upstream: &'a [Bdf]) -> DeviceIds<'a> {
+    DeviceIds {
+        bdf: f.bdf,
+        ids: (f.vendor, f.device),
+        subsystem: None,
+        upstream,
+    }
+}
+
 /// Who set a port's ACS redirect bits in the boot that was captured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "snake_case")]
@@ -226,13 +236,8 @@ pub fn redirect_origin(
         return Some(RedirectOrigin::Firmware);
     }
     let boot = parse_cmdline(captured.cmdline, kernel);
-    let upstream: Vec<Bdf> = f.path.iter().rev().skip(1).copied().collect();
-    let dev = DeviceIds {
-        bdf: f.bdf,
-        ids: (f.vendor, f.device),
-        subsystem: None,
-        upstream: &upstream,
-    };
+    let upstream = upstream_of(f);
+    let dev = device_ids(f, &upstream);
     if let Some(p) = boot
         .config_acs
         .as_ref()
