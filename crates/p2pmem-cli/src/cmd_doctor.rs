@@ -224,14 +224,13 @@ fn iommu_acs_findings(sys: &System, out: &mut Vec<Finding>) {
 /// Each port with ACS redirect, who set it (the kernel for the IOMMU, a `config_acs`
 /// entry, or the firmware), and what that means for P2P below it.
 fn acs_redirect_findings(sys: &System, out: &mut Vec<Finding>) {
-    use p2pmem_model::whatif::{redirect_origin, Captured, RedirectOrigin};
-    let captured = Captured {
-        cmdline: sys.cmdline.as_deref().unwrap_or(""),
-        iommu: !sys.iommus.is_empty(),
-    };
+    use p2pmem_model::boot_params::parse_cmdline;
+    use p2pmem_model::whatif::{redirect_origin, RedirectOrigin};
+    let boot = parse_cmdline(sys.cmdline.as_deref().unwrap_or(""), sys.rules.kernel);
+    let iommu = !sys.iommus.is_empty();
     let mut redirecting = Vec::new();
     for func in sys.topology.functions() {
-        let Some(origin) = redirect_origin(func, &captured, sys.rules.kernel) else {
+        let Some(origin) = redirect_origin(func, &boot, iommu, sys.rules.kernel) else {
             continue;
         };
         let by = match origin {

@@ -35,9 +35,6 @@ pub const CONFIG_ACS: VersionRange = VersionRange::since(6, 11);
 /// between 6.13 and 7.2, 7.0 assumed.
 pub const ACS_AT_DMA_CONFIGURE: VersionRange = VersionRange::since(7, 0);
 
-/// Whether [`ACS_AT_DMA_CONFIGURE`]'s bound is verified (it is not: see there).
-pub const ACS_AT_DMA_CONFIGURE_VERIFIED: bool = false;
-
 /// Whether `pci_enable_acs()` runs for a device on `kernel`: always before
 /// [`ACS_AT_DMA_CONFIGURE`]; from it, when an IOMMU is active or a driver is bound.
 pub fn acs_setup_runs(kernel: KernelVersion, iommu: bool, driver_bound: bool) -> bool {

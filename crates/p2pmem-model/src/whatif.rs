@@ -214,10 +214,12 @@ pub enum RedirectOrigin {
 
 /// Why `f`'s ACS redirect bits are set in the captured boot: the last writer of the
 /// set bits among `pci_enable_acs()`'s steps (config_acs after the IOMMU's bits), else the
-/// firmware. `None` when no redirect bit is set or the register is unknown.
+/// firmware. `None` when no redirect bit is set or the register is unknown. `boot` is the
+/// captured command line as `kernel` read it ([`parse_cmdline`], once for all ports).
 pub fn redirect_origin(
     f: &Function,
-    captured: &Captured<'_>,
+    boot: &BootParams,
+    iommu: bool,
     kernel: KernelVersion,
 ) -> Option<RedirectOrigin> {
     let AcsState::Present {
@@ -232,10 +234,9 @@ pub fn redirect_origin(
     if set == 0 {
         return None;
     }
-    if !acs_setup_runs(kernel, captured.iommu, f.driver.is_some()) {
+    if !acs_setup_runs(kernel, iommu, f.driver.is_some()) {
         return Some(RedirectOrigin::Firmware);
     }
-    let boot = parse_cmdline(captured.cmdline, kernel);
     let upstream = upstream_of(f);
     let dev = device_ids(f, &upstream);
     if let Some(p) = boot
@@ -250,7 +251,7 @@ pub fn redirect_origin(
             return Some(RedirectOrigin::ConfigAcs { param: p.clone() });
         }
     }
-    if captured.iommu && capability.0 & IOMMU_ACS_BITS & set != 0 {
+    if iommu && capability.0 & IOMMU_ACS_BITS & set != 0 {
         return Some(RedirectOrigin::Iommu);
     }
     Some(RedirectOrigin::Firmware)
