@@ -27,6 +27,11 @@ pub struct Plan {
     pub version: u32,
     /// The steps, run in order.
     pub steps: Vec<PlanStep>,
+    /// Host files the guest needs at the same absolute path (a program such as
+    /// `/usr/bin/lspci` comes with its shared libraries): the host puts them in the
+    /// initramfs; the guest does not read this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_files: Vec<String>,
 }
 
 impl Default for Plan {
@@ -34,6 +39,7 @@ impl Default for Plan {
         Self {
             version: PLAN_VERSION,
             steps: Vec::new(),
+            host_files: Vec::new(),
         }
     }
 }
@@ -42,6 +48,13 @@ impl Plan {
     /// An empty plan.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Asks for the host file `path` at the same path in the guest (a program with its
+    /// shared libraries).
+    pub fn host_file(&mut self, path: impl Into<String>) -> &mut Self {
+        self.host_files.push(path.into());
+        self
     }
 
     /// Appends `step` under `name` (names are how results are found again).

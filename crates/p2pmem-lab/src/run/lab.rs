@@ -28,8 +28,8 @@ use p2pmem_wire::report::{
     Output, PairRecord, Picked, PlanEnd, StepReport, StepResult,
 };
 
-/// Environment variable naming the static `p2pmem` binary to put in the guest (default:
-/// the running executable).
+/// Environment variable naming the `p2pmem` binary to put in the guest (default: the
+/// running executable; a dynamically linked one comes with its libraries).
 pub const BIN_ENV: &str = "P2PMEM_LAB_BIN";
 
 /// Environment variable overriding the guest timeout in seconds.
@@ -46,7 +46,7 @@ pub struct Lab {
     pub cache: Cache,
     /// The kernel to build.
     pub kernel: KernelSpec,
-    /// The static `p2pmem` binary for the guest.
+    /// The `p2pmem` binary for the guest (static, or with its libraries).
     pub p2pmem: PathBuf,
     /// The static busybox for the guest.
     pub busybox: PathBuf,
@@ -157,7 +157,6 @@ impl Lab {
         plan: &Plan,
         trace: bool,
     ) -> Result<PlanRun> {
-        crate::build::require_static(&self.p2pmem)?;
         let (kernel, _) = self.kernel()?;
         let run_dir = self.cache.new_run_dir()?;
         let result = self.run_in(&run_dir, &kernel, topo, cpu, plan, trace);
@@ -191,6 +190,7 @@ impl Lab {
                 plan: plan_json,
                 nvme_count: topo.nvme.len(),
                 modules: driver.module().map(Path::to_path_buf).into_iter().collect(),
+                host_files: plan.host_files.iter().map(PathBuf::from).collect(),
             },
             &initrd,
         )?;
