@@ -13,6 +13,7 @@ mod cmd_copy;
 mod cmd_docs;
 mod cmd_doctor;
 mod cmd_nvmet;
+mod cmd_probe;
 mod cmd_provider;
 mod cmd_topo;
 mod lab_cmd;
@@ -84,6 +85,11 @@ enum Command {
     /// payload never crosses host memory; host memory, loudly, when there is no P2P
     /// path. Exit 0 copied, 1 --verify mismatch or --require-p2p without a path, 2 error.
     Copy(cmd_copy::CopyArgs),
+    /// Does the path between PROVIDER's p2pmem and CLIENT move the right bytes? Reads a
+    /// range of CLIENT into p2pmem and into host memory and compares them, with the
+    /// kernel's log lines of that moment (IOMMU faults, AER). Read-only unless
+    /// --scratch. Exit 0 correct, 1 wrong or refused, 2 error.
+    Probe(cmd_probe::ProbeArgs),
     /// Measure O_DIRECT reads or writes on DEVICE (throughput, IOPS, latency
     /// percentiles) with the buffers in a provider's p2pmem or in host memory. Write
     /// patterns refuse a mounted or in-use device unless --force. Exit 0 measured, 2 error.
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         Command::Doctor => cmd_doctor::run(&cli.common),
         Command::Capture(a) => cmd_capture::run(&cli.common, &a),
         Command::Copy(a) => cmd_copy::run(&cli.common, &a),
+        Command::Probe(a) => cmd_probe::run(&cli.common, &a),
         Command::Bench(a) => cmd_bench::run(&cli.common, &a),
         Command::Nvmet(a) => cmd_nvmet::run(&cli.common, &a),
         Command::Lab(a) => lab_cmd::run(a.with_json(cli.common.json)),

@@ -16,6 +16,7 @@ pub mod klog;
 pub mod memctl;
 pub mod nvmet;
 pub mod p2pbuf;
+pub mod path_probe;
 pub mod pci_names;
 pub mod provider;
 pub mod resolve;

@@ -15,6 +15,7 @@ pub mod config_space;
 pub mod cpu;
 pub mod distance;
 pub mod dma_accounting;
+pub mod dma_faults;
 pub mod errno;
 pub mod kernel_version;
 pub mod klog;
