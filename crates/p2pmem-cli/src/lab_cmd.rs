@@ -417,6 +417,7 @@ fn output_summary(o: &Output) -> String {
         Output::Marked(lba) => format!("lba {lba}"),
         Output::Dmesg(l) => format!("{} lines", l.len()),
         Output::Spawned(pid) => format!("pid {pid}"),
+        Output::Unplugged(secs) => format!("unplugged after {secs:.1} s"),
         Output::Nothing => String::new(),
     }
 }

@@ -50,6 +50,13 @@ impl Plan {
         Self::default()
     }
 
+    /// Whether a step asks the host to act on the machine ([`Step::Unplug`]).
+    pub fn needs_host_actions(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.step, Step::Unplug { .. }))
+    }
+
     /// Asks for the host file `path` at the same path in the guest (a program with its
     /// shared libraries).
     pub fn host_file(&mut self, path: impl Into<String>) -> &mut Self {
@@ -170,8 +177,8 @@ pub enum Step {
     /// most `wait_ms`) until its stdout contains `ready` when given. [`Step::Join`]
     /// collects it.
     Spawn {
-        /// Program and arguments (looked up in `PATH`).
-        argv: Vec<String>,
+        /// Program and arguments (looked up in `PATH`; a device as in [`Step::Exec`]).
+        argv: Vec<Arg>,
         /// Text on its stdout that says it is ready.
         ready: Option<String>,
         /// How long to wait for `ready`.
@@ -191,6 +198,17 @@ pub enum Step {
         path: String,
         /// The contents.
         text: String,
+    },
+    /// Asks the host to hot-unplug the NVMe controller at `bdf` (QEMU's `device_del`,
+    /// found by its serial number), then waits at most `wait_ms` for the function to
+    /// leave `/sys/bus/pci/devices` (pciehp removes it about 5 s after the request: the
+    /// attention button's abort window). Answers [`crate::report::Output::Unplugged`].
+    /// The plan's QEMU gets a QMP socket only when the plan has such a step.
+    Unplug {
+        /// The controller.
+        bdf: Bdf,
+        /// How long to wait for the removal.
+        wait_ms: u64,
     },
     /// The last resort: runs a program (looked up in `PATH`, in `/tmp`, standard input
     /// empty) and returns its exit status, stdout and stderr.
