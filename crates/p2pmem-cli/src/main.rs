@@ -19,6 +19,8 @@ mod lab_cmd;
 mod lab_dma;
 mod lab_kernel;
 mod output;
+mod render;
+mod topo_dot;
 mod topo_matrix;
 mod whatif;
 
