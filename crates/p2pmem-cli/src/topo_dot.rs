@@ -484,7 +484,11 @@ pub fn all(sys: &System, names: &PciNames) -> String {
     let mut index = PairIndex::new(&sys.topology, &sys.rules);
     for p in ends.iter().filter(|f| f.p2pmem.is_some()) {
         for c in ends.iter().filter(|c| c.bdf != p.bdf) {
-            if let Some(v) = verdict_of(sys, &mut index, p.bdf, c.bdf) {
+            // As before the default view existed: the pairs that work (refusals would
+            // make a picture of every function unreadably wide).
+            if let Some(v @ (Verdict::Allowed { .. } | Verdict::Unknown)) =
+                verdict_of(sys, &mut index, p.bdf, c.bdf)
+            {
                 let _ = writeln!(
                     out,
                     "  {} -> {} [{}, constraint=false, label=\"{}\"];",
