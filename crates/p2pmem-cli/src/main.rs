@@ -12,6 +12,7 @@ mod cmd_check;
 mod cmd_copy;
 mod cmd_docs;
 mod cmd_doctor;
+mod cmd_fio_job;
 mod cmd_nvmet;
 mod cmd_provider;
 mod cmd_topo;
@@ -90,6 +91,11 @@ enum Command {
     /// percentiles) with the buffers in a provider's p2pmem or in host memory. Write
     /// patterns refuse a mounted or in-use device unless --force. Exit 0 measured, 2 error.
     Bench(cmd_bench::BenchArgs),
+    /// Print a fio job file whose I/O buffers are PROVIDER's p2pmem (iomem=mmapshared on
+    /// its p2pmem/allocate), O_DIRECT on DEVICE with io_uring, sized to fit the
+    /// provider's available p2pmem, with `check`'s verdict as comments. Refuses (exit 1) a
+    /// pair the kernel refuses, and write patterns, unless --force.
+    FioJob(cmd_fio_job::FioJobArgs),
     /// The NVMe target (nvmet) through configfs, with P2P memory per namespace:
     /// subsystems, namespaces, ports, hosts, p2pmem (off, auto or a provider) written
     /// before enable, a pre-flight of what the kernel will decide, status, save/restore.
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
         Command::Capture(a) => cmd_capture::run(&cli.common, &a),
         Command::Copy(a) => cmd_copy::run(&cli.common, &a),
         Command::Bench(a) => cmd_bench::run(&cli.common, &a),
+        Command::FioJob(a) => cmd_fio_job::run(&cli.common, &a),
         Command::Nvmet(a) => cmd_nvmet::run(&cli.common, &a),
         Command::Lab(a) => lab_cmd::run(a.with_json(cli.common.json)),
         Command::Provider(a) => cmd_provider::run(&cli.common, &a),
