@@ -19,9 +19,10 @@ pub struct TopoArgs {
     /// and RDMA clients, and the ports, switches and host bridges on the paths between
     /// them. An edge per pair: allowed ones with their map type and distance (green: bus
     /// address, blue: through the host bridge), refused ones dashed red with the kernel's
-    /// reason. Past 12 allowed or 4 refused edges, pairs with the same verdict between
-    /// the same two top-level ports are drawn as one edge saying how many. --all draws
-    /// every function.
+    /// reason. Past 12 bus-address edges, or 4 through the host bridge or 4 refused, they
+    /// are grouped: pairs below one switch as a note on it, pairs across ports as one
+    /// edge (or note) per pair of host bridges, saying how many. --all draws every
+    /// function.
     #[arg(long, conflicts_with_all = ["json", "matrix"])]
     pub dot: bool,
     /// Run Graphviz's `dot` and write the picture to FILE as SVG (written to a temporary

@@ -83,14 +83,31 @@ pub fn render(source: &str, format: &str, file: &Path) -> Result<(), RenderError
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(write_err)?;
-    let mut child = Command::new(&program)
+    // The source goes in a file, not a pipe: with SIGPIPE at its default (as p2pmem
+    // runs), writing to a `dot` that exited early would kill p2pmem before it could say
+    // why `dot` failed.
+    let run_err = |source| RenderError::Run {
+        program: program.clone(),
+        source,
+    };
+    let mut input = tempfile::Builder::new()
+        .prefix("p2pmem-topo.")
+        .suffix(".dot")
+        .tempfile()
+        .map_err(run_err)?;
+    input
+        .write_all(source.as_bytes())
+        .and_then(|()| input.flush())
+        .map_err(run_err)?;
+    let out = Command::new(&program)
         .arg(format!("-T{format}"))
         .arg("-o")
         .arg(tmp.path())
-        .stdin(Stdio::piped())
+        .arg(input.path())
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 RenderError::Missing {
@@ -98,25 +115,9 @@ pub fn render(source: &str, format: &str, file: &Path) -> Result<(), RenderError
                     source,
                 }
             } else {
-                RenderError::Run {
-                    program: program.clone(),
-                    source,
-                }
+                run_err(source)
             }
         })?;
-    let run_err = |source| RenderError::Run {
-        program: program.clone(),
-        source,
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        // A broken pipe means dot exited early; its status and stderr say why.
-        if let Err(e) = stdin.write_all(source.as_bytes()) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(run_err(e));
-            }
-        }
-    }
-    let out = child.wait_with_output().map_err(run_err)?;
     if !out.status.success() {
         return Err(RenderError::Failed {
             program,

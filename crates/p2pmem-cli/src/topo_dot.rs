@@ -3,8 +3,10 @@
 //! The default view keeps what matters for P2P: the providers, the clients (NVMe, RDMA)
 //! and the ports, switches and host bridges on their paths, top to bottom, with one edge
 //! per pair (allowed: its map type and distance; refused: the kernel's reason, dashed
-//! red). Past [`MAX_PAIR_EDGES`] allowed or [`MAX_REFUSED_EDGES`] refused edges, pairs that
-//! share their two top-level ports and their verdict become one edge between those ports. Every verdict is the model's
+//! red). Past [`MAX_PAIR_EDGES`] bus-address edges, or [`MAX_REFUSED_EDGES`] through the
+//! host bridge or refused, pairs with one verdict are grouped: below one switch, as a note
+//! on the device they meet at; across top-level ports, where the host bridges decide, once
+//! per pair of host bridges, with the count and the range of distances. Every verdict is the model's
 //! ([`decide`], as `check`), never a second set of rules. `--all` draws every function.
 
 use crate::cmd_topo::{host_bridge_json, line};
@@ -21,8 +23,9 @@ use std::fmt::Write as _;
 /// The most allowed pair edges drawn one by one; past it, they are grouped.
 pub const MAX_PAIR_EDGES: usize = 12;
 
-/// The most refused (or unknown) pair edges drawn one by one; past it, they are grouped:
-/// what a reader needs first is where P2P works, then why the rest does not.
+/// The most pair edges through the host bridge, and the most refused (or unknown) ones,
+/// drawn one by one; past it, they are grouped. Both depend on the host bridges more
+/// than on the pair, and a reader needs first where P2P stays below a switch.
 pub const MAX_REFUSED_EDGES: usize = 4;
 
 /// Longest line of a node label before it wraps (keeps the picture narrow).
@@ -128,29 +131,99 @@ fn refusal(v: &PairVerdict) -> String {
     }
 }
 
-fn verdict_of(sys: &System, index: &mut PairIndex<'_>, p: Bdf, c: Bdf) -> Option<Verdict> {
-    let o = index.outcome(p, c).ok()?;
-    Some(match (o.supported, o.map_type) {
-        (Some(true), Some(m)) => Verdict::Allowed {
-            bus: m == MapType::BusAddr,
-            distance: o.walk_distance,
-        },
-        (Some(false), _) => {
-            // The reasons: the one full evaluation `check` makes, for refused pairs only.
-            let v = decide(&sys.topology, &sys.rules, p, c).ok()?;
-            Verdict::Refused(refusal(&v))
+/// Most full evaluations made for the reasons of refusals by ACS redirect (each names
+/// its devices); past it, on a fabric, such refusals say only "ACS redirect".
+const MAX_DECIDES: usize = 4096;
+
+/// Verdicts with their reasons for many pairs: the outcomes from [`PairIndex`], the
+/// reasons from [`decide`] (as `check`). A refusal without ACS redirect is rule H alone,
+/// which depends only on the two host bridges: its reason is evaluated once per pair of
+/// host bridges.
+struct Verdicts<'t> {
+    sys: &'t System,
+    index: PairIndex<'t>,
+    by_host_bridges: BTreeMap<(HostBridgeId, HostBridgeId), String>,
+    decides: usize,
+}
+
+impl<'t> Verdicts<'t> {
+    fn new(sys: &'t System) -> Self {
+        Self {
+            sys,
+            index: PairIndex::new(&sys.topology, &sys.rules),
+            by_host_bridges: BTreeMap::new(),
+            decides: 0,
         }
-        _ => Verdict::Unknown,
-    })
+    }
+
+    fn reason(&mut self, p: Bdf, c: Bdf) -> Option<String> {
+        self.decides += 1;
+        let v = decide(&self.sys.topology, &self.sys.rules, p, c).ok()?;
+        Some(refusal(&v))
+    }
+
+    fn of(&mut self, p: Bdf, c: Bdf) -> Option<Verdict> {
+        let o = self.index.outcome(p, c).ok()?;
+        Some(match (o.supported, o.map_type) {
+            (Some(true), Some(m)) => Verdict::Allowed {
+                bus: m == MapType::BusAddr,
+                distance: o.walk_distance,
+            },
+            (Some(false), _) if !o.acs_redirect => {
+                let hb = |b| self.sys.topology.get(&b).map(|f| f.host_bridge);
+                let key = (hb(p)?, hb(c)?);
+                let why = match self.by_host_bridges.get(&key) {
+                    Some(why) => why.clone(),
+                    None => {
+                        let why = self.reason(p, c)?;
+                        self.by_host_bridges.insert(key, why.clone());
+                        why
+                    }
+                };
+                Verdict::Refused(why)
+            }
+            (Some(false), _) if self.decides < MAX_DECIDES => Verdict::Refused(self.reason(p, c)?),
+            (Some(false), _) => {
+                Verdict::Refused("ACS redirect on the path; host bridge refuses".to_string())
+            }
+            _ => Verdict::Unknown,
+        })
+    }
+}
+
+/// A node an edge ends at: a function, or a host bridge (for groups across its ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Node {
+    Function(Bdf),
+    HostBridge(HostBridgeId),
+}
+
+impl Node {
+    fn id(self) -> String {
+        match self {
+            Self::Function(b) => dot_id(b),
+            Self::HostBridge(h) => hb_id(h),
+        }
+    }
+
+    /// What a note hanging from it says the pairs are.
+    fn below(self) -> String {
+        match self {
+            Self::Function(b) => format!("pairs below {b}"),
+            Self::HostBridge(h) => format!("pairs across the ports of {h}"),
+        }
+    }
 }
 
 /// One edge of the picture: a pair, or a group of pairs.
 struct Edge {
-    from: Bdf,
-    to: Bdf,
+    from: Node,
+    to: Node,
     both: bool,
     verdict: Verdict,
     pairs: usize,
+    /// For a group: the range of its pairs' distances.
+    distances: Option<(u32, u32)>,
 }
 
 /// The endpoints: providers, NVMe and RDMA functions.
@@ -163,46 +236,11 @@ fn endpoints(sys: &System) -> Vec<&Function> {
         .collect()
 }
 
-/// Every provider-client pair, one edge per unordered pair when both directions agree.
-fn pair_edges(sys: &System, ends: &[&Function]) -> Vec<Edge> {
-    let mut index = PairIndex::new(&sys.topology, &sys.rules);
-    let mut verdicts: BTreeMap<(Bdf, Bdf), Verdict> = BTreeMap::new();
-    for p in ends.iter().filter(|f| f.p2pmem.is_some()) {
-        for c in ends.iter().filter(|c| c.bdf != p.bdf) {
-            if let Some(v) = verdict_of(sys, &mut index, p.bdf, c.bdf) {
-                verdicts.insert((p.bdf, c.bdf), v);
-            }
-        }
-    }
-    let mut edges = Vec::new();
-    for ((p, c), v) in &verdicts {
-        match verdicts.get(&(*c, *p)) {
-            // Drawn once, from the lower address, when both directions agree.
-            Some(back) if back == v && c < p => continue,
-            Some(back) if back == v => edges.push(Edge {
-                from: *p,
-                to: *c,
-                both: true,
-                verdict: v.clone(),
-                pairs: 1,
-            }),
-            _ => edges.push(Edge {
-                from: *p,
-                to: *c,
-                both: false,
-                verdict: v.clone(),
-                pairs: 1,
-            }),
-        }
-    }
-    edges
-}
-
 /// The top-level function (on the root bus) above `bdf`.
 fn top(sys: &System, bdf: Bdf) -> Bdf {
     sys.topology
-        .upstream_chain(&bdf)
-        .last()
+        .get(&bdf)
+        .and_then(|f| f.path.first())
         .copied()
         .unwrap_or(bdf)
 }
@@ -218,35 +256,139 @@ fn meeting(sys: &System, a: Bdf, b: Bdf) -> Bdf {
         .unwrap_or_else(|| top(sys, a))
 }
 
-/// Many edges become one per (two top-level ports, verdict); pairs below one port become
-/// one edge from the port above them to a note.
-fn group(sys: &System, edges: Vec<Edge>) -> Vec<Edge> {
-    let mut groups: BTreeMap<(Bdf, Bdf, Verdict), usize> = BTreeMap::new();
-    for e in edges {
-        let (a, b) = (top(sys, e.from), top(sys, e.to));
-        let key = if a == b {
-            let m = meeting(sys, e.from, e.to);
-            (m, m, e.verdict)
+/// The pairs of one kind (allowed, or not): one by one while there are few, and grouped
+/// by (two top-level ports, verdict) all along, for when there are many.
+#[derive(Default)]
+struct Class {
+    pairs: BTreeMap<(Bdf, Bdf), Verdict>,
+    counted: usize,
+    /// Count and distance range per (ports, verdict without its distance).
+    groups: BTreeMap<(Bdf, Bdf, Verdict), (usize, u32, u32)>,
+}
+
+/// Pairs counted together, with the range of their distances.
+fn tally(entry: &mut (usize, u32, u32), pairs: usize, lo: u32, hi: u32) {
+    *entry = if entry.0 == 0 {
+        (pairs, lo, hi)
+    } else {
+        (entry.0 + pairs, entry.1.min(lo), entry.2.max(hi))
+    };
+}
+
+impl Class {
+    fn add(&mut self, sys: &System, max: usize, p: Bdf, c: Bdf, v: Verdict) {
+        self.counted += 1;
+        // Both directions of an unordered pair: twice the edges, then merged.
+        if self.counted <= 2 * max {
+            self.pairs.insert((p, c), v.clone());
         } else {
-            (a.min(b), a.max(b), e.verdict)
+            self.pairs.clear();
+        }
+        let d = match v {
+            Verdict::Allowed { distance, .. } => distance,
+            _ => 0,
         };
-        *groups.entry(key).or_default() += if e.both { 2 } else { 1 };
+        let v = match v {
+            Verdict::Allowed { bus, .. } => Verdict::Allowed { bus, distance: 0 },
+            other => other,
+        };
+        let (a, b) = (top(sys, p), top(sys, c));
+        let key = if a == b {
+            let m = meeting(sys, p, c);
+            (m, m, v)
+        } else {
+            (a.min(b), a.max(b), v)
+        };
+        tally(self.groups.entry(key).or_default(), 1, d, d);
     }
-    groups
-        .into_iter()
-        .map(|((from, to, verdict), pairs)| Edge {
-            from,
-            to,
-            both: true,
-            verdict,
-            pairs,
-        })
-        .collect()
+
+    /// `(grouped, edges)`.
+    fn edges(self, sys: &System, max: usize) -> (bool, Vec<Edge>) {
+        if self.counted <= 2 * max {
+            let mut edges = Vec::new();
+            for ((p, c), v) in &self.pairs {
+                match self.pairs.get(&(*c, *p)) {
+                    // Drawn once, from the lower address, when both directions agree.
+                    Some(back) if back == v && c < p => continue,
+                    back => edges.push(Edge {
+                        from: Node::Function(*p),
+                        to: Node::Function(*c),
+                        both: back == Some(v),
+                        verdict: v.clone(),
+                        pairs: 1,
+                        distances: None,
+                    }),
+                }
+            }
+            if edges.len() <= max {
+                return (false, edges);
+            }
+        }
+        // Pairs across two top-level ports: their verdict is the host bridges' (rule H,
+        // or the same path through them), so they are said once per pair of host bridges.
+        let hb = |b: Bdf| sys.topology.get(&b).map(|f| f.host_bridge);
+        let mut groups: BTreeMap<(Node, Node, Verdict), (usize, u32, u32)> = BTreeMap::new();
+        for ((from, to, verdict), (pairs, lo, hi)) in self.groups {
+            let key = match (from == to, hb(from), hb(to)) {
+                (false, Some(a), Some(b)) => (
+                    Node::HostBridge(a.min(b)),
+                    Node::HostBridge(a.max(b)),
+                    verdict,
+                ),
+                _ => (Node::Function(from), Node::Function(to), verdict),
+            };
+            tally(groups.entry(key).or_default(), pairs, lo, hi);
+        }
+        let groups = groups
+            .into_iter()
+            .map(|((from, to, verdict), (pairs, lo, hi))| Edge {
+                from,
+                to,
+                both: true,
+                verdict,
+                pairs,
+                distances: Some((lo, hi)),
+            })
+            .collect();
+        (true, groups)
+    }
+}
+
+/// Every provider-client pair as edges: allowed ones and the others, each one by one or
+/// grouped past [`MAX_PAIR_EDGES`] and [`MAX_REFUSED_EDGES`].
+fn pair_edges(sys: &System, ends: &[&Function]) -> Vec<(bool, Edge)> {
+    let mut verdicts = Verdicts::new(sys);
+    let (mut bus, mut host, mut refused) = (Class::default(), Class::default(), Class::default());
+    for p in ends.iter().filter(|f| f.p2pmem.is_some()) {
+        for c in ends.iter().filter(|c| c.bdf != p.bdf) {
+            match verdicts.of(p.bdf, c.bdf) {
+                Some(v @ Verdict::Allowed { bus: true, .. }) => {
+                    bus.add(sys, MAX_PAIR_EDGES, p.bdf, c.bdf, v)
+                }
+                Some(v @ Verdict::Allowed { bus: false, .. }) => {
+                    host.add(sys, MAX_REFUSED_EDGES, p.bdf, c.bdf, v)
+                }
+                Some(v) => refused.add(sys, MAX_REFUSED_EDGES, p.bdf, c.bdf, v),
+                None => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (class, max) in [
+        (bus, MAX_PAIR_EDGES),
+        (host, MAX_REFUSED_EDGES),
+        (refused, MAX_REFUSED_EDGES),
+    ] {
+        let (grouped, edges) = class.edges(sys, max);
+        out.extend(edges.into_iter().map(|e| (grouped, e)));
+    }
+    out
 }
 
 fn node_label(sys: &System, names: &PciNames, f: &Function) -> String {
     let mut lines = vec![f.bdf.to_string()];
-    if let Some(pt) = f.port_type() {
+    // Ports say what they are; an endpoint is what its name says.
+    if let Some(pt) = f.port_type().filter(|_| f.is_bridge()) {
         lines.push(pt.label().to_string());
     }
     let vendor = names
@@ -278,9 +420,9 @@ fn node_label(sys: &System, names: &PciNames, f: &Function) -> String {
         lines.push(who.join(" "));
     }
     if let Some(m) = f.p2pmem {
+        lines.push(format!("p2pmem {}", opt_size(m.size)));
         lines.push(format!(
-            "p2pmem {} ({} free){}",
-            opt_size(m.size),
+            "{} free{}",
             opt_size(m.available),
             if m.published == Some(false) {
                 ", NOT published"
@@ -310,7 +452,10 @@ pub fn p2p(sys: &System, names: &PciNames) -> String {
     let mut out = String::from(
         "digraph p2pmem {\n  rankdir=TB;\n  nodesep=0.25;\n  ranksep=0.45;\n  \
          node [shape=box, style=rounded, fontname=\"Helvetica\", fontsize=10];\n  \
-         edge [fontname=\"Helvetica\", fontsize=9];\n",
+         edge [fontname=\"Helvetica\", fontsize=9];\n  \
+         label=\"blue: provider (p2pmem)   yellow: client   green edge: bus address   \
+         blue edge: through the host bridge   dashed red: refused\";\n  \
+         labelloc=b;\n  fontname=\"Helvetica\";\n  fontsize=9;\n",
     );
     let cpu_ok = sys.rules.cpu.supports_p2pdma(sys.rules.kernel);
     let mut hbs: BTreeSet<HostBridgeId> = BTreeSet::new();
@@ -371,19 +516,17 @@ pub fn p2p(sys: &System, names: &PciNames) -> String {
             dot_id(*b)
         );
     }
-    let (allowed, refused): (Vec<Edge>, Vec<Edge>) = pair_edges(sys, &ends)
-        .into_iter()
-        .partition(|e| matches!(e.verdict, Verdict::Allowed { .. }));
-    let mut edges = Vec::new();
-    for (mut list, max) in [(allowed, MAX_PAIR_EDGES), (refused, MAX_REFUSED_EDGES)] {
-        let grouped = list.len() > max;
-        if grouped {
-            list = group(sys, list);
-        }
-        edges.extend(list.into_iter().map(|e| (grouped, e)));
-    }
+    let edges = pair_edges(sys, &ends);
     for (i, (grouped, e)) in edges.iter().enumerate() {
         let mut label = e.verdict.label();
+        if let (Some((lo, hi)), Verdict::Allowed { .. }) = (e.distances, &e.verdict) {
+            let range = if lo == hi {
+                format!("distance {lo}")
+            } else {
+                format!("distance {lo}-{hi}")
+            };
+            label = label.replace("distance 0", &range);
+        }
         if *grouped {
             label = format!(
                 "{} pair{}: {label}",
@@ -402,21 +545,21 @@ pub fn p2p(sys: &System, names: &PciNames) -> String {
             let note = format!("\"note{i}\"");
             let _ = writeln!(
                 out,
-                "  {note} [shape=note, style=\"\", label=\"pairs below {}:\\n{label}\", fontsize=9];",
-                e.from
+                "  {note} [shape=note, style=\"\", label=\"{}:\\n{label}\", fontsize=9];",
+                e.from.below()
             );
             let _ = writeln!(
                 out,
                 "  {} -> {note} [{}, arrowhead=none];",
-                dot_id(e.from),
+                e.from.id(),
                 e.verdict.style()
             );
         } else {
             let _ = writeln!(
                 out,
                 "  {} -> {} [{}{dir}, constraint=false, label=\"{label}\"];",
-                dot_id(e.from),
-                dot_id(e.to),
+                e.from.id(),
+                e.to.id(),
                 e.verdict.style()
             );
         }
@@ -481,13 +624,13 @@ pub fn all(sys: &System, names: &PciNames) -> String {
         }
     }
     let ends = endpoints(sys);
-    let mut index = PairIndex::new(&sys.topology, &sys.rules);
+    let mut verdicts = Verdicts::new(sys);
     for p in ends.iter().filter(|f| f.p2pmem.is_some()) {
         for c in ends.iter().filter(|c| c.bdf != p.bdf) {
             // As before the default view existed: the pairs that work (refusals would
             // make a picture of every function unreadably wide).
             if let Some(v @ (Verdict::Allowed { .. } | Verdict::Unknown)) =
-                verdict_of(sys, &mut index, p.bdf, c.bdf)
+                verdicts.of(p.bdf, c.bdf)
             {
                 let _ = writeln!(
                     out,

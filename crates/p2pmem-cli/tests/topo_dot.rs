@@ -129,22 +129,50 @@ fn refused_pairs_carry_the_models_reason() {
 }
 
 #[test]
-fn many_refusals_are_grouped_between_top_level_ports() {
-    // lab_default: 8 refused pairs (both directions each) among 3 root ports.
+fn many_refusals_are_said_once_per_pair_of_host_bridges() {
+    // lab_default: 13 refused pairs (the matrix's xH cells), all across root ports of one
+    // host bridge that is not whitelisted: one note on it, no edge per pair.
     let d = dot("lab_default_k7.3", &["--dot"]);
     let red: Vec<&str> = d.lines().filter(|l| l.contains("color=red")).collect();
-    assert_eq!(red.len(), 3, "{d}");
+    assert_eq!(red.len(), 1, "{d}");
+    assert!(red[0].starts_with("  \"pci0000:00\" -> \"note"), "{red:#?}");
+    let note = d
+        .lines()
+        .find(|l| l.contains("shape=note"))
+        .unwrap_or_else(|| panic!("no note:\n{d}"));
     assert!(
-        red.iter()
-            .any(|l| l.contains("\"0000:00:04.0\" -> \"0000:00:06.0\"")
-                && l.contains("6 pairs: REFUSED")),
-        "{red:#?}"
+        note.contains("pairs across the ports of pci0000:00")
+            && note.contains("13 pairs: REFUSED")
+            && note.contains("pci0000:00 not whitelisted"),
+        "{note}"
     );
+    // s01: two host bridges; refusals between them are one edge per reason.
+    let d = dot("s01_switch_cmbmix_fam15", &["--dot"]);
+    let between: Vec<&str> = d
+        .lines()
+        .filter(|l| l.contains("\"pci0000:00\" -> \"pci0000:80\""))
+        .collect();
+    assert_eq!(between.len(), 2, "{d}");
     assert!(
-        red.iter()
-            .all(|l| l.contains("host bridge\\npci0000:00 not whitelisted")
-                || l.contains("pci0000:00 not whitelisted")),
-        "{red:#?}"
+        between.iter().all(|l| l.contains("REFUSED")),
+        "{between:#?}"
+    );
+}
+
+#[test]
+fn many_host_bridge_pairs_are_grouped_with_their_distance_range() {
+    // lab_provider_zen: AMD Zen, 13 pairs through the host bridge at distances 3 to 6.
+    let d = dot("lab_provider_zen", &["--dot"]);
+    let note = d
+        .lines()
+        .find(|l| l.contains("shape=note"))
+        .unwrap_or_else(|| panic!("no note:\n{d}"));
+    assert!(note.contains("13 pairs: through host"), "{note}");
+    assert!(note.contains("distance 3-6"), "{note}");
+    // The pairs below the switch keep their own edges.
+    assert!(
+        d.contains("\"0000:05:00.0\" -> \"0000:04:00.0\" [color=green4"),
+        "{d}"
     );
 }
 
