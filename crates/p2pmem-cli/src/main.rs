@@ -56,7 +56,8 @@ provider and clients what the kernel will decide and why, in the kernel's own wo
 the fix.\n\nExit status: 0 yes, 1 no, 2 error (or the answer depends on config space this \
 user cannot read: run as root).",
     after_help = "Examples:\n  p2pmem topo\n  p2pmem check 0000:03:00.0 nvme1n1\n  \
-p2pmem find nvme0n1 nvme1n1\n  p2pmem doctor\n  p2pmem topo --matrix\n  p2pmem capture /tmp/p2p-capture && \
+p2pmem find nvme0n1 nvme1n1\n  p2pmem doctor\n  p2pmem topo --matrix\n  p2pmem topo --svg topo.svg\n  \
+p2pmem fio-job 0000:03:00.0 nvme1n1 > p2p.fio && fio p2p.fio\n  p2pmem capture /tmp/p2p-capture && \
 p2pmem --root /tmp/p2p-capture topo"
 )]
 struct Cli {
