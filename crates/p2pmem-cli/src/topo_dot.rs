@@ -600,8 +600,12 @@ pub fn all(sys: &System, names: &PciNames) -> String {
                 .functions()
                 .filter(|f| f.path.first() == Some(&root.bdf))
             {
-                let mut label = line(sys, names, f).replace('"', "'");
-                label = label.replacen(' ', "\\n", 1);
+                // The tree's line, wrapped (one line of it is wider than a screen).
+                let label = wrap(&line(sys, names, f))
+                    .iter()
+                    .map(|l| esc(l))
+                    .collect::<Vec<String>>()
+                    .join("\\n");
                 let style = if f.p2pmem.is_some() {
                     ", style=filled, fillcolor=\"#cde8ff\""
                 } else {
@@ -627,18 +631,22 @@ pub fn all(sys: &System, names: &PciNames) -> String {
     let mut verdicts = Verdicts::new(sys);
     for p in ends.iter().filter(|f| f.p2pmem.is_some()) {
         for c in ends.iter().filter(|c| c.bdf != p.bdf) {
-            // As before the default view existed: the pairs that work (refusals would
-            // make a picture of every function unreadably wide).
-            if let Some(v @ (Verdict::Allowed { .. } | Verdict::Unknown)) =
-                verdicts.of(p.bdf, c.bdf)
-            {
+            // As before the default view existed: the pairs that work, labelled with
+            // their distance only (refusals and words would make a picture of every
+            // function unreadably wide).
+            let v = verdicts.of(p.bdf, c.bdf);
+            let label = match &v {
+                Some(Verdict::Allowed { distance, .. }) => distance.to_string(),
+                Some(Verdict::Unknown) => "?".to_string(),
+                _ => continue,
+            };
+            if let Some(v) = v {
                 let _ = writeln!(
                     out,
-                    "  {} -> {} [{}, constraint=false, label=\"{}\"];",
+                    "  {} -> {} [{}, constraint=false, label=\"{label}\"];",
                     dot_id(p.bdf),
                     dot_id(c.bdf),
-                    v.style(),
-                    esc(&v.label())
+                    v.style()
                 );
             }
         }
