@@ -12,6 +12,7 @@ mod cmd_check;
 mod cmd_copy;
 mod cmd_docs;
 mod cmd_doctor;
+mod cmd_fio_job;
 mod cmd_nvmet;
 mod cmd_probe;
 mod cmd_provider;
@@ -20,6 +21,8 @@ mod lab_cmd;
 mod lab_dma;
 mod lab_kernel;
 mod output;
+mod render;
+mod topo_dot;
 mod topo_matrix;
 mod whatif;
 
@@ -54,7 +57,8 @@ provider and clients what the kernel will decide and why, in the kernel's own wo
 the fix.\n\nExit status: 0 yes, 1 no, 2 error (or the answer depends on config space this \
 user cannot read: run as root).",
     after_help = "Examples:\n  p2pmem topo\n  p2pmem check 0000:03:00.0 nvme1n1\n  \
-p2pmem find nvme0n1 nvme1n1\n  p2pmem doctor\n  p2pmem topo --matrix\n  p2pmem capture /tmp/p2p-capture && \
+p2pmem find nvme0n1 nvme1n1\n  p2pmem doctor\n  p2pmem topo --matrix\n  p2pmem topo --svg topo.svg\n  \
+p2pmem fio-job 0000:03:00.0 nvme1n1 > p2p.fio && fio p2p.fio\n  p2pmem capture /tmp/p2p-capture && \
 p2pmem --root /tmp/p2p-capture topo"
 )]
 struct Cli {
@@ -94,6 +98,11 @@ enum Command {
     /// percentiles) with the buffers in a provider's p2pmem or in host memory. Write
     /// patterns refuse a mounted or in-use device unless --force. Exit 0 measured, 2 error.
     Bench(cmd_bench::BenchArgs),
+    /// Print a fio job file whose I/O buffers are PROVIDER's p2pmem (iomem=mmapshared on
+    /// its p2pmem/allocate), O_DIRECT on DEVICE with io_uring, sized to fit the
+    /// provider's available p2pmem, with `check`'s verdict as comments. Refuses (exit 1) a
+    /// pair the kernel refuses, and write patterns, unless --force.
+    FioJob(cmd_fio_job::FioJobArgs),
     /// The NVMe target (nvmet) through configfs, with P2P memory per namespace:
     /// subsystems, namespaces, ports, hosts, p2pmem (off, auto or a provider) written
     /// before enable, a pre-flight of what the kernel will decide, status, save/restore.
@@ -129,6 +138,7 @@ fn main() -> ExitCode {
         Command::Copy(a) => cmd_copy::run(&cli.common, &a),
         Command::Probe(a) => cmd_probe::run(&cli.common, &a),
         Command::Bench(a) => cmd_bench::run(&cli.common, &a),
+        Command::FioJob(a) => cmd_fio_job::run(&cli.common, &a),
         Command::Nvmet(a) => cmd_nvmet::run(&cli.common, &a),
         Command::Lab(a) => lab_cmd::run(a.with_json(cli.common.json)),
         Command::Provider(a) => cmd_provider::run(&cli.common, &a),

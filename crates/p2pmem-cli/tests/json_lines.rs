@@ -85,6 +85,8 @@ fn read_only_commands_print_documented_json_lines() {
     documents(&root, &["check", "03:00.0", "05:00.0"], "check");
     documents(&root, &["find", "nvme1n1"], "find");
     documents(&root, &["doctor"], "doctor");
+    documents(&root, &["fio-job", "03:00.0", "nvme1n1"], "fio_job");
+    documents(&root, &["fio-job", "03:00.0", "nvme2n1"], "fio_job");
     let d = tempfile::tempdir().unwrap();
     let cap = d.path().join("cap");
     documents(&root, &["capture", cap.to_str().unwrap()], "capture");
