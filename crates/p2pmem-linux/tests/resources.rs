@@ -7,6 +7,8 @@
 //! keeps freed memory). Its own test binary, so no other test opens files meanwhile.
 //! The figures are printed (README, "Faults").
 
+#![cfg(test)]
+
 use p2pmem_linux::bench::{prepare as bench_prepare, BenchRequest, Rw};
 use p2pmem_linux::copy::{prepare, CopyRequest, EngineChoice, Via};
 use std::path::{Path, PathBuf};
@@ -93,7 +95,7 @@ fn operation(i: usize, src: &Path, dst: &Path) {
     let cancel = AtomicBool::new(false);
     match i % 5 {
         0 | 1 => {
-            let engine = if i % 5 == 0 {
+            let engine = if i.is_multiple_of(5) {
                 EngineChoice::Auto
             } else {
                 EngineChoice::Sync
