@@ -170,9 +170,15 @@ pub struct Found {
 /// a provider whose path to some client has an ACS redirect is decided in full, since
 /// only then may the kernel print the host-bridge warning `find` reports.
 pub fn find(topo: &Topology, rules: &Rules, clients: &[Bdf]) -> Result<Found, DecideError> {
+    find_indexed(&mut PairIndex::new(topo, rules), clients)
+}
+
+/// [`find`] with an index built once, for callers that search for many client sets
+/// (the planner: one search per flow).
+pub fn find_indexed(index: &mut PairIndex<'_>, clients: &[Bdf]) -> Result<Found, DecideError> {
+    let (topo, rules) = (index.topology(), index.rules());
     let mut candidates = Vec::new();
     let mut messages = Vec::new();
-    let mut index = PairIndex::new(topo, rules);
     let mut outcomes = Vec::with_capacity(clients.len());
     for f in topo.providers() {
         let published = f.p2pmem.is_some_and(|m| m.is_published());

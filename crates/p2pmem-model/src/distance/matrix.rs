@@ -121,6 +121,16 @@ impl<'t> PairIndex<'t> {
         }
     }
 
+    /// The topology it indexes.
+    pub fn topology(&self) -> &'t Topology {
+        self.topo
+    }
+
+    /// The rules it decides by.
+    pub fn rules(&self) -> &'t Rules {
+        self.rules
+    }
+
     /// The number of a function of the topology (not of a path-only address).
     fn function_number(&self, role: &'static str, bdf: Bdf) -> Result<usize, DecideError> {
         match self.number.get(&bdf) {

@@ -1,0 +1,150 @@
+//! Suggestions that follow from a plan's numbers: what P2P saves, which flows leave the
+//! bottleneck's subtree and why, a provider that would keep them inside, more lanes.
+
+use super::fabric::{Edge, Fabric, Role};
+use super::link::{human_rate, LinkSpeed};
+use super::routing::{walk_leg, Place};
+use super::{Plan, PlanOptions};
+use crate::distance::MapType;
+
+fn below(fabric: &Fabric, mut n: u32, top: u32) -> bool {
+    loop {
+        if n == top {
+            return true;
+        }
+        match fabric.nodes[n as usize].parent {
+            Some(p) => n = p,
+            None => return false,
+        }
+    }
+}
+
+fn scale(s: Option<f64>) -> String {
+    s.map_or("unbounded".into(), |v| format!("{v:.2}"))
+}
+
+pub(super) fn suggestions(fabric: &Fabric, plan: &Plan, opts: PlanOptions) -> Vec<String> {
+    let mut out = Vec::new();
+    let (w, wo) = (&plan.with_p2p, &plan.without_p2p);
+    if plan.p2p_saves_host_memory_bytes_per_s > 0 || w.max_scale != wo.max_scale {
+        out.push(format!(
+            "P2P keeps {} off host memory ({} with P2P, {} without); all flows together can scale by {} with P2P, {} without",
+            human_rate(plan.p2p_saves_host_memory_bytes_per_s as f64),
+            human_rate(w.host_memory_bytes_per_s as f64),
+            human_rate(wo.host_memory_bytes_per_s as f64),
+            scale(w.max_scale),
+            scale(wo.max_scale),
+        ));
+    }
+    let Some(b) = &w.bottleneck else {
+        return out;
+    };
+    if b.kind == "host_memory" {
+        let n = plan.flows.iter().filter(|f| f.path == "host_memory").count();
+        out.push(format!(
+            "host memory of {} is the bottleneck ({:.0}% used); {n} flows bounce through it",
+            b.host.as_deref().unwrap_or("host"),
+            b.utilisation * 100.0
+        ));
+        return out;
+    }
+    let Some(bn) = fabric
+        .nodes
+        .iter()
+        .position(|n| Some(&n.label) == b.downstream.as_ref() && matches!(n.edge, Edge::Link { .. }))
+    else {
+        return out;
+    };
+    let bn = bn as u32;
+    let label = &fabric.nodes[bn as usize].label;
+    let above = fabric.parent_label(bn);
+    // Flows on the bottleneck link, and those whose devices are all below it.
+    let mut on = 0usize;
+    let mut inside = Vec::new();
+    let mut reasons: Vec<(String, usize)> = Vec::new();
+    for f in &plan.flows {
+        let mut hit = false;
+        for leg in &f.route.legs {
+            walk_leg(fabric, leg, |n, _| hit |= n == bn);
+        }
+        if !hit {
+            continue;
+        }
+        on += 1;
+        let devs: Vec<u32> = f
+            .route
+            .legs
+            .iter()
+            .flat_map(|l| [l.from, l.to])
+            .filter_map(|p| match p {
+                Place::Dev(d) => Some(d),
+                Place::Mem(_) => None,
+            })
+            .filter(|d| Some(*d) != f.route.legs.iter().find_map(|l| l.bar.map(|x| x.0)))
+            .collect();
+        if !devs.is_empty() && devs.iter().all(|d| below(fabric, *d, bn)) {
+            let why = if f.path == "host_memory" {
+                f.why.clone()
+            } else if f.map_types.contains(&MapType::ThruHostBridge) {
+                format!("P2P through the host bridge via {}", f.provider.map(|p| p.to_string()).unwrap_or_default())
+            } else {
+                format!("its provider {} is outside", f.provider.map(|p| p.to_string()).unwrap_or_default())
+            };
+            match reasons.iter_mut().find(|(r, _)| *r == why) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((why, 1)),
+            }
+            inside.push(f);
+        }
+    }
+    out.push(format!(
+        "the bottleneck is the link {above} -> {label} ({}, {:.0}% used {}); {on} flows cross it",
+        match fabric.nodes[bn as usize].edge {
+            Edge::Link { speed: Some(s), .. } => s.to_string(),
+            _ => "unknown speed".into(),
+        },
+        b.utilisation * 100.0,
+        b.direction
+    ));
+    if !inside.is_empty() {
+        let bytes: u64 = inside.iter().map(|f| f.rate_bytes_per_s).sum();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1));
+        let why: Vec<String> = reasons.iter().take(3).map(|(r, n)| format!("{n}: {r}")).collect();
+        let what = match fabric.nodes[bn as usize].role {
+            Some(Role::SwitchUpstream) => "the switch",
+            _ => "this link",
+        };
+        out.push(format!(
+            "{} flows ({}) have both devices below {label} yet leave {what} ({}); a published provider below {label} that the kernel accepts for both devices (no ACS redirect on the switch ports) would keep them inside",
+            inside.len(),
+            human_rate(bytes as f64),
+            why.join("; ")
+        ));
+    }
+    if let Edge::Link { speed: Some(s), max, .. } = fabric.nodes[bn as usize].edge {
+        let cand = match max {
+            Some(m) if m.capacity(1.0) > s.capacity(1.0) => Some((m, "its maximum (max_link_speed/width)")),
+            _ if s.width < 16 => Some((LinkSpeed { gen: s.gen, width: 16 }, "more upstream lanes")),
+            _ => None,
+        };
+        if let Some((m, why)) = cand {
+            let ratio = m.capacity(1.0) / s.capacity(1.0);
+            let others = w
+                .links
+                .iter()
+                .filter(|l| l.downstream != *label)
+                .filter_map(|l| l.utilisation)
+                .chain(w.host_memory.iter().filter_map(|h| h.utilisation))
+                .fold(0.0f64, f64::max);
+            let new_max = others.max(b.utilisation / ratio);
+            let new_scale = (new_max > 0.0).then(|| 1.0 / new_max);
+            out.push(format!(
+                "with {m} ({why}) instead of {s} on {above} -> {label}, all flows could scale by {} instead of {}",
+                scale(new_scale),
+                scale(w.max_scale)
+            ));
+        }
+    }
+    let _ = opts;
+    out
+}
