@@ -25,6 +25,11 @@ pub const FUNCTION_FILES: &[&str] = &[
     "resource",
     "numa_node",
     "local_cpulist",
+    // The link's speed and width, for `p2pmem plan` (crate::link_speed).
+    "current_link_speed",
+    "current_link_width",
+    "max_link_speed",
+    "max_link_width",
 ];
 
 /// Files of `p2pmem/` copied (allocate is a placeholder).

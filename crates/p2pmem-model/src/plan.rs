@@ -151,6 +151,8 @@ pub struct FlowPlan {
     pub path: &'static str,
     /// The provider whose BAR holds the buffer.
     pub provider: Option<Bdf>,
+    /// Its name in the design (else its address).
+    pub provider_name: Option<String>,
     /// The provider's map type against each device.
     pub map_types: Vec<MapType>,
     /// Providers tied for `auto` (the kernel picks one at random; the worst is planned).
@@ -277,6 +279,10 @@ pub fn plan(
             rate_bytes_per_s: rate,
             path: if route.bounces() { "host_memory" } else { "p2p" },
             provider: route.provider,
+            provider_name: route
+                .provider
+                .and_then(|b| fabric.node(&b))
+                .map(|n| fabric.nodes[n as usize].label.clone()),
             map_types: route.map_types.clone(),
             tied: route.tied.clone(),
             why: route.why.clone(),
@@ -312,7 +318,7 @@ pub fn plan(
         suggestions: Vec::new(),
         notes,
     };
-    plan.suggestions = suggest::suggestions(fabric, &plan, opts);
+    plan.suggestions = suggest::suggestions(fabric, &plan);
     Ok(plan)
 }
 

@@ -133,14 +133,14 @@ pub struct LinkFacts {
     pub max: Option<LinkSpeed>,
 }
 
-/// Bytes per second as people read them: `3.9 GB/s` style, in decimal units (rates in
-/// JSON stay plain bytes per second).
+/// Bytes per second as people read them, in the binary units rates are written in
+/// (`1.00 GiB/s` is `rate=1G/s`; JSON stays in plain bytes per second).
 pub fn human_rate(b: f64) -> String {
-    const UNITS: [&str; 5] = ["B/s", "kB/s", "MB/s", "GB/s", "TB/s"];
+    const UNITS: [&str; 5] = ["B/s", "KiB/s", "MiB/s", "GiB/s", "TiB/s"];
     let mut v = b;
     let mut i = 0;
-    while v >= 1000.0 && i + 1 < UNITS.len() {
-        v /= 1000.0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
         i += 1;
     }
     if i == 0 {
@@ -187,8 +187,8 @@ mod tests {
     }
 
     #[test]
-    fn rates_print_in_decimal_units() {
+    fn rates_print_in_binary_units() {
         assert_eq!(human_rate(999.0), "999 B/s");
-        assert_eq!(human_rate(3.9e9), "3.90 GB/s");
+        assert_eq!(human_rate((3u64 << 30) as f64), "3.00 GiB/s");
     }
 }

@@ -4,7 +4,7 @@
 use super::fabric::{Edge, Fabric, Role};
 use super::link::{human_rate, LinkSpeed};
 use super::routing::{walk_leg, Place};
-use super::{Plan, PlanOptions};
+use super::Plan;
 use crate::distance::MapType;
 
 fn below(fabric: &Fabric, mut n: u32, top: u32) -> bool {
@@ -23,17 +23,23 @@ fn scale(s: Option<f64>) -> String {
     s.map_or("unbounded".into(), |v| format!("{v:.2}"))
 }
 
-pub(super) fn suggestions(fabric: &Fabric, plan: &Plan, opts: PlanOptions) -> Vec<String> {
+pub(super) fn suggestions(fabric: &Fabric, plan: &Plan) -> Vec<String> {
     let mut out = Vec::new();
     let (w, wo) = (&plan.with_p2p, &plan.without_p2p);
     if plan.p2p_saves_host_memory_bytes_per_s > 0 || w.max_scale != wo.max_scale {
+        let scales = match (w.max_scale, wo.max_scale) {
+            (None, None) => String::new(),
+            _ => format!(
+                "; all flows together can scale by {} with P2P, {} without",
+                scale(w.max_scale),
+                scale(wo.max_scale)
+            ),
+        };
         out.push(format!(
-            "P2P keeps {} off host memory ({} with P2P, {} without); all flows together can scale by {} with P2P, {} without",
+            "P2P keeps {} off host memory ({} with P2P, {} without){scales}",
             human_rate(plan.p2p_saves_host_memory_bytes_per_s as f64),
             human_rate(w.host_memory_bytes_per_s as f64),
             human_rate(wo.host_memory_bytes_per_s as f64),
-            scale(w.max_scale),
-            scale(wo.max_scale),
         ));
     }
     let Some(b) = &w.bottleneck else {
@@ -98,7 +104,7 @@ pub(super) fn suggestions(fabric: &Fabric, plan: &Plan, opts: PlanOptions) -> Ve
         }
     }
     out.push(format!(
-        "the bottleneck is the link {above} -> {label} ({}, {:.0}% used {}); {on} flows cross it",
+        "the bottleneck is the link {above} -> {label} ({}, {:.0}% used {}); {on} flow(s) cross it",
         match fabric.nodes[bn as usize].edge {
             Edge::Link { speed: Some(s), .. } => s.to_string(),
             _ => "unknown speed".into(),
@@ -115,36 +121,66 @@ pub(super) fn suggestions(fabric: &Fabric, plan: &Plan, opts: PlanOptions) -> Ve
             _ => "this link",
         };
         out.push(format!(
-            "{} flows ({}) have both devices below {label} yet leave {what} ({}); a published provider below {label} that the kernel accepts for both devices (no ACS redirect on the switch ports) would keep them inside",
+            "{} flow(s) ({}) have both devices below {label} yet leave {what} ({}); a published provider below {label} that the kernel accepts for both devices (no ACS redirect on the switch ports) would keep them inside",
             inside.len(),
             human_rate(bytes as f64),
             why.join("; ")
         ));
     }
-    if let Edge::Link { speed: Some(s), max, .. } = fabric.nodes[bn as usize].edge {
-        let cand = match max {
-            Some(m) if m.capacity(1.0) > s.capacity(1.0) => Some((m, "its maximum (max_link_speed/width)")),
-            _ if s.width < 16 => Some((LinkSpeed { gen: s.gen, width: 16 }, "more upstream lanes")),
-            _ => None,
-        };
-        if let Some((m, why)) = cand {
-            let ratio = m.capacity(1.0) / s.capacity(1.0);
-            let others = w
-                .links
-                .iter()
-                .filter(|l| l.downstream != *label)
-                .filter_map(|l| l.utilisation)
-                .chain(w.host_memory.iter().filter_map(|h| h.utilisation))
-                .fold(0.0f64, f64::max);
-            let new_max = others.max(b.utilisation / ratio);
-            let new_scale = (new_max > 0.0).then(|| 1.0 / new_max);
-            out.push(format!(
-                "with {m} ({why}) instead of {s} on {above} -> {label}, all flows could scale by {} instead of {}",
-                scale(new_scale),
-                scale(w.max_scale)
-            ));
+    let bdf = fabric.nodes[bn as usize].bdf;
+    let users = plan
+        .flows
+        .iter()
+        .filter(|f| f.provider.is_some() && f.provider == bdf && f.accounting.own_cmb == 0)
+        .count();
+    if users > 0 {
+        out.push(format!(
+            "{users} flow(s) keep their buffer in {label}, so its own link carries each byte twice (in and out); the kernel picks at random among equally close providers, so a second provider on the same switch would take about half of them"
+        ));
+    }
+    if let Some(l) = lanes(fabric, w, bn, "") {
+        out.push(l);
+    }
+    if let Some(wb) = wo.bottleneck.as_ref().filter(|x| x.kind == "link" && x.downstream != b.downstream) {
+        if let Some(n) = fabric.nodes.iter().position(|n| Some(&n.label) == wb.downstream.as_ref() && matches!(n.edge, Edge::Link { .. })) {
+            if let Some(l) = lanes(fabric, wo, n as u32, "without P2P, ") {
+                out.push(l);
+            }
         }
     }
-    let _ = opts;
     out
+}
+
+/// "More lanes on the bottleneck link": its maximum when it trained below it, else x16.
+fn lanes(fabric: &Fabric, w: &super::Loading, bn: u32, prefix: &str) -> Option<String> {
+    let b = w.bottleneck.as_ref()?;
+    let label = &fabric.nodes[bn as usize].label;
+    let above = fabric.parent_label(bn);
+    let Edge::Link { speed: Some(s), max, .. } = fabric.nodes[bn as usize].edge else {
+        return None;
+    };
+    let (m, why) = match max {
+        Some(m) if m.capacity(1.0) > s.capacity(1.0) => (m, "its maximum, max_link"),
+        _ if s.width < 16 => (LinkSpeed { gen: s.gen, width: 16 }, "more lanes"),
+        _ => return None,
+    };
+    let ratio = m.capacity(1.0) / s.capacity(1.0);
+    let others = w
+        .links
+        .iter()
+        .filter(|l| l.downstream != *label)
+        .filter_map(|l| l.utilisation)
+        .chain(w.host_memory.iter().filter_map(|h| h.utilisation))
+        .fold(0.0f64, f64::max);
+    let new_max = others.max(b.utilisation / ratio);
+    let new_scale = (new_max > 0.0).then(|| 1.0 / new_max);
+    // Only when it helps: another link may saturate at nearly the same scale.
+    if new_scale.zip(w.max_scale).is_some_and(|(n, o)| n <= o * 1.01) {
+        return None;
+    }
+    Some(format!(
+        "{prefix}with {m} ({why}) instead of {s} on {above} -> {label}, all flows could scale by {} instead of {}",
+        scale(new_scale),
+        scale(w.max_scale)
+    ))
 }
