@@ -17,11 +17,12 @@ use p2pmem_model::plan::link::{human_rate, LinkSpeed, DEFAULT_EFFICIENCY};
 use p2pmem_model::plan::{plan, Loading, Plan, PlanOptions};
 use p2pmem_model::Bdf;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `plan`.
 #[derive(Debug, Args)]
-#[command(after_help = "Flows:\n  SRC:DST[:via=auto|host|DEV][:rate=SIZE/s]\n      \
+#[command(
+    after_help = "Flows:\n  SRC:DST[:via=auto|host|DEV][:rate=SIZE/s]\n      \
 a copy: SRC is read into a buffer and the buffer written to DST, the buffer in the provider \
 the kernel picks (auto, the default), host memory, or DEV's p2pmem\n  \
 nvmet:NIC:NS[:p2pmem=1|0|DEV][:dir=write|read][:initiator=NIC][:rate=SIZE/s]\n      \
@@ -34,7 +35,8 @@ p2pmem plan --flow nvme0n1:nvme1n1:rate=2G/s --link-default gen3x4\n  \
 p2pmem plan --design box.toml --flows flows.txt --json\n  \
 p2pmem plan --design box.toml --dot | dot -Tsvg > plan.svg\n\n\
 Exit status: 0 when all flows fit at their rates (max_scale >= 1 or no known limit), 1 when \
-they do not, 2 on error.")]
+they do not, 2 on error."
+)]
 pub struct PlanArgs {
     /// Plan a box described in FILE (TOML: host bridges, root ports, switches, endpoints
     /// with links and p2pmem, ACS, CPU, flows; see examples/designs/) instead of the
@@ -63,8 +65,9 @@ pub struct PlanArgs {
     pub all_links: bool,
 }
 
-fn read_text(path: &PathBuf) -> anyhow::Result<String> {
-    let bytes = bounded::read_file(path, limits::PLAN_INPUT).with_context(|| format!("cannot read {}", path.display()))?;
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = bounded::read_file(path, limits::PLAN_INPUT)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
 }
 
@@ -89,7 +92,15 @@ pub fn run(common: &Common, args: &PlanArgs) -> anyhow::Result<i32> {
                 .map(|f| f.resolve(by_names(&d.names)))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
-            (d.topology, d.rules, d.facts, d.efficiency, d.memory_bandwidth, flows, path.display().to_string())
+            (
+                d.topology,
+                d.rules,
+                d.facts,
+                d.efficiency,
+                d.memory_bandwidth,
+                flows,
+                path.display().to_string(),
+            )
         }
         None => {
             let sys = load(common)?;
@@ -104,13 +115,26 @@ pub fn run(common: &Common, args: &PlanArgs) -> anyhow::Result<i32> {
                 .map(|f| {
                     f.resolve(|d| match d {
                         DeviceRef::Bdf(b) => Ok(*b),
-                        DeviceRef::Name(n) => resolve_client(&sys, n).map(|c| c.bdf).map_err(|e| e.to_string()),
+                        DeviceRef::Name(n) => resolve_client(&sys, n)
+                            .map(|c| c.bdf)
+                            .map_err(|e| e.to_string()),
                     })
                 })
                 .collect::<Result<Vec<FlowSpec<Bdf>>, _>>()
                 .map_err(anyhow::Error::msg)?;
-            let facts = FabricFacts { links: read.links, ..FabricFacts::default() };
-            (sys.topology, sys.rules, facts, None, None, flows, format!("the system below {}", common.root.display()))
+            let facts = FabricFacts {
+                links: read.links,
+                ..FabricFacts::default()
+            };
+            (
+                sys.topology,
+                sys.rules,
+                facts,
+                None,
+                None,
+                flows,
+                format!("the system below {}", common.root.display()),
+            )
         }
     };
     if flows.is_empty() {
@@ -122,7 +146,10 @@ pub fn run(common: &Common, args: &PlanArgs) -> anyhow::Result<i32> {
     }
     facts.link_default = args.link_default;
     let fabric = Fabric::new(&topology, &facts);
-    let opts = PlanOptions { efficiency, memory_bandwidth: memory };
+    let opts = PlanOptions {
+        efficiency,
+        memory_bandwidth: memory,
+    };
     let p = plan(&topology, &rules, &fabric, &flows, opts)?;
     if common.json {
         print_json("plan", &p)?;
@@ -131,7 +158,11 @@ pub fn run(common: &Common, args: &PlanArgs) -> anyhow::Result<i32> {
     } else {
         print!("{}", text(&p, &source, args.all_links));
     }
-    Ok(if p.with_p2p.max_scale.is_some_and(|s| s < 1.0) { 1 } else { 0 })
+    Ok(if p.with_p2p.max_scale.is_some_and(|s| s < 1.0) {
+        1
+    } else {
+        0
+    })
 }
 
 fn pct(u: Option<f64>) -> String {
@@ -139,13 +170,19 @@ fn pct(u: Option<f64>) -> String {
 }
 
 fn scale(s: Option<f64>) -> String {
-    s.map_or("unbounded (no loaded link of known speed)".into(), |s| format!("{s:.2}x"))
+    s.map_or("unbounded (no loaded link of known speed)".into(), |s| {
+        format!("{s:.2}x")
+    })
 }
 
 fn bottleneck(l: &Loading) -> String {
     match &l.bottleneck {
         None => "none known".into(),
-        Some(b) if b.kind == "host_memory" => format!("host memory of {} ({})", b.host.as_deref().unwrap_or("host"), pct(Some(b.utilisation))),
+        Some(b) if b.kind == "host_memory" => format!(
+            "host memory of {} ({})",
+            b.host.as_deref().unwrap_or("host"),
+            pct(Some(b.utilisation))
+        ),
         Some(b) => format!(
             "{} -> {} {} ({})",
             b.upstream.as_deref().unwrap_or("?"),
@@ -162,8 +199,17 @@ const MAX_LINK_LINES: usize = 30;
 /// The text report.
 fn text(p: &Plan, source: &str, all_links: bool) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "p2pmem plan: {} flows on {source} (protocol efficiency {})\n", p.flows.len(), p.efficiency);
-    let _ = writeln!(o, "{:<34} {:>11} {:<12} {:<14} WHY", "FLOW", "RATE", "PATH", "PROVIDER");
+    let _ = writeln!(
+        o,
+        "p2pmem plan: {} flows on {source} (protocol efficiency {})\n",
+        p.flows.len(),
+        p.efficiency
+    );
+    let _ = writeln!(
+        o,
+        "{:<34} {:>11} {:<12} {:<14} WHY",
+        "FLOW", "RATE", "PATH", "PROVIDER"
+    );
     for f in p.flows.iter().take(MAX_FLOW_LINES) {
         let _ = writeln!(
             o,
@@ -176,7 +222,11 @@ fn text(p: &Plan, source: &str, all_links: bool) -> String {
         );
     }
     if p.flows.len() > MAX_FLOW_LINES {
-        let _ = writeln!(o, "... {} more flows (--json lists all)", p.flows.len() - MAX_FLOW_LINES);
+        let _ = writeln!(
+            o,
+            "... {} more flows (--json lists all)",
+            p.flows.len() - MAX_FLOW_LINES
+        );
     }
     let loaded = |l: &p2pmem_model::plan::LinkLoad| l.up_bytes_per_s > 0 || l.down_bytes_per_s > 0;
     let mut links: Vec<_> = p
@@ -187,19 +237,42 @@ fn text(p: &Plan, source: &str, all_links: bool) -> String {
         .filter(|(l, w)| all_links || loaded(l) || loaded(w))
         .collect();
     let key = |(l, w): &(&p2pmem_model::plan::LinkLoad, &p2pmem_model::plan::LinkLoad)| {
-        l.utilisation.unwrap_or(-1.0).max(w.utilisation.unwrap_or(-1.0))
+        l.utilisation
+            .unwrap_or(-1.0)
+            .max(w.utilisation.unwrap_or(-1.0))
     };
     links.sort_by(|a, b| key(b).total_cmp(&key(a)));
-    let _ = writeln!(o, "\nLinks{}, busiest first:", if all_links { "" } else { " under load (with or without P2P)" });
-    let _ = writeln!(o, "  {:<30} {:<9} {:>11} {:>11} {:>11} {:>5}  UTIL WITHOUT P2P", "UPSTREAM -> DOWNSTREAM", "SPEED", "CAPACITY", "UP", "DOWN", "UTIL");
-    for (l, w) in links.iter().take(if all_links { usize::MAX } else { MAX_LINK_LINES }) {
+    let _ = writeln!(
+        o,
+        "\nLinks{}, busiest first:",
+        if all_links {
+            ""
+        } else {
+            " under load (with or without P2P)"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  {:<30} {:<9} {:>11} {:>11} {:>11} {:>5}  UTIL WITHOUT P2P",
+        "UPSTREAM -> DOWNSTREAM", "SPEED", "CAPACITY", "UP", "DOWN", "UTIL"
+    );
+    for (l, w) in links.iter().take(if all_links {
+        usize::MAX
+    } else {
+        MAX_LINK_LINES
+    }) {
         let without = w.utilisation;
         let _ = writeln!(
             o,
             "  {:<30} {:<9} {:>11} {:>11} {:>11} {:>5}  {}",
             format!("{} -> {}", l.upstream, l.downstream),
-            format!("{}{}", l.speed.as_deref().unwrap_or("unknown"), if l.speed_assumed { "*" } else { "" }),
-            l.capacity_bytes_per_s.map_or("?".into(), |c| human_rate(c as f64)),
+            format!(
+                "{}{}",
+                l.speed.as_deref().unwrap_or("unknown"),
+                if l.speed_assumed { "*" } else { "" }
+            ),
+            l.capacity_bytes_per_s
+                .map_or("?".into(), |c| human_rate(c as f64)),
             human_rate(l.up_bytes_per_s as f64),
             human_rate(l.down_bytes_per_s as f64),
             pct(l.utilisation),
@@ -207,15 +280,42 @@ fn text(p: &Plan, source: &str, all_links: bool) -> String {
         );
     }
     if !all_links && links.len() > MAX_LINK_LINES {
-        let _ = writeln!(o, "  ... {} more loaded links (--all-links or --json)", links.len() - MAX_LINK_LINES);
+        let _ = writeln!(
+            o,
+            "  ... {} more loaded links (--all-links or --json)",
+            links.len() - MAX_LINK_LINES
+        );
     }
     let (w, wo) = (&p.with_p2p, &p.without_p2p);
-    let _ = writeln!(o, "\n{:<22} {:<44} {}", "", "WITH P2P", "WITHOUT P2P");
-    let _ = writeln!(o, "{:<22} {:<44} {}", "host memory", human_rate(w.host_memory_bytes_per_s as f64), human_rate(wo.host_memory_bytes_per_s as f64));
-    let _ = writeln!(o, "{:<22} {:<44} {}", "bottleneck", bottleneck(w), bottleneck(wo));
-    let _ = writeln!(o, "{:<22} {:<44} {}", "max_scale", scale(w.max_scale), scale(wo.max_scale));
+    let _ = writeln!(o, "\n{:<22} {:<44} WITHOUT P2P", "", "WITH P2P");
+    let _ = writeln!(
+        o,
+        "{:<22} {:<44} {}",
+        "host memory",
+        human_rate(w.host_memory_bytes_per_s as f64),
+        human_rate(wo.host_memory_bytes_per_s as f64)
+    );
+    let _ = writeln!(
+        o,
+        "{:<22} {:<44} {}",
+        "bottleneck",
+        bottleneck(w),
+        bottleneck(wo)
+    );
+    let _ = writeln!(
+        o,
+        "{:<22} {:<44} {}",
+        "max_scale",
+        scale(w.max_scale),
+        scale(wo.max_scale)
+    );
     if w.cross_host_bridge_bytes_per_s > 0 {
-        let _ = writeln!(o, "{:<22} {}", "between host bridges", human_rate(w.cross_host_bridge_bytes_per_s as f64));
+        let _ = writeln!(
+            o,
+            "{:<22} {}",
+            "between host bridges",
+            human_rate(w.cross_host_bridge_bytes_per_s as f64)
+        );
     }
     if !p.suggestions.is_empty() {
         let _ = writeln!(o, "\nSuggestions:");
@@ -232,11 +332,17 @@ fn text(p: &Plan, source: &str, all_links: bool) -> String {
 
 /// Graphviz: every node of the fabric, links drawn by load.
 fn dot(fabric: &Fabric, p: &Plan) -> String {
-    let mut o = String::from("digraph plan {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
+    let mut o = String::from(
+        "digraph plan {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+    );
     for (i, n) in fabric.nodes.iter().enumerate() {
         let _ = writeln!(o, "  n{i} [label=\"{}\"];", n.label.replace('"', "'"));
     }
-    let bottleneck = p.with_p2p.bottleneck.as_ref().and_then(|b| b.downstream.clone());
+    let bottleneck = p
+        .with_p2p
+        .bottleneck
+        .as_ref()
+        .and_then(|b| b.downstream.clone());
     let mut li = p.with_p2p.links.iter();
     for (i, n) in fabric.nodes.iter().enumerate() {
         let Some(parent) = n.parent else { continue };
@@ -265,7 +371,11 @@ fn dot(fabric: &Fabric, p: &Plan) -> String {
         };
         let _ = writeln!(o, "  n{parent} -> n{i} [{attrs}];");
     }
-    let _ = writeln!(o, "  mem [shape=cylinder, label=\"host memory\\n{}\"];", human_rate(p.with_p2p.host_memory_bytes_per_s as f64));
+    let _ = writeln!(
+        o,
+        "  mem [shape=cylinder, label=\"host memory\\n{}\"];",
+        human_rate(p.with_p2p.host_memory_bytes_per_s as f64)
+    );
     o.push_str("}\n");
     o
 }

@@ -45,7 +45,9 @@ pub fn read_link_speeds(root: &Path, topo: &Topology) -> LinkRead {
                 }
             }
         };
-        let pair = |s: Option<String>, w: Option<String>| LinkSpeed::from_sysfs(s.as_deref()?, w.as_deref()?);
+        let pair = |s: Option<String>, w: Option<String>| {
+            LinkSpeed::from_sysfs(s.as_deref()?, w.as_deref()?)
+        };
         let current = pair(text(LINK_FILES[0]), text(LINK_FILES[1]));
         let max = pair(text(LINK_FILES[2]), text(LINK_FILES[3]));
         if current.is_none() && max.is_none() {
@@ -83,7 +85,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("sys/bus/pci/devices/0000:00:03.0");
         std::fs::create_dir_all(&d).unwrap();
-        for (f, v) in LINK_FILES.iter().zip(["16.0 GT/s PCIe\n", "4\n", "32.0 GT/s PCIe\n", "16\n"]) {
+        for (f, v) in LINK_FILES
+            .iter()
+            .zip(["16.0 GT/s PCIe\n", "4\n", "32.0 GT/s PCIe\n", "16\n"])
+        {
             std::fs::write(d.join(f), v).unwrap();
         }
         std::fs::create_dir_all(dir.path().join("sys/bus/pci/devices/0000:00:04.0")).unwrap();

@@ -38,14 +38,25 @@ fn run(d: &Design, fabric: &Fabric, flows: &[FlowSpec<Bdf>]) -> Result<Plan, Str
 }
 
 /// The baseline: `select::find` per auto copy flow; checks it picks what the plan did.
-fn baseline(d: &Design, p: &Plan, flows: &[FlowSpec<Bdf>], n: usize) -> Result<(usize, Duration), String> {
+fn baseline(
+    d: &Design,
+    p: &Plan,
+    flows: &[FlowSpec<Bdf>],
+    n: usize,
+) -> Result<(usize, Duration), String> {
     let t = Instant::now();
     let mut asked = 0;
     for (i, f) in flows.iter().enumerate().take(n) {
-        let FlowKind::Copy { src, dst, via: p2pmem_model::plan::flow::Via::Auto } = &f.kind else {
+        let FlowKind::Copy {
+            src,
+            dst,
+            via: p2pmem_model::plan::flow::Via::Auto,
+        } = &f.kind
+        else {
             continue;
         };
-        let found = select::find(&d.topology, &d.rules, &[*src, *dst]).map_err(|e| e.to_string())?;
+        let found =
+            select::find(&d.topology, &d.rules, &[*src, *dst]).map_err(|e| e.to_string())?;
         asked += 1;
         let planned = p.flows[i].provider;
         let ok = match planned {
@@ -53,7 +64,10 @@ fn baseline(d: &Design, p: &Plan, flows: &[FlowSpec<Bdf>], n: usize) -> Result<(
             Some(b) => found.best.contains(&b),
         };
         if !ok {
-            return Err(format!("flow {}: plan used {planned:?}, find says {:?}", f.text, found.best));
+            return Err(format!(
+                "flow {}: plan used {planned:?}, find says {:?}",
+                f.text, found.best
+            ));
         }
     }
     Ok((asked, t.elapsed()))
@@ -94,7 +108,15 @@ fn bench() -> Result<(), String> {
     let (asked, took) = baseline(&d, &p, &flows, n)?;
     let autos = flows
         .iter()
-        .filter(|f| matches!(f.kind, FlowKind::Copy { via: p2pmem_model::plan::flow::Via::Auto, .. }))
+        .filter(|f| {
+            matches!(
+                f.kind,
+                FlowKind::Copy {
+                    via: p2pmem_model::plan::flow::Via::Auto,
+                    ..
+                }
+            )
+        })
         .count();
     let per = took.as_secs_f64() / asked.max(1) as f64;
     let base_total = per * autos as f64;
@@ -106,9 +128,16 @@ fn bench() -> Result<(), String> {
         flows.len(),
         p.with_p2p.links.len()
     );
-    println!("  read design   {:>9.1} ms (median of {RUNS})", r.as_secs_f64() * 1e3);
+    println!(
+        "  read design   {:>9.1} ms (median of {RUNS})",
+        r.as_secs_f64() * 1e3
+    );
     println!("  build fabric  {:>9.1} ms", b.as_secs_f64() * 1e3);
-    println!("  plan          {:>9.1} ms ({:.1} us per flow, with and without P2P)", pl.as_secs_f64() * 1e3, pl.as_secs_f64() * 1e6 / flows.len() as f64);
+    println!(
+        "  plan          {:>9.1} ms ({:.1} us per flow, with and without P2P)",
+        pl.as_secs_f64() * 1e3,
+        pl.as_secs_f64() * 1e6 / flows.len() as f64
+    );
     println!("  total         {:>9.1} ms", total.as_secs_f64() * 1e3);
     println!(
         "  baseline: select::find per auto flow (fresh index each), {asked} flows timed, scaled to {autos}: {:.1} ms for the searches alone; plan is {:.1}x faster in all",
@@ -127,7 +156,12 @@ fn bench() -> Result<(), String> {
 }
 
 fn test_small() -> Result<(), String> {
-    let shape = Shape { endpoints: 160, per_switch: 16, flows: 300, seed: 7 };
+    let shape = Shape {
+        endpoints: 160,
+        per_switch: 16,
+        flows: 300,
+        seed: 7,
+    };
     let (_, d, flows) = inputs(shape)?;
     let fabric = Fabric::new(&d.topology, &d.facts);
     let p = run(&d, &fabric, &flows)?;
@@ -135,12 +169,18 @@ fn test_small() -> Result<(), String> {
     if asked == 0 {
         return Err("no auto flows checked".into());
     }
-    println!("plan bench: {asked} auto flows pick what select::find picks (run with --bench to time)");
+    println!(
+        "plan bench: {asked} auto flows pick what select::find picks (run with --bench to time)"
+    );
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let result = if std::env::args().any(|a| a == "--bench") { bench() } else { test_small() };
+    let result = if std::env::args().any(|a| a == "--bench") {
+        bench()
+    } else {
+        test_small()
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

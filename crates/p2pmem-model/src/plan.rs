@@ -193,7 +193,11 @@ impl Plan {
     /// The lab's headline figures for flow `i` moving `payload_bytes` (a copy: the bytes
     /// written to the destination), with the device BAR bytes keyed as the lab keys
     /// them (`0000:03:00.0`). Queue traffic, read-back and unattributed bytes are 0.
-    pub fn dma_figures(&self, i: usize, payload_bytes: u64) -> Option<(DmaFigures, BTreeMap<String, u64>)> {
+    pub fn dma_figures(
+        &self,
+        i: usize,
+        payload_bytes: u64,
+    ) -> Option<(DmaFigures, BTreeMap<String, u64>)> {
         let a = &self.flows.get(i)?.accounting;
         let m = |k: u64| k.saturating_mul(payload_bytes);
         let host = m(a.host_memory);
@@ -204,11 +208,16 @@ impl Plan {
             own_cmb_bytes: m(a.own_cmb),
             other_device_bytes: m(a.other_device),
             unattributed_bytes: 0,
-            host_memory_per_payload_byte: (payload_bytes > 0).then(|| host as f64 / payload_bytes as f64),
+            host_memory_per_payload_byte: (payload_bytes > 0)
+                .then(|| host as f64 / payload_bytes as f64),
             readback_bytes: 0,
             queue_bytes: 0,
         };
-        let devices = a.devices.iter().map(|(b, k)| (b.to_string(), m(*k))).collect();
+        let devices = a
+            .devices
+            .iter()
+            .map(|(b, k)| (b.to_string(), m(*k)))
+            .collect();
         Some((figures, devices))
     }
 }
@@ -262,10 +271,15 @@ pub fn plan(
     let mut plans = Vec::with_capacity(flows.len());
     let mut notes = Vec::new();
     if flows.iter().any(|f| f.rate.is_none()) {
-        notes.push(format!("flows without rate= are planned at {DEFAULT_RATE} bytes/s (1G/s)"));
+        notes.push(format!(
+            "flows without rate= are planned at {DEFAULT_RATE} bytes/s (1G/s)"
+        ));
     }
     for f in flows {
-        let err = |why| PlanError::Flow { flow: f.text.clone(), why };
+        let err = |why| PlanError::Flow {
+            flow: f.text.clone(),
+            why,
+        };
         let route = router.route(f, true).map_err(err)?;
         let without = router.route(f, false).map_err(err)?;
         let rate = f.rate.unwrap_or(DEFAULT_RATE);
@@ -277,7 +291,11 @@ pub fn plan(
                 FlowKind::Nvmet { .. } => "nvmet",
             },
             rate_bytes_per_s: rate,
-            path: if route.bounces() { "host_memory" } else { "p2p" },
+            path: if route.bounces() {
+                "host_memory"
+            } else {
+                "p2p"
+            },
             provider: route.provider,
             provider_name: route
                 .provider
@@ -292,15 +310,27 @@ pub fn plan(
             without,
         });
     }
-    let with_p2p = load(fabric, plans.iter().map(|p| (&p.route, p.rate_bytes_per_s)), opts);
-    let without_p2p = load(fabric, plans.iter().map(|p| (&p.without, p.rate_bytes_per_s)), opts);
+    let with_p2p = load(
+        fabric,
+        plans.iter().map(|p| (&p.route, p.rate_bytes_per_s)),
+        opts,
+    );
+    let without_p2p = load(
+        fabric,
+        plans.iter().map(|p| (&p.without, p.rate_bytes_per_s)),
+        opts,
+    );
     if with_p2p.unknown_speed_links > 0 {
         notes.push(format!(
             "{} loaded links have unknown speed (no current_link_speed/width): they are left out of max_scale; --link-default gen3x4 assumes one",
             with_p2p.unknown_speed_links
         ));
     }
-    if fabric.nodes.iter().any(|n| matches!(n.edge, Edge::Link { assumed: true, .. })) {
+    if fabric
+        .nodes
+        .iter()
+        .any(|n| matches!(n.edge, Edge::Link { assumed: true, .. }))
+    {
         notes.push("some link speeds are the --link-default assumption, not read".into());
     }
     notes.push(format!(
@@ -323,7 +353,11 @@ pub fn plan(
 }
 
 /// Loads of routes at rates.
-fn load<'r>(fabric: &Fabric, routes: impl Iterator<Item = (&'r Route, u64)>, opts: PlanOptions) -> Loading {
+fn load<'r>(
+    fabric: &Fabric,
+    routes: impl Iterator<Item = (&'r Route, u64)>,
+    opts: PlanOptions,
+) -> Loading {
     let mut loads = vec![[0.0f64; 2]; fabric.nodes.len()];
     let mut mem: BTreeMap<String, f64> = BTreeMap::new();
     for h in fabric.host.values() {
@@ -333,13 +367,19 @@ fn load<'r>(fabric: &Fabric, routes: impl Iterator<Item = (&'r Route, u64)>, opt
     for (r, rate) in routes {
         let rate = rate as f64;
         for leg in &r.legs {
-            let crossed = walk_leg(fabric, leg, |n, up| loads[n as usize][usize::from(!up)] += rate);
+            let crossed = walk_leg(fabric, leg, |n, up| {
+                loads[n as usize][usize::from(!up)] += rate
+            });
             if crossed {
                 cross += rate;
             }
             for p in [leg.from, leg.to] {
                 if let Place::Mem(h) = p {
-                    let host = fabric.host.get(&h).cloned().unwrap_or_else(|| "host".into());
+                    let host = fabric
+                        .host
+                        .get(&h)
+                        .cloned()
+                        .unwrap_or_else(|| "host".into());
                     *mem.entry(host).or_default() += rate;
                 }
             }
@@ -354,7 +394,14 @@ fn load<'r>(fabric: &Fabric, routes: impl Iterator<Item = (&'r Route, u64)>, opt
         }
     };
     for (i, n) in fabric.nodes.iter().enumerate() {
-        let Edge::Link { speed, max, assumed } = n.edge else { continue };
+        let Edge::Link {
+            speed,
+            max,
+            assumed,
+        } = n.edge
+        else {
+            continue;
+        };
         let [up, down] = loads[i];
         let cap = speed.map(|s| s.capacity(opts.efficiency));
         let util = cap.map(|c| up.max(down) / c);

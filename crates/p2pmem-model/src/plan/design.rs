@@ -163,20 +163,32 @@ const MAX_BUS: u32 = 255;
 /// Read a design from its text.
 pub fn parse_design(text: &str) -> Result<Design, DesignError> {
     let file: File = toml::from_str(text).map_err(|e| DesignError {
-        line: e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1)),
+        line: e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1)),
         what: e.message().to_string(),
     })?;
-    let err = |name: &str, what: String| DesignError { line: line_of(text, name), what };
-    let link = |name: &str, field: &str, v: &Option<String>| -> Result<Option<LinkSpeed>, DesignError> {
-        v.as_deref()
-            .map(|s| s.parse::<LinkSpeed>().map_err(|e| err(name, format!("{name}: {field}: {e}"))))
-            .transpose()
+    let err = |name: &str, what: String| DesignError {
+        line: line_of(text, name),
+        what,
     };
+    let link =
+        |name: &str, field: &str, v: &Option<String>| -> Result<Option<LinkSpeed>, DesignError> {
+            v.as_deref()
+                .map(|s| {
+                    s.parse::<LinkSpeed>()
+                        .map_err(|e| err(name, format!("{name}: {field}: {e}")))
+                })
+                .transpose()
+        };
     let acs = |name: &str, v: &Option<String>| -> Result<bool, DesignError> {
         match v.as_deref() {
             None | Some("off") => Ok(false),
             Some("redirect") => Ok(true),
-            Some(o) => Err(err(name, format!("{name}: acs is \"off\" or \"redirect\", not \"{o}\""))),
+            Some(o) => Err(err(
+                name,
+                format!("{name}: acs is \"off\" or \"redirect\", not \"{o}\""),
+            )),
         }
     };
     let sys = &file.system;
@@ -187,17 +199,27 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
         o => {
             return Err(DesignError {
                 line: None,
-                what: format!("[system] cpu is \"intel\", \"amd-zen\" or \"amd-pre-zen\", not \"{o}\""),
+                what: format!(
+                    "[system] cpu is \"intel\", \"amd-zen\" or \"amd-pre-zen\", not \"{o}\""
+                ),
             })
         }
     };
-    let kernel: KernelVersion = sys.kernel.as_deref().unwrap_or("6.12").parse().map_err(|e| DesignError {
-        line: None,
-        what: format!("[system] kernel: {e}"),
-    })?;
+    let kernel: KernelVersion = sys
+        .kernel
+        .as_deref()
+        .unwrap_or("6.12")
+        .parse()
+        .map_err(|e| DesignError {
+            line: None,
+            what: format!("[system] kernel: {e}"),
+        })?;
     if let Some(e) = sys.efficiency {
         if !(e > 0.0 && e <= 1.0) {
-            return Err(DesignError { line: None, what: format!("[system] efficiency {e} is not in (0, 1]") });
+            return Err(DesignError {
+                line: None,
+                what: format!("[system] efficiency {e} is not in (0, 1]"),
+            });
         }
     }
     let memory_bandwidth = sys
@@ -205,24 +227,54 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
         .as_deref()
         .map(|m| parse_rate(m).map(|r| r as f64))
         .transpose()
-        .map_err(|e| DesignError { line: None, what: format!("[system] memory_bandwidth: {e}") })?;
+        .map_err(|e| DesignError {
+            line: None,
+            what: format!("[system] memory_bandwidth: {e}"),
+        })?;
     let mut flows = Vec::new();
     for f in &sys.flows {
-        flows.push(parse_flow(f).map_err(|e| DesignError { line: None, what: format!("[system] flows: {e}") })?);
+        flows.push(parse_flow(f).map_err(|e| DesignError {
+            line: None,
+            what: format!("[system] flows: {e}"),
+        })?);
     }
 
     // Entries by name, in file order, endpoints expanded.
     let mut entries: Vec<Entry> = Vec::new();
     for p in &file.root_port {
-        let l = LinkFacts { current: link(&p.name, "link", &p.link)?, max: link(&p.name, "max_link", &p.max_link)? };
+        let l = LinkFacts {
+            current: link(&p.name, "link", &p.link)?,
+            max: link(&p.name, "max_link", &p.max_link)?,
+        };
         if l.current.is_some() {
-            return Err(err(&p.name, format!("{}: a root port's link is given on the device below it", p.name)));
+            return Err(err(
+                &p.name,
+                format!(
+                    "{}: a root port's link is given on the device below it",
+                    p.name
+                ),
+            ));
         }
-        entries.push(Entry { name: p.name.clone(), parent: p.parent.clone(), kind: Kind::Root, link: l, redirect: acs(&p.name, &p.acs)? });
+        entries.push(Entry {
+            name: p.name.clone(),
+            parent: p.parent.clone(),
+            kind: Kind::Root,
+            link: l,
+            redirect: acs(&p.name, &p.acs)?,
+        });
     }
     for s in &file.switch {
-        let l = LinkFacts { current: link(&s.name, "link", &s.link)?, max: link(&s.name, "max_link", &s.max_link)? };
-        entries.push(Entry { name: s.name.clone(), parent: s.parent.clone(), kind: Kind::Switch, link: l, redirect: acs(&s.name, &s.acs)? });
+        let l = LinkFacts {
+            current: link(&s.name, "link", &s.link)?,
+            max: link(&s.name, "max_link", &s.max_link)?,
+        };
+        entries.push(Entry {
+            name: s.name.clone(),
+            parent: s.parent.clone(),
+            kind: Kind::Switch,
+            link: l,
+            redirect: acs(&s.name, &s.acs)?,
+        });
     }
     for e in &file.endpoint {
         let class = match e.kind.as_deref().unwrap_or("nvme") {
@@ -230,16 +282,42 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
             "nic" => 0x020700,
             "memory" => 0x058000,
             "other" => 0x000000,
-            o => return Err(err(&e.name, format!("{}: kind is nvme, nic, memory or other, not \"{o}\"", e.name))),
+            o => {
+                return Err(err(
+                    &e.name,
+                    format!(
+                        "{}: kind is nvme, nic, memory or other, not \"{o}\"",
+                        e.name
+                    ),
+                ))
+            }
         };
-        let l = LinkFacts { current: link(&e.name, "link", &e.link)?, max: link(&e.name, "max_link", &e.max_link)? };
-        let kind = || Kind::Endpoint { class, p2pmem: e.p2pmem.unwrap_or(false) };
+        let l = LinkFacts {
+            current: link(&e.name, "link", &e.link)?,
+            max: link(&e.name, "max_link", &e.max_link)?,
+        };
+        let kind = || Kind::Endpoint {
+            class,
+            p2pmem: e.p2pmem.unwrap_or(false),
+        };
         match e.count {
-            None => entries.push(Entry { name: e.name.clone(), parent: e.parent.clone(), kind: kind(), link: l, redirect: false }),
+            None => entries.push(Entry {
+                name: e.name.clone(),
+                parent: e.parent.clone(),
+                kind: kind(),
+                link: l,
+                redirect: false,
+            }),
             Some(0) => return Err(err(&e.name, format!("{}: count is 0", e.name))),
             Some(n) => {
                 for i in 0..n {
-                    entries.push(Entry { name: format!("{}{i}", e.name), parent: e.parent.clone(), kind: kind(), link: l, redirect: false });
+                    entries.push(Entry {
+                        name: format!("{}{i}", e.name),
+                        parent: e.parent.clone(),
+                        kind: kind(),
+                        link: l,
+                        redirect: false,
+                    });
                 }
             }
         }
@@ -247,7 +325,10 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
     let mut hb_index: HashMap<&str, usize> = HashMap::new();
     for (i, h) in file.host_bridge.iter().enumerate() {
         if hb_index.insert(h.name.as_str(), i).is_some() {
-            return Err(err(&h.name, format!("host bridge {} is defined twice", h.name)));
+            return Err(err(
+                &h.name,
+                format!("host bridge {} is defined twice", h.name),
+            ));
         }
     }
     let mut by_name: HashMap<&str, usize> = HashMap::new();
@@ -259,14 +340,27 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
         children.entry(e.parent.as_str()).or_default().push(i);
     }
     for e in &entries {
-        let ok = match (&e.kind, by_name.get(e.parent.as_str()).map(|p| &entries[*p].kind)) {
+        let ok = match (
+            &e.kind,
+            by_name.get(e.parent.as_str()).map(|p| &entries[*p].kind),
+        ) {
             (Kind::Root, _) => hb_index.contains_key(e.parent.as_str()),
             (_, Some(Kind::Root | Kind::Switch)) => true,
             _ => false,
         };
         if !ok {
-            let want = if matches!(e.kind, Kind::Root) { "a host bridge" } else { "a root port or a switch" };
-            return Err(err(&e.name, format!("{}: parent \"{}\" is not {want} of this design", e.name, e.parent)));
+            let want = if matches!(e.kind, Kind::Root) {
+                "a host bridge"
+            } else {
+                "a root port or a switch"
+            };
+            return Err(err(
+                &e.name,
+                format!(
+                    "{}: parent \"{}\" is not {want} of this design",
+                    e.name, e.parent
+                ),
+            ));
         }
     }
 
@@ -278,7 +372,11 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
         capability: AcsFlags(AcsFlags::RR | AcsFlags::CR | AcsFlags::SV | AcsFlags::UF),
         control: AcsFlags(AcsFlags::RR | AcsFlags::CR),
     };
-    let off = AcsState::Present { offset: 0x100, capability: AcsFlags(AcsFlags::RR | AcsFlags::CR), control: AcsFlags(0) };
+    let off = AcsState::Present {
+        offset: 0x100,
+        capability: AcsFlags(AcsFlags::RR | AcsFlags::CR),
+        control: AcsFlags(0),
+    };
     for (d, h) in file.host_bridge.iter().enumerate() {
         let domain = d as u32;
         let hb = HostBridgeId { domain, bus: 0 };
@@ -289,11 +387,33 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
             None => (0x8086, 0x0000),
             Some(ids) => ids
                 .split_once(':')
-                .and_then(|(v, d)| Some((u16::from_str_radix(v, 16).ok()?, u16::from_str_radix(d, 16).ok()?)))
-                .ok_or_else(|| err(&h.name, format!("{}: ids \"{ids}\" is not vendor:device in hex", h.name)))?,
+                .and_then(|(v, d)| {
+                    Some((
+                        u16::from_str_radix(v, 16).ok()?,
+                        u16::from_str_radix(d, 16).ok()?,
+                    ))
+                })
+                .ok_or_else(|| {
+                    err(
+                        &h.name,
+                        format!("{}: ids \"{ids}\" is not vendor:device in hex", h.name),
+                    )
+                })?,
         };
-        let me = Bdf { domain, bus: 0, device: 0, function: 0 };
-        functions.push(function(me, hb, vec![me], (vendor, device, 0x060000), AcsState::Absent, None));
+        let me = Bdf {
+            domain,
+            bus: 0,
+            device: 0,
+            function: 0,
+        };
+        functions.push(function(
+            me,
+            hb,
+            vec![me],
+            (vendor, device, 0x060000),
+            AcsState::Absent,
+            None,
+        ));
         facts.labels.insert(me, h.name.clone());
         names.insert(h.name.clone(), me);
         let mut next_bus = 1u32;
@@ -301,22 +421,53 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
         for (k, r) in roots.iter().enumerate() {
             let (dev, func) = (1 + k % 31, k / 31);
             if func > 7 {
-                return Err(err(&entries[*r].name, format!("host bridge {} has more than 248 root ports", h.name)));
+                return Err(err(
+                    &entries[*r].name,
+                    format!("host bridge {} has more than 248 root ports", h.name),
+                ));
             }
-            let rp = Bdf { domain, bus: 0, device: dev as u8, function: func as u8 };
-            let mut b = Builder { entries: &entries, children: &children, functions: &mut functions, facts: &mut facts, names: &mut names, next_bus: &mut next_bus, hb, redirect, off };
+            let rp = Bdf {
+                domain,
+                bus: 0,
+                device: dev as u8,
+                function: func as u8,
+            };
+            let mut b = Builder {
+                entries: &entries,
+                children: &children,
+                functions: &mut functions,
+                facts: &mut facts,
+                names: &mut names,
+                next_bus: &mut next_bus,
+                hb,
+                redirect,
+                off,
+            };
             b.place(*r, rp, vec![], text)?;
         }
     }
     if let Some(lost) = entries.iter().find(|e| !names.contains_key(&e.name)) {
-        return Err(err(&lost.name, format!("{} is not below any host bridge (its parents form a cycle)", lost.name)));
+        return Err(err(
+            &lost.name,
+            format!(
+                "{} is not below any host bridge (its parents form a cycle)",
+                lost.name
+            ),
+        ));
     }
-    let topology = Topology::new(functions).map_err(|e| DesignError { line: None, what: e.to_string() })?;
+    let topology = Topology::new(functions).map_err(|e| DesignError {
+        line: None,
+        what: e.to_string(),
+    })?;
     Ok(Design {
         topology,
         rules: Rules {
             kernel,
-            cpu: CpuInfo { vendor_id: Some(cpu.0.into()), family: Some(cpu.1), model_name: None },
+            cpu: CpuInfo {
+                vendor_id: Some(cpu.0.into()),
+                family: Some(cpu.1),
+                model_name: None,
+            },
         },
         facts,
         names,
@@ -326,7 +477,14 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
     })
 }
 
-fn function(bdf: Bdf, hb: HostBridgeId, path: Vec<Bdf>, ids: (u16, u16, u32), acs: AcsState, p2pmem: Option<P2pmemInfo>) -> Function {
+fn function(
+    bdf: Bdf,
+    hb: HostBridgeId,
+    path: Vec<Bdf>,
+    ids: (u16, u16, u32),
+    acs: AcsState,
+    p2pmem: Option<P2pmemInfo>,
+) -> Function {
     Function {
         bdf,
         host_bridge: hb,
@@ -366,10 +524,19 @@ impl Builder<'_> {
         Ok(b as u8)
     }
 
-    fn add(&mut self, bdf: Bdf, path: &[Bdf], ids: (u16, u16, u32), acs: AcsState, p2pmem: Option<P2pmemInfo>, role: Role) -> Vec<Bdf> {
+    fn add(
+        &mut self,
+        bdf: Bdf,
+        path: &[Bdf],
+        ids: (u16, u16, u32),
+        acs: AcsState,
+        p2pmem: Option<P2pmemInfo>,
+        role: Role,
+    ) -> Vec<Bdf> {
         let mut p = path.to_vec();
         p.push(bdf);
-        self.functions.push(function(bdf, self.hb, p.clone(), ids, acs, p2pmem));
+        self.functions
+            .push(function(bdf, self.hb, p.clone(), ids, acs, p2pmem));
         self.facts.roles.insert(bdf, role);
         p
     }
@@ -377,7 +544,11 @@ impl Builder<'_> {
     /// Place entry `i` at `at` below `path`.
     fn place(&mut self, i: usize, at: Bdf, path: Vec<Bdf>, text: &str) -> Result<(), DesignError> {
         let e = &self.entries[i];
-        let kids = self.children.get(e.name.as_str()).cloned().unwrap_or_default();
+        let kids = self
+            .children
+            .get(e.name.as_str())
+            .cloned()
+            .unwrap_or_default();
         let dom = self.hb.domain;
         self.names.insert(e.name.clone(), at);
         self.facts.labels.insert(at, e.name.clone());
@@ -386,12 +557,30 @@ impl Builder<'_> {
         }
         match e.kind {
             Kind::Endpoint { class, p2pmem } => {
-                let info = p2pmem.then_some(P2pmemInfo { size: Some(1 << 30), available: Some(1 << 30), published: Some(true) });
-                self.add(at, &path, (0x1b36, 0x0010, class), AcsState::Absent, info, Role::Endpoint);
+                let info = p2pmem.then_some(P2pmemInfo {
+                    size: Some(1 << 30),
+                    available: Some(1 << 30),
+                    published: Some(true),
+                });
+                self.add(
+                    at,
+                    &path,
+                    (0x1b36, 0x0010, class),
+                    AcsState::Absent,
+                    info,
+                    Role::Endpoint,
+                );
             }
             Kind::Root => {
                 let acs = if e.redirect { self.redirect } else { self.off };
-                let path = self.add(at, &path, (0x8086, 0x0001, 0x060400), acs, None, Role::RootPort);
+                let path = self.add(
+                    at,
+                    &path,
+                    (0x8086, 0x0001, 0x060400),
+                    acs,
+                    None,
+                    Role::RootPort,
+                );
                 match kids.as_slice() {
                     [] => {}
                     [one] => {
@@ -407,11 +596,22 @@ impl Builder<'_> {
                 }
             }
             Kind::Switch => {
-                let up = self.add(at, &path, (0x104c, 0x8232, 0x060400), AcsState::Absent, None, Role::SwitchUpstream);
+                let up = self.add(
+                    at,
+                    &path,
+                    (0x104c, 0x8232, 0x060400),
+                    AcsState::Absent,
+                    None,
+                    Role::SwitchUpstream,
+                );
                 if kids.len() > 32 {
                     return Err(DesignError {
                         line: line_of(text, &e.name),
-                        what: format!("switch {} has {} children; at most 32 downstream ports", e.name, kids.len()),
+                        what: format!(
+                            "switch {} has {} children; at most 32 downstream ports",
+                            e.name,
+                            kids.len()
+                        ),
                     });
                 }
                 if kids.is_empty() {
@@ -420,11 +620,33 @@ impl Builder<'_> {
                 let internal = self.bus(&e.name, text)?;
                 let acs = if e.redirect { self.redirect } else { self.off };
                 for (j, k) in kids.iter().enumerate() {
-                    let dp = Bdf { domain: dom, bus: internal, device: j as u8, function: 0 };
-                    let dpath = self.add(dp, &up, (0x104c, 0x8233, 0x060400), acs, None, Role::SwitchDownstream);
+                    let dp = Bdf {
+                        domain: dom,
+                        bus: internal,
+                        device: j as u8,
+                        function: 0,
+                    };
+                    let dpath = self.add(
+                        dp,
+                        &up,
+                        (0x104c, 0x8233, 0x060400),
+                        acs,
+                        None,
+                        Role::SwitchDownstream,
+                    );
                     self.facts.labels.insert(dp, format!("{}.dp{j}", e.name));
                     let bus = self.bus(&e.name, text)?;
-                    self.place(*k, Bdf { domain: dom, bus, device: 0, function: 0 }, dpath, text)?;
+                    self.place(
+                        *k,
+                        Bdf {
+                            domain: dom,
+                            bus,
+                            device: 0,
+                            function: 0,
+                        },
+                        dpath,
+                        text,
+                    )?;
                 }
             }
         }

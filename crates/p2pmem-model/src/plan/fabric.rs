@@ -96,7 +96,14 @@ impl Fabric {
         for hb in topo.host_bridges() {
             let n = nodes.len() as u32;
             hb_node.insert(hb, n);
-            host.insert(n, facts.hosts.get(&hb).cloned().unwrap_or_else(|| "host".into()));
+            host.insert(
+                n,
+                facts
+                    .hosts
+                    .get(&hb)
+                    .cloned()
+                    .unwrap_or_else(|| "host".into()),
+            );
             nodes.push(Node {
                 bdf: None,
                 label: format!("pci{:04x}:{:02x}", hb.domain, hb.bus),
@@ -117,7 +124,11 @@ impl Fabric {
                 _ => Some(root),
             };
             let Some(parent) = parent else { continue };
-            let role = facts.roles.get(&f.bdf).copied().or_else(|| role_of(topo, f.bdf));
+            let role = facts
+                .roles
+                .get(&f.bdf)
+                .copied()
+                .or_else(|| role_of(topo, f.bdf));
             let parent_role = nodes[parent as usize].role;
             let internal = f.path.len() == 1 || role == Some(Role::SwitchDownstream);
             let edge = if internal {
@@ -126,21 +137,35 @@ impl Fabric {
                 let mine = facts.links.get(&f.bdf).copied().unwrap_or_default();
                 let theirs = nodes[parent as usize]
                     .bdf
-                    .filter(|_| matches!(parent_role, Some(Role::RootPort | Role::SwitchDownstream)))
+                    .filter(|_| {
+                        matches!(parent_role, Some(Role::RootPort | Role::SwitchDownstream))
+                    })
                     .and_then(|b| facts.links.get(&b).copied())
                     .unwrap_or_default();
                 let speed = mine.current.or(theirs.current);
                 let max = mine.max.or(theirs.max);
                 match (speed, facts.link_default) {
-                    (Some(s), _) => Edge::Link { speed: Some(s), max, assumed: false },
-                    (None, d) => Edge::Link { speed: d, max, assumed: d.is_some() },
+                    (Some(s), _) => Edge::Link {
+                        speed: Some(s),
+                        max,
+                        assumed: false,
+                    },
+                    (None, d) => Edge::Link {
+                        speed: d,
+                        max,
+                        assumed: d.is_some(),
+                    },
                 }
             };
             let n = nodes.len() as u32;
             index.insert(f.bdf, n);
             nodes.push(Node {
                 bdf: Some(f.bdf),
-                label: facts.labels.get(&f.bdf).cloned().unwrap_or_else(|| f.bdf.to_string()),
+                label: facts
+                    .labels
+                    .get(&f.bdf)
+                    .cloned()
+                    .unwrap_or_else(|| f.bdf.to_string()),
                 parent: Some(parent),
                 root,
                 depth: nodes[parent as usize].depth + 1,

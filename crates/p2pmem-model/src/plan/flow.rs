@@ -96,7 +96,10 @@ pub struct FlowSpec<D = DeviceRef> {
 
 impl FlowSpec<DeviceRef> {
     /// The flow with each device resolved by `f` (an error names the flow).
-    pub fn resolve<D>(&self, mut f: impl FnMut(&DeviceRef) -> Result<D, String>) -> Result<FlowSpec<D>, String> {
+    pub fn resolve<D>(
+        &self,
+        mut f: impl FnMut(&DeviceRef) -> Result<D, String>,
+    ) -> Result<FlowSpec<D>, String> {
         let mut r = |d: &DeviceRef| f(d).map_err(|e| format!("flow '{}': {e}", self.text));
         let kind = match &self.kind {
             FlowKind::Copy { src, dst, via } => FlowKind::Copy {
@@ -108,7 +111,13 @@ impl FlowSpec<DeviceRef> {
                     Via::Provider(p) => Via::Provider(r(p)?),
                 },
             },
-            FlowKind::Nvmet { nic, ns, p2pmem, write, initiator } => FlowKind::Nvmet {
+            FlowKind::Nvmet {
+                nic,
+                ns,
+                p2pmem,
+                write,
+                initiator,
+            } => FlowKind::Nvmet {
                 nic: r(nic)?,
                 ns: r(ns)?,
                 p2pmem: match p2pmem {
@@ -120,15 +129,24 @@ impl FlowSpec<DeviceRef> {
                 initiator: initiator.as_ref().map(&mut r).transpose()?,
             },
         };
-        Ok(FlowSpec { kind, rate: self.rate, text: self.text.clone() })
+        Ok(FlowSpec {
+            kind,
+            rate: self.rate,
+            text: self.text.clone(),
+        })
     }
 }
 
 /// Resolves names through `names` (a design's), addresses as they are.
-pub fn by_names(names: &std::collections::BTreeMap<String, Bdf>) -> impl FnMut(&DeviceRef) -> Result<Bdf, String> + '_ {
+pub fn by_names(
+    names: &std::collections::BTreeMap<String, Bdf>,
+) -> impl FnMut(&DeviceRef) -> Result<Bdf, String> + '_ {
     move |d| match d {
         DeviceRef::Bdf(b) => Ok(*b),
-        DeviceRef::Name(n) => names.get(n).copied().ok_or_else(|| format!("no device named '{n}' in the design")),
+        DeviceRef::Name(n) => names
+            .get(n)
+            .copied()
+            .ok_or_else(|| format!("no device named '{n}' in the design")),
     }
 }
 
@@ -145,7 +163,12 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 
 /// Takes one device from `tokens[i..]`: a PCI address spread over 2 or 3 colon-separated
 /// tokens, else one token as a name.
-fn take_device(tokens: &[&str], i: usize, what: &str, text: &str) -> Result<(DeviceRef, usize), String> {
+fn take_device(
+    tokens: &[&str],
+    i: usize,
+    what: &str,
+    text: &str,
+) -> Result<(DeviceRef, usize), String> {
     let Some(first) = tokens.get(i) else {
         return Err(format!("flow '{text}': {what} is missing"));
     };
@@ -175,8 +198,22 @@ pub fn parse_flow(text: &str) -> Result<FlowSpec, String> {
     let tokens: Vec<&str> = t.split(':').collect();
     let nvmet = tokens.first() == Some(&"nvmet");
     let start = usize::from(nvmet);
-    let (a, i) = take_device(&tokens, start, if nvmet { "the NIC" } else { "the source" }, t)?;
-    let (b, mut i) = take_device(&tokens, i, if nvmet { "the namespace" } else { "the destination" }, t)?;
+    let (a, i) = take_device(
+        &tokens,
+        start,
+        if nvmet { "the NIC" } else { "the source" },
+        t,
+    )?;
+    let (b, mut i) = take_device(
+        &tokens,
+        i,
+        if nvmet {
+            "the namespace"
+        } else {
+            "the destination"
+        },
+        t,
+    )?;
     let mut rate = None;
     let mut via = Via::Auto;
     let mut p2pmem = NvmetP2p::Auto;
@@ -185,7 +222,9 @@ pub fn parse_flow(text: &str) -> Result<FlowSpec, String> {
     while i < tokens.len() {
         let tok = tokens[i];
         let Some((k, v0)) = tok.split_once('=') else {
-            return Err(format!("flow '{t}': '{tok}' is not key=value (via=, rate=, p2pmem=, dir=, initiator=)"));
+            return Err(format!(
+                "flow '{t}': '{tok}' is not key=value (via=, rate=, p2pmem=, dir=, initiator=)"
+            ));
         };
         // A PCI address as a value spans more tokens: join until it parses.
         let mut v = v0.to_string();
@@ -233,17 +272,37 @@ pub fn parse_flow(text: &str) -> Result<FlowSpec, String> {
             }
             ("initiator", true) if !v.is_empty() => initiator = Some(device_value(&v)),
             _ => {
-                let allowed = if nvmet { "p2pmem=, dir=, initiator=, rate=" } else { "via=, rate=" };
-                return Err(format!("flow '{t}': unknown option '{k}=' here (this kind of flow takes {allowed})"));
+                let allowed = if nvmet {
+                    "p2pmem=, dir=, initiator=, rate="
+                } else {
+                    "via=, rate="
+                };
+                return Err(format!(
+                    "flow '{t}': unknown option '{k}=' here (this kind of flow takes {allowed})"
+                ));
             }
         }
     }
     let kind = if nvmet {
-        FlowKind::Nvmet { nic: a, ns: b, p2pmem, write, initiator }
+        FlowKind::Nvmet {
+            nic: a,
+            ns: b,
+            p2pmem,
+            write,
+            initiator,
+        }
     } else {
-        FlowKind::Copy { src: a, dst: b, via }
+        FlowKind::Copy {
+            src: a,
+            dst: b,
+            via,
+        }
     };
-    Ok(FlowSpec { kind, rate, text: t.to_string() })
+    Ok(FlowSpec {
+        kind,
+        rate,
+        text: t.to_string(),
+    })
 }
 
 /// Parse a flows file: one flow per line; blank lines and `#` comments skipped. Errors
@@ -273,7 +332,11 @@ mod tests {
         let f = parse_flow("0000:03:00.0:04:00.0:via=0000:05:00.0:rate=1G/s").unwrap();
         assert_eq!(
             f.kind,
-            FlowKind::Copy { src: b("03:00.0"), dst: b("04:00.0"), via: Via::Provider(b("05:00.0")) }
+            FlowKind::Copy {
+                src: b("03:00.0"),
+                dst: b("04:00.0"),
+                via: Via::Provider(b("05:00.0"))
+            }
         );
         assert_eq!(f.rate, Some(1 << 30));
         let f = parse_flow("nvme0:nvme1:via=host").unwrap();
@@ -304,14 +367,23 @@ mod tests {
             }
         );
         let f = parse_flow("nvmet:01:00.0:02:00.0:p2pmem=0000:03:00.0").unwrap();
-        assert!(matches!(f.kind, FlowKind::Nvmet { p2pmem: NvmetP2p::Provider(DeviceRef::Bdf(_)), write: true, .. }));
+        assert!(matches!(
+            f.kind,
+            FlowKind::Nvmet {
+                p2pmem: NvmetP2p::Provider(DeviceRef::Bdf(_)),
+                write: true,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn bad_flows_are_errors() {
         assert!(parse_flow("").is_err());
         assert!(parse_flow("nvme0").unwrap_err().contains("destination"));
-        assert!(parse_flow("a:b:speed=3").unwrap_err().contains("unknown option"));
+        assert!(parse_flow("a:b:speed=3")
+            .unwrap_err()
+            .contains("unknown option"));
         assert!(parse_flow("a:b:rate=fast").is_err());
         assert!(parse_flow("a:b:rate=0/s").is_err());
         assert!(parse_flow("a:b:p2pmem=1").is_err());

@@ -60,7 +60,7 @@ impl Gen {
     /// The generation whose transfer rate a sysfs `*_link_speed` names: `8.0 GT/s PCIe`,
     /// `2.5 GT/s`, `5 GT/s`. `Unknown` and anything else: `None`.
     pub fn from_sysfs(s: &str) -> Option<Self> {
-        let num = s.trim().split_whitespace().next()?;
+        let num = s.split_whitespace().next()?;
         let gt: f64 = num.parse().ok()?;
         GENS.iter()
             .position(|(g, ..)| (g - gt).abs() < 0.01)
@@ -112,7 +112,9 @@ impl std::str::FromStr for LinkSpeed {
         let gen = g.parse::<u8>().ok().and_then(Gen::new).ok_or_else(bad)?;
         let width: u8 = w.parse().map_err(|_| bad())?;
         if !matches!(width, 1 | 2 | 4 | 8 | 12 | 16 | 32) {
-            return Err(format!("'{s}': width x{width} is not a PCIe link width (1, 2, 4, 8, 12, 16, 32)"));
+            return Err(format!(
+                "'{s}': width x{width} is not a PCIe link width (1, 2, 4, 8, 12, 16, 32)"
+            ));
         }
         Ok(Self { gen, width })
     }
@@ -156,7 +158,13 @@ mod tests {
 
     #[test]
     fn capacities_per_generation() {
-        let x1 = |g: u8| LinkSpeed { gen: Gen::new(g).unwrap(), width: 1 }.capacity(1.0);
+        let x1 = |g: u8| {
+            LinkSpeed {
+                gen: Gen::new(g).unwrap(),
+                width: 1,
+            }
+            .capacity(1.0)
+        };
         assert!((x1(1) - 250e6).abs() < 1.0);
         assert!((x1(2) - 500e6).abs() < 1.0);
         assert!((x1(3) - 8e9 * 128.0 / 130.0 / 8.0).abs() < 1.0);

@@ -70,8 +70,18 @@ fn root(fabric: &Fabric, n: u32) -> u32 {
 fn bounce(fabric: &Fabric, src: u32, dst: u32, why: String) -> Route {
     Route {
         legs: vec![
-            Leg { from: Place::Dev(src), to: Place::Mem(root(fabric, src)), via_host_bridge: false, bar: None },
-            Leg { from: Place::Mem(root(fabric, dst)), to: Place::Dev(dst), via_host_bridge: false, bar: None },
+            Leg {
+                from: Place::Dev(src),
+                to: Place::Mem(root(fabric, src)),
+                via_host_bridge: false,
+                bar: None,
+            },
+            Leg {
+                from: Place::Mem(root(fabric, dst)),
+                to: Place::Dev(dst),
+                via_host_bridge: false,
+                bar: None,
+            },
         ],
         why,
         ..Route::default()
@@ -83,11 +93,24 @@ fn through(fabric: &Fabric, p: u32, src: u32, dst: u32, into: Outcome, out: Outc
     let thb = |o: Outcome| o.map_type == Some(MapType::ThruHostBridge);
     Route {
         legs: vec![
-            Leg { from: Place::Dev(src), to: Place::Dev(p), via_host_bridge: thb(into), bar: Some((p, src)) },
-            Leg { from: Place::Dev(p), to: Place::Dev(dst), via_host_bridge: thb(out), bar: Some((p, dst)) },
+            Leg {
+                from: Place::Dev(src),
+                to: Place::Dev(p),
+                via_host_bridge: thb(into),
+                bar: Some((p, src)),
+            },
+            Leg {
+                from: Place::Dev(p),
+                to: Place::Dev(dst),
+                via_host_bridge: thb(out),
+                bar: Some((p, dst)),
+            },
         ],
         provider: fabric.nodes[p as usize].bdf,
-        map_types: [into.map_type, out.map_type].into_iter().flatten().collect(),
+        map_types: [into.map_type, out.map_type]
+            .into_iter()
+            .flatten()
+            .collect(),
         ..Route::default()
     }
 }
@@ -104,7 +127,11 @@ pub fn walk_leg(fabric: &Fabric, leg: &Leg, mut f: impl FnMut(u32, bool)) -> boo
             false
         }
         (Place::Dev(a), Place::Dev(b)) => {
-            let top = if leg.via_host_bridge { None } else { fabric.common(a, b) };
+            let top = if leg.via_host_bridge {
+                None
+            } else {
+                fabric.common(a, b)
+            };
             match top {
                 Some(c) => {
                     fabric.climb(a, c, |n| f(n, true));
@@ -154,7 +181,12 @@ impl Router<'_, '_> {
             FlowKind::Copy { src, dst, via } => {
                 let (s, d) = (node(self.fabric, *src)?, node(self.fabric, *dst)?);
                 if !p2p {
-                    return Ok(bounce(self.fabric, s, d, "P2P disabled for comparison".into()));
+                    return Ok(bounce(
+                        self.fabric,
+                        s,
+                        d,
+                        "P2P disabled for comparison".into(),
+                    ));
                 }
                 match via {
                     Via::Host => Ok(bounce(self.fabric, s, d, "via=host".into())),
@@ -163,23 +195,51 @@ impl Router<'_, '_> {
                         let pn = node(self.fabric, *p)?;
                         let into = self.outcome(*p, *src)?;
                         let out = self.outcome(*p, *dst)?;
-                        Ok(self.named(pn, s, d, *p, into, out, "the copy would be refused; planned as a bounce through host memory"))
+                        Ok(self.named(
+                            pn,
+                            s,
+                            d,
+                            *p,
+                            into,
+                            out,
+                            "the copy would be refused; planned as a bounce through host memory",
+                        ))
                     }
                 }
             }
-            FlowKind::Nvmet { nic, ns, p2pmem, write, initiator } => {
+            FlowKind::Nvmet {
+                nic,
+                ns,
+                p2pmem,
+                write,
+                initiator,
+            } => {
                 let (n, m) = (node(self.fabric, *nic)?, node(self.fabric, *ns)?);
                 // Data moves NIC -> namespace on a host write, namespace -> NIC on a read.
-                let (s, d, sb, db) = if *write { (n, m, *nic, *ns) } else { (m, n, *ns, *nic) };
+                let (s, d, sb, db) = if *write {
+                    (n, m, *nic, *ns)
+                } else {
+                    (m, n, *ns, *nic)
+                };
                 let mut r = match (p2p, p2pmem) {
                     (false, _) => bounce(self.fabric, s, d, "P2P disabled for comparison".into()),
-                    (true, NvmetP2p::Off) => bounce(self.fabric, s, d, "the namespace's p2pmem is 0".into()),
+                    (true, NvmetP2p::Off) => {
+                        bounce(self.fabric, s, d, "the namespace's p2pmem is 0".into())
+                    }
                     (true, NvmetP2p::Auto) => self.auto(s, d, sb, db, "nvmet")?,
                     (true, NvmetP2p::Provider(p)) => {
                         let pn = node(self.fabric, *p)?;
                         let into = self.outcome(*p, sb)?;
                         let out = self.outcome(*p, db)?;
-                        self.named(pn, s, d, *p, into, out, "nvmet falls back to ordinary memory")
+                        self.named(
+                            pn,
+                            s,
+                            d,
+                            *p,
+                            into,
+                            out,
+                            "nvmet falls back to ordinary memory",
+                        )
                     }
                 };
                 if let Some(i) = initiator {
@@ -187,9 +247,19 @@ impl Router<'_, '_> {
                     let inode = node(self.fabric, *i)?;
                     let mem = Place::Mem(root(self.fabric, inode));
                     let leg = if *write {
-                        Leg { from: mem, to: Place::Dev(inode), via_host_bridge: false, bar: None }
+                        Leg {
+                            from: mem,
+                            to: Place::Dev(inode),
+                            via_host_bridge: false,
+                            bar: None,
+                        }
                     } else {
-                        Leg { from: Place::Dev(inode), to: mem, via_host_bridge: false, bar: None }
+                        Leg {
+                            from: Place::Dev(inode),
+                            to: mem,
+                            via_host_bridge: false,
+                            bar: None,
+                        }
                     };
                     r.legs.push(leg);
                 }
@@ -202,11 +272,28 @@ impl Router<'_, '_> {
         self.index.outcome(p, c).map_err(|e| e.to_string())
     }
 
-    #[expect(clippy::too_many_arguments, reason = "the two devices as nodes and addresses, and the two verdicts")]
-    fn named(&self, pn: u32, s: u32, d: u32, p: Bdf, into: Outcome, out: Outcome, refused: &str) -> Route {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the two devices as nodes and addresses, and the two verdicts"
+    )]
+    fn named(
+        &self,
+        pn: u32,
+        s: u32,
+        d: u32,
+        p: Bdf,
+        into: Outcome,
+        out: Outcome,
+        refused: &str,
+    ) -> Route {
         let verdicts = [into, out];
         if verdicts.iter().any(|o| o.supported == Some(false)) {
-            return bounce(self.fabric, s, d, format!("the kernel refuses P2P between {p} and a device ({refused})"));
+            return bounce(
+                self.fabric,
+                s,
+                d,
+                format!("the kernel refuses P2P between {p} and a device ({refused})"),
+            );
         }
         if verdicts.iter().any(|o| o.supported.is_none()) {
             return bounce(

@@ -46,7 +46,11 @@ pub(super) fn suggestions(fabric: &Fabric, plan: &Plan) -> Vec<String> {
         return out;
     };
     if b.kind == "host_memory" {
-        let n = plan.flows.iter().filter(|f| f.path == "host_memory").count();
+        let n = plan
+            .flows
+            .iter()
+            .filter(|f| f.path == "host_memory")
+            .count();
         out.push(format!(
             "host memory of {} is the bottleneck ({:.0}% used); {n} flows bounce through it",
             b.host.as_deref().unwrap_or("host"),
@@ -54,11 +58,9 @@ pub(super) fn suggestions(fabric: &Fabric, plan: &Plan) -> Vec<String> {
         ));
         return out;
     }
-    let Some(bn) = fabric
-        .nodes
-        .iter()
-        .position(|n| Some(&n.label) == b.downstream.as_ref() && matches!(n.edge, Edge::Link { .. }))
-    else {
+    let Some(bn) = fabric.nodes.iter().position(|n| {
+        Some(&n.label) == b.downstream.as_ref() && matches!(n.edge, Edge::Link { .. })
+    }) else {
         return out;
     };
     let bn = bn as u32;
@@ -92,9 +94,15 @@ pub(super) fn suggestions(fabric: &Fabric, plan: &Plan) -> Vec<String> {
             let why = if f.path == "host_memory" {
                 f.why.clone()
             } else if f.map_types.contains(&MapType::ThruHostBridge) {
-                format!("P2P through the host bridge via {}", f.provider.map(|p| p.to_string()).unwrap_or_default())
+                format!(
+                    "P2P through the host bridge via {}",
+                    f.provider.map(|p| p.to_string()).unwrap_or_default()
+                )
             } else {
-                format!("its provider {} is outside", f.provider.map(|p| p.to_string()).unwrap_or_default())
+                format!(
+                    "its provider {} is outside",
+                    f.provider.map(|p| p.to_string()).unwrap_or_default()
+                )
             };
             match reasons.iter_mut().find(|(r, _)| *r == why) {
                 Some((_, n)) => *n += 1,
@@ -114,8 +122,12 @@ pub(super) fn suggestions(fabric: &Fabric, plan: &Plan) -> Vec<String> {
     ));
     if !inside.is_empty() {
         let bytes: u64 = inside.iter().map(|f| f.rate_bytes_per_s).sum();
-        reasons.sort_by(|a, b| b.1.cmp(&a.1));
-        let why: Vec<String> = reasons.iter().take(3).map(|(r, n)| format!("{n}: {r}")).collect();
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+        let why: Vec<String> = reasons
+            .iter()
+            .take(3)
+            .map(|(r, n)| format!("{n}: {r}"))
+            .collect();
         let what = match fabric.nodes[bn as usize].role {
             Some(Role::SwitchUpstream) => "the switch",
             _ => "this link",
@@ -141,8 +153,14 @@ pub(super) fn suggestions(fabric: &Fabric, plan: &Plan) -> Vec<String> {
     if let Some(l) = lanes(fabric, w, bn, "") {
         out.push(l);
     }
-    if let Some(wb) = wo.bottleneck.as_ref().filter(|x| x.kind == "link" && x.downstream != b.downstream) {
-        if let Some(n) = fabric.nodes.iter().position(|n| Some(&n.label) == wb.downstream.as_ref() && matches!(n.edge, Edge::Link { .. })) {
+    if let Some(wb) = wo
+        .bottleneck
+        .as_ref()
+        .filter(|x| x.kind == "link" && x.downstream != b.downstream)
+    {
+        if let Some(n) = fabric.nodes.iter().position(|n| {
+            Some(&n.label) == wb.downstream.as_ref() && matches!(n.edge, Edge::Link { .. })
+        }) {
             if let Some(l) = lanes(fabric, wo, n as u32, "without P2P, ") {
                 out.push(l);
             }
@@ -156,12 +174,23 @@ fn lanes(fabric: &Fabric, w: &super::Loading, bn: u32, prefix: &str) -> Option<S
     let b = w.bottleneck.as_ref()?;
     let label = &fabric.nodes[bn as usize].label;
     let above = fabric.parent_label(bn);
-    let Edge::Link { speed: Some(s), max, .. } = fabric.nodes[bn as usize].edge else {
+    let Edge::Link {
+        speed: Some(s),
+        max,
+        ..
+    } = fabric.nodes[bn as usize].edge
+    else {
         return None;
     };
     let (m, why) = match max {
         Some(m) if m.capacity(1.0) > s.capacity(1.0) => (m, "its maximum, max_link"),
-        _ if s.width < 16 => (LinkSpeed { gen: s.gen, width: 16 }, "more lanes"),
+        _ if s.width < 16 => (
+            LinkSpeed {
+                gen: s.gen,
+                width: 16,
+            },
+            "more lanes",
+        ),
         _ => return None,
     };
     let ratio = m.capacity(1.0) / s.capacity(1.0);
@@ -175,7 +204,10 @@ fn lanes(fabric: &Fabric, w: &super::Loading, bn: u32, prefix: &str) -> Option<S
     let new_max = others.max(b.utilisation / ratio);
     let new_scale = (new_max > 0.0).then(|| 1.0 / new_max);
     // Only when it helps: another link may saturate at nearly the same scale.
-    if new_scale.zip(w.max_scale).is_some_and(|(n, o)| n <= o * 1.01) {
+    if new_scale
+        .zip(w.max_scale)
+        .is_some_and(|(n, o)| n <= o * 1.01)
+    {
         return None;
     }
     Some(format!(

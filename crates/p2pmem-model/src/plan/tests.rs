@@ -83,16 +83,34 @@ fn a_copy_through_a_switch_provider_stays_below_the_switch() {
     assert_eq!(p.p2p_saves_host_memory_bytes_per_s, 2 * g);
     // The lab's categories: 2x payload into and out of the provider's BAR.
     let (fig, dev) = p.dma_figures(0, 1 << 20).unwrap();
-    assert_eq!((fig.host_memory_bytes, fig.other_device_bytes, fig.own_cmb_bytes), (0, 2 << 20, 0));
+    assert_eq!(
+        (
+            fig.host_memory_bytes,
+            fig.other_device_bytes,
+            fig.own_cmb_bytes
+        ),
+        (0, 2 << 20, 0)
+    );
     assert_eq!(dev[&d.names["cmb"].to_string()], 2 << 20);
 }
 
 #[test]
 fn refused_p2p_bounces_and_named_own_cmb_counts_as_own() {
     // far is on another root port: Intel host bridge 8086:0000 is not whitelisted.
-    let (p, _, d) = run(BOX, &["nvme0:far:rate=1G/s", "nvme0:far:via=cmb:rate=1G/s", "cmb:nvme2:via=cmb"]);
+    let (p, _, d) = run(
+        BOX,
+        &[
+            "nvme0:far:rate=1G/s",
+            "nvme0:far:via=cmb:rate=1G/s",
+            "cmb:nvme2:via=cmb",
+        ],
+    );
     assert_eq!(p.flows[0].path, "host_memory");
-    assert!(p.flows[0].why.contains("no published provider"), "{}", p.flows[0].why);
+    assert!(
+        p.flows[0].why.contains("no published provider"),
+        "{}",
+        p.flows[0].why
+    );
     assert_eq!(p.flows[1].path, "host_memory");
     assert!(p.flows[1].why.contains("refuses"), "{}", p.flows[1].why);
     let (fig, _) = p.dma_figures(1, 100).unwrap();
@@ -109,17 +127,26 @@ fn amd_zen_goes_through_the_host_bridge_and_acs_redirect_too() {
     let zen = BOX.replace("cpu = \"intel\"", "cpu = \"amd-zen\"");
     let (p, _, d) = run(&zen, &["nvme0:far:via=cmb:rate=1G/s"]);
     assert_eq!(p.flows[0].path, "p2p");
-    assert_eq!(p.flows[0].map_types, vec![MapType::BusAddr, MapType::ThruHostBridge]);
+    assert_eq!(
+        p.flows[0].map_types,
+        vec![MapType::BusAddr, MapType::ThruHostBridge]
+    );
     let g = 1u64 << 30;
     assert_eq!(link(&p.with_p2p, "sw0").up_bytes_per_s, g);
     assert_eq!(link(&p.with_p2p, "far").down_bytes_per_s, g);
     assert_eq!(p.with_p2p.host_memory_bytes_per_s, 0);
     let _ = d;
     // ACS redirect on the switch ports: P2P below the switch goes up to the host bridge.
-    let acs = zen.replace("link = \"gen4x4\"\n\n[[endpoint]]\nname = \"nvme\"", "link = \"gen4x4\"\nacs = \"redirect\"\n\n[[endpoint]]\nname = \"nvme\"");
+    let acs = zen.replace(
+        "link = \"gen4x4\"\n\n[[endpoint]]\nname = \"nvme\"",
+        "link = \"gen4x4\"\nacs = \"redirect\"\n\n[[endpoint]]\nname = \"nvme\"",
+    );
     assert!(acs.contains("redirect"));
     let (p, _, _) = run(&acs, &["nvme0:nvme1:via=cmb:rate=1G/s"]);
-    assert_eq!(p.flows[0].map_types, vec![MapType::ThruHostBridge, MapType::ThruHostBridge]);
+    assert_eq!(
+        p.flows[0].map_types,
+        vec![MapType::ThruHostBridge, MapType::ThruHostBridge]
+    );
     let up = link(&p.with_p2p, "sw0");
     assert_eq!((up.up_bytes_per_s, up.down_bytes_per_s), (2 * g, 2 * g));
 }
@@ -130,14 +157,25 @@ fn ties_are_said_and_the_worst_is_planned() {
     let (p, _, d) = run(&two, &["nvme0:nvme1"]);
     let f = &p.flows[0];
     assert_eq!(f.tied.len(), 2);
-    assert_eq!(f.provider, Some(d.names["cmb2"]), "the slower provider is the worst case");
+    assert_eq!(
+        f.provider,
+        Some(d.names["cmb2"]),
+        "the slower provider is the worst case"
+    );
     assert!(f.why.contains("at random"));
 }
 
 #[test]
 fn nvmet_flows_follow_the_namespace_setting() {
     let nic = format!("{BOX}\n[[endpoint]]\nname = \"nic\"\nkind = \"nic\"\nparent = \"sw0\"\nlink = \"gen4x16\"\n");
-    let (p, _, d) = run(&nic, &["nvmet:nic:nvme0", "nvmet:nic:nvme0:p2pmem=0", "nvmet:nic:nvme0:dir=read:p2pmem=cmb"]);
+    let (p, _, d) = run(
+        &nic,
+        &[
+            "nvmet:nic:nvme0",
+            "nvmet:nic:nvme0:p2pmem=0",
+            "nvmet:nic:nvme0:dir=read:p2pmem=cmb",
+        ],
+    );
     assert_eq!(p.flows[0].provider, Some(d.names["cmb"]));
     assert_eq!(p.flows[1].path, "host_memory");
     assert_eq!(p.flows[2].provider, Some(d.names["cmb"]));
@@ -158,7 +196,11 @@ fn bottleneck_and_max_scale_and_lanes() {
     let cap = "gen4x4".parse::<link::LinkSpeed>().unwrap().capacity(0.85);
     let want = cap / (2.0 * (1u64 << 30) as f64);
     assert!((p.with_p2p.max_scale.unwrap() - want).abs() < 1e-9);
-    assert!(p.suggestions.iter().any(|s| s.contains("gen4x16")), "{:?}", p.suggestions);
+    assert!(
+        p.suggestions.iter().any(|s| s.contains("gen4x16")),
+        "{:?}",
+        p.suggestions
+    );
 }
 
 #[test]
@@ -170,12 +212,24 @@ fn design_errors_name_the_line() {
     assert!(e.line.is_some());
     let e = parse_design(&BOX.replace("gen4x4", "gen9x4")).unwrap_err();
     assert!(e.to_string().contains("gen9x4"), "{e}");
-    let e = parse_design("[[switch]]\nname = \"a\"\nparent = \"b\"\n[[switch]]\nname = \"b\"\nparent = \"a\"\n").unwrap_err();
-    assert!(e.to_string().contains("not a root port") || e.to_string().contains("cycle"), "{e}");
+    let e = parse_design(
+        "[[switch]]\nname = \"a\"\nparent = \"b\"\n[[switch]]\nname = \"b\"\nparent = \"a\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("not a root port") || e.to_string().contains("cycle"),
+        "{e}"
+    );
     let e = parse_design("[[bogus]]\n").unwrap_err();
     assert!(e.to_string().contains("bogus"), "{e}");
-    let two = BOX.replace("name = \"far\"\nparent = \"rp1\"", "name = \"far\"\nparent = \"rp0\"");
-    assert!(parse_design(&two).unwrap_err().to_string().contains("one link"));
+    let two = BOX.replace(
+        "name = \"far\"\nparent = \"rp1\"",
+        "name = \"far\"\nparent = \"rp0\"",
+    );
+    assert!(parse_design(&two)
+        .unwrap_err()
+        .to_string()
+        .contains("one link"));
 }
 
 #[test]
@@ -207,12 +261,21 @@ fn switch_balance(fabric: &Fabric, l: &Loading) {
                 }
             }
         }
-        assert!((inn - out).abs() < 1e-3, "switch {}: in {inn} out {out}", n.label);
+        assert!(
+            (inn - out).abs() < 1e-3,
+            "switch {}: in {inn} out {out}",
+            n.label
+        );
     }
 }
 
 fn small() -> (design::Design, Fabric, Vec<FlowSpec<Bdf>>) {
-    let shape = Shape { endpoints: 96, per_switch: 8, flows: 40, seed: 3 };
+    let shape = Shape {
+        endpoints: 96,
+        per_switch: 8,
+        flows: 40,
+        seed: 3,
+    };
     let d = parse_design(&synth::design(shape)).unwrap();
     let f = Fabric::new(&d.topology, &d.facts);
     let flows = flow::parse_flows(&synth::flows(shape))
@@ -267,9 +330,16 @@ proptest! {
 
 #[test]
 fn the_benchmark_design_reads_and_plans() {
-    let shape = Shape { flows: 500, ..Shape::BENCH };
+    let shape = Shape {
+        flows: 500,
+        ..Shape::BENCH
+    };
     let d = parse_design(&synth::design(shape)).unwrap();
-    let endpoints = d.topology.functions().filter(|f| !f.is_bridge() && f.class != 0x060000).count();
+    let endpoints = d
+        .topology
+        .functions()
+        .filter(|f| !f.is_bridge() && f.class != 0x060000)
+        .count();
     assert!(endpoints >= 4096, "{endpoints}");
     let f = Fabric::new(&d.topology, &d.facts);
     let flows: Vec<_> = flow::parse_flows(&synth::flows(shape))
