@@ -50,9 +50,12 @@ link = "gen4x4"
 fn run(text: &str, flows: &[&str]) -> (Plan, Fabric, design::Design) {
     let d = parse_design(text).unwrap();
     let fabric = Fabric::new(&d.topology, &d.facts);
-    let fl: Vec<FlowSpec<Bdf>> = flows
+    let fl: Vec<FlowSpec<Bdf>> = d
+        .flows
         .iter()
-        .map(|f| parse_flow(f).unwrap().resolve(by_names(&d.names)).unwrap())
+        .cloned()
+        .chain(flows.iter().map(|f| parse_flow(f).unwrap()))
+        .map(|f| f.resolve(by_names(&d.names)).unwrap())
         .collect();
     let p = plan(&d.topology, &d.rules, &fabric, &fl, PlanOptions::default()).unwrap();
     (p, fabric, d)
@@ -351,4 +354,31 @@ fn the_benchmark_design_reads_and_plans() {
     assert_eq!(p.flows.len(), 500);
     assert!(p.flows.iter().any(|f| f.path == "p2p"));
     assert!(p.with_p2p.max_scale.is_some());
+}
+
+#[test]
+fn two_hosts_in_one_design_keep_their_memory_apart() {
+    let text = include_str!("../../../../examples/designs/nvmeof-two-hosts.toml");
+    let (p, _, d) = run(text, &[]);
+    assert_eq!(p.flows.len(), 3);
+    assert_eq!(p.flows[0].provider, Some(d.names["p2pcard"]));
+    let g = 1u64 << 30;
+    let mem = |l: &Loading, h: &str| {
+        l.host_memory
+            .iter()
+            .find(|m| m.host == h)
+            .unwrap()
+            .bytes_per_s
+    };
+    // The initiator's buffers: every payload byte once.
+    assert_eq!(mem(&p.with_p2p, "initiator"), 8 * g);
+    // The target: only the p2pmem=0 read bounces (twice its 2 GiB/s).
+    assert_eq!(mem(&p.with_p2p, "target"), 4 * g);
+    assert_eq!(mem(&p.without_p2p, "target"), 16 * g);
+    // The lab's categories for an nvmet flow through the card: NIC in, NVMe out.
+    let (fig, _) = p.dma_figures(0, 1000).unwrap();
+    assert_eq!(
+        (fig.host_memory_bytes, fig.other_device_bytes),
+        (1000, 2000)
+    );
 }
