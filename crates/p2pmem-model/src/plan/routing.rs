@@ -334,7 +334,16 @@ impl Router<'_, '_> {
         let Some((_, mut r)) = worst else {
             return Ok(bounce(self.fabric, s, d, "no provider".into()));
         };
-        let p = r.provider.map(|b| b.to_string()).unwrap_or_default();
+        let p = match r
+            .provider
+            .and_then(|b| self.fabric.node(&b).map(|n| (b, n)))
+        {
+            Some((b, n)) if self.fabric.nodes[n as usize].label != b.to_string() => {
+                format!("{} ({b})", self.fabric.nodes[n as usize].label)
+            }
+            Some((b, _)) => b.to_string(),
+            None => String::new(),
+        };
         let dist = found.best_distance.unwrap_or(0);
         if found.best.len() > 1 {
             r.tied = found.best.clone();
@@ -343,7 +352,7 @@ impl Router<'_, '_> {
                 found.best.len()
             );
         } else {
-            r.why = format!("the kernel picks {p} (distance {dist})");
+            r.why = format!("the kernel picks {p} at distance {dist}");
         }
         Ok(r)
     }
