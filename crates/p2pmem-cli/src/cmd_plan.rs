@@ -376,6 +376,11 @@ fn dot(fabric: &Fabric, p: &Plan) -> String {
         "  mem [shape=cylinder, label=\"host memory\\n{}\"];",
         human_rate(p.with_p2p.host_memory_bytes_per_s as f64)
     );
+    for (i, n) in fabric.nodes.iter().enumerate() {
+        if n.parent.is_none() {
+            let _ = writeln!(o, "  n{i} -> mem [style=dashed, arrowhead=none];");
+        }
+    }
     o.push_str("}\n");
     o
 }
