@@ -402,6 +402,9 @@ fn load<'r>(
         else {
             continue;
         };
+        if !fabric.owns_link(i as u32) {
+            continue;
+        }
         let [up, down] = loads[i];
         let cap = speed.map(|s| s.capacity(opts.efficiency));
         let util = cap.map(|c| up.max(down) / c);

@@ -69,6 +69,9 @@ pub struct Fabric {
     index: HashMap<Bdf, u32>,
     /// The host each host-bridge node belongs to (a design's `host`, else `host`).
     pub host: HashMap<u32, String>,
+    /// The node whose edge is each node's physical link: itself, or function 0 of its
+    /// device (the functions of a multi-function device share one link).
+    pub owner: Vec<u32>,
 }
 
 /// What the fabric is built from besides the topology.
@@ -173,7 +176,29 @@ impl Fabric {
                 edge,
             });
         }
-        Self { nodes, index, host }
+        let owner = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                n.bdf
+                    .filter(|b| b.function != 0)
+                    .and_then(|b| index.get(&Bdf { function: 0, ..b }))
+                    .filter(|f0| nodes[**f0 as usize].parent == n.parent)
+                    .copied()
+                    .unwrap_or(i as u32)
+            })
+            .collect();
+        Self {
+            nodes,
+            index,
+            host,
+            owner,
+        }
+    }
+
+    /// Does `n` own its link (not a second function sharing function 0's)?
+    pub fn owns_link(&self, n: u32) -> bool {
+        self.owner.get(n as usize) == Some(&n)
     }
 
     /// The node of a function.
@@ -200,10 +225,11 @@ impl Fabric {
         Some(a)
     }
 
-    /// Calls `f(node)` for each edge from `from` up to (not including) `top`.
+    /// Calls `f(node)` for each edge from `from` up to (not including) `top`, naming
+    /// each edge by the node that owns its link.
     pub fn climb(&self, mut from: u32, top: u32, mut f: impl FnMut(u32)) {
         while from != top {
-            f(from);
+            f(self.owner[from as usize]);
             match self.nodes[from as usize].parent {
                 Some(p) => from = p,
                 None => break,

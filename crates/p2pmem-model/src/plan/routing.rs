@@ -133,6 +133,8 @@ pub fn walk_leg(fabric: &Fabric, leg: &Leg, mut f: impl FnMut(u32, bool)) -> boo
                 fabric.common(a, b)
             };
             match top {
+                // Two functions of one device: the bytes stay inside it.
+                Some(_) if a != b && fabric.owner[a as usize] == fabric.owner[b as usize] => false,
                 Some(c) => {
                     fabric.climb(a, c, |n| f(n, true));
                     fabric.climb(b, c, |n| f(n, false));

@@ -382,3 +382,57 @@ fn two_hosts_in_one_design_keep_their_memory_apart() {
         (1000, 2000)
     );
 }
+
+#[test]
+fn functions_of_one_device_share_its_link() {
+    use crate::topology::tests::{bdf, func};
+    use crate::topology::{P2pmemInfo, Topology};
+    let mut f0 = func(&["00:06.0", "06:00.0"], Some(0), None);
+    f0.p2pmem = Some(P2pmemInfo {
+        size: Some(1 << 24),
+        available: Some(1 << 24),
+        published: Some(true),
+    });
+    let topo = Topology::new(vec![
+        func(&["00:00.0"], None, None),
+        func(&["00:06.0"], Some(4), Some(0)),
+        f0,
+        func(&["00:06.0", "06:00.1"], Some(0), None),
+    ])
+    .unwrap();
+    let rules = crate::distance::Rules {
+        kernel: crate::kernel_version::KernelVersion::new(6, 12, 0),
+        cpu: crate::cpu::CpuInfo::default(),
+    };
+    let mut facts = fabric::FabricFacts::default();
+    facts.link_default = Some("gen3x4".parse().unwrap());
+    let f = Fabric::new(&topo, &facts);
+    let flows: Vec<FlowSpec<Bdf>> = ["06:00.1:06:00.0:via=06:00.0", "06:00.1:06:00.0:via=host"]
+        .iter()
+        .map(|s| {
+            parse_flow(s)
+                .unwrap()
+                .resolve(|d| match d {
+                    flow::DeviceRef::Bdf(b) => Ok(*b),
+                    flow::DeviceRef::Name(n) => Err(n.clone()),
+                })
+                .unwrap()
+        })
+        .collect();
+    let p = plan(&topo, &rules, &f, &flows[..1], PlanOptions::default()).unwrap();
+    assert_eq!(
+        p.with_p2p.links.len(),
+        1,
+        "one physical link for the two functions"
+    );
+    let l = &p.with_p2p.links[0];
+    assert_eq!(
+        (l.up_bytes_per_s, l.down_bytes_per_s),
+        (0, 0),
+        "inside the device"
+    );
+    let p = plan(&topo, &rules, &f, &flows[1..], PlanOptions::default()).unwrap();
+    let l = &p.with_p2p.links[0];
+    assert_eq!(l.downstream_bdf, Some(bdf("06:00.0")));
+    assert_eq!((l.up_bytes_per_s, l.down_bytes_per_s), (1 << 30, 1 << 30));
+}
