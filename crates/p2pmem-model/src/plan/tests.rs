@@ -404,8 +404,10 @@ fn functions_of_one_device_share_its_link() {
         kernel: crate::kernel_version::KernelVersion::new(6, 12, 0),
         cpu: crate::cpu::CpuInfo::default(),
     };
-    let mut facts = fabric::FabricFacts::default();
-    facts.link_default = Some("gen3x4".parse().unwrap());
+    let facts = fabric::FabricFacts {
+        link_default: Some("gen3x4".parse().unwrap()),
+        ..Default::default()
+    };
     let f = Fabric::new(&topo, &facts);
     let flows: Vec<FlowSpec<Bdf>> = ["06:00.1:06:00.0:via=06:00.0", "06:00.1:06:00.0:via=host"]
         .iter()
