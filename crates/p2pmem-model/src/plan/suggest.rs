@@ -66,51 +66,7 @@ pub(super) fn suggestions(fabric: &Fabric, plan: &Plan) -> Vec<String> {
     let bn = bn as u32;
     let label = &fabric.nodes[bn as usize].label;
     let above = fabric.parent_label(bn);
-    // Flows on the bottleneck link, and those whose devices are all below it.
-    let mut on = 0usize;
-    let mut inside = Vec::new();
-    let mut reasons: Vec<(String, usize)> = Vec::new();
-    for f in &plan.flows {
-        let mut hit = false;
-        for leg in &f.route.legs {
-            walk_leg(fabric, leg, |n, _| hit |= n == bn);
-        }
-        if !hit {
-            continue;
-        }
-        on += 1;
-        let devs: Vec<u32> = f
-            .route
-            .legs
-            .iter()
-            .flat_map(|l| [l.from, l.to])
-            .filter_map(|p| match p {
-                Place::Dev(d) => Some(d),
-                Place::Mem(_) => None,
-            })
-            .filter(|d| Some(*d) != f.route.legs.iter().find_map(|l| l.bar.map(|x| x.0)))
-            .collect();
-        if !devs.is_empty() && devs.iter().all(|d| below(fabric, *d, bn)) {
-            let why = if f.path == "host_memory" {
-                f.why.clone()
-            } else if f.map_types.contains(&MapType::ThruHostBridge) {
-                format!(
-                    "P2P through the host bridge via {}",
-                    f.provider.map(|p| p.to_string()).unwrap_or_default()
-                )
-            } else {
-                format!(
-                    "its provider {} is outside",
-                    f.provider.map(|p| p.to_string()).unwrap_or_default()
-                )
-            };
-            match reasons.iter_mut().find(|(r, _)| *r == why) {
-                Some((_, n)) => *n += 1,
-                None => reasons.push((why, 1)),
-            }
-            inside.push(f);
-        }
-    }
+    let (on, leave) = leaving(fabric, plan, bn);
     out.push(format!(
         "the bottleneck is the link {above} -> {label} ({}, {:.0}% used {}); {on} flow(s) cross it",
         match fabric.nodes[bn as usize].edge {
@@ -120,24 +76,26 @@ pub(super) fn suggestions(fabric: &Fabric, plan: &Plan) -> Vec<String> {
         b.utilisation * 100.0,
         b.direction
     ));
-    if !inside.is_empty() {
-        let bytes: u64 = inside.iter().map(|f| f.rate_bytes_per_s).sum();
-        reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
-        let why: Vec<String> = reasons
-            .iter()
-            .take(3)
-            .map(|(r, n)| format!("{n}: {r}"))
-            .collect();
-        let what = match fabric.nodes[bn as usize].role {
-            Some(Role::SwitchUpstream) => "the switch",
-            _ => "this link",
-        };
-        out.push(format!(
-            "{} flow(s) ({}) have both devices below {label} yet leave {what} ({}); a published provider below {label} that the kernel accepts for both devices (no ACS redirect on the switch ports) would keep them inside",
-            inside.len(),
-            human_rate(bytes as f64),
-            why.join("; ")
-        ));
+    if let Some(l) = leave {
+        out.push(l);
+    }
+    // Other switches whose upstream links carry flows that need not leave them.
+    let mut others: Vec<(u32, u64)> = fabric
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| *i as u32 != bn && n.role == Some(Role::SwitchUpstream))
+        .filter_map(|(i, _)| {
+            let (u, d) = w.node_load(i as u32)?;
+            let load = (u + d) as u64;
+            (load > 0).then_some((i as u32, load))
+        })
+        .collect();
+    others.sort_by_key(|(_, l)| std::cmp::Reverse(*l));
+    for (n, _) in others.into_iter().take(3) {
+        if let (_, Some(l)) = leaving(fabric, plan, n) {
+            out.push(l);
+        }
     }
     let bdf = fabric.nodes[bn as usize].bdf;
     let users = plan
@@ -215,4 +173,85 @@ fn lanes(fabric: &Fabric, w: &super::Loading, bn: u32, prefix: &str) -> Option<S
         scale(new_scale),
         scale(w.max_scale)
     ))
+}
+
+/// The flows crossing the link above `bn`, and a sentence on those whose devices are
+/// all below it (they leave the switch, and why).
+fn leaving(fabric: &Fabric, plan: &Plan, bn: u32) -> (usize, Option<String>) {
+    let label = &fabric.nodes[bn as usize].label;
+    let mut on = 0usize;
+    let mut inside = Vec::new();
+    let mut reasons: Vec<(String, usize)> = Vec::new();
+    for f in &plan.flows {
+        let mut hit = false;
+        for leg in &f.route.legs {
+            walk_leg(fabric, leg, |n, _| hit |= n == bn);
+        }
+        if !hit {
+            continue;
+        }
+        on += 1;
+        let devs: Vec<u32> = f
+            .route
+            .legs
+            .iter()
+            .flat_map(|l| [l.from, l.to])
+            .filter_map(|p| match p {
+                Place::Dev(d) => Some(d),
+                Place::Mem(_) => None,
+            })
+            .filter(|d| Some(*d) != f.route.legs.iter().find_map(|l| l.bar.map(|x| x.0)))
+            .collect();
+        if !devs.is_empty() && devs.iter().all(|d| below(fabric, *d, bn)) {
+            let why = if f.path == "host_memory" {
+                f.why.clone()
+            } else if f.map_types.contains(&MapType::ThruHostBridge) {
+                format!(
+                    "P2P through the host bridge via {}",
+                    f.provider.map(|p| p.to_string()).unwrap_or_default()
+                )
+            } else {
+                format!(
+                    "its provider {} is outside",
+                    f.provider.map(|p| p.to_string()).unwrap_or_default()
+                )
+            };
+            match reasons.iter_mut().find(|(r, _)| *r == why) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((why, 1)),
+            }
+            inside.push(f);
+        }
+    }
+    if !inside.is_empty() {
+        let bytes: u64 = inside.iter().map(|f| f.rate_bytes_per_s).sum();
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+        let why: Vec<String> = reasons
+            .iter()
+            .take(3)
+            .map(|(r, n)| format!("{n}: {r}"))
+            .collect();
+        let what = match fabric.nodes[bn as usize].role {
+            Some(Role::SwitchUpstream) => "the switch",
+            _ => "this link",
+        };
+        let asked = reasons
+            .iter()
+            .all(|(r, _)| r == "via=host" || r.contains("p2pmem is 0"));
+        let remedy = if asked {
+            "they ask for host memory; via=auto (or the namespace's p2pmem=1) lets the kernel keep them inside".to_string()
+        } else {
+            format!("a published provider below {label} that the kernel accepts for both devices (no ACS redirect on the switch ports) would keep them inside")
+        };
+        return (
+            on,
+            Some(format!(
+                "{} flow(s) ({}) have both devices below {label} yet leave {what} ({}); {remedy}",
+                inside.len(),
+                human_rate(bytes as f64),
+                why.join("; ")
+            )),
+        );
+    }
+    (on, None)
 }
