@@ -39,7 +39,7 @@
 //! child; buses are numbered depth first. ACS is declared, not read: `redirect` sets
 //! RR and CR in the port's ACS Control, which P2PDMA tests.
 
-use super::fabric::{FabricFacts, Role};
+use super::fabric::FabricFacts;
 use super::flow::{parse_flow, parse_rate, FlowSpec};
 use super::link::{LinkFacts, LinkSpeed};
 use crate::acs::{AcsFlags, AcsState};
@@ -47,9 +47,12 @@ use crate::bdf::{Bdf, HostBridgeId};
 use crate::cpu::CpuInfo;
 use crate::distance::Rules;
 use crate::kernel_version::KernelVersion;
-use crate::topology::{Function, P2pmemInfo, Topology};
+use crate::topology::Topology;
+use layout::{function, Builder};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
+
+mod layout;
 
 /// Why a design cannot be used; the line when it can be found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,8 +160,6 @@ struct Entry {
     link: LinkFacts,
     redirect: bool,
 }
-
-const MAX_BUS: u32 = 255;
 
 /// Read a design from its text.
 pub fn parse_design(text: &str) -> Result<Design, DesignError> {
@@ -475,181 +476,4 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
         memory_bandwidth,
         flows,
     })
-}
-
-fn function(
-    bdf: Bdf,
-    hb: HostBridgeId,
-    path: Vec<Bdf>,
-    ids: (u16, u16, u32),
-    acs: AcsState,
-    p2pmem: Option<P2pmemInfo>,
-) -> Function {
-    Function {
-        bdf,
-        host_bridge: hb,
-        path,
-        vendor: ids.0,
-        device: ids.1,
-        class: ids.2,
-        config: None,
-        driver: None,
-        p2pmem,
-        acs_override: Some(acs),
-    }
-}
-
-struct Builder<'a> {
-    entries: &'a [Entry],
-    children: &'a HashMap<&'a str, Vec<usize>>,
-    functions: &'a mut Vec<Function>,
-    facts: &'a mut FabricFacts,
-    names: &'a mut BTreeMap<String, Bdf>,
-    next_bus: &'a mut u32,
-    hb: HostBridgeId,
-    redirect: AcsState,
-    off: AcsState,
-}
-
-impl Builder<'_> {
-    fn bus(&mut self, name: &str, text: &str) -> Result<u8, DesignError> {
-        let b = *self.next_bus;
-        if b > MAX_BUS {
-            return Err(DesignError {
-                line: line_of(text, name),
-                what: format!("{name}: host bridge {} needs more than 256 buses; split the design over more host bridges", self.hb),
-            });
-        }
-        *self.next_bus += 1;
-        Ok(b as u8)
-    }
-
-    fn add(
-        &mut self,
-        bdf: Bdf,
-        path: &[Bdf],
-        ids: (u16, u16, u32),
-        acs: AcsState,
-        p2pmem: Option<P2pmemInfo>,
-        role: Role,
-    ) -> Vec<Bdf> {
-        let mut p = path.to_vec();
-        p.push(bdf);
-        self.functions
-            .push(function(bdf, self.hb, p.clone(), ids, acs, p2pmem));
-        self.facts.roles.insert(bdf, role);
-        p
-    }
-
-    /// Place entry `i` at `at` below `path`.
-    fn place(&mut self, i: usize, at: Bdf, path: Vec<Bdf>, text: &str) -> Result<(), DesignError> {
-        let e = &self.entries[i];
-        let kids = self
-            .children
-            .get(e.name.as_str())
-            .cloned()
-            .unwrap_or_default();
-        let dom = self.hb.domain;
-        self.names.insert(e.name.clone(), at);
-        self.facts.labels.insert(at, e.name.clone());
-        if e.link.current.is_some() || e.link.max.is_some() {
-            self.facts.links.insert(at, e.link);
-        }
-        match e.kind {
-            Kind::Endpoint { class, p2pmem } => {
-                let info = p2pmem.then_some(P2pmemInfo {
-                    size: Some(1 << 30),
-                    available: Some(1 << 30),
-                    published: Some(true),
-                });
-                self.add(
-                    at,
-                    &path,
-                    (0x1b36, 0x0010, class),
-                    AcsState::Absent,
-                    info,
-                    Role::Endpoint,
-                );
-            }
-            Kind::Root => {
-                let acs = if e.redirect { self.redirect } else { self.off };
-                let path = self.add(
-                    at,
-                    &path,
-                    (0x8086, 0x0001, 0x060400),
-                    acs,
-                    None,
-                    Role::RootPort,
-                );
-                match kids.as_slice() {
-                    [] => {}
-                    [one] => {
-                        let bus = self.bus(&e.name, text)?;
-                        self.place(*one, Bdf { domain: dom, bus, device: 0, function: 0 }, path, text)?;
-                    }
-                    _ => {
-                        return Err(DesignError {
-                            line: line_of(text, &e.name),
-                            what: format!("root port {} has {} children; a root port has one link (put a switch below it)", e.name, kids.len()),
-                        })
-                    }
-                }
-            }
-            Kind::Switch => {
-                let up = self.add(
-                    at,
-                    &path,
-                    (0x104c, 0x8232, 0x060400),
-                    AcsState::Absent,
-                    None,
-                    Role::SwitchUpstream,
-                );
-                if kids.len() > 32 {
-                    return Err(DesignError {
-                        line: line_of(text, &e.name),
-                        what: format!(
-                            "switch {} has {} children; at most 32 downstream ports",
-                            e.name,
-                            kids.len()
-                        ),
-                    });
-                }
-                if kids.is_empty() {
-                    return Ok(());
-                }
-                let internal = self.bus(&e.name, text)?;
-                let acs = if e.redirect { self.redirect } else { self.off };
-                for (j, k) in kids.iter().enumerate() {
-                    let dp = Bdf {
-                        domain: dom,
-                        bus: internal,
-                        device: j as u8,
-                        function: 0,
-                    };
-                    let dpath = self.add(
-                        dp,
-                        &up,
-                        (0x104c, 0x8233, 0x060400),
-                        acs,
-                        None,
-                        Role::SwitchDownstream,
-                    );
-                    self.facts.labels.insert(dp, format!("{}.dp{j}", e.name));
-                    let bus = self.bus(&e.name, text)?;
-                    self.place(
-                        *k,
-                        Bdf {
-                            domain: dom,
-                            bus,
-                            device: 0,
-                            function: 0,
-                        },
-                        dpath,
-                        text,
-                    )?;
-                }
-            }
-        }
-        Ok(())
-    }
 }
