@@ -310,17 +310,50 @@ impl Router<'_, '_> {
         r
     }
 
+    /// The first refused provider whose refusal an ACS redirect causes, with the boot
+    /// parameter that removes it (from the model's full verdict, only for such providers).
+    fn acs_fix(&mut self, found: &select::Found, a: Bdf, b: Bdf) -> Option<(Bdf, String)> {
+        for c in found
+            .candidates
+            .iter()
+            .filter(|c| c.published && c.supported == Some(false))
+        {
+            let redirect = [a, b].iter().any(|x| {
+                self.index
+                    .outcome(c.provider, *x)
+                    .is_ok_and(|o| o.acs_redirect)
+            });
+            if !redirect {
+                continue;
+            }
+            let (topo, rules) = (self.index.topology(), self.index.rules());
+            if let Some(fix) = select::check(topo, rules, c.provider, &[a, b])
+                .ok()
+                .and_then(|ch| ch.fixes.first().cloned())
+            {
+                return Some((c.provider, fix));
+            }
+        }
+        None
+    }
+
     /// `pci_p2pmem_find_many([src, dst])`: the closest published provider; on a tie the
     /// kernel picks at random, so the worst of the tied routes is planned.
     fn auto(&mut self, s: u32, d: u32, sb: Bdf, db: Bdf, what: &str) -> Result<Route, String> {
         let found = select::find_indexed(&mut self.index, &[sb, db]).map_err(|e| e.to_string())?;
         if found.best.is_empty() {
-            let why = if what == "copy" {
+            let mut why = if what == "copy" {
                 "no published provider the kernel accepts for both devices; the copy uses host memory"
             } else {
                 "no published provider the kernel accepts for the NIC and the namespace; nvmet uses ordinary memory"
-            };
-            return Ok(bounce(self.fabric, s, d, why.into()));
+            }
+            .to_string();
+            if let Some((p, fix)) = self.acs_fix(&found, sb, db) {
+                why.push_str(&format!(
+                    "; an ACS redirect refuses {p}: booting with {fix} would let the kernel use it"
+                ));
+            }
+            return Ok(bounce(self.fabric, s, d, why));
         }
         let mut worst: Option<(f64, Route)> = None;
         for p in &found.best {

@@ -438,3 +438,15 @@ fn functions_of_one_device_share_its_link() {
     assert_eq!(l.downstream_bdf, Some(bdf("06:00.0")));
     assert_eq!((l.up_bytes_per_s, l.down_bytes_per_s), (1 << 30, 1 << 30));
 }
+
+#[test]
+fn an_acs_refusal_names_its_fix() {
+    let acs = BOX.replace(
+        "link = \"gen4x4\"\n\n[[endpoint]]\nname = \"nvme\"",
+        "link = \"gen4x4\"\nacs = \"redirect\"\n\n[[endpoint]]\nname = \"nvme\"",
+    );
+    let (p, _, _) = run(&acs, &["nvme0:nvme1"]);
+    let f = &p.flows[0];
+    assert_eq!(f.path, "host_memory");
+    assert!(f.why.contains("pci=disable_acs_redir="), "{}", f.why);
+}
