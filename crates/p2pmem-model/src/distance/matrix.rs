@@ -141,6 +141,11 @@ impl<'t> PairIndex<'t> {
         self.providers = Some(list);
     }
 
+    /// Does any node of the topology redirect peer traffic by ACS?
+    pub fn any_redirect(&self) -> bool {
+        self.acs.contains(&ACS_REDIRECT)
+    }
+
     /// The topology it indexes.
     pub fn topology(&self) -> &'t Topology {
         self.topo

@@ -313,6 +313,9 @@ impl Router<'_, '_> {
     /// The first refused provider whose refusal an ACS redirect causes, with the boot
     /// parameter that removes it (from the model's full verdict, only for such providers).
     fn acs_fix(&mut self, found: &select::Found, a: Bdf, b: Bdf) -> Option<(Bdf, String)> {
+        if !self.index.any_redirect() {
+            return None;
+        }
         for c in found
             .candidates
             .iter()
