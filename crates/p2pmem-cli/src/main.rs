@@ -14,6 +14,7 @@ mod cmd_docs;
 mod cmd_doctor;
 mod cmd_fio_job;
 mod cmd_nvmet;
+mod cmd_plan;
 mod cmd_probe;
 mod cmd_provider;
 mod cmd_topo;
@@ -121,6 +122,11 @@ enum Command {
     /// Write the man pages (p2pmem.1 and one per subcommand) into DIR, or print p2pmem.1.
     #[command(hide = true)]
     Man(cmd_docs::ManArgs),
+    /// Plan flows on a system or a design: each flow's bytes on each link and through
+    /// host memory as the kernel would route them, the bottleneck, how far all rates can
+    /// scale together, the same with P2P disabled, and suggestions. Exit 0 when the flows
+    /// fit at their rates, 1 when they do not.
+    Plan(cmd_plan::PlanArgs),
     /// Low-level helpers used inside the lab's guest.
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -144,6 +150,7 @@ fn main() -> ExitCode {
         Command::Provider(a) => cmd_provider::run(&cli.common, &a),
         Command::Completions(a) => cmd_docs::run_completions(Cli::command(), &a),
         Command::Man(a) => cmd_docs::run_man(Cli::command(), &a),
+        Command::Plan(a) => cmd_plan::run(&cli.common, &a),
         Command::Agent(a) => agent::run(a),
     };
     match result {

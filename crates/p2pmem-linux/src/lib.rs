@@ -13,6 +13,7 @@ pub mod dio;
 pub mod dma_probe;
 pub mod kconfig;
 pub mod klog;
+pub mod link_speed;
 pub mod memctl;
 pub mod nvmet;
 pub mod p2pbuf;

@@ -24,6 +24,7 @@ pub mod messages;
 pub mod nvmet_attr;
 pub mod nvmet_plan;
 pub mod pci_ids;
+pub mod plan;
 pub mod pool;
 pub mod select;
 pub mod size;
