@@ -29,7 +29,7 @@ fn plan() -> Plan {
         Step::Exec { argv }
     };
     p.step("read-only", probe(&[]));
-    p.step("scratch", probe(&["--scratch", "8M:1M"]));
+    p.step("scratch", probe(&["--scratch", "4M:1M"]));
     p
 }
 

@@ -50,8 +50,9 @@ pub struct ProbeRequest {
 pub enum DataFinding {
     /// Every byte matches.
     Match,
-    /// The buffer still holds the pattern written into it before the transfer: the
-    /// device's DMA never reached it.
+    /// The bytes are what was there before the transfer (the read: the p2pmem buffer
+    /// still holds its fill pattern; the write: the scratch range its old contents):
+    /// the device's DMA never reached p2pmem, or moved nothing.
     NeverLanded,
     /// Every byte is 0xFF: the reads were answered by error completions (or a
     /// master-abort) somewhere on the path.
@@ -182,9 +183,10 @@ pub fn probe(req: &ProbeRequest, log: &mut dyn KernelLog) -> Result<PathProbe, P
     };
     let dev = DirectFile::open(&req.client_path, access).map_err(ProbeError::Client)?;
     let block = u64::from(dev.logical_block_size().max(1));
-    check_range(req, "read range", req.offset, req.len, block)?;
+    let size = client_size(&req.client_path);
+    check_range(req, "read range", req.offset, req.len, block, size)?;
     if let Some((o, l)) = req.scratch {
-        check_range(req, "scratch range", o, l, block)?;
+        check_range(req, "scratch range", o, l, block, size)?;
     }
     let map_len = req.len.max(req.scratch.map_or(0, |s| s.1));
     let len = req.len as usize;
@@ -264,6 +266,12 @@ pub fn probe(req: &ProbeRequest, log: &mut dyn KernelLog) -> Result<PathProbe, P
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0x5EED, |d| d.as_nanos() as u64);
                 let pattern = fill_pattern_seeded(slen, seed);
+                // What the range held before, so a write that moved nothing is told
+                // from one that moved wrong bytes.
+                let old = match dev.pread_into(&mut host, 0, slen, offset) {
+                    Ok(n) if n == slen => Some(host.as_slice()[..slen].to_vec()),
+                    _ => None,
+                };
                 buf.copy_from_host(0, &pattern).map_err(cpu)?;
                 let mut leg = new_leg(dev.pwrite_from(&buf, 0, slen, offset), slen);
                 if leg.transfer == "ok" {
@@ -273,7 +281,7 @@ pub fn probe(req: &ProbeRequest, log: &mut dyn KernelLog) -> Result<PathProbe, P
                             leg.finding = Some(compare(
                                 &host.as_slice()[..slen],
                                 &pattern,
-                                &vec![0u8; slen],
+                                old.as_deref().unwrap_or(&pattern),
                             ))
                         }
                         Ok(n) => {
@@ -311,13 +319,23 @@ pub fn probe(req: &ProbeRequest, log: &mut dyn KernelLog) -> Result<PathProbe, P
     Ok(out)
 }
 
+/// The client's size in bytes (a block device's too), when it can be found.
+fn client_size(path: &std::path::Path) -> Option<u64> {
+    use std::io::Seek;
+    std::fs::File::open(path)
+        .and_then(|mut f| f.seek(std::io::SeekFrom::End(0)))
+        .ok()
+}
+
 fn check_range(
     req: &ProbeRequest,
     what: &'static str,
     offset: u64,
     len: u64,
     block: u64,
+    size: Option<u64>,
 ) -> Result<(), ProbeError> {
+    let end = offset.checked_add(len);
     let why = if len == 0 {
         Some("it is empty".to_string())
     } else if len > MAX_LEN {
@@ -327,7 +345,13 @@ fn check_range(
             "offset and length must be multiples of the logical block size, {block} bytes"
         ))
     } else {
-        None
+        match (end, size) {
+            (None, _) => Some("it ends past 2^64".to_string()),
+            (Some(end), Some(size)) if end > size => {
+                Some(format!("it ends past the end of the client ({size} bytes)"))
+            }
+            _ => None,
+        }
     };
     match why {
         None => Ok(()),
@@ -388,9 +412,14 @@ fn fill_pattern_seeded(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
-fn describe(f: &DataFinding) -> String {
+/// `f` in words; `write` for the write leg, where the bytes compared are the scratch
+/// range read back, not the p2pmem buffer.
+fn describe(f: &DataFinding, write: bool) -> String {
     match f {
         DataFinding::Match => "every byte matched".into(),
+        DataFinding::NeverLanded if write => {
+            "the scratch range read back as it was before the write: the device did not get the bytes from p2pmem".into()
+        }
         DataFinding::NeverLanded => {
             "the p2pmem buffer still held what was there before: the device's DMA never reached it"
                 .into()
@@ -429,12 +458,17 @@ fn judge(p: &PathProbe) -> (PathVerdict, String) {
     for (name, leg) in &legs {
         match (&leg.finding, leg.transfer.as_str()) {
             (Some(DataFinding::Match), _) => {}
-            (Some(f), _) => wrong.push(format!("{name}: {}", describe(f))),
+            (Some(f), _) => wrong.push(format!("{name}: {}", describe(f, *name == "write"))),
             (None, "ok") => unknown.push(format!(
                 "{name}: {}",
                 leg.note.as_deref().unwrap_or("not checked")
             )),
-            (None, t) if t.starts_with('E') => refused.push(format!("{name} failed with {t}")),
+            // The errnos of a P2P transfer the kernel refuses (EREMOTEIO up to 6.16,
+            // EINVAL from 6.17; p2pmem_model::errno); any other failure says nothing
+            // about the path.
+            (None, t) if t == "EREMOTEIO" || t == "EINVAL" => {
+                refused.push(format!("{name} failed with {t}"))
+            }
             (None, t) => unknown.push(format!("{name}: {t}")),
         }
     }
