@@ -38,6 +38,11 @@ pub use uring::{unavailable_hint, Ring, UringQueue, MAX_DEPTH};
 pub use verify::{verify_ranges, VerifyError, VerifyReport};
 
 use crate::dio::{io_hint, DirectKind, Op};
+
+/// The hint of a transfer to or from a block device whose capacity dropped to 0 while the
+/// copy ran.
+const DEVICE_GONE: &str =
+    "the device is gone: its capacity is now 0, so it was removed or its controller failed";
 use crate::p2pbuf::Location;
 use crate::sys;
 use crate::system::System;
@@ -394,6 +399,15 @@ impl Prepared {
                 let errno = source.raw_os_error();
                 let explanation =
                     refusal_explanation(location, errno, self.sys.as_ref(), client.as_ref());
+                let endpoint = match dir {
+                    Dir::Read => &self.src,
+                    Dir::Write => &self.dst,
+                };
+                let hint = if endpoint.vanished() {
+                    DEVICE_GONE
+                } else {
+                    io_hint(errno, location)
+                };
                 CopyError::Transfer(Box::new(TransferError {
                     op,
                     path,
@@ -401,7 +415,7 @@ impl Prepared {
                     len,
                     location,
                     errno: sys::io_error_label(&source),
-                    hint: io_hint(errno, location),
+                    hint,
                     explanation,
                     progress,
                     source,
@@ -410,6 +424,11 @@ impl Prepared {
             engine::Stop::ShortSource { file_off } => CopyError::ShortSource {
                 path: self.src.path().to_path_buf(),
                 file_off,
+                why: if self.src.vanished() {
+                    " (the device is gone: its capacity is now 0, so it was removed or its controller failed)"
+                } else {
+                    ""
+                },
                 progress: boxed(),
             },
             engine::Stop::UnalignedShort { dir, file_off, got } => {

@@ -14,11 +14,16 @@ use serde_json::{json, Value};
 /// The socket's file name in the run directory.
 pub const QMP_SOCKET: &str = "qmp.sock";
 
-/// The QEMU argv words that open the socket.
-pub fn qmp_args(socket: &Path) -> [String; 2] {
+/// The QEMU argv words that open the socket, and give the guest native PCIe hotplug:
+/// QEMU 7.2's q35 handles hotplug through ACPI by default, and its `_OSC` then keeps
+/// PCIe hotplug from the OS (`_OSC: platform does not support [PCIeHotplug LTR]`), so
+/// the kernel's pciehp never binds and a `device_del` is never acted on.
+pub fn qmp_args(socket: &Path) -> [String; 4] {
     [
         "-qmp".to_string(),
         format!("unix:{},server=on,wait=off", socket.display()),
+        "-global".to_string(),
+        "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off".to_string(),
     ]
 }
 

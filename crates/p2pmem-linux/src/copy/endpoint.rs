@@ -206,6 +206,15 @@ impl Endpoint {
         self.size
     }
 
+    /// Whether a block device has gone away since it was opened: the kernel sets the
+    /// capacity of a removed disk to 0, and its I/O then fails with ENOSPC (writes) or
+    /// ends short (reads). Always `false` for a regular file.
+    pub fn vanished(&self) -> bool {
+        self.kind == DirectKind::BlockDevice
+            && self.size > 0
+            && rustix::fs::seek(&self.fd, SeekFrom::End(0)).is_ok_and(|end| end == 0)
+    }
+
     /// What it is on disk.
     pub fn ident(&self) -> Ident {
         self.ident

@@ -92,13 +92,15 @@ pub enum CopyError {
     /// reaped before this was returned.
     #[error(transparent)]
     Transfer(Box<TransferError>),
-    /// The source ended early (truncated while copying?).
-    #[error("{path} ended at offset {file_off}, before the planned range did; {progress}")]
+    /// The source ended early (truncated while copying, or a disk that went away).
+    #[error("{path} ended at offset {file_off}, before the planned range did{why}; {progress}")]
     ShortSource {
         /// The source.
         path: PathBuf,
         /// Where it ended.
         file_off: u64,
+        /// Why, when known (` (the device is gone: ...)`), else empty.
+        why: &'static str,
         /// What had been written.
         progress: Box<Progress>,
     },
