@@ -185,6 +185,7 @@ fn the_provider_vanishes_mid_copy_and_exactly_the_reported_bytes_were_written() 
         "names the provider:\n{}",
         copy.stderr
     );
+    assert!(copy.stderr.contains("no longer valid"), "{}", copy.stderr);
     let written = written_ranges(&copy.stderr);
     let before = lines(run.exec("dst-before").expect("hashes"));
     let src = lines(run.exec("src-after").expect("hashes"));
@@ -217,7 +218,11 @@ fn the_provider_vanishes_mid_copy_and_exactly_the_reported_bytes_were_written() 
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn the_source_vanishes_mid_copy() {
     let (_, copy) = run_with_unplug(SRC);
-    assert!(copy.stderr.contains("the device is gone"), "{}", copy.stderr);
+    assert!(
+        copy.stderr.contains("the device is gone"),
+        "{}",
+        copy.stderr
+    );
     let written = written_ranges(&copy.stderr);
     let total: u64 = written.iter().map(|(a, b)| b - a).sum();
     assert!(total < COPY_MIB * MIB, "{written:?}");
@@ -227,7 +232,11 @@ fn the_source_vanishes_mid_copy() {
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn the_destination_vanishes_mid_copy() {
     let (_, copy) = run_with_unplug(DST);
-    assert!(copy.stderr.contains("the device is gone"), "{}", copy.stderr);
+    assert!(
+        copy.stderr.contains("the device is gone"),
+        "{}",
+        copy.stderr
+    );
     let written = written_ranges(&copy.stderr);
     let total: u64 = written.iter().map(|(a, b)| b - a).sum();
     assert!(total < COPY_MIB * MIB, "{written:?}");
