@@ -103,7 +103,7 @@ impl ImportNote {
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The text is not lspci output it can read.
-    #[error("{}: {source}", source_name.as_deref().unwrap_or("lspci output"))]
+    #[error("{}", source_name.as_deref().unwrap_or("lspci output"))]
     Parse {
         /// The file, when named.
         source_name: Option<String>,
