@@ -176,5 +176,10 @@ fn refuses_a_non_empty_dir_an_unknown_provider_and_a_bad_kernel() {
     assert!(e.to_string().contains("--kernel banana"), "{e}");
     assert_eq!(std::fs::read_dir(e2.path()).unwrap().count(), 0);
     let e = lspci("nonsense\n", &Facts::default(), e2.path()).unwrap_err();
-    assert!(e.to_string().contains("line 1"), "{e}");
+    // The line and what is wrong are the cause, not repeated in the message.
+    let cause = std::error::Error::source(&e).map(ToString::to_string);
+    assert!(
+        cause.as_deref().is_some_and(|c| c.starts_with("line 1: ")),
+        "{e}: {cause:?}"
+    );
 }
