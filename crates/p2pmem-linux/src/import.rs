@@ -263,8 +263,10 @@ fn device_paths(l: &Lspci) -> BTreeMap<Bdf, PathBuf> {
         LspciForm::Dump { .. } => {
             for (bdf, f) in &l.functions {
                 if let Some(sec) = secondary_bus(f) {
-                    // The first bridge to claim a bus keeps it; a bridge cannot own its own bus.
-                    if sec != bdf.bus {
+                    // The first bridge to claim a bus keeps it. Enumeration numbers a
+                    // bridge's secondary bus above its own; an unconfigured bridge (0)
+                    // or a corrupt dump claims nothing.
+                    if sec > bdf.bus {
                         bridge_of.entry((bdf.domain, sec)).or_insert(*bdf);
                     }
                 }

@@ -197,6 +197,11 @@ impl Reader {
     }
 
     fn fs_problem(&mut self, e: &FsError) {
+        // An imported capture holds what its source showed; its note says what that
+        // leaves unknown (no config space in a tree, no CPU or kernel not given).
+        if self.imported.is_some() && e.is_not_found() {
+            return;
+        }
         let (path, what) = match e {
             FsError::Io { path, what, source } => (path.clone(), format!("{what}: {source}")),
             FsError::Loop { path } => (path.clone(), "symbolic link loop".to_string()),
@@ -537,10 +542,12 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
             (KernelVersion::NEWEST_READ, true)
         }
         None => {
-            r.problem(
-                "proc/sys/kernel/osrelease",
-                "missing; assuming the newest rules",
-            );
+            if r.imported.is_none() {
+                r.problem(
+                    "proc/sys/kernel/osrelease",
+                    "missing; assuming the newest rules",
+                );
+            }
             (KernelVersion::NEWEST_READ, true)
         }
     };

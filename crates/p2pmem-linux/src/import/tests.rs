@@ -134,6 +134,16 @@ fn the_tree_alone_gives_the_topology_without_config_space() {
         "{:?}",
         sys.problems
     );
+    // Nothing is missing that the note does not say: no warning per file.
+    assert!(sys.problems.is_empty(), "{:?}", sys.problems);
+    // Without IDs (`-tv`, not `-tvnn`), whether the host bridge is whitelisted is
+    // unknown, not refused.
+    let rep = sys
+        .topology
+        .representative(p.host_bridge, KernelVersion::NEWEST_READ);
+    assert_eq!(rep.usable, None, "{}", rep.why);
+    let v = check(&sys.topology, &sys.rules, p.bdf, &[bdf("0000:00:1f.2")]).unwrap();
+    assert_eq!(v.supported, None, "{v:?}");
     let note = sys.import.unwrap();
     assert_eq!(note.form, LspciForm::Tree);
     let line = note.describe();
