@@ -204,3 +204,62 @@ fn every_capture_imported_from_real_lspci_decides_every_pair_alike() {
     );
     assert!(pairs >= 50, "{pairs}");
 }
+
+#[test]
+fn commands_on_an_import_state_its_note_once_and_bad_input_names_its_line() {
+    let file = truth().join("../lspci/lab_multifunction_acs.vvv-xxxx.txt");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("imported");
+    let args = [
+        "import",
+        "lspci",
+        file.to_str().unwrap(),
+        dir.to_str().unwrap(),
+        "--cpu",
+        "AuthenticAMD:23",
+        "--provider",
+        "0000:01:00.0=16M",
+    ];
+    let o = p2pmem(Path::new("/"), &args);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("lspci -xxxx (4096 bytes"), "{out}");
+    // Again into the same directory: refused, nothing overwritten.
+    let o = p2pmem(Path::new("/"), &args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+
+    let o = p2pmem(&dir, &["check", "0000:01:00.0", "0000:01:00.1"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(
+        err.matches("p2pmem: note: made from lspci output").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("kernel version unknown")
+            && err.contains("CPU given as AuthenticAMD family 23"),
+        "{err}"
+    );
+    assert!(!out.contains("made from lspci"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let bad = work.path().join("bad.txt");
+    std::fs::write(&bad, "0000:00:00.0 Host bridge\n00: 86 80 zz\n").unwrap();
+    let o = p2pmem(
+        Path::new("/"),
+        &[
+            "import",
+            "lspci",
+            bad.to_str().unwrap(),
+            work.path().join("other").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line 2: "), "{err}");
+    assert!(!work.path().join("other").exists());
+}
