@@ -240,9 +240,12 @@ pub fn lspci(text: &str, facts: &Facts, dir: &Path) -> Result<ImportReport, Impo
 /// Does this function have extended config space the dump did not show? A PCI Express
 /// function (it has the PCIe capability) has 4096 bytes; a dump of 256 or fewer leaves
 /// its extended capabilities, ACS among them, unknown. (A dump of 64 bytes is short
-/// enough for the reader to say so by itself; it is listed all the same.)
+/// enough for the reader to say so by itself; it is listed all the same.) In a `-xxxx`
+/// dump (some function shows 4096 bytes), a function of 256 is one whose extended space
+/// the kernel does not expose either, as sysfs would show it: none is listed.
 fn needs_extended(form: &LspciForm, config: &[u8]) -> bool {
-    if config.len() > 0x100 || *form == LspciForm::Tree {
+    let full = matches!(form, LspciForm::Dump { bytes } if *bytes >= 4096);
+    if config.len() > 0x100 || *form == LspciForm::Tree || (full && config.len() == 0x100) {
         return false;
     }
     if config.len() < 0x100 {

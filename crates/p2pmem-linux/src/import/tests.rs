@@ -193,3 +193,35 @@ fn refuses_a_non_empty_dir_an_unknown_provider_and_a_bad_kernel() {
         "{e}: {cause:?}"
     );
 }
+
+#[test]
+fn in_a_4096_byte_dump_a_256_byte_function_is_as_sysfs_exposes_it() {
+    // The root port's dump stops at 0xff while the others' go to 0xff0: sysfs exposed 256
+    // bytes for it (no extended config space reachable), so its ACS is absent for the
+    // kernel too.
+    let mut cur = String::new();
+    let mut t = String::new();
+    for l in text("lab_multifunction_acs.vvv-xxxx.txt").lines() {
+        if l.starts_with("0000:") {
+            cur = l.to_string();
+        }
+        // `100: 01 00 ...` to `ff0: ...`: the extended config space.
+        let hex3 = l.len() > 4 && l.as_bytes()[3] == b':' && !l.starts_with('\t');
+        if cur.starts_with("0000:00:07.0") && hex3 {
+            continue;
+        }
+        t.push_str(l);
+        t.push('\n');
+    }
+    let d = tempfile::tempdir().unwrap();
+    let rep = lspci(&t, &acs_facts(), d.path()).unwrap();
+    assert_eq!(rep.note.form, LspciForm::Dump { bytes: 4096 });
+    assert!(rep.note.extended_config_unknown.is_empty());
+    let sys = read_system(d.path()).unwrap();
+    let port = sys.topology.get(&bdf("0000:00:07.0")).unwrap();
+    assert_eq!(port.config.as_ref().unwrap().readable_len(), 256);
+    assert!(matches!(
+        port.config.as_ref().unwrap().acs(),
+        AcsState::Absent
+    ));
+}
