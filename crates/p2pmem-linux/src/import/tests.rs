@@ -78,6 +78,10 @@ fn an_import_of_a_lab_guests_lspci_gives_the_captures_verdicts() {
             && line.contains("0000:01:00.0=16777216"),
         "{line}"
     );
+    // A capture of it keeps the note.
+    let again = d.path().join("again");
+    crate::capture::capture(&out, &again).unwrap();
+    assert_eq!(read_system(&again).unwrap().import, Some(note));
     assert!(
         read_system(&repo("fixtures/truth/lab_multifunction_acs/root"))
             .unwrap()
