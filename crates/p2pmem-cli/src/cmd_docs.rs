@@ -32,8 +32,47 @@ pub struct ManArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// The completion script for `shell`.
+/// `cmd` without its hidden subcommands, at every level. clap_complete offers hidden
+/// subcommands in some shells (bash lists them in its `opts`, fish and zsh describe
+/// them), and clap cannot remove a subcommand, so a command that has hidden ones is
+/// rebuilt from what completion reads: names, help texts, arguments, groups and the
+/// visible subcommands.
+fn without_hidden(cmd: Command) -> Command {
+    let mut cmd = if cmd.get_subcommands().any(Command::is_hide_set) {
+        let mut out = Command::new(cmd.get_name().to_string())
+            .subcommand_required(cmd.is_subcommand_required_set())
+            .disable_help_subcommand(cmd.is_disable_help_subcommand_set());
+        if let Some(v) = cmd.get_version() {
+            out = out.version(v.to_string());
+        }
+        if let Some(a) = cmd.get_about() {
+            out = out.about(a.clone());
+        }
+        if let Some(a) = cmd.get_long_about() {
+            out = out.long_about(a.clone());
+        }
+        for a in cmd.get_arguments() {
+            out = out.arg(a.clone());
+        }
+        for g in cmd.get_groups() {
+            out = out.group(g.clone());
+        }
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            out = out.subcommand(sub.clone());
+        }
+        out
+    } else {
+        cmd
+    };
+    for sub in cmd.get_subcommands_mut() {
+        *sub = without_hidden(std::mem::take(sub));
+    }
+    cmd
+}
+
+/// The completion script for `shell`, which offers no hidden subcommand.
 pub fn completions(cmd: &mut Command, shell: Shell) -> Vec<u8> {
+    let cmd = &mut without_hidden(cmd.clone());
     let mut out = Vec::new();
     let name = cmd.get_name().to_string();
     match shell {

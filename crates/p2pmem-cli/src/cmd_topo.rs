@@ -6,21 +6,37 @@ use clap::Args;
 use p2pmem_linux::pci_names::PciNames;
 use p2pmem_linux::system::System;
 use p2pmem_model::acs::AcsState;
-use p2pmem_model::distance::matrix::PairIndex;
-use p2pmem_model::distance::MapType;
 use p2pmem_model::topology::{Function, P2pmemInfo};
 use p2pmem_model::whitelist;
 use p2pmem_model::{Bdf, HostBridgeId};
 use serde::Serialize;
+use std::path::PathBuf;
 
 /// Arguments of `topo`.
 #[derive(Debug, Args)]
 pub struct TopoArgs {
-    /// Draw the tree for Graphviz (`| dot -Tsvg`): host bridges and root ports as
-    /// clusters (P2P domains), providers and clients as nodes, edges for the pairs the
-    /// kernel allows (solid: bus address, dashed: through the host bridge).
+    /// Print a Graphviz picture (`| dot -Tsvg`), top to bottom: the providers, the NVMe
+    /// and RDMA clients, and the ports, switches and host bridges on the paths between
+    /// them. An edge per pair: allowed ones with their map type and distance (green: bus
+    /// address, blue: through the host bridge), refused ones dashed red with the kernel's
+    /// reason. Past 12 bus-address edges, or 4 through the host bridge or 4 refused, they
+    /// are grouped: pairs below one switch as a note on it, pairs across ports as one
+    /// edge (or note) per pair of host bridges, saying how many. --all draws every
+    /// function.
     #[arg(long, conflicts_with_all = ["json", "matrix"])]
     pub dot: bool,
+    /// Run Graphviz's `dot` and write the picture to FILE as SVG (written to a temporary
+    /// file next to it, then renamed). Needs graphviz installed (`dot` on PATH, or
+    /// P2PMEM_DOT=/path/to/dot).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "matrix"])]
+    pub svg: Option<PathBuf>,
+    /// As --svg, as PNG.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["json", "matrix"])]
+    pub png: Option<PathBuf>,
+    /// With --dot, --svg or --png: draw every PCI function (bridges, SATA, SMBus...),
+    /// grouped by host bridge and top-level port, not only the P2P endpoints and their paths.
+    #[arg(long)]
+    pub all: bool,
     /// Providers by clients in one table, as `nvidia-smi topo -m`: each cell is what
     /// `check PROVIDER CLIENT` decides, in a few letters (B4 bus address at distance 4,
     /// H7 through the host bridge, xA refused by ACS redirect, xH refused by the host
@@ -41,13 +57,13 @@ pub struct TopoArgs {
 }
 
 #[derive(Serialize)]
-struct HostBridgeJson {
-    id: HostBridgeId,
-    representative: Option<Bdf>,
-    representative_ids: Option<String>,
-    representative_name: Option<String>,
-    whitelisted: Option<bool>,
-    why: String,
+pub(crate) struct HostBridgeJson {
+    pub(crate) id: HostBridgeId,
+    pub(crate) representative: Option<Bdf>,
+    pub(crate) representative_ids: Option<String>,
+    pub(crate) representative_name: Option<String>,
+    pub(crate) whitelisted: Option<bool>,
+    pub(crate) why: String,
 }
 
 #[derive(Serialize)]
@@ -82,7 +98,7 @@ struct TopoJson<'a> {
     problems: &'a [p2pmem_linux::system::Problem],
 }
 
-fn host_bridge_json(sys: &System, names: &PciNames, hb: HostBridgeId) -> HostBridgeJson {
+pub(crate) fn host_bridge_json(sys: &System, names: &PciNames, hb: HostBridgeId) -> HostBridgeJson {
     let rep = sys.topology.representative(hb, sys.rules.kernel);
     let entry = rep
         .ids
@@ -172,7 +188,7 @@ fn acs_text(acs: &AcsState) -> String {
     }
 }
 
-fn line(sys: &System, names: &PciNames, f: &Function) -> String {
+pub(crate) fn line(sys: &System, names: &PciNames, f: &Function) -> String {
     let kind = match f.port_type() {
         Some(pt) => pt.label().to_string(),
         None if f.is_nvme() => "NVMe".to_string(),
@@ -291,97 +307,18 @@ fn text(sys: &System, names: &PciNames) -> String {
     out
 }
 
-fn dot_id(b: Bdf) -> String {
-    format!("\"{b}\"")
-}
-
-fn dot(sys: &System, names: &PciNames) -> String {
-    let mut out = String::from(
-        "digraph p2pmem {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
-    );
-    for hb in sys.topology.host_bridges() {
-        let j = host_bridge_json(sys, names, hb);
-        out.push_str(&format!(
-            "  subgraph \"cluster_{hb}\" {{\n    label=\"{hb} ({})\";\n    style=rounded;\n",
-            if j.whitelisted == Some(true) {
-                "whitelisted"
-            } else {
-                "not whitelisted"
-            }
-        ));
-        for root in sys.topology.root_bus_functions(hb) {
-            out.push_str(&format!(
-                "    subgraph \"cluster_{}\" {{\n      label=\"P2P domain below {}\";\n      style=dashed;\n",
-                root.bdf, root.bdf
-            ));
-            for f in sys
-                .topology
-                .functions()
-                .filter(|f| f.path.first() == Some(&root.bdf))
-            {
-                let mut label = line(sys, names, f).replace('"', "'");
-                label = label.replacen(' ', "\\n", 1);
-                let style = if f.p2pmem.is_some() {
-                    ", style=filled, fillcolor=\"#cde8ff\""
-                } else {
-                    ""
-                };
-                out.push_str(&format!(
-                    "      {} [label=\"{label}\"{style}];\n",
-                    dot_id(f.bdf)
-                ));
-            }
-            out.push_str("    }\n");
-        }
-        out.push_str("  }\n");
-    }
-    for f in sys.topology.functions() {
-        if let Some(up) = sys.topology.upstream_bridge(&f.bdf) {
-            out.push_str(&format!(
-                "  {} -> {} [arrowhead=none, color=gray];\n",
-                dot_id(up),
-                dot_id(f.bdf)
-            ));
-        }
-    }
-    let clients: Vec<&Function> = sys
-        .topology
-        .functions()
-        .filter(|f| f.is_nvme() || sys.rdma.iter().any(|r| r.bdf == Some(f.bdf)))
-        .collect();
-    // Outcomes only (map type and distance), thousands of pairs on a fabric.
-    let mut index = PairIndex::new(&sys.topology, &sys.rules);
-    for p in sys.topology.providers() {
-        for c in &clients {
-            if c.bdf == p.bdf {
-                continue;
-            }
-            if let Ok(v) = index.outcome(p.bdf, c.bdf) {
-                let style = match v.map_type {
-                    Some(MapType::BusAddr) => "color=green4",
-                    Some(MapType::ThruHostBridge) => "color=blue, style=dashed",
-                    Some(MapType::NotSupported) => continue,
-                    None => "color=orange, style=dotted",
-                };
-                out.push_str(&format!(
-                    "  {} -> {} [{style}, constraint=false, label=\"{}\"];\n",
-                    dot_id(p.bdf),
-                    dot_id(c.bdf),
-                    v.walk_distance
-                ));
-            }
-        }
-    }
-    out.push_str("}\n");
-    out
-}
-
 /// Run `topo`.
 pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
     let mut sys = load(common)?;
     let names = names(common)?;
     let what_if = crate::whatif::apply_to(&mut sys, &args.what_if);
-    if let (Some(w), false, false) = (&what_if, common.json, args.dot) {
+    let picture = args.dot || args.svg.is_some() || args.png.is_some();
+    if args.all && !picture {
+        anyhow::bail!(
+            "--all goes with --dot, --svg FILE or --png FILE (it picks what the picture shows)"
+        );
+    }
+    if let (Some(w), false, false) = (&what_if, common.json, picture) {
         crate::whatif::print_header(w);
     }
     if args.matrix {
@@ -437,8 +374,23 @@ pub fn run(common: &Common, args: &TopoArgs) -> anyhow::Result<i32> {
                 problems: &sys.problems,
             },
         )?;
-    } else if args.dot {
-        print!("{}", dot(&sys, names));
+    } else if picture {
+        let picture = if args.all {
+            crate::topo_dot::all(&sys, names)
+        } else {
+            crate::topo_dot::p2p(&sys, names)
+        };
+        if args.dot {
+            print!("{picture}");
+        }
+        for (file, format) in [(&args.svg, "svg"), (&args.png, "png")] {
+            if let Some(file) = file {
+                crate::render::render(&picture, format, file)?;
+                if !args.dot {
+                    eprintln!("p2pmem: wrote {}", file.display());
+                }
+            }
+        }
     } else {
         print!("{}", text(&sys, names));
     }

@@ -106,11 +106,16 @@ enum LabCommand {
         /// Output directory (must not exist or be empty).
         dir: PathBuf,
     },
-    /// Boot the demo topology and compare p2pmem's predictions with the kernel's verdicts.
-    /// With the global `--json`: JSON Lines, one object per pair, the summary object last.
+    /// Boot the demo topology and compare p2pmem's predictions with the kernel's verdicts:
+    /// the summary and a provider-by-client table first, then the pairs grouped by
+    /// outcome with each distinct kernel message once, then the verified copies. With the
+    /// global `--json`: JSON Lines, one object per pair, the summary object last.
     Demo {
         #[command(flatten)]
         guest: GuestOpts,
+        /// Every pair on its own, with all of its kernel lines (as logged).
+        #[arg(long, short)]
+        verbose: bool,
     },
 }
 
@@ -204,7 +209,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
             timeout,
         } => matrix(&kernels, &topologies, timeout, args.json),
         LabCommand::Capture { guest, dir } => capture(&guest, &dir),
-        LabCommand::Demo { guest } => demo_cmd(&guest, args.json),
+        LabCommand::Demo { guest, verbose } => demo_cmd(&guest, args.json, verbose),
     }
 }
 
@@ -412,6 +417,7 @@ fn output_summary(o: &Output) -> String {
         Output::Marked(lba) => format!("lba {lba}"),
         Output::Dmesg(l) => format!("{} lines", l.len()),
         Output::Spawned(pid) => format!("pid {pid}"),
+        Output::Unplugged(secs) => format!("unplugged after {secs:.1} s"),
         Output::Nothing => String::new(),
     }
 }
@@ -514,7 +520,7 @@ fn capture(guest: &GuestOpts, dir: &Path) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn demo_cmd(guest: &GuestOpts, json: bool) -> anyhow::Result<i32> {
+fn demo_cmd(guest: &GuestOpts, json: bool, verbose: bool) -> anyhow::Result<i32> {
     let (lab, topo) = guest.lab_and_topology()?;
     let cpu = guest.cpu(&topo).to_string();
     let opts = PairsOptions {
@@ -549,7 +555,7 @@ fn demo_cmd(guest: &GuestOpts, json: bool) -> anyhow::Result<i32> {
             p2pmem_wire::doc::line("lab_demo_summary", &summary)?
         )?;
     } else {
-        print_demo(&topo, &res, &pairs, &summary);
+        print_demo(&topo, &res, &pairs, &summary, verbose);
     }
     Ok(if summary.agreed == summary.pairs {
         0
@@ -566,11 +572,31 @@ fn verdict(v: Option<bool>) -> &'static str {
     }
 }
 
-fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSummary) {
+fn print_demo(
+    topo: &Topology,
+    res: &PairsResult,
+    pairs: &[DemoPair],
+    s: &DemoSummary,
+    verbose: bool,
+) {
     println!(
         "topology {} (cpu {}, kernel {}): {}",
         topo.name, s.cpu, res.inventory.osrelease, topo.description
     );
+    println!(
+        "{} pairs: {} agreed (the prediction made in the guest equals the kernel's verdict, errno and decision lines), {} disagreed, {} incomplete; the kernel allowed {}",
+        s.pairs, s.agreed, s.disagreed, s.incomplete, s.kernel_ok
+    );
+    println!();
+    print_pair_table(pairs);
+    print_legend(pairs, &s.cpu);
+    println!();
+    if verbose {
+        print_pairs_verbose(pairs);
+    } else {
+        print_pair_groups(pairs);
+    }
+    println!();
     println!("NVMe devices:");
     for n in &res.inventory.nvme {
         let cmb = topo
@@ -585,6 +611,125 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
     }
     crate::cmd_provider::print_demo_binds(&res.binds);
     println!();
+    println!("verified copy through a CMB: {}", s.copy);
+    crate::cmd_provider::print_demo_copy(s);
+    for line in crate::lab_dma::demo_lines(&s.dma, s.dma_error.as_deref()) {
+        println!("{line}");
+    }
+    for m in &s.qemu_messages {
+        println!("QEMU: {m}");
+    }
+    if s.iommu_faults {
+        println!("QEMU's IOMMU refused a device's DMA above: QEMU 7.2 translates peer-to-peer DMA too (real hardware routes it below the IOMMU), so a transfer the kernel reported as done may have moved no data; the verified copies tell.");
+    }
+    println!(
+        "summary: {} pairs, {} agreed, {} disagreed, {} incomplete; the kernel allowed {}",
+        s.pairs, s.agreed, s.disagreed, s.incomplete, s.kernel_ok
+    );
+}
+
+/// The short name of a pair's client: its disk (`nvme1n1`), else its PCI address.
+fn client_name(p: &DemoPair) -> &str {
+    p.client_blkdev
+        .rsplit('/')
+        .next()
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&p.client)
+}
+
+/// Providers by clients, one cell per pair: the kernel's verdict in a few letters, `!`
+/// where the prediction disagreed.
+fn print_pair_table(pairs: &[DemoPair]) {
+    let mut providers: Vec<&str> = Vec::new();
+    let mut clients: Vec<&str> = Vec::new();
+    for p in pairs {
+        if !providers.contains(&p.provider.as_str()) {
+            providers.push(&p.provider);
+        }
+        if !clients.contains(&client_name(p)) {
+            clients.push(client_name(p));
+        }
+    }
+    let width = clients.iter().map(|c| c.len()).max().unwrap_or(2).max(3);
+    print!("{:<14}", "provider");
+    for c in &clients {
+        print!(" {c:>width$}");
+    }
+    println!();
+    for prov in &providers {
+        print!("{prov:<14}");
+        for c in &clients {
+            let cell = pairs
+                .iter()
+                .find(|p| p.provider == *prov && client_name(p) == *c)
+                .map_or("-".to_string(), |p| {
+                    let v = match (p.kernel, p.map_type.as_deref()) {
+                        (Some(true), Some("bus_addr")) => "B",
+                        (Some(true), Some("thru_host_bridge")) => "H",
+                        (Some(true), _) => "ok",
+                        (Some(false), _) => "x",
+                        (None, _) => "?",
+                    };
+                    let mark = if p.agree == Some(false) { "!" } else { "" };
+                    format!("{v}{mark}")
+                });
+            print!(" {cell:>width$}");
+        }
+        println!();
+    }
+    println!("  B: p2p ok, bus address   H: p2p ok, through the host bridge   x: refused   ?: no kernel verdict   !: the prediction disagreed");
+}
+
+/// The pairs grouped by outcome, each distinct kernel message once with the pairs it was
+/// logged for (`PROVIDER`, `CLIENT` and `DISK` stand for each pair's own).
+fn print_pair_groups(pairs: &[DemoPair]) {
+    let name = |i: usize| format!("{} -> {}", pairs[i].provider, client_name(&pairs[i]));
+    for g in p2pmem_lab::reports::grouped::group(pairs) {
+        let agreed = match g.agreed {
+            Some(true) => "all agreed",
+            Some(false) => "DISAGREED",
+            None => "some incomplete",
+        };
+        println!("{}: {} pairs, {agreed}", g.outcome, g.pairs.len());
+        let mut by_provider: Vec<(&str, Vec<&str>)> = Vec::new();
+        for &i in &g.pairs {
+            let p = &pairs[i];
+            match by_provider.iter_mut().find(|(prov, _)| *prov == p.provider) {
+                Some((_, cs)) => cs.push(client_name(p)),
+                None => by_provider.push((&p.provider, vec![client_name(p)])),
+            }
+        }
+        for (prov, cs) in by_provider {
+            println!("  {prov} -> {}", cs.join(", "));
+        }
+        for &i in &g.pairs {
+            let p = &pairs[i];
+            if let Some(d) = &p.disagreement {
+                println!("  DISAGREEMENT {}: {d}", name(i));
+            }
+            if let Some(e) = &p.prediction_error {
+                println!("  prediction unavailable for {}: {e}", name(i));
+            }
+            if let Some(e) = &p.kernel_error {
+                println!("  kernel probe unavailable for {}: {e}", name(i));
+            }
+        }
+        if !g.messages.is_empty() {
+            println!("  the kernel said (PROVIDER, CLIENT, DISK: each pair's own):");
+        }
+        for (message, who) in &g.messages {
+            if who.len() == g.pairs.len() {
+                println!("    {message}");
+            } else {
+                let names: Vec<String> = who.iter().map(|&i| name(i)).collect();
+                println!("    {message}   [only {}]", names.join(", "));
+            }
+        }
+    }
+}
+
+/// Every pair on its own, with all its kernel lines (`--verbose`).
+fn print_pairs_verbose(pairs: &[DemoPair]) {
     for p in pairs {
         let agree = match p.agree {
             Some(true) => "yes",
@@ -614,45 +759,11 @@ fn print_demo(topo: &Topology, res: &PairsResult, pairs: &[DemoPair], s: &DemoSu
             println!("    kernel: {l}");
         }
     }
-    println!();
-    println!(
-        "{:<14} {:<14} {:<10} {:<10} {:<6}",
-        "provider", "client", "predicted", "kernel", "agree"
-    );
-    for p in pairs {
-        let agree = p.agree.map_or("-", |a| if a { "yes" } else { "NO" });
-        println!(
-            "{:<14} {:<14} {:<10} {:<10} {:<6}",
-            p.provider,
-            p.client,
-            verdict(p.predicted),
-            verdict(p.kernel),
-            agree
-        );
-    }
-    println!();
-    println!("verified copy through a CMB: {}", s.copy);
-    crate::cmd_provider::print_demo_copy(s);
-    for line in crate::lab_dma::demo_lines(&s.dma, s.dma_error.as_deref()) {
-        println!("{line}");
-    }
-    for m in &s.qemu_messages {
-        println!("QEMU: {m}");
-    }
-    if s.iommu_faults {
-        println!("QEMU's IOMMU refused a device's DMA above: QEMU 7.2 translates peer-to-peer DMA too (real hardware routes it below the IOMMU), so a transfer the kernel reported as done may have moved no data; the verified copies tell.");
-    }
-    println!(
-        "summary: {} pairs, {} agreed, {} disagreed, {} incomplete; the kernel allowed {}",
-        s.pairs, s.agreed, s.disagreed, s.incomplete, s.kernel_ok
-    );
-    print_legend(pairs, &s.cpu);
 }
 
 /// What the table means, for someone new to P2PDMA, from the map types seen.
 fn print_legend(pairs: &[DemoPair], cpu: &str) {
     let seen = |m: &str| pairs.iter().any(|p| p.map_type.as_deref() == Some(m));
-    println!();
     println!("what this shows:");
     if seen("bus_addr") {
         println!("  p2p ok (bus_addr): provider and client share a switch, a port or a device with no ACS redirect, so the data turns around below that common device and never reaches the CPU's memory.");

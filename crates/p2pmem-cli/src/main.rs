@@ -12,14 +12,19 @@ mod cmd_check;
 mod cmd_copy;
 mod cmd_docs;
 mod cmd_doctor;
+mod cmd_fio_job;
 mod cmd_import;
 mod cmd_nvmet;
+mod cmd_plan;
+mod cmd_probe;
 mod cmd_provider;
 mod cmd_topo;
 mod lab_cmd;
 mod lab_dma;
 mod lab_kernel;
 mod output;
+mod render;
+mod topo_dot;
 mod topo_matrix;
 mod whatif;
 
@@ -54,7 +59,8 @@ provider and clients what the kernel will decide and why, in the kernel's own wo
 the fix.\n\nExit status: 0 yes, 1 no, 2 error (or the answer depends on config space this \
 user cannot read: run as root).",
     after_help = "Examples:\n  p2pmem topo\n  p2pmem check 0000:03:00.0 nvme1n1\n  \
-p2pmem find nvme0n1 nvme1n1\n  p2pmem doctor\n  p2pmem topo --matrix\n  p2pmem capture /tmp/p2p-capture && \
+p2pmem find nvme0n1 nvme1n1\n  p2pmem doctor\n  p2pmem topo --matrix\n  p2pmem topo --svg topo.svg\n  \
+p2pmem fio-job 0000:03:00.0 nvme1n1 > p2p.fio && fio p2p.fio\n  p2pmem capture /tmp/p2p-capture && \
 p2pmem --root /tmp/p2p-capture topo"
 )]
 struct Cli {
@@ -88,10 +94,20 @@ enum Command {
     /// payload never crosses host memory; host memory, loudly, when there is no P2P
     /// path. Exit 0 copied, 1 --verify mismatch or --require-p2p without a path, 2 error.
     Copy(cmd_copy::CopyArgs),
+    /// Does the path between PROVIDER's p2pmem and CLIENT move the right bytes? Reads a
+    /// range of CLIENT into p2pmem and into host memory and compares them, with the
+    /// kernel's log lines of that moment (IOMMU faults, AER). Read-only unless
+    /// --scratch. Exit 0 correct, 1 wrong or refused, 2 error.
+    Probe(cmd_probe::ProbeArgs),
     /// Measure O_DIRECT reads or writes on DEVICE (throughput, IOPS, latency
     /// percentiles) with the buffers in a provider's p2pmem or in host memory. Write
     /// patterns refuse a mounted or in-use device unless --force. Exit 0 measured, 2 error.
     Bench(cmd_bench::BenchArgs),
+    /// Print a fio job file whose I/O buffers are PROVIDER's p2pmem (iomem=mmapshared on
+    /// its p2pmem/allocate), O_DIRECT on DEVICE with io_uring, sized to fit the
+    /// provider's available p2pmem, with `check`'s verdict as comments. Refuses (exit 1) a
+    /// pair the kernel refuses, and write patterns, unless --force.
+    FioJob(cmd_fio_job::FioJobArgs),
     /// The NVMe target (nvmet) through configfs, with P2P memory per namespace:
     /// subsystems, namespaces, ports, hosts, p2pmem (off, auto or a provider) written
     /// before enable, a pre-flight of what the kernel will decide, status, save/restore.
@@ -110,6 +126,11 @@ enum Command {
     /// Write the man pages (p2pmem.1 and one per subcommand) into DIR, or print p2pmem.1.
     #[command(hide = true)]
     Man(cmd_docs::ManArgs),
+    /// Plan flows on a system or a design: each flow's bytes on each link and through
+    /// host memory as the kernel would route them, the bottleneck, how far all rates can
+    /// scale together, the same with P2P disabled, and suggestions. Exit 0 when the flows
+    /// fit at their rates, 1 when they do not.
+    Plan(cmd_plan::PlanArgs),
     /// Low-level helpers used inside the lab's guest.
     #[command(hide = true)]
     Agent(agent::AgentArgs),
@@ -126,12 +147,15 @@ fn main() -> ExitCode {
         Command::Capture(a) => cmd_capture::run(&cli.common, &a),
         Command::Import(a) => cmd_import::run(&cli.common, &a),
         Command::Copy(a) => cmd_copy::run(&cli.common, &a),
+        Command::Probe(a) => cmd_probe::run(&cli.common, &a),
         Command::Bench(a) => cmd_bench::run(&cli.common, &a),
+        Command::FioJob(a) => cmd_fio_job::run(&cli.common, &a),
         Command::Nvmet(a) => cmd_nvmet::run(&cli.common, &a),
         Command::Lab(a) => lab_cmd::run(a.with_json(cli.common.json)),
         Command::Provider(a) => cmd_provider::run(&cli.common, &a),
         Command::Completions(a) => cmd_docs::run_completions(Cli::command(), &a),
         Command::Man(a) => cmd_docs::run_man(Cli::command(), &a),
+        Command::Plan(a) => cmd_plan::run(&cli.common, &a),
         Command::Agent(a) => agent::run(a),
     };
     match result {

@@ -245,3 +245,51 @@ fn debian_package_of_the_static_binary_holds_pages_and_completions() {
     }
     assert!(list.contains("root/root"), "owned by root: {list}");
 }
+
+/// The hidden subcommands (`agent`, for the lab's guest, and `man`, for scripts/install)
+/// are not offered by any shell; the visible ones are.
+#[test]
+fn completions_offer_no_hidden_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = p2pmem(&["completions", shell]);
+        assert_eq!(o.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8(o.stdout).unwrap();
+        for hidden in ["agent", "man"] {
+            let offered = [
+                // bash: the word list and the case arm of the subcommand.
+                format!(" {hidden} "),
+                format!("p2pmem,{hidden})"),
+                format!("__subcmd__{hidden}"),
+                // zsh: `'NAME:description'` and the `(NAME)` state.
+                format!("'{hidden}:"),
+                format!("({hidden})"),
+                // fish: `-a "NAME"` and its own options.
+                format!("-a \"{hidden}\""),
+                format!("using_subcommand {hidden}"),
+            ];
+            let top_opts = script
+                .lines()
+                .find(|l| l.contains("opts=\"-h -V"))
+                .unwrap_or_default();
+            for pattern in &offered {
+                let hit = if pattern.starts_with(' ') {
+                    top_opts.contains(pattern.as_str())
+                } else {
+                    script.contains(pattern.as_str())
+                };
+                assert!(!hit, "{shell} offers the hidden `{hidden}`: {pattern}");
+            }
+        }
+        for visible in ["topo", "fio-job", "check", "completions"] {
+            let offered = match shell {
+                "bash" => format!(" {visible} "),
+                "zsh" => format!("'{visible}:"),
+                _ => format!("-a \"{visible}\""),
+            };
+            assert!(
+                script.contains(&offered),
+                "{shell} does not offer `{visible}` ({offered})"
+            );
+        }
+    }
+}

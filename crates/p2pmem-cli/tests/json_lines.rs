@@ -89,6 +89,32 @@ fn read_only_commands_print_documented_json_lines() {
     documents(&root, &["check", "03:00.0", "05:00.0"], "check");
     documents(&root, &["find", "nvme1n1"], "find");
     documents(&root, &["doctor"], "doctor");
+    documents(&root, &["fio-job", "03:00.0", "nvme1n1"], "fio_job");
+    documents(&root, &["fio-job", "03:00.0", "nvme2n1"], "fio_job");
+    let plan = documents(
+        &root,
+        &[
+            "plan",
+            "--flow",
+            "nvme0n1:nvme1n1:rate=1G/s",
+            "--link-default",
+            "gen3x4",
+        ],
+        "plan",
+    );
+    assert_eq!(plan[0]["flows"][0]["path"], "p2p");
+    assert_eq!(
+        plan[0]["without_p2p"]["host_memory_bytes_per_s"],
+        2u64 << 30
+    );
+    let design = repo().join("examples/designs/box24-x4.toml");
+    let plan = documents(
+        &root,
+        &["plan", "--design", design.to_str().unwrap()],
+        "plan",
+    );
+    assert_eq!(plan[0]["host_memory_bytes_per_s"], 0);
+    assert!(plan[0]["without_p2p"]["max_scale"].as_f64().unwrap() < 1.0);
     let d = tempfile::tempdir().unwrap();
     let cap = d.path().join("cap");
     documents(&root, &["capture", cap.to_str().unwrap()], "capture");

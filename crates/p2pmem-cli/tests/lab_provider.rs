@@ -23,7 +23,7 @@ mod lab_common;
 use p2pmem_lab::PlanRun;
 use p2pmem_wire::bind::{BindAction, BindReport};
 use p2pmem_wire::copy::CopyDocument;
-use p2pmem_wire::plan::{Dev, Plan, Step};
+use p2pmem_wire::plan::{Arg, Dev, Plan, Step};
 use p2pmem_wire::report::ExecResult;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -165,7 +165,7 @@ fn plan() -> Plan {
                     "--until",
                     "/tmp/go",
                 ]
-                .map(String::from)
+                .map(Arg::from)
                 .to_vec(),
                 ready: Some("mapped".into()),
                 wait_ms: 10_000,

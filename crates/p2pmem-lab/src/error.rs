@@ -96,11 +96,21 @@ pub enum LabError {
         message: String,
     },
 
-    /// The `p2pmem` binary to put in the guest is dynamically linked.
-    #[error("{} is dynamically linked (it has an ELF interpreter); the guest has no libc. Build it static with scripts/build-static and run target/x86_64-unknown-linux-gnu/release/p2pmem", path.display())]
+    /// The busybox to put in the guest is dynamically linked: `/init` runs it before
+    /// anything else, so it must be static.
+    #[error("{} is dynamically linked (it has an ELF interpreter); the guest's busybox must be static: install busybox-static (scripts/setup-host)", path.display())]
     NotStatic {
         /// The binary.
         path: PathBuf,
+    },
+
+    /// The shared libraries of a program for the guest cannot be listed.
+    #[error("cannot put {} in the guest: {why}", path.display())]
+    Libraries {
+        /// The program.
+        path: PathBuf,
+        /// What `ldd` said, or what is wrong with the path.
+        why: String,
     },
 
     /// A file is not a 64-bit little-endian ELF.

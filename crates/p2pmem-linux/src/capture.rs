@@ -25,6 +25,11 @@ pub const FUNCTION_FILES: &[&str] = &[
     "resource",
     "numa_node",
     "local_cpulist",
+    // The link's speed and width, for `p2pmem plan` (crate::link_speed).
+    "current_link_speed",
+    "current_link_width",
+    "max_link_speed",
+    "max_link_width",
 ];
 
 /// Files of `p2pmem/` copied (allocate is a placeholder).
@@ -341,6 +346,38 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    #[test]
+    fn link_speeds_are_captured_when_present() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(s01())
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let dev =
+            src.join("sys/devices/pci0000:00/0000:00:04.0/0000:01:00.0/0000:02:00.0/0000:03:00.0");
+        let files = crate::link_speed::LINK_FILES;
+        for (f, v) in files
+            .iter()
+            .zip(["8.0 GT/s PCIe\n", "4\n", "16.0 GT/s PCIe\n", "4\n"])
+        {
+            std::fs::write(dev.join(f), v).unwrap();
+        }
+        let out = d.path().join("cap");
+        capture(&src, &out).unwrap();
+        let sys = read_system(&out).unwrap();
+        let read = crate::link_speed::read_link_speeds(&out, &sys.topology);
+        let l = read.links[&"0000:03:00.0".parse().unwrap()];
+        assert_eq!(l.current.map(|s| s.to_string()).as_deref(), Some("gen3x4"));
+        assert_eq!(l.max.map(|s| s.to_string()).as_deref(), Some("gen4x4"));
+        // The fixture's other functions have none: unknown, not an error.
+        assert!(read.unknown.len() > 10);
+        assert!(read.problems.is_empty(), "{:?}", read.problems);
     }
 
     #[test]

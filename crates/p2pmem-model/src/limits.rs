@@ -76,6 +76,13 @@ pub const TOPOLOGY: Bound = Bound {
     what: "a lab topology file",
 };
 
+/// A `p2pmem plan` design file (TOML; a 4,096-device design is about 100 KiB) or flows
+/// file (10,000 flows are about 400 KiB).
+pub const PLAN_INPUT: Bound = Bound {
+    max: 64 * MIB,
+    what: "a plan design or flows file",
+};
+
 /// One line of a QEMU trace: the longest `pci_nvme_*` event is under 200 bytes.
 pub const TRACE_LINE: Bound = Bound {
     max: 64 * KIB,
@@ -109,7 +116,7 @@ pub const IMPORT_NOTE: Bound = Bound {
 };
 
 /// Every bound, for the documentation and the tests.
-pub const ALL: [Bound; 14] = [
+pub const ALL: [Bound; 15] = [
     SYSFS_ATTR,
     CONFIG_SPACE,
     PROC_SMALL,
@@ -119,6 +126,7 @@ pub const ALL: [Bound; 14] = [
     KERNEL_LOG,
     NVMET_SAVED,
     TOPOLOGY,
+    PLAN_INPUT,
     TRACE_LINE,
     TRACE,
     LINK_TARGET,

@@ -170,46 +170,18 @@ pub struct Found {
 /// a provider whose path to some client has an ACS redirect is decided in full, since
 /// only then may the kernel print the host-bridge warning `find` reports.
 pub fn find(topo: &Topology, rules: &Rules, clients: &[Bdf]) -> Result<Found, DecideError> {
+    find_indexed(&mut PairIndex::new(topo, rules), clients)
+}
+
+/// [`find`] with an index built once, for callers that search for many client sets
+/// (the planner: one search per flow).
+pub fn find_indexed(index: &mut PairIndex<'_>, clients: &[Bdf]) -> Result<Found, DecideError> {
     let mut candidates = Vec::new();
     let mut messages = Vec::new();
-    let mut index = PairIndex::new(topo, rules);
-    let mut outcomes = Vec::with_capacity(clients.len());
-    for f in topo.providers() {
-        let published = f.p2pmem.is_some_and(|m| m.is_published());
-        if !published {
-            candidates.push(Candidate {
-                provider: f.bdf,
-                distance: None,
-                supported: None,
-                published,
-            });
-            continue;
-        }
-        outcomes.clear();
-        for c in clients {
-            outcomes.push(index.outcome(f.bdf, *c)?);
-        }
-        let (supported, distance) = if outcomes.iter().any(|o| o.acs_redirect) {
-            let c = check(topo, rules, f.bdf, clients)?;
-            // Non-verbose: stops at the first refused client; only the host-bridge
-            // warning is printed (it ignores `verbose`).
-            for p in &c.pairs {
-                messages.extend(p.quiet_messages().map(|m| m.line.clone()));
-                if p.supported == Some(false) {
-                    break;
-                }
-            }
-            (c.supported, c.distance)
-        } else {
-            combine_outcomes(&outcomes)
-        };
-        candidates.push(Candidate {
-            provider: f.bdf,
-            distance,
-            supported,
-            published,
-        });
-    }
+    let providers = index.take_providers();
+    let weighed = weigh(index, &providers, clients, &mut candidates, &mut messages);
+    index.put_providers(providers);
+    weighed?;
     let best_distance = candidates
         .iter()
         .filter(|c| c.supported == Some(true))
@@ -234,6 +206,54 @@ pub fn find(topo: &Topology, rules: &Rules, clients: &[Bdf]) -> Result<Found, De
         candidates,
         messages,
     })
+}
+
+/// `find`'s weighing of each provider against the clients.
+fn weigh(
+    index: &mut PairIndex<'_>,
+    providers: &[(Bdf, bool)],
+    clients: &[Bdf],
+    candidates: &mut Vec<Candidate>,
+    messages: &mut Vec<String>,
+) -> Result<(), DecideError> {
+    let (topo, rules) = (index.topology(), index.rules());
+    let mut outcomes = Vec::with_capacity(clients.len());
+    for &(bdf, published) in providers {
+        if !published {
+            candidates.push(Candidate {
+                provider: bdf,
+                distance: None,
+                supported: None,
+                published,
+            });
+            continue;
+        }
+        outcomes.clear();
+        for c in clients {
+            outcomes.push(index.outcome(bdf, *c)?);
+        }
+        let (supported, distance) = if outcomes.iter().any(|o| o.acs_redirect) {
+            let c = check(topo, rules, bdf, clients)?;
+            // Non-verbose: stops at the first refused client; only the host-bridge
+            // warning is printed (it ignores `verbose`).
+            for p in &c.pairs {
+                messages.extend(p.quiet_messages().map(|m| m.line.clone()));
+                if p.supported == Some(false) {
+                    break;
+                }
+            }
+            (c.supported, c.distance)
+        } else {
+            combine_outcomes(&outcomes)
+        };
+        candidates.push(Candidate {
+            provider: bdf,
+            distance,
+            supported,
+            published,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

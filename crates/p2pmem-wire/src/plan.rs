@@ -27,6 +27,11 @@ pub struct Plan {
     pub version: u32,
     /// The steps, run in order.
     pub steps: Vec<PlanStep>,
+    /// Host files the guest needs at the same absolute path (a program such as
+    /// `/usr/bin/lspci` comes with its shared libraries): the host puts them in the
+    /// initramfs; the guest does not read this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_files: Vec<String>,
 }
 
 impl Default for Plan {
@@ -34,6 +39,7 @@ impl Default for Plan {
         Self {
             version: PLAN_VERSION,
             steps: Vec::new(),
+            host_files: Vec::new(),
         }
     }
 }
@@ -42,6 +48,20 @@ impl Plan {
     /// An empty plan.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether a step asks the host to act on the machine ([`Step::Unplug`]).
+    pub fn needs_host_actions(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.step, Step::Unplug { .. }))
+    }
+
+    /// Asks for the host file `path` at the same path in the guest (a program with its
+    /// shared libraries).
+    pub fn host_file(&mut self, path: impl Into<String>) -> &mut Self {
+        self.host_files.push(path.into());
+        self
     }
 
     /// Appends `step` under `name` (names are how results are found again).
@@ -157,8 +177,8 @@ pub enum Step {
     /// most `wait_ms`) until its stdout contains `ready` when given. [`Step::Join`]
     /// collects it.
     Spawn {
-        /// Program and arguments (looked up in `PATH`).
-        argv: Vec<String>,
+        /// Program and arguments (looked up in `PATH`; a device as in [`Step::Exec`]).
+        argv: Vec<Arg>,
         /// Text on its stdout that says it is ready.
         ready: Option<String>,
         /// How long to wait for `ready`.
@@ -178,6 +198,17 @@ pub enum Step {
         path: String,
         /// The contents.
         text: String,
+    },
+    /// Asks the host to hot-unplug the NVMe controller at `bdf` (QEMU's `device_del`,
+    /// found by its serial number), then waits at most `wait_ms` for the function to
+    /// leave `/sys/bus/pci/devices` (pciehp removes it about 5 s after the request: the
+    /// attention button's abort window). Answers [`crate::report::Output::Unplugged`].
+    /// The plan's QEMU gets a QMP socket only when the plan has such a step.
+    Unplug {
+        /// The controller.
+        bdf: Bdf,
+        /// How long to wait for the removal.
+        wait_ms: u64,
     },
     /// The last resort: runs a program (looked up in `PATH`, in `/tmp`, standard input
     /// empty) and returns its exit status, stdout and stderr.

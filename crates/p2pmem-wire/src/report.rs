@@ -80,6 +80,21 @@ pub enum Output {
     Spawned(u32),
     /// [`crate::plan::Step::Exec`] and [`crate::plan::Step::Join`].
     Exec(ExecResult),
+    /// [`crate::plan::Step::Unplug`]: seconds from the request until the function left
+    /// sysfs.
+    Unplugged(f64),
+}
+
+/// What the guest asks the host to do to the machine, sent as frame
+/// [`frame_id::host`] while the step waits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum HostRequest {
+    /// `device_del` of the NVMe controller with this serial number.
+    UnplugNvme {
+        /// Its serial (the topology's).
+        serial: String,
+    },
 }
 
 /// What the guest is.
@@ -267,4 +282,12 @@ pub mod frame_id {
     pub fn data(i: usize) -> String {
         format!("data.{i}")
     }
+
+    /// A [`super::HostRequest`] of step `i`.
+    pub fn host(i: usize) -> String {
+        format!("host.{i}")
+    }
+
+    /// The prefix of [`host`] frames.
+    pub const HOST_PREFIX: &str = "host.";
 }

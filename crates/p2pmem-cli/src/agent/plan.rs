@@ -32,7 +32,8 @@ use p2pmem_wire::plan::{
 use p2pmem_wire::probe::DmaProbeResult;
 use p2pmem_wire::report::{
     frame_id, AddressMap, BindAttempt, Captured, CopyOutcome, ExecResult, GuestNvme, HashResult,
-    Inventory, Output, PairRecord, Picked, PlanEnd, StepReport, StepResult, MAX_CAPTURED,
+    HostRequest, Inventory, Output, PairRecord, Picked, PlanEnd, StepReport, StepResult,
+    MAX_CAPTURED,
 };
 use sha2::{Digest, Sha256};
 
@@ -74,6 +75,7 @@ pub fn run(a: &PlanArgs) -> anyhow::Result<i32> {
     let mut failed = 0;
     for (index, s) in plan.steps.iter().enumerate() {
         let started = Instant::now();
+        agent.index = index;
         let (result, attachment) = agent.step(&s.name, &s.step);
         if matches!(result, StepResult::Failed { .. }) {
             failed += 1;
@@ -179,6 +181,8 @@ struct Agent {
     binds: Option<Vec<BindAttempt>>,
     picked: Option<Picked>,
     spawned: HashMap<String, Spawned>,
+    /// The index of the step running (names its host-request frame).
+    index: usize,
 }
 
 type StepOutcome = (StepResult, Option<Vec<u8>>);
@@ -200,6 +204,7 @@ impl Agent {
             binds: None,
             picked: None,
             spawned: HashMap::new(),
+            index: 0,
         }
     }
 
@@ -285,22 +290,24 @@ impl Agent {
                 wait_ms,
             } => done(Output::Spawned(self.spawn(
                 name,
-                argv,
+                &self.words(argv)?,
                 ready.as_deref(),
                 *wait_ms,
             )?)),
             Step::Join { spawn, wait_ms } => done(Output::Exec(self.join(spawn, *wait_ms)?)),
-            Step::Exec { argv } => {
-                let argv = argv
-                    .iter()
-                    .map(|a| match a {
-                        Arg::Text(t) => Ok(t.clone()),
-                        Arg::Dev { dev, prefix } => Ok(format!("{prefix}{}", self.dev(dev)?)),
-                    })
-                    .collect::<anyhow::Result<Vec<String>>>()?;
-                done(Output::Exec(exec(&argv)?))
-            }
+            Step::Unplug { bdf, wait_ms } => done(Output::Unplugged(self.unplug(*bdf, *wait_ms)?)),
+            Step::Exec { argv } => done(Output::Exec(exec(&self.words(argv)?)?)),
         })
+    }
+
+    /// The words of an argv, devices named by their guest paths.
+    fn words(&self, argv: &[Arg]) -> anyhow::Result<Vec<String>> {
+        argv.iter()
+            .map(|a| match a {
+                Arg::Text(t) => Ok(t.clone()),
+                Arg::Dev { dev, prefix } => Ok(format!("{prefix}{}", self.dev(dev)?)),
+            })
+            .collect()
     }
 
     fn system(&self) -> anyhow::Result<System> {
@@ -356,6 +363,33 @@ impl Agent {
             .collect();
         out.sort_by_key(|n| n.bdf);
         out
+    }
+
+    /// Asks the host for `device_del` of the controller at `bdf` and waits until the
+    /// function has left sysfs; the seconds that took.
+    fn unplug(&self, bdf: Bdf, wait_ms: u64) -> anyhow::Result<f64> {
+        let sys = self.system()?;
+        let serial = self
+            .nvme(&sys)
+            .into_iter()
+            .find(|n| n.bdf == bdf)
+            .map(|n| n.serial)
+            .filter(|s| !s.is_empty())
+            .with_context(|| format!("{bdf} is not an NVMe controller with a serial number"))?;
+        let dir = self.root.join("sys/bus/pci/devices").join(bdf.to_string());
+        let request = HostRequest::UnplugNvme { serial };
+        Frames::stdout().json(&frame_id::host(self.index), &request)?;
+        let started = Instant::now();
+        while dir.exists() {
+            if started.elapsed() > Duration::from_millis(wait_ms) {
+                bail!(
+                    "{bdf} was still present {:.1} s after the unplug request",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(started.elapsed().as_secs_f64())
     }
 
     fn capture(&self) -> anyhow::Result<StepOutcome> {

@@ -1,5 +1,6 @@
-//! Is a binary static? The guest has no libc or dynamic loader, so the `p2pmem` binary
-//! copied into the initramfs must have no `PT_INTERP` program header.
+//! Is a binary static? `/init` is busybox's shell, run before anything else, so the busybox
+//! copied into the initramfs must have no `PT_INTERP` program header; other programs come
+//! with their libraries (`closure.rs`).
 
 use std::io::Read;
 use std::path::Path;
@@ -49,7 +50,7 @@ pub fn linkage(bytes: &[u8]) -> std::result::Result<Linkage, &'static str> {
     Ok(Linkage::Static)
 }
 
-/// Fails with a message naming `scripts/build-static` when `path` is not a static ELF.
+/// Fails with a message naming busybox-static when `path` is not a static ELF.
 pub fn require_static(path: &Path) -> Result<()> {
     let file = std::fs::File::open(path).map_err(io_err("cannot open", path))?;
     let mut head = Vec::new();
@@ -79,7 +80,7 @@ mod tests {
         // Test binaries are built without crt-static.
         assert_eq!(linkage(&bytes), Ok(Linkage::Dynamic));
         let err = require_static(&me).unwrap_err().to_string();
-        assert!(err.contains("scripts/build-static"), "{err}");
+        assert!(err.contains("busybox-static"), "{err}");
     }
 
     #[test]

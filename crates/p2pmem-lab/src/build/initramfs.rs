@@ -1,8 +1,9 @@
 //! The guest's initramfs: a gzip'd `newc` cpio holding busybox (`/bin/busybox`, applet
-//! links made at boot by `/init`), the static `p2pmem` binary (`/bin/p2pmem`), the init
-//! script (`guest/init.sh`), the plan (`/lab/plan.json`, run by `p2pmem agent plan`),
-//! `/lab/env` and kernel modules (`/lib/modules/<name>.ko`, loaded by the plan's bind
-//! steps, never by `/init`).
+//! links made at boot by `/init`), the `p2pmem` binary (`/bin/p2pmem`; when it is
+//! dynamically linked, with its libraries and loader at their host paths), the init script
+//! (`guest/init.sh`), the plan (`/lab/plan.json`, run by `p2pmem agent plan`), `/lab/env`,
+//! kernel modules (`/lib/modules/<name>.ko`, loaded by the plan's bind steps, never by
+//! `/init`) and the host files the plan asks for (programs with their libraries).
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
+use crate::build::closure::{host_file, with_libraries, GuestFile};
 use crate::build::cpio::CpioWriter;
 use crate::build::elf::require_static;
 use crate::error::{io_err, LabError, Result};
@@ -26,7 +28,7 @@ pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
 pub struct InitramfsSpec {
     /// A static busybox.
     pub busybox: PathBuf,
-    /// The static `p2pmem` binary.
+    /// The `p2pmem` binary, static or not.
     pub p2pmem: PathBuf,
     /// The plan, serialised (`/lab/plan.json`).
     pub plan: String,
@@ -34,6 +36,8 @@ pub struct InitramfsSpec {
     pub nvme_count: usize,
     /// Kernel modules, put in `/lib/modules/` under their file names.
     pub modules: Vec<PathBuf>,
+    /// Host files put at the same path in the guest (programs with their libraries).
+    pub host_files: Vec<PathBuf>,
 }
 
 /// Writes the initramfs to `out`.
@@ -44,12 +48,26 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
         "install busybox-static (scripts/setup-host)",
     )?;
     require_static(&spec.busybox)?;
-    require_static(&spec.p2pmem)?;
-    let p2pmem = read_binary(
-        &spec.p2pmem,
-        "p2pmem binary",
-        "build it with scripts/build-static",
-    )?;
+    if !spec.p2pmem.exists() {
+        return Err(LabError::Missing {
+            what: "p2pmem binary",
+            path: spec.p2pmem.clone(),
+            hint: "build it with cargo build --release (or scripts/build-static)",
+        });
+    }
+    let mut guest_files: Vec<GuestFile> = with_libraries(&spec.p2pmem, "/bin/p2pmem")?;
+    for f in &spec.host_files {
+        guest_files.extend(host_file(f)?);
+    }
+    let mut extra: Vec<(String, u32, Vec<u8>)> = Vec::new();
+    for f in guest_files {
+        let name = f.guest.trim_start_matches('/').to_string();
+        if extra.iter().any(|(n, ..)| *n == name) {
+            continue;
+        }
+        let data = read_binary(&f.host, "file for the guest", "is it installed?")?;
+        extra.push((name, 0o755, data));
+    }
     let mut modules = Vec::new();
     for m in &spec.modules {
         let name = m
@@ -70,6 +88,7 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
     let gz = GzEncoder::new(BufWriter::new(file), Compression::fast());
     let mut w = CpioWriter::new(gz);
     let write = |w: &mut CpioWriter<_>| -> std::io::Result<()> {
+        let mut dirs: Vec<String> = Vec::new();
         for d in [
             "bin",
             "sbin",
@@ -86,12 +105,31 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
             "lib/modules",
         ] {
             w.dir(d, 0o755)?;
+            dirs.push(d.to_string());
         }
         w.chardev("dev/console", 0o600, 5, 1)?;
         w.chardev("dev/null", 0o666, 1, 3)?;
         w.file("bin/busybox", 0o755, &busybox)?;
         w.symlink("bin/sh", "busybox")?;
-        w.file("bin/p2pmem", 0o755, &p2pmem)?;
+        for (name, mode, data) in &extra {
+            let mut parent = String::new();
+            for part in name
+                .split('/')
+                .collect::<Vec<_>>()
+                .split_last()
+                .map_or(&[][..], |(_, p)| p)
+            {
+                if !parent.is_empty() {
+                    parent.push('/');
+                }
+                parent.push_str(part);
+                if !dirs.contains(&parent) {
+                    w.dir(&parent, 0o755)?;
+                    dirs.push(parent.clone());
+                }
+            }
+            w.file(name, *mode, data)?;
+        }
         w.file("init", 0o755, INIT_SCRIPT.as_bytes())?;
         w.file("lab/plan.json", 0o644, spec.plan.as_bytes())?;
         w.file("lab/env", 0o644, env.as_bytes())?;
@@ -128,20 +166,46 @@ mod tests {
     use std::io::Read;
 
     #[test]
-    fn dynamic_p2pmem_is_refused_naming_build_static() {
+    fn a_dynamic_p2pmem_comes_with_its_loader_and_libraries() {
         let tmp = tempfile::tempdir().unwrap();
         let bb = tmp.path().join("busybox");
         fake_static_elf(&bb);
+        let data = tmp.path().join("pci.ids");
+        std::fs::write(&data, "8086  Intel Corporation\n").unwrap();
+        let me = std::env::current_exe().unwrap();
         let spec = InitramfsSpec {
             busybox: bb,
-            p2pmem: std::env::current_exe().unwrap(),
+            p2pmem: me.clone(),
             plan: "{}".into(),
             nvme_count: 0,
             modules: vec![],
+            host_files: vec![data.clone()],
         };
-        let err = build_initramfs(&spec, &tmp.path().join("i.gz")).unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains("scripts/build-static"), "{text}");
+        let out = tmp.path().join("i.gz");
+        build_initramfs(&spec, &out).unwrap();
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(File::open(&out).unwrap())
+            .read_to_end(&mut raw)
+            .unwrap();
+        let entries = read_newc(&raw).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        let p2pmem = entries.iter().find(|e| e.name == "bin/p2pmem").unwrap();
+        assert_eq!(p2pmem.data, std::fs::read(&me).unwrap());
+        let loader = names
+            .iter()
+            .find(|n| n.contains("ld-linux"))
+            .expect("loader");
+        let libc = names.iter().find(|n| n.contains("libc.so")).expect("libc");
+        // Every file's directories come before it.
+        for file in [*loader, *libc] {
+            let (dir, _) = file.rsplit_once('/').unwrap();
+            let d = names.iter().position(|n| *n == dir).expect(dir);
+            let f = names.iter().position(|n| n == &file).unwrap();
+            assert!(d < f, "{dir} after {file}");
+        }
+        let ids = data.to_str().unwrap().trim_start_matches('/');
+        let ids = entries.iter().find(|e| e.name == ids).unwrap();
+        assert_eq!(ids.data, b"8086  Intel Corporation\n");
     }
 
     /// A minimal static ELF: a valid header with no program headers.
@@ -165,6 +229,7 @@ mod tests {
             plan: r#"{"version":1,"steps":[]}"#.into(),
             nvme_count: 3,
             modules: vec![ko.clone()],
+            host_files: vec![],
         };
         let out = tmp.path().join("initramfs.cpio.gz");
         build_initramfs(&spec, &out).unwrap();

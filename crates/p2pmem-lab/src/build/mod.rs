@@ -3,6 +3,7 @@
 //! it needs), the `p2pmem_pci` module, and each run's initramfs.
 
 mod cache;
+mod closure;
 mod cpio;
 mod debian;
 mod driver;
@@ -19,7 +20,6 @@ mod toolchain;
 pub use cache::Cache;
 pub(crate) use driver::ensure_driver;
 pub use driver::Driver;
-pub(crate) use elf::require_static;
 pub use fragment::{FragmentError, Requirement, FRAGMENT};
 pub(crate) use initramfs::{build_initramfs, InitramfsSpec, DEFAULT_BUSYBOX};
 pub use kernel::{ensure_kernel, Kernel, KernelSpec, ModuleTree};

@@ -140,11 +140,15 @@ impl Walker<'_> {
     fn nvme(&mut self, n: &Nvme, port: &str, multi: bool) {
         let image = self.images.join(format!("{}.img", n.serial));
         self.devices.push("-drive".into());
-        self.devices.push(format!(
+        let mut drive = format!(
             "file={},if=none,id=drv_{},format=raw",
             image.display(),
             n.serial
-        ));
+        );
+        if let Some(mib) = n.throttle_read_mib_s {
+            drive.push_str(&format!(",throttling.bps-read={}", u64::from(mib) << 20));
+        }
+        self.devices.push(drive);
         let mut spec = format!("nvme,serial={s},drive=drv_{s},bus={port}", s = n.serial);
         if let Some(f) = n.function {
             spec.push_str(&format!(",addr=0.{f}"));

@@ -141,6 +141,11 @@ pub struct Nvme {
     /// Free text describing the device's place (goes into `truth.json`).
     #[serde(default)]
     pub desc: String,
+    /// Limit the drive's reads to this many MiB per second (QEMU's
+    /// `throttling.bps-read`): makes a copy last long enough for a fault injected in
+    /// the middle of it (`Step::Unplug`). Absent: no limit.
+    #[serde(default)]
+    pub throttle_read_mib_s: Option<u32>,
 }
 
 fn default_memory() -> u32 {

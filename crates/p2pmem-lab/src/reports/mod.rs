@@ -2,4 +2,5 @@
 //! `truth.json`.
 
 pub mod demo;
+pub mod grouped;
 pub mod truth;

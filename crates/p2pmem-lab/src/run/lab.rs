@@ -24,12 +24,12 @@ use p2pmem_wire::frame::{ConsoleReport, Frame};
 use p2pmem_wire::plan::Plan;
 use p2pmem_wire::probe::DmaProbeResult;
 use p2pmem_wire::report::{
-    frame_id, AddressMap, BindAttempt, Captured, CopyOutcome, ExecResult, HashResult, Inventory,
-    Output, PairRecord, Picked, PlanEnd, StepReport, StepResult,
+    frame_id, AddressMap, BindAttempt, Captured, CopyOutcome, ExecResult, HashResult, HostRequest,
+    Inventory, Output, PairRecord, Picked, PlanEnd, StepReport, StepResult,
 };
 
-/// Environment variable naming the static `p2pmem` binary to put in the guest (default:
-/// the running executable).
+/// Environment variable naming the `p2pmem` binary to put in the guest (default: the
+/// running executable; a dynamically linked one comes with its libraries).
 pub const BIN_ENV: &str = "P2PMEM_LAB_BIN";
 
 /// Environment variable overriding the guest timeout in seconds.
@@ -46,7 +46,7 @@ pub struct Lab {
     pub cache: Cache,
     /// The kernel to build.
     pub kernel: KernelSpec,
-    /// The static `p2pmem` binary for the guest.
+    /// The `p2pmem` binary for the guest (static, or with its libraries).
     pub p2pmem: PathBuf,
     /// The static busybox for the guest.
     pub busybox: PathBuf,
@@ -87,6 +87,10 @@ pub struct PlanRun {
     /// What QEMU printed on stderr (at most [`QEMU_MESSAGES`] lines), e.g. an emulated
     /// IOMMU's translation faults: a device's DMA that QEMU dropped.
     pub qemu_messages: Vec<String>,
+    /// What the host did to the machine when steps asked
+    /// ([`p2pmem_wire::plan::Step::Unplug`]), one line each, `FAILED: ...` when it could
+    /// not.
+    pub host_actions: Vec<String>,
 }
 
 /// How many lines of QEMU's stderr a [`PlanRun`] keeps.
@@ -157,7 +161,6 @@ impl Lab {
         plan: &Plan,
         trace: bool,
     ) -> Result<PlanRun> {
-        crate::build::require_static(&self.p2pmem)?;
         let (kernel, _) = self.kernel()?;
         let run_dir = self.cache.new_run_dir()?;
         let result = self.run_in(&run_dir, &kernel, topo, cpu, plan, trace);
@@ -191,6 +194,7 @@ impl Lab {
                 plan: plan_json,
                 nvme_count: topo.nvme.len(),
                 modules: driver.module().map(Path::to_path_buf).into_iter().collect(),
+                host_files: plan.host_files.iter().map(PathBuf::from).collect(),
             },
             &initrd,
         )?;
@@ -201,6 +205,10 @@ impl Lab {
             serial: "stdio",
         };
         let mut args = qemu_args(topo, &files, cpu);
+        let qmp_socket = run_dir.join(crate::run::qmp::QMP_SOCKET);
+        if plan.needs_host_actions() {
+            args.extend(crate::run::qmp::qmp_args(&qmp_socket));
+        }
         if trace {
             args.extend(crate::machine::qemu_args::qemu_trace_args(
                 &run_dir.join(crate::machine::qemu_args::TRACE_FILE),
@@ -221,7 +229,21 @@ impl Lab {
         let console_log = run_dir.join("console.log");
         let total = plan.steps.len();
         let progress = self.progress;
+        let mut host_actions: Vec<String> = Vec::new();
         let mut on_frame = |f: &Frame| {
+            if f.id.starts_with(frame_id::HOST_PREFIX) {
+                let done = match serde_json::from_slice::<HostRequest>(&f.data) {
+                    Ok(HostRequest::UnplugNvme { serial }) => {
+                        crate::run::qmp::Qmp::connect(&qmp_socket)
+                            .and_then(|mut q| q.unplug_nvme(&serial))
+                            .map(|path| format!("device_del {path} (NVMe serial {serial})"))
+                    }
+                    Err(e) => Err(format!("a host request the lab cannot read: {e}")),
+                };
+                let line = done.unwrap_or_else(|e| format!("FAILED: {e}"));
+                progress.phase(&format!("host action for {}: {line}", f.id));
+                host_actions.push(line);
+            }
             if f.id.starts_with("step.") {
                 if let Ok(r) = serde_json::from_slice::<StepReport>(&f.data) {
                     let how = match &r.result {
@@ -281,6 +303,7 @@ impl Lab {
             init_secs: cap.init_secs,
             qemu_secs: cap.total_secs,
             qemu_messages,
+            host_actions,
         })
     }
 }
@@ -453,6 +476,7 @@ fn output_kind(o: &Output) -> &'static str {
         Output::Nothing => "Nothing",
         Output::Spawned(_) => "Spawned",
         Output::Exec(_) => "Exec",
+        Output::Unplugged(_) => "Unplugged",
     }
 }
 

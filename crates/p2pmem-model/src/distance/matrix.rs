@@ -69,6 +69,9 @@ pub struct PairIndex<'t> {
     /// 2 unknown, [`RULE_H_UNSET`] not asked yet.
     rule_h: Vec<u8>,
     bridges: Vec<HostBridgeId>,
+    /// The providers (`p2pmem/`) in address order, with whether each is published;
+    /// listed once for the many searches of a plan.
+    providers: Option<Vec<(Bdf, bool)>>,
 }
 
 impl<'t> PairIndex<'t> {
@@ -118,7 +121,39 @@ impl<'t> PairIndex<'t> {
             acs,
             rule_h,
             bridges,
+            providers: None,
         }
+    }
+
+    /// The providers in address order with whether each is published (listed once; give
+    /// the list back with [`Self::put_providers`]).
+    pub(crate) fn take_providers(&mut self) -> Vec<(Bdf, bool)> {
+        self.providers.take().unwrap_or_else(|| {
+            self.topo
+                .providers()
+                .map(|f| (f.bdf, f.p2pmem.is_some_and(|m| m.is_published())))
+                .collect()
+        })
+    }
+
+    /// Keep the list [`Self::take_providers`] gave.
+    pub(crate) fn put_providers(&mut self, list: Vec<(Bdf, bool)>) {
+        self.providers = Some(list);
+    }
+
+    /// Does any node of the topology redirect peer traffic by ACS?
+    pub fn any_redirect(&self) -> bool {
+        self.acs.contains(&ACS_REDIRECT)
+    }
+
+    /// The topology it indexes.
+    pub fn topology(&self) -> &'t Topology {
+        self.topo
+    }
+
+    /// The rules it decides by.
+    pub fn rules(&self) -> &'t Rules {
+        self.rules
     }
 
     /// The number of a function of the topology (not of a path-only address).

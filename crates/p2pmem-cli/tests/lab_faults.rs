@@ -1,0 +1,232 @@
+//! Lab tier, faults: a device vanishes in the middle of `p2pmem copy`. On the `switch`
+//! topology (swA 03:00.0 and swB 04:00.0 with CMBs, swC 05:00.0 without, all behind one
+//! switch, each in a hot-pluggable downstream port), a 48 MiB copy swA -> swC through
+//! swB's CMB runs in the background, its source reads throttled to 4 MiB/s by QEMU so it
+//! lasts about 12 s; one second in, the host hot-unplugs one of the three (QMP
+//! `device_del`; the guest's pciehp removes it about 5 s later). For each of provider,
+//! source and destination: the copy ends (no hang) with exit 2 and an error that says
+//! which destination bytes were written, and the kernel logged no oops. Where both ends
+//! survive (the provider case) the test checks, MiB by MiB, that exactly the bytes the
+//! copy says it wrote were written: each destination MiB equals the source's when
+//! reported written and is unchanged otherwise.
+
+#![cfg(test)]
+
+mod lab_common;
+
+use p2pmem_lab::{PlanRun, Topology};
+use p2pmem_wire::plan::{Arg, Dev, Plan, Step};
+use p2pmem_wire::report::ExecResult;
+
+const MIB: u64 = 1 << 20;
+/// The copy's length in MiB.
+const COPY_MIB: u64 = 48;
+
+fn bdf(s: &str) -> p2pmem_model::Bdf {
+    s.parse().expect("a PCI address")
+}
+
+const SRC: &str = "0000:03:00.0";
+const PROVIDER: &str = "0000:04:00.0";
+const DST: &str = "0000:05:00.0";
+
+fn topology() -> Topology {
+    let mut topo = Topology::load("switch").expect("the switch topology");
+    for n in &mut topo.nvme {
+        n.disk_mib = 64;
+        if n.serial == "swA" {
+            n.throttle_read_mib_s = Some(4);
+        }
+    }
+    topo
+}
+
+/// `sha256sum` of every MiB of `dev`'s first COPY_MIB MiB, one line each.
+fn hashes(dev: &Dev) -> Step {
+    Step::Exec {
+        argv: vec![
+            Arg::from("sh"),
+            Arg::from("-c"),
+            Arg::from(
+                format!("i=0; while [ $i -lt {COPY_MIB} ]; do dd if=\"$0\" bs=1M skip=$i count=1 iflag=direct 2>/dev/null | sha256sum | cut -c1-64; i=$((i+1)); done")
+                    .as_str(),
+            ),
+            dev.clone().into(),
+        ],
+    }
+}
+
+fn plan(victim: &str) -> Plan {
+    let (src, dst) = (Dev::Nvme(bdf(SRC)), Dev::Nvme(bdf(DST)));
+    let mut p = Plan::new();
+    // A source that differs from the destination in every MiB.
+    p.step(
+        "fill",
+        Step::Exec {
+            argv: vec![
+                Arg::from("sh"),
+                Arg::from("-c"),
+                Arg::from(
+                    format!(
+                        "dd if=/dev/urandom of=\"$0\" bs=1M count={COPY_MIB} oflag=direct 2>&1"
+                    )
+                    .as_str(),
+                ),
+                src.clone().into(),
+            ],
+        },
+    );
+    p.step("dst-before", hashes(&dst));
+    let mut argv: Vec<Arg> = ["p2pmem", "copy"].map(Arg::from).to_vec();
+    argv.push(src.clone().into());
+    argv.push(dst.clone().into());
+    argv.extend(
+        [
+            "--via", PROVIDER, "--length", "48M", "--chunk", "1M", "--depth", "8",
+        ]
+        .map(Arg::from),
+    );
+    p.step(
+        "copy",
+        Step::Spawn {
+            argv,
+            ready: None,
+            wait_ms: 0,
+        },
+    );
+    p.step("settle", Step::Sleep { ms: 1000 });
+    p.step(
+        "unplug",
+        Step::Unplug {
+            bdf: bdf(victim),
+            wait_ms: 30_000,
+        },
+    );
+    p.step(
+        "copy-ended",
+        Step::Join {
+            spawn: "copy".into(),
+            wait_ms: 60_000,
+        },
+    );
+    if victim == PROVIDER {
+        p.step("src-after", hashes(&src));
+        p.step("dst-after", hashes(&dst));
+    }
+    p.step("dmesg", Step::Dmesg);
+    p
+}
+
+/// The byte ranges the copy's error says were written (`[a, b)` pairs after "were
+/// written"), or none when it says nothing was.
+fn written_ranges(stderr: &str) -> Vec<(u64, u64)> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("were written") || l.contains("was written"))
+        .unwrap_or_else(|| panic!("the error says which bytes were written:\n{stderr}"));
+    if line.contains("nothing of the planned") {
+        return Vec::new();
+    }
+    let part = line
+        .split(", bytes ")
+        .nth(1)
+        .and_then(|rest| rest.split(" were written").next())
+        .unwrap_or_else(|| panic!("cannot read the written ranges of `{line}`"));
+    part.split("), ")
+        .map(|r| {
+            let r = r.trim_start_matches('[').trim_end_matches(')');
+            let (a, b) = r.split_once(", ").expect("[a, b)");
+            (a.parse().expect("a"), b.parse().expect("b"))
+        })
+        .collect()
+}
+
+fn lines(e: &ExecResult) -> Vec<String> {
+    e.stdout.lines().map(str::to_string).collect()
+}
+
+fn run_with_unplug(victim: &str) -> (PlanRun, ExecResult) {
+    let run = lab_common::run_plan_topo(&topology(), None, &plan(victim));
+    eprintln!("host actions: {:?}", run.host_actions);
+    let unplug = run.report("unplug").expect("the unplug step");
+    eprintln!("unplug: {unplug:?}");
+    assert!(
+        run.host_actions.iter().all(|a| !a.starts_with("FAILED")),
+        "{:?}",
+        run.host_actions
+    );
+    run.output("unplug").expect("the device was removed");
+    let copy = run.exec("copy-ended").expect("the copy ended").clone();
+    eprintln!(
+        "copy: exit {:?} signal {:?}\nstdout:\n{}\nstderr:\n{}",
+        copy.exit, copy.signal, copy.stdout, copy.stderr
+    );
+    let dmesg = run.dmesg.clone();
+    for bad in [
+        "Oops",
+        "BUG:",
+        "general protection",
+        "Call Trace",
+        "hung_task",
+    ] {
+        assert!(!dmesg.contains(bad), "the kernel logged `{bad}`:\n{dmesg}");
+    }
+    assert_eq!(copy.signal, None, "the copy was killed by a signal");
+    assert_eq!(copy.exit, Some(2), "a vanished device is an error");
+    (run, copy)
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn the_provider_vanishes_mid_copy_and_exactly_the_reported_bytes_were_written() {
+    let (run, copy) = run_with_unplug(PROVIDER);
+    assert!(
+        copy.stderr.contains(PROVIDER),
+        "names the provider:\n{}",
+        copy.stderr
+    );
+    let written = written_ranges(&copy.stderr);
+    let before = lines(run.exec("dst-before").expect("hashes"));
+    let src = lines(run.exec("src-after").expect("hashes"));
+    let after = lines(run.exec("dst-after").expect("hashes"));
+    assert_eq!(before.len() as u64, COPY_MIB);
+    assert_eq!(src.len() as u64, COPY_MIB);
+    assert_eq!(after.len() as u64, COPY_MIB);
+    let mut copied = 0;
+    for i in 0..COPY_MIB {
+        let (a, b) = (i * MIB, (i + 1) * MIB);
+        let reported = written.iter().any(|&(x, y)| x <= a && b <= y);
+        let k = i as usize;
+        if reported {
+            assert_eq!(
+                after[k], src[k],
+                "MiB {i} reported written but differs from the source"
+            );
+            copied += 1;
+        } else {
+            assert_eq!(
+                after[k], before[k],
+                "MiB {i} not reported written but changed"
+            );
+        }
+    }
+    assert!(copied < COPY_MIB, "the copy was interrupted before its end");
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn the_source_vanishes_mid_copy() {
+    let (_, copy) = run_with_unplug(SRC);
+    let written = written_ranges(&copy.stderr);
+    let total: u64 = written.iter().map(|(a, b)| b - a).sum();
+    assert!(total < COPY_MIB * MIB, "{written:?}");
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn the_destination_vanishes_mid_copy() {
+    let (_, copy) = run_with_unplug(DST);
+    let written = written_ranges(&copy.stderr);
+    let total: u64 = written.iter().map(|(a, b)| b - a).sum();
+    assert!(total < COPY_MIB * MIB, "{written:?}");
+}
