@@ -293,7 +293,13 @@ pub fn run_check(common: &Common, args: &CheckArgs) -> anyhow::Result<i32> {
             }
         }
         if c.supported.is_none() {
-            println!("the answer depends on config space this user cannot read: run as root");
+            if sys.import.is_some() {
+                println!(
+                    "the answer depends on config space the lspci output did not show: import `lspci -D -vvv -xxxx` run as root"
+                );
+            } else {
+                println!("the answer depends on config space this user cannot read: run as root");
+            }
         }
     }
     Ok(check_exit(c.supported))

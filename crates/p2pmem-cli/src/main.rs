@@ -13,6 +13,7 @@ mod cmd_copy;
 mod cmd_docs;
 mod cmd_doctor;
 mod cmd_fio_job;
+mod cmd_import;
 mod cmd_nvmet;
 mod cmd_plan;
 mod cmd_probe;
@@ -86,6 +87,9 @@ enum Command {
     /// Copy what p2pmem reads (sysfs, procfs) into DIR in the same layout, to replay it
     /// with `--root DIR` or attach it to a bug report.
     Capture(cmd_capture::CaptureArgs),
+    /// Make a capture directory from another tool's output, to read with `--root DIR`:
+    /// `import lspci FILE DIR` from a bug report's `lspci -D -vvv -xxxx`.
+    Import(cmd_import::ImportArgs),
     /// Copy SRC to DST (block devices or files) through a provider's p2pmem, so the
     /// payload never crosses host memory; host memory, loudly, when there is no P2P
     /// path. Exit 0 copied, 1 --verify mismatch or --require-p2p without a path, 2 error.
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
         Command::Find(a) => cmd_check::run_find(&cli.common, &a),
         Command::Doctor => cmd_doctor::run(&cli.common),
         Command::Capture(a) => cmd_capture::run(&cli.common, &a),
+        Command::Import(a) => cmd_import::run(&cli.common, &a),
         Command::Copy(a) => cmd_copy::run(&cli.common, &a),
         Command::Probe(a) => cmd_probe::run(&cli.common, &a),
         Command::Bench(a) => cmd_bench::run(&cli.common, &a),

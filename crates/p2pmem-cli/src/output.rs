@@ -2,6 +2,7 @@
 
 use crate::Common;
 use anyhow::Context;
+use p2pmem_linux::import::ImportNote;
 use p2pmem_linux::pci_names::PciNames;
 use p2pmem_linux::system::{read_system_scoped, Scope, System};
 use p2pmem_model::topology::Function;
@@ -25,7 +26,24 @@ pub fn load_scoped(common: &Common, scope: &Scope) -> anyhow::Result<System> {
             eprintln!("p2pmem: warning: {}: {}", p.path, p.what);
         }
     }
+    if let Some(note) = &sys.import {
+        // Once per run: the first load states it, every JSON document carries it.
+        if IMPORTED.set(note.clone()).is_ok() && !common.json {
+            eprintln!("p2pmem: note: {}", note.describe());
+        }
+    }
     Ok(sys)
+}
+
+/// The import note of the capture read (`p2pmem import`), once read.
+static IMPORTED: OnceLock<ImportNote> = OnceLock::new();
+
+/// A document with the import note added as `imported` (docs/json.md).
+#[derive(serde::Serialize)]
+struct WithImport<'a, T: ?Sized> {
+    #[serde(flatten)]
+    body: &'a T,
+    imported: &'a ImportNote,
 }
 
 /// The PCI ID database, read once per run (from `--pci-ids`, the system's `pci.ids` or
@@ -69,8 +87,11 @@ pub fn pci_name(sys: &System, names: &PciNames, bdf: Bdf) -> Option<PciName> {
 /// Print one JSON Lines document on stdout: `{"schema":1,"document":KIND,...v's fields}`
 /// on one line (the convention of every `--json` output; see docs/json.md).
 pub fn print_json<T: serde::Serialize>(document: &str, v: &T) -> anyhow::Result<()> {
-    let line = p2pmem_wire::doc::line(document, v)
-        .with_context(|| format!("serialising the {document} document"))?;
+    let line = match IMPORTED.get() {
+        Some(imported) => p2pmem_wire::doc::line(document, &WithImport { body: v, imported }),
+        None => p2pmem_wire::doc::line(document, v),
+    }
+    .with_context(|| format!("serialising the {document} document"))?;
     println!("{line}");
     Ok(())
 }

@@ -61,7 +61,11 @@ fn documents(root: &Path, args: &[&str], want_kind: &str) -> Vec<Value> {
             .iter()
             .find(|(h, _)| h == kind)
             .unwrap_or_else(|| panic!("docs/json.md has no `## {kind}` section"));
-        for k in obj.keys().filter(|k| *k != "schema" && *k != "document") {
+        // `imported` (an imported capture's note) is documented once, with the envelope.
+        for k in obj
+            .keys()
+            .filter(|k| *k != "schema" && *k != "document" && *k != "imported")
+        {
             assert!(
                 body.contains(&format!("`{k}`")),
                 "docs/json.md `## {kind}` does not document `{k}`"
@@ -194,5 +198,38 @@ fn every_kind_the_code_prints_has_a_section() {
             sections.iter().any(|(h, _)| *h == k),
             "`{k}` is printed but docs/json.md has no `## {k}`"
         );
+    }
+}
+
+#[test]
+fn an_import_and_the_commands_on_its_capture_print_documented_json_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("imported");
+    let file = repo().join("fixtures/lspci/lab_multifunction_acs.vvv-xxxx.txt");
+    let (file, dir_s) = (file.display().to_string(), dir.display().to_string());
+    let args = [
+        "import",
+        "lspci",
+        &file,
+        &dir_s,
+        "--kernel",
+        "6.12.117",
+        "--provider",
+        "0000:01:00.0=16M",
+    ];
+    let imp = documents(Path::new("/"), &args, "import");
+    assert_eq!(imp[0]["note"]["kernel"], "6.12.117");
+    assert!(imp[0]["note"]["cpu_vendor"].is_null());
+    let docs_text = std::fs::read_to_string(repo().join("docs/json.md")).unwrap();
+    for k in imp[0]["note"].as_object().unwrap().keys() {
+        assert!(docs_text.contains(&format!("`{k}`")), "note field {k}");
+    }
+    for (args, kind) in [
+        (&["topo"][..], "topo"),
+        (&["topo", "--matrix"][..], "topo_matrix"),
+        (&["doctor"][..], "doctor"),
+    ] {
+        let docs = documents(&dir, args, kind);
+        assert_eq!(docs[0]["imported"]["from"], "lspci", "{args:?}");
     }
 }

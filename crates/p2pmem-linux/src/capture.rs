@@ -239,6 +239,7 @@ fn bound_of(rel: &Path) -> Bound {
         "config" => limits::CONFIG_SPACE,
         "cpuinfo" => limits::CPUINFO,
         "config.gz" => limits::KERNEL_CONFIG,
+        crate::import::NOTE_FILE => limits::IMPORT_NOTE,
         n if n.starts_with("config-") => limits::KERNEL_CONFIG,
         _ => limits::SYSFS_ATTR,
     }
@@ -285,6 +286,8 @@ pub fn capture(root: &Path, dir: &Path) -> Result<CaptureReport, CaptureError> {
     for f in PROC_FILES {
         w.copy(Path::new(f))?;
     }
+    // A capture of an imported capture keeps what it was made from.
+    w.copy(Path::new(crate::import::NOTE_FILE))?;
     if let Ok(Some(release)) = w.src.read_opt_string("proc/sys/kernel/osrelease") {
         w.copy(&Path::new("boot").join(format!("config-{release}")))?;
     }

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod copy;
 pub mod dio;
 pub mod dma_probe;
+pub mod import;
 pub mod kconfig;
 pub mod klog;
 pub mod link_speed;

@@ -110,6 +110,9 @@ pub struct System {
     pub iommus: Vec<String>,
     /// What could not be read.
     pub problems: Vec<Problem>,
+    /// When the capture was made by `p2pmem import` (from lspci output): what it was
+    /// made from and what was given or unknown; every answer says so.
+    pub import: Option<crate::import::ImportNote>,
     /// Functions a scoped read took for decisions only (a provider for `find`, or a bridge
     /// above one): their vendor, device and class are config space's, their driver and
     /// p2pmem size and available bytes unread, until [`complete_ids`].
@@ -161,6 +164,28 @@ struct Reader {
     problems: Vec<Problem>,
     /// Directories already resolved (see [`RootFs::resolve_with`]).
     known_dirs: HashSet<PathBuf>,
+    /// An imported capture: functions whose config space the source showed only in part
+    /// (their 4096 bytes are exposed, fewer known), and p2pmem sizes may be unknown.
+    imported: Option<Imported>,
+}
+
+/// What an import note changes in reading.
+#[derive(Debug, Clone, Default)]
+struct Imported {
+    /// PCI Express functions whose extended config space the source did not show.
+    extended_unknown: HashSet<Bdf>,
+}
+
+impl Imported {
+    fn from_note(n: &crate::import::ImportNote) -> Self {
+        Self {
+            extended_unknown: n
+                .extended_config_unknown
+                .iter()
+                .filter_map(|b| b.parse().ok())
+                .collect(),
+        }
+    }
 }
 
 impl Reader {
@@ -172,6 +197,11 @@ impl Reader {
     }
 
     fn fs_problem(&mut self, e: &FsError) {
+        // An imported capture holds what its source showed; its note says what that
+        // leaves unknown (no config space in a tree, no CPU or kernel not given).
+        if self.imported.is_some() && e.is_not_found() {
+            return;
+        }
         let (path, what) = match e {
             FsError::Io { path, what, source } => (path.clone(), format!("{what}: {source}")),
             FsError::Loop { path } => (path.clone(), "symbolic link loop".to_string()),
@@ -304,6 +334,12 @@ impl Reader {
                 return None;
             }
         };
+        // An imported dump of 256 bytes of a PCI Express function: the device exposes
+        // 4096, and what lies past 256 is unknown (not absent).
+        let exposed = match &self.imported {
+            Some(i) if i.extended_unknown.contains(&bdf) => exposed.max(4096),
+            _ => exposed,
+        };
         match ConfigSpace::new(bytes, exposed as usize) {
             Ok(cs) => {
                 if cs.is_truncated() || cs.exposed_len() <= 64 {
@@ -328,8 +364,11 @@ impl Reader {
         if !known.unwrap_or_else(|| d.is_dir("p2pmem")) {
             return None;
         }
+        let imported = self.imported.is_some();
         let mut num = |f: &str| match d.read_u64(&format!("p2pmem/{f}")) {
             Ok(v) => Some(v),
+            // An import given a provider without its size: unknown, as its note says.
+            Err(e) if imported && e.is_not_found() && f != "published" => None,
             Err(e) => {
                 self.fs_problem(&e);
                 None
@@ -410,11 +449,13 @@ fn read_functions(r: &mut Reader, todo: Vec<Located>, truncated: &mut Vec<Bdf>) 
     let mut todo = todo;
     let second = todo.split_off(half);
     let part = |fs: RootFs, part: Vec<Located>| {
+        let imported = r.imported.clone();
         move || {
             let mut r = Reader {
                 fs,
                 problems: Vec::new(),
                 known_dirs: HashSet::new(),
+                imported,
             };
             let mut truncated = Vec::new();
             let mut out = Vec::with_capacity(part.len());
@@ -452,10 +493,13 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
         fs: RootFs::new(root),
         problems: Vec::new(),
         known_dirs: HashSet::new(),
+        imported: None,
     };
     if !r.fs.is_dir(PCI_DEVICES) {
         return Err(ReadError::NoPci(r.fs.path(PCI_DEVICES)));
     }
+    let import = read_import_note(&mut r);
+    r.imported = import.as_ref().map(Imported::from_note);
     let mut truncated = Vec::new();
     let mut located = Vec::new();
     for name in r.fs.list(PCI_DEVICES)? {
@@ -498,10 +542,12 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
             (KernelVersion::NEWEST_READ, true)
         }
         None => {
-            r.problem(
-                "proc/sys/kernel/osrelease",
-                "missing; assuming the newest rules",
-            );
+            if r.imported.is_none() {
+                r.problem(
+                    "proc/sys/kernel/osrelease",
+                    "missing; assuming the newest rules",
+                );
+            }
             (KernelVersion::NEWEST_READ, true)
         }
     };
@@ -535,8 +581,31 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
         truncated_config: truncated,
         iommus,
         problems: r.problems,
+        import,
         ids_from_config,
     })
+}
+
+/// The note `p2pmem import` leaves at the top of a capture, if any.
+fn read_import_note(r: &mut Reader) -> Option<crate::import::ImportNote> {
+    let bytes = match r.fs.read(crate::import::NOTE_FILE, limits::IMPORT_NOTE) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return None,
+        Err(e) => {
+            r.fs_problem(&e);
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            r.problem(
+                crate::import::NOTE_FILE,
+                format!("not an import note ({e}); read as a plain capture"),
+            );
+            None
+        }
+    }
 }
 
 fn read_classes(r: &mut Reader) -> Classes {

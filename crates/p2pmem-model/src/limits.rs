@@ -101,8 +101,22 @@ pub const LINK_TARGET: Bound = Bound {
     what: "a symbolic link target (PATH_MAX)",
 };
 
+/// `lspci -D -vvv -xxxx` text given to `p2pmem import lspci`: about 40 KiB a function
+/// (256 hex dump lines and the decoded capabilities), for a few thousand functions.
+pub const LSPCI_TEXT: Bound = Bound {
+    max: 256 * MIB,
+    what: "lspci output",
+};
+
+/// The note `p2pmem import` leaves at a capture's top (`p2pmem-import.json`): a few
+/// hundred bytes and one line per provider and per function whose dump was short.
+pub const IMPORT_NOTE: Bound = Bound {
+    max: 16 * MIB,
+    what: "an import note (p2pmem-import.json)",
+};
+
 /// Every bound, for the documentation and the tests.
-pub const ALL: [Bound; 13] = [
+pub const ALL: [Bound; 15] = [
     SYSFS_ATTR,
     CONFIG_SPACE,
     PROC_SMALL,
@@ -116,6 +130,8 @@ pub const ALL: [Bound; 13] = [
     TRACE_LINE,
     TRACE,
     LINK_TARGET,
+    LSPCI_TEXT,
+    IMPORT_NOTE,
 ];
 
 #[cfg(test)]

@@ -265,6 +265,19 @@ impl Topology {
                 why: format!("{hb} has no device on its root bus"),
             };
         };
+        // Neither config space nor sysfs gave its IDs (read as ffff): what the whitelist
+        // would say is unknown, not a refusal (an import of `lspci -tv` without -nn).
+        if first.config.is_none() && first.vendor == 0xffff {
+            return Representative {
+                bdf: Some(first.bdf),
+                ids: None,
+                usable: None,
+                why: format!(
+                    "{} is the first device on the root bus of {hb}; its vendor and device IDs cannot be read",
+                    first.bdf
+                ),
+            };
+        }
         let ids = Some((first.vendor, first.device));
         if first.bdf.devfn() == 0 {
             return Representative {

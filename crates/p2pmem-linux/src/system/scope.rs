@@ -104,6 +104,7 @@ pub fn complete_ids(sys: &mut System, bdfs: &[Bdf]) {
         fs: RootFs::new(&sys.root),
         problems: Vec::new(),
         known_dirs: HashSet::new(),
+        imported: sys.import.as_ref().map(super::Imported::from_note),
     };
     for bdf in bdfs {
         let Some(i) = sys.ids_from_config.iter().position(|b| b == bdf) else {
