@@ -2,8 +2,10 @@
 //! writes on one device, with the buffers in host memory or a provider's p2pmem.
 //!
 //! Exit status: 0 measured (also after Ctrl-C: the report covers the time it ran and
-//! says `interrupted`); 2 error (refused by a safety check or the model, or an I/O
-//! error: nothing more was started and the requests in flight were reaped).
+//! says `interrupted`); 1 measured, but some requests failed (counted, as fio's
+//! `continue_on_error=io`); 2 error (refused by a safety check or the model, or 64
+//! failed requests in a row: nothing more was started and the requests in flight were
+//! reaped).
 
 use crate::cmd_copy::parse_size;
 use crate::output::{print_json, size};
@@ -30,7 +32,11 @@ is per request, from queuing it to reaping its completion (fio's `lat`), from a 
 with 0.1 % resolution.\n\n\
 Write patterns overwrite the device: they refuse a device that is mounted or in use \
 unless --force, and never create or extend a file.\n\n\
-Exit status: 0 measured (also after Ctrl-C, marked interrupted); 2 error.\n\n\
+A request that fails in the kernel is counted and the bench goes on (fio's \
+continue_on_error=io): the report gives the count and the first failures' offsets and \
+errnos; 64 failures in a row with none completing stop it with the error.\n\n\
+Exit status: 0 measured (also after Ctrl-C, marked interrupted); 1 measured, but some \
+requests failed; 2 error.\n\n\
 Examples:\n  p2pmem bench /dev/nvme0n1 --rw randread --bs 4K --depth 32 --time 10\n  \
 p2pmem bench /dev/nvme1n1 --via 0000:03:00.0 --rw write --bs 1M --json\n  \
 p2pmem bench disk.img --via host --rw read --size 256M"
@@ -151,6 +157,18 @@ fn print_text(r: &BenchReport, reason: &str, model: &[String]) {
         size(r.region.len())
     );
     println!("  buffer        {reason}");
+    if r.errors > 0 {
+        println!(
+            "  ERRORS        {} request(s) failed and were not counted (the bench went on, as fio's continue_on_error=io does):",
+            r.errors
+        );
+        for e in &r.first_errors {
+            println!(
+                "                at offset {}: {}: {}",
+                e.offset, e.errno, e.hint
+            );
+        }
+    }
     for (i, line) in model.iter().enumerate() {
         let head = if i == 0 {
             "  path          "
@@ -216,7 +234,7 @@ pub fn run(common: &Common, args: &BenchArgs) -> anyhow::Result<i32> {
     } else {
         print_text(&report, &route.reason, &route.model);
     }
-    Ok(0)
+    Ok(if report.errors > 0 { 1 } else { 0 })
 }
 
 #[cfg(test)]

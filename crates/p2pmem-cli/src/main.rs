@@ -101,7 +101,8 @@ enum Command {
     Probe(cmd_probe::ProbeArgs),
     /// Measure O_DIRECT reads or writes on DEVICE (throughput, IOPS, latency
     /// percentiles) with the buffers in a provider's p2pmem or in host memory. Write
-    /// patterns refuse a mounted or in-use device unless --force. Exit 0 measured, 2 error.
+    /// patterns refuse a mounted or in-use device unless --force. Exit 0 measured, 1
+    /// measured with failed requests (counted), 2 error.
     Bench(cmd_bench::BenchArgs),
     /// Print a fio job file whose I/O buffers are PROVIDER's p2pmem (iomem=mmapshared on
     /// its p2pmem/allocate), O_DIRECT on DEVICE with io_uring, sized to fit the

@@ -9,6 +9,12 @@
 //! survive (the provider case) the test checks, MiB by MiB, that exactly the bytes the
 //! copy says it wrote were written: each destination MiB equals the source's when
 //! reported written and is unchanged otherwise.
+//!
+//! And provider memory running out: with both CMBs on the switch held almost whole by
+//! another process, a copy through one of them says the mapping failed with the pool's
+//! `available` and what to do, writes nothing, and moves nothing through host memory; the
+//! same copy with `--via auto` falls back to host memory only saying so, and with
+//! `--require-p2p` refuses.
 
 #![cfg(test)]
 
@@ -240,4 +246,108 @@ fn the_destination_vanishes_mid_copy() {
     let written = written_ranges(&copy.stderr);
     let total: u64 = written.iter().map(|(a, b)| b - a).sum();
     assert!(total < COPY_MIB * MIB, "{written:?}");
+}
+
+fn holder(provider: &str) -> Step {
+    Step::Spawn {
+        argv: [
+            "p2pmem",
+            "agent",
+            "hold-p2pmem",
+            "--provider",
+            provider,
+            "--len",
+            "15M",
+            "--until",
+            "/tmp/go",
+        ]
+        .map(Arg::from)
+        .to_vec(),
+        ready: Some("mapped".into()),
+        wait_ms: 20_000,
+    }
+}
+
+fn copy_step(via: &str, extra: &[&str]) -> Step {
+    let mut argv: Vec<Arg> = ["p2pmem", "--json", "copy"].map(Arg::from).to_vec();
+    argv.push(Dev::Nvme(bdf(SRC)).into());
+    argv.push(Dev::Nvme(bdf(DST)).into());
+    argv.extend(["--via", via, "--length", "4M"].map(Arg::from));
+    argv.extend(extra.iter().map(|a| Arg::from(*a)));
+    Step::Exec { argv }
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn when_provider_memory_runs_out_the_copy_says_so_and_never_bounces_unasked() {
+    let mut p = Plan::new();
+    p.step("hold-a", holder(SRC));
+    p.step("hold-b", holder(PROVIDER));
+    p.exec(
+        "available",
+        &[
+            "cat",
+            &format!("/sys/bus/pci/devices/{PROVIDER}/p2pmem/available"),
+        ],
+    );
+    p.step("dst-before", hashes(&Dev::Nvme(bdf(DST))));
+    p.step("named", copy_step(PROVIDER, &[]));
+    p.step("dst-after-named", hashes(&Dev::Nvme(bdf(DST))));
+    p.step("auto-required", copy_step("auto", &["--require-p2p"]));
+    p.step("auto", copy_step("auto", &[]));
+    p.step(
+        "go",
+        Step::WriteFile {
+            path: "/tmp/go".into(),
+            text: String::new(),
+        },
+    );
+    for h in ["hold-a", "hold-b"] {
+        p.step(
+            format!("{h}-ended"),
+            Step::Join {
+                spawn: h.into(),
+                wait_ms: 30_000,
+            },
+        );
+    }
+    let run = lab_common::run_plan_topo(&topology(), None, &p);
+    let available = run.exec("available").expect("available");
+    eprintln!("available while held: {}", available.stdout.trim());
+    let available: u64 = available.stdout.trim().parse().expect("a number");
+    assert!(available < 4 << 20, "the pool is nearly empty: {available}");
+
+    let named = run.exec("named").expect("the named copy ran");
+    eprintln!("named: {named:?}");
+    assert_eq!(named.exit, Some(2), "{named:?}");
+    assert!(
+        named.stderr.contains("available"),
+        "says what is available: {}",
+        named.stderr
+    );
+    assert!(named.stderr.contains(PROVIDER), "{}", named.stderr);
+    assert_eq!(
+        lines(run.exec("dst-before").unwrap()),
+        lines(run.exec("dst-after-named").unwrap()),
+        "nothing was written"
+    );
+
+    let required = run.exec("auto-required").expect("ran");
+    eprintln!("auto --require-p2p: {required:?}");
+    assert_ne!(required.exit, Some(0), "{required:?}");
+    assert!(required.stdout.trim().is_empty() || !required.stdout.contains("\"via\":\"host\""));
+
+    let auto = run.exec("auto").expect("ran");
+    eprintln!("auto: {auto:?}");
+    assert_eq!(auto.exit, Some(0), "{auto:?}");
+    let doc: serde_json::Value = serde_json::from_str(auto.stdout.trim()).expect("copy --json");
+    assert_eq!(doc["via"], "host", "{doc}");
+    assert!(
+        auto.stderr.contains("host memory") || auto.stderr.contains("HOST memory"),
+        "the fallback is said: {}",
+        auto.stderr
+    );
+    for h in ["hold-a-ended", "hold-b-ended"] {
+        assert_eq!(run.exec(h).expect("the holder ended").exit, Some(0));
+    }
 }

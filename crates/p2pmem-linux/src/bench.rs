@@ -190,6 +190,22 @@ pub struct BenchReport {
     pub latency_us: Latency,
     /// Stopped early by Ctrl-C (the numbers cover the time it ran).
     pub interrupted: bool,
+    /// Requests that failed in the kernel; the bench went on (fio's
+    /// `continue_on_error=io`). Not in `ios`, `bytes` or the latencies.
+    pub errors: u64,
+    /// The first failed requests (at most 8).
+    pub first_errors: Vec<FailedRequest>,
+}
+
+/// One failed request of a bench.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedRequest {
+    /// Its file offset.
+    pub offset: u64,
+    /// The errno name.
+    pub errno: String,
+    /// What it means here.
+    pub hint: &'static str,
 }
 
 /// A bench ready to run: the device open, the buffers mapped, the engine set up.
@@ -354,6 +370,16 @@ impl Prepared {
             mib_per_s: per_s(out.bytes as f64 / f64::from(1u32 << 20)),
             latency_us: Latency::from_ns(&out.latency_ns),
             interrupted: out.interrupted,
+            errors: out.errors,
+            first_errors: out
+                .first_errors
+                .iter()
+                .map(|(offset, e)| FailedRequest {
+                    offset: *offset,
+                    errno: sys::io_error_label(e),
+                    hint: io_hint(e.raw_os_error(), location),
+                })
+                .collect(),
         })
     }
 
