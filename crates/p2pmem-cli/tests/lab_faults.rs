@@ -199,24 +199,7 @@ fn the_provider_vanishes_mid_copy_and_exactly_the_reported_bytes_were_written() 
     assert_eq!(before.len() as u64, COPY_MIB);
     assert_eq!(src.len() as u64, COPY_MIB);
     assert_eq!(after.len() as u64, COPY_MIB);
-    let mut copied = 0;
-    for i in 0..COPY_MIB {
-        let (a, b) = (i * MIB, (i + 1) * MIB);
-        let reported = written.iter().any(|&(x, y)| x <= a && b <= y);
-        let k = i as usize;
-        if reported {
-            assert_eq!(
-                after[k], src[k],
-                "MiB {i} reported written but differs from the source"
-            );
-            copied += 1;
-        } else {
-            assert_eq!(
-                after[k], before[k],
-                "MiB {i} not reported written but changed"
-            );
-        }
-    }
+    let copied = exactly_reported(&written, &src, &before, &after, COPY_MIB);
     assert!(copied < COPY_MIB, "the copy was interrupted before its end");
 }
 
@@ -349,5 +332,135 @@ fn when_provider_memory_runs_out_the_copy_says_so_and_never_bounces_unasked() {
     );
     for h in ["hold-a-ended", "hold-b-ended"] {
         assert_eq!(run.exec(h).expect("the holder ended").exit, Some(0));
+    }
+}
+
+/// Per-MiB hashes of the destination before and after a copy: each MiB the copy says it
+/// wrote equals the source's, every other MiB is unchanged.
+fn exactly_reported(
+    written: &[(u64, u64)],
+    src: &[String],
+    before: &[String],
+    after: &[String],
+    mib: u64,
+) -> u64 {
+    let mut copied = 0;
+    for i in 0..mib {
+        let (a, b) = (i * MIB, (i + 1) * MIB);
+        let k = i as usize;
+        if written.iter().any(|&(x, y)| x <= a && b <= y) {
+            assert_eq!(
+                after[k], src[k],
+                "MiB {i} reported written but differs from the source"
+            );
+            copied += 1;
+        } else {
+            assert_eq!(
+                after[k], before[k],
+                "MiB {i} not reported written but changed"
+            );
+        }
+    }
+    copied
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn injected_io_errors_stop_the_copy_where_they_are_and_bench_counts_them() {
+    use p2pmem_lab::machine::topology::{IoError, IoOp};
+    let mut topo = topology();
+    for n in &mut topo.nvme {
+        n.throttle_read_mib_s = None;
+        match n.serial.as_str() {
+            // Reads of swA's fifth MiB fail; writes of swC's seventh MiB fail.
+            "swA" => {
+                n.io_errors = vec![IoError {
+                    op: IoOp::Read,
+                    sector: 8192,
+                }]
+            }
+            "swC" => {
+                n.io_errors = vec![IoError {
+                    op: IoOp::Write,
+                    sector: 12288,
+                }]
+            }
+            _ => {}
+        }
+    }
+    let (a, b, c) = (
+        Dev::Nvme(bdf(SRC)),
+        Dev::Nvme(bdf(PROVIDER)),
+        Dev::Nvme(bdf(DST)),
+    );
+    let copy = |from: &Dev, via: &str| {
+        let mut argv: Vec<Arg> = ["p2pmem", "copy"].map(Arg::from).to_vec();
+        argv.push(from.clone().into());
+        argv.push(c.clone().into());
+        argv.extend(["--via", via, "--length", "8M", "--chunk", "1M"].map(Arg::from));
+        Step::Exec { argv }
+    };
+    let bench = |dev: &Dev, rw: &str| {
+        let mut argv: Vec<Arg> = ["p2pmem", "--json", "bench"].map(Arg::from).to_vec();
+        argv.push(dev.clone().into());
+        argv.extend(
+            [
+                "--rw", rw, "--bs", "64K", "--size", "8M", "--time", "1", "--via", "host",
+                "--force",
+            ]
+            .map(Arg::from),
+        );
+        Step::Exec { argv }
+    };
+    let mut p = Plan::new();
+    p.step("src-a", hashes(&a));
+    p.step("src-b", hashes(&b));
+    p.step("dst-0", hashes(&c));
+    p.step("read-error", copy(&a, PROVIDER));
+    p.step("dst-1", hashes(&c));
+    p.step("write-error", copy(&b, SRC));
+    p.step("dst-2", hashes(&c));
+    p.step("bench-read", bench(&a, "read"));
+    p.step("bench-write", bench(&c, "write"));
+    p.step("dmesg", Step::Dmesg);
+    let run = lab_common::run_plan_topo(&topo, None, &p);
+    let h = |name: &str| lines(run.exec(name).expect("hashes"));
+
+    let read = run.exec("read-error").expect("the copy ran");
+    eprintln!("read error: {read:?}");
+    assert_eq!(read.exit, Some(2), "{read:?}");
+    assert!(
+        read.stderr.contains("(EIO)") && read.stderr.contains("at offset 4194304"),
+        "{}",
+        read.stderr
+    );
+    let written = written_ranges(&read.stderr);
+    let copied = exactly_reported(&written, &h("src-a"), &h("dst-0"), &h("dst-1"), 8);
+    assert!(copied < 8, "the failing MiB was not written");
+
+    let write = run.exec("write-error").expect("the copy ran");
+    eprintln!("write error: {write:?}");
+    assert_eq!(write.exit, Some(2), "{write:?}");
+    assert!(
+        write.stderr.contains("(EIO)") && write.stderr.contains("at offset 6291456"),
+        "{}",
+        write.stderr
+    );
+    let written = written_ranges(&write.stderr);
+    assert!(
+        !written.iter().any(|&(x, y)| x <= 6 * MIB && 7 * MIB <= y),
+        "{written:?}"
+    );
+    exactly_reported(&written, &h("src-b"), &h("dst-1"), &h("dst-2"), 8);
+
+    for (step, offset) in [("bench-read", 4 * MIB), ("bench-write", 6 * MIB)] {
+        let e = run.exec(step).expect("the bench ran");
+        eprintln!("{step}: {e:?}");
+        assert_eq!(e.exit, Some(1), "measured, with failed requests: {e:?}");
+        let doc: serde_json::Value = serde_json::from_str(e.stdout.trim()).expect("bench --json");
+        assert!(doc["errors"].as_u64().unwrap() > 0, "{doc}");
+        assert!(doc["ios"].as_u64().unwrap() > 0, "the bench went on: {doc}");
+        assert_eq!(doc["first_errors"][0]["offset"], offset, "{doc}");
+        assert_eq!(doc["first_errors"][0]["errno"], "EIO", "{doc}");
     }
 }

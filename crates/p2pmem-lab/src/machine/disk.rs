@@ -61,10 +61,20 @@ pub fn create_image(dir: &Path, serial: &str, mib: u32) -> Result<PathBuf> {
 /// Creates the images of every NVMe device of `topo` in `dir`.
 pub fn create_images(topo: &Topology, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+    for n in topo.nvme.iter().filter(|n| !n.io_errors.is_empty()) {
+        let path = blkdebug_config(dir, &n.serial);
+        let rules: String = n.io_errors.iter().map(|e| e.blkdebug_rule()).collect();
+        std::fs::write(&path, rules).map_err(io_err("cannot write", &path))?;
+    }
     topo.nvme
         .iter()
         .map(|n| create_image(dir, &n.serial, n.disk_mib))
         .collect()
+}
+
+/// Where the blkdebug rules of the drive with `serial` go (next to its image).
+pub fn blkdebug_config(dir: &Path, serial: &str) -> PathBuf {
+    dir.join(format!("{serial}.blkdebug"))
 }
 
 #[cfg(test)]

@@ -140,11 +140,17 @@ impl Walker<'_> {
     fn nvme(&mut self, n: &Nvme, port: &str, multi: bool) {
         let image = self.images.join(format!("{}.img", n.serial));
         self.devices.push("-drive".into());
-        let mut drive = format!(
-            "file={},if=none,id=drv_{},format=raw",
-            image.display(),
-            n.serial
-        );
+        // With injected errors the image sits behind QEMU's blkdebug driver.
+        let file = if n.io_errors.is_empty() {
+            image.display().to_string()
+        } else {
+            format!(
+                "blkdebug:{}:{}",
+                crate::machine::disk::blkdebug_config(self.images, &n.serial).display(),
+                image.display()
+            )
+        };
+        let mut drive = format!("file={file},if=none,id=drv_{},format=raw", n.serial);
         if let Some(mib) = n.throttle_read_mib_s {
             drive.push_str(&format!(",throttling.bps-read={}", u64::from(mib) << 20));
         }

@@ -146,6 +146,45 @@ pub struct Nvme {
     /// the middle of it (`Step::Unplug`). Absent: no limit.
     #[serde(default)]
     pub throttle_read_mib_s: Option<u32>,
+    /// I/O errors QEMU's `blkdebug` injects: every read (or write) that touches one of
+    /// these 512-byte sectors fails with EIO, every time (the device reports an
+    /// unrecoverable error to the guest).
+    #[serde(default)]
+    pub io_errors: Vec<IoError>,
+}
+
+/// One injected I/O error ([`Nvme::io_errors`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoError {
+    /// `read` or `write`.
+    pub op: IoOp,
+    /// The 512-byte sector whose requests fail.
+    pub sector: u64,
+}
+
+/// Which requests an [`IoError`] fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoOp {
+    /// Reads.
+    Read,
+    /// Writes.
+    Write,
+}
+
+impl IoError {
+    /// The rule in QEMU's blkdebug config format.
+    pub fn blkdebug_rule(&self) -> String {
+        let (event, iotype) = match self.op {
+            IoOp::Read => ("read_aio", "read"),
+            IoOp::Write => ("write_aio", "write"),
+        };
+        format!(
+            "[inject-error]\nevent = \"{event}\"\niotype = \"{iotype}\"\nerrno = \"5\"\nsector = \"{}\"\nonce = \"off\"\n\n",
+            self.sector
+        )
+    }
 }
 
 fn default_memory() -> u32 {
