@@ -393,10 +393,10 @@ fn injected_io_errors_stop_the_copy_where_they_are_and_bench_counts_them() {
         Dev::Nvme(bdf(PROVIDER)),
         Dev::Nvme(bdf(DST)),
     );
-    let copy = |from: &Dev, via: &str| {
+    let copy = |from: &Dev, to: &Dev, via: &str| {
         let mut argv: Vec<Arg> = ["p2pmem", "copy"].map(Arg::from).to_vec();
         argv.push(from.clone().into());
-        argv.push(c.clone().into());
+        argv.push(to.clone().into());
         argv.extend(["--via", via, "--length", "8M", "--chunk", "1M"].map(Arg::from));
         Step::Exec { argv }
     };
@@ -412,46 +412,48 @@ fn injected_io_errors_stop_the_copy_where_they_are_and_bench_counts_them() {
         );
         Step::Exec { argv }
     };
+    // One fault per copy: swA -> swB (through swB's CMB) meets the read error, swB ->
+    // swC (through swA's CMB) the write error.
     let mut p = Plan::new();
-    p.step("src-a", hashes(&a));
-    p.step("src-b", hashes(&b));
-    p.step("dst-0", hashes(&c));
-    p.step("read-error", copy(&a, PROVIDER));
-    p.step("dst-1", hashes(&c));
-    p.step("write-error", copy(&b, SRC));
-    p.step("dst-2", hashes(&c));
+    p.step("a-0", hashes(&a));
+    p.step("b-0", hashes(&b));
+    p.step("read-error", copy(&a, &b, PROVIDER));
+    p.step("b-1", hashes(&b));
+    p.step("c-0", hashes(&c));
+    p.step("write-error", copy(&b, &c, SRC));
+    p.step("c-1", hashes(&c));
     p.step("bench-read", bench(&a, "read"));
     p.step("bench-write", bench(&c, "write"));
     p.step("dmesg", Step::Dmesg);
     let run = lab_common::run_plan_topo(&topo, None, &p);
     let h = |name: &str| lines(run.exec(name).expect("hashes"));
+    // The kernel reports an NVMe medium error (QEMU's answer to an EIO from blkdebug) as
+    // ENODATA (BLK_STS_MEDIUM); EIO would do as well.
+    let failed_at = |stderr: &str, offset: u64| {
+        (stderr.contains("(ENODATA)") || stderr.contains("(EIO)"))
+            && stderr.contains(&format!("at offset {offset} "))
+    };
 
     let read = run.exec("read-error").expect("the copy ran");
     eprintln!("read error: {read:?}");
     assert_eq!(read.exit, Some(2), "{read:?}");
-    assert!(
-        read.stderr.contains("(EIO)") && read.stderr.contains("at offset 4194304"),
-        "{}",
-        read.stderr
-    );
+    assert!(failed_at(&read.stderr, 4 * MIB), "{}", read.stderr);
+    assert!(read.stderr.contains("pread"), "{}", read.stderr);
     let written = written_ranges(&read.stderr);
-    let copied = exactly_reported(&written, &h("src-a"), &h("dst-0"), &h("dst-1"), 8);
+    let copied = exactly_reported(&written, &h("a-0"), &h("b-0"), &h("b-1"), 8);
     assert!(copied < 8, "the failing MiB was not written");
 
     let write = run.exec("write-error").expect("the copy ran");
     eprintln!("write error: {write:?}");
     assert_eq!(write.exit, Some(2), "{write:?}");
-    assert!(
-        write.stderr.contains("(EIO)") && write.stderr.contains("at offset 6291456"),
-        "{}",
-        write.stderr
-    );
+    assert!(failed_at(&write.stderr, 6 * MIB), "{}", write.stderr);
+    assert!(write.stderr.contains("pwrite"), "{}", write.stderr);
     let written = written_ranges(&write.stderr);
     assert!(
         !written.iter().any(|&(x, y)| x <= 6 * MIB && 7 * MIB <= y),
         "{written:?}"
     );
-    exactly_reported(&written, &h("src-b"), &h("dst-1"), &h("dst-2"), 8);
+    exactly_reported(&written, &h("b-1"), &h("c-0"), &h("c-1"), 8);
 
     for (step, offset) in [("bench-read", 4 * MIB), ("bench-write", 6 * MIB)] {
         let e = run.exec(step).expect("the bench ran");
@@ -461,6 +463,7 @@ fn injected_io_errors_stop_the_copy_where_they_are_and_bench_counts_them() {
         assert!(doc["errors"].as_u64().unwrap() > 0, "{doc}");
         assert!(doc["ios"].as_u64().unwrap() > 0, "the bench went on: {doc}");
         assert_eq!(doc["first_errors"][0]["offset"], offset, "{doc}");
-        assert_eq!(doc["first_errors"][0]["errno"], "EIO", "{doc}");
+        let errno = doc["first_errors"][0]["errno"].as_str().unwrap_or_default();
+        assert!(errno == "ENODATA" || errno == "EIO", "{doc}");
     }
 }

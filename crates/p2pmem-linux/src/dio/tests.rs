@@ -53,6 +53,7 @@ fn io_hints_distinguish_p2p_from_host() {
     assert!(io_hint(Some(22), p2p).contains("6.17+"));
     assert!(io_hint(Some(22), Location::Host).contains("not aligned"));
     assert_eq!(io_hint(Some(4000), Location::Host), "unexpected error");
+    assert!(io_hint(Some(61), Location::Host).contains("medium error"));
 }
 
 /// A scratch file on a file system that supports O_DIRECT (the target directory,
