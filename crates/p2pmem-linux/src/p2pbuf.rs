@@ -230,7 +230,8 @@ pub fn mmap_hint(errno: Option<i32>, len: usize, available: Option<u64>) -> Stri
             format!(
                 "the provider's pool cannot supply one contiguous chunk of {len} bytes \
                  (available: {avail}; the pool allocates first-fit, so fragmentation can refuse \
-                 a request even when available is larger)"
+                 a request even when available is larger); another process may hold it: ask \
+                 for less (a smaller chunk or depth), use another provider, or wait"
             )
         }
         Some(Errno::NODEV) => {
