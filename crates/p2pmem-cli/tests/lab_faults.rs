@@ -203,10 +203,10 @@ fn the_provider_vanishes_mid_copy_and_exactly_the_reported_bytes_were_written() 
     assert!(copied < COPY_MIB, "the copy was interrupted before its end");
 }
 
-#[test]
-#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
-fn the_source_vanishes_mid_copy() {
-    let (_, copy) = run_with_unplug(SRC);
+/// An end of the copy vanishes: the error says the device is gone, and less than the
+/// plan was written.
+fn an_end_vanishes(victim: &str) {
+    let (_, copy) = run_with_unplug(victim);
     assert!(
         copy.stderr.contains("the device is gone"),
         "{}",
@@ -219,16 +219,14 @@ fn the_source_vanishes_mid_copy() {
 
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
+fn the_source_vanishes_mid_copy() {
+    an_end_vanishes(SRC);
+}
+
+#[test]
+#[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn the_destination_vanishes_mid_copy() {
-    let (_, copy) = run_with_unplug(DST);
-    assert!(
-        copy.stderr.contains("the device is gone"),
-        "{}",
-        copy.stderr
-    );
-    let written = written_ranges(&copy.stderr);
-    let total: u64 = written.iter().map(|(a, b)| b - a).sum();
-    assert!(total < COPY_MIB * MIB, "{written:?}");
+    an_end_vanishes(DST);
 }
 
 fn holder(provider: &str) -> Step {
