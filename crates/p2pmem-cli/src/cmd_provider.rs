@@ -273,18 +273,27 @@ struct UnbindJson<'a> {
 }
 
 fn run_unbind(common: &Common, a: &UnbindArgs) -> anyhow::Result<i32> {
-    let region = provider::unbind(&common.root, a.bdf, Some(Duration::from_secs(a.wait)))
+    let unbound = provider::unbind(&common.root, a.bdf, Some(Duration::from_secs(a.wait)))
         .with_context(|| format!("cannot unbind {} from {DRIVER}", a.bdf))?;
+    let (action, region) = match unbound {
+        provider::Unbound::Unbound(region) => ("unbound", region),
+        provider::Unbound::HalfBound => ("cleared_half_bind", None),
+    };
     if common.json {
         print_json(
             "provider_unbind",
             &UnbindJson {
                 bdf: a.bdf,
                 driver: DRIVER,
-                action: "unbound",
+                action,
                 region: region.as_ref(),
             },
         )?;
+    } else if action == "cleared_half_bind" {
+        println!(
+            "{} was not bound, but its driver_override named {DRIVER} (a bind that was interrupted); cleared it",
+            a.bdf
+        );
     } else {
         println!("{} unbound from {DRIVER}; p2pmem/ is gone", a.bdf);
         if let Some(r) = region {

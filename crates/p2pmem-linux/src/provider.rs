@@ -468,22 +468,45 @@ fn region_of(root: &Path, bdf: Bdf) -> Option<ActiveRegion> {
 /// (which unmaps user mappings of its `allocate` file). Also clears the device's
 /// `driver_override` and its `ranges` entry, so it is as before `bind`. Returns what it
 /// had published.
-pub fn unbind(
-    root: &Path,
-    bdf: Bdf,
-    wait: Option<Duration>,
-) -> Result<Option<ActiveRegion>, ProviderError> {
+pub fn unbind(root: &Path, bdf: Bdf, wait: Option<Duration>) -> Result<Unbound, ProviderError> {
     let driver = bound_driver(root, bdf)?;
+    let dir = driver_dir(root);
+    if driver.is_none() && half_bound(root, bdf) {
+        // A `provider bind` stopped between writing the override and `bind` (killed):
+        // undo what it wrote, so any driver can bind the device again.
+        write(&device_dir(root, bdf).join("driver_override"), "\n")?;
+        if dir.is_dir() {
+            write(&dir.join("ranges"), &format!("{bdf}\n"))?;
+        }
+        return Ok(Unbound::HalfBound);
+    }
     if driver.as_deref() != Some(DRIVER) {
         return Err(ProviderError::NotOurs { bdf, driver });
     }
     let region = region_of(root, bdf);
-    let dir = driver_dir(root);
     write(&dir.join("unbind"), &format!("{bdf}\n"))?;
     wait_p2pmem(root, bdf, false, wait.unwrap_or(DEFAULT_WAIT))?;
     write(&device_dir(root, bdf).join("driver_override"), "\n")?;
     write(&dir.join("ranges"), &format!("{bdf}\n"))?;
-    Ok(region)
+    Ok(Unbound::Unbound(region))
+}
+
+/// What [`unbind`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unbound {
+    /// The device was bound and is no longer; what it had published, when known.
+    Unbound(Option<ActiveRegion>),
+    /// The device was not bound but its `driver_override` named the driver: a `bind`
+    /// interrupted before its last write. The override (and ranges entry) are cleared.
+    HalfBound,
+}
+
+/// Whether `bdf` is unbound with its `driver_override` naming [`DRIVER`]: what a
+/// `provider bind` killed between its override and `bind` writes leaves (`bind` again,
+/// or `unbind`, finishes or undoes it).
+pub fn half_bound(root: &Path, bdf: Bdf) -> bool {
+    std::fs::read_to_string(device_dir(root, bdf).join("driver_override"))
+        .is_ok_and(|o| o.trim() == DRIVER)
 }
 
 #[cfg(test)]

@@ -282,7 +282,9 @@ fn unbind_undoes_bind() {
         "0000:05:00.0 bar=2 offset=0x0 size=0x4000000 start=0xf8000000 bar_len=0x4000000\n",
     )
     .unwrap();
-    let region = unbind(r, bdf(), None).unwrap().unwrap();
+    let Unbound::Unbound(Some(region)) = unbind(r, bdf(), None).unwrap() else {
+        panic!("unbound with a region")
+    };
     assert_eq!(region.size, 64 << 20);
     assert_eq!(driver_file(r, "unbind"), "0000:05:00.0\n");
     assert_eq!(driver_file(r, "ranges"), "0000:05:00.0\n");
@@ -303,6 +305,35 @@ fn unbind_of_a_device_that_is_not_ours_says_whose_it_is() {
         err,
         "0000:05:00.0 is not bound to p2pmem_pci (it has no driver)"
     );
+}
+
+/// `provider bind` killed after its override write and before `bind`: the device is
+/// left unbound with `driver_override` naming the driver; `unbind` undoes it and a new
+/// `bind` finishes it (every earlier cut leaves at most a `ranges` entry, which the next
+/// bind rewrites; a later cut leaves the device bound, which `bind` then keeps).
+#[test]
+fn a_bind_interrupted_before_its_last_write_is_undone_by_unbind_and_finished_by_bind() {
+    let t = tree(true, None);
+    let r = t.path();
+    fs::write(
+        r.join("sys/bus/pci/devices")
+            .join(BDF)
+            .join("driver_override"),
+        format!("{DRIVER}\n"),
+    )
+    .unwrap();
+    fs::write(
+        r.join("sys/bus/pci/drivers").join(DRIVER).join("ranges"),
+        format!("{BDF} bar=2\n"),
+    )
+    .unwrap();
+    assert!(half_bound(r, bdf()));
+    assert_eq!(unbind(r, bdf(), None).unwrap(), Unbound::HalfBound);
+    assert_eq!(device_file(r, "driver_override"), "\n");
+    assert_eq!(driver_file(r, "ranges"), "0000:05:00.0\n");
+    assert!(!half_bound(r, bdf()));
+    // Without it, unbind says the device is not ours.
+    assert!(unbind(r, bdf(), None).is_err());
 }
 
 #[test]
