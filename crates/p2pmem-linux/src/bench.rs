@@ -26,7 +26,7 @@ use crate::copy::{
     open_queue, place_buffer, refusal_explanation, routing_system, BufferSpec, Dir, Endpoint,
     EngineChoice, Queue, Via, MAX_DEPTH,
 };
-use crate::dio::{io_hint, Op};
+use crate::dio::Op;
 use crate::p2pbuf::Location;
 use crate::sys;
 use crate::system::System;
@@ -377,7 +377,7 @@ impl Prepared {
                 .map(|(offset, e)| FailedRequest {
                     offset: *offset,
                     errno: sys::io_error_label(e),
-                    hint: io_hint(e.raw_os_error(), location),
+                    hint: self.ep.io_hint(e.raw_os_error(), location),
                 })
                 .collect(),
         })
@@ -406,7 +406,7 @@ impl Prepared {
                     len: self.bs,
                     location,
                     errno: sys::io_error_label(&source),
-                    hint: io_hint(errno, location),
+                    hint: self.ep.io_hint(errno, location),
                     explanation,
                     ios,
                     source,

@@ -37,12 +37,7 @@ pub use safety::{block_device_in_use, common_object, parse_mountinfo, InUse, Mou
 pub use uring::{unavailable_hint, Ring, UringQueue, MAX_DEPTH};
 pub use verify::{verify_ranges, VerifyError, VerifyReport};
 
-use crate::dio::{io_hint, DirectKind, Op};
-
-/// The hint of a transfer to or from a block device whose capacity dropped to 0 while the
-/// copy ran.
-const DEVICE_GONE: &str =
-    "the device is gone: its capacity is now 0, so it was removed or its controller failed";
+use crate::dio::{DirectKind, Op};
 use crate::p2pbuf::Location;
 use crate::sys;
 use crate::system::System;
@@ -403,11 +398,7 @@ impl Prepared {
                     Dir::Read => &self.src,
                     Dir::Write => &self.dst,
                 };
-                let hint = if endpoint.vanished() {
-                    DEVICE_GONE
-                } else {
-                    io_hint(errno, location)
-                };
+                let hint = endpoint.io_hint(errno, location);
                 CopyError::Transfer(Box::new(TransferError {
                     op,
                     path,
@@ -424,11 +415,7 @@ impl Prepared {
             engine::Stop::ShortSource { file_off } => CopyError::ShortSource {
                 path: self.src.path().to_path_buf(),
                 file_off,
-                why: if self.src.vanished() {
-                    " (the device is gone: its capacity is now 0, so it was removed or its controller failed)"
-                } else {
-                    ""
-                },
+                gone: self.src.vanished(),
                 progress: boxed(),
             },
             engine::Stop::UnalignedShort { dir, file_off, got } => {

@@ -5,7 +5,13 @@
 //! descriptor, the copy opens its own (same path and flags, plus `O_EXCL` on a
 //! destination block device) and checks with `fstat` that both name the same object.
 
-use crate::dio::{Access, Alignment, DioError, DirectFile, DirectKind};
+use crate::dio::{io_hint, Access, Alignment, DioError, DirectFile, DirectKind};
+use crate::p2pbuf::Location;
+
+/// The hint of a transfer to or from a block device whose capacity dropped to 0 after it
+/// was opened ([`Endpoint::vanished`]).
+pub const DEVICE_GONE: &str =
+    "the device is gone: its capacity is now 0, so it was removed or its controller failed";
 use crate::sys;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FileType, Mode, OFlags, SeekFrom};
@@ -213,6 +219,16 @@ impl Endpoint {
         self.kind == DirectKind::BlockDevice
             && self.size > 0
             && rustix::fs::seek(&self.fd, SeekFrom::End(0)).is_ok_and(|end| end == 0)
+    }
+
+    /// What a failed transfer on this endpoint means: [`DEVICE_GONE`] when the disk went
+    /// away (whatever errno that produced), else [`io_hint`]'s reading of the errno.
+    pub fn io_hint(&self, errno: Option<i32>, location: Location) -> &'static str {
+        if self.vanished() {
+            DEVICE_GONE
+        } else {
+            io_hint(errno, location)
+        }
     }
 
     /// What it is on disk.

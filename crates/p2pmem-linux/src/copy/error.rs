@@ -93,14 +93,17 @@ pub enum CopyError {
     #[error(transparent)]
     Transfer(Box<TransferError>),
     /// The source ended early (truncated while copying, or a disk that went away).
-    #[error("{path} ended at offset {file_off}, before the planned range did{why}; {progress}")]
+    #[error(
+        "{path} ended at offset {file_off}, before the planned range did{}; {progress}",
+        if *gone { format!(" ({})", super::endpoint::DEVICE_GONE) } else { String::new() }
+    )]
     ShortSource {
         /// The source.
         path: PathBuf,
         /// Where it ended.
         file_off: u64,
-        /// Why, when known (` (the device is gone: ...)`), else empty.
-        why: &'static str,
+        /// The source disk went away ([`super::Endpoint::vanished`]).
+        gone: bool,
         /// What had been written.
         progress: Box<Progress>,
     },
