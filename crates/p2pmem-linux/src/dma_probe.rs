@@ -240,14 +240,23 @@ pub fn new_lines(prev: &[String], now: &[String]) -> (Vec<String>, bool) {
     }
 }
 
-/// 64 KiB of 8-byte words `nonce ^ index`: different at every offset and every run.
+/// 64 KiB of [`pattern`]: different at every offset and every run.
 pub fn write_pattern(nonce: u64) -> Vec<u8> {
-    (0..IO_BYTES as u64 / 8)
-        .flat_map(|i| (nonce ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes())
-        .collect()
+    pattern(IO_BYTES, nonce)
 }
 
-fn nonce() -> u64 {
+/// `len` bytes of 8-byte words `seed ^ index * golden ratio`: no run of equal bytes,
+/// different at every offset, and different for every seed.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..len.div_ceil(8) as u64)
+        .flat_map(|i| (seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes())
+        .collect();
+    v.truncate(len);
+    v
+}
+
+/// A seed that differs from run to run (time and process ID).
+pub fn nonce() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);

@@ -11,11 +11,12 @@
 use std::path::PathBuf;
 
 use p2pmem_model::dma_faults::{dma_fault, DmaFault};
+use p2pmem_model::errno;
 use p2pmem_model::Bdf;
 use serde::{Deserialize, Serialize};
 
 use crate::dio::{Access, DioError, DirectFile};
-use crate::dma_probe::new_lines;
+use crate::dma_probe::{new_lines, nonce, pattern};
 use crate::klog::{klog_texts, KernelLog};
 use crate::p2pbuf::{AllocateFile, CpuAccessError, DmaBuffer, HostBuffer, P2pBufferError};
 use crate::sys;
@@ -262,10 +263,7 @@ pub fn probe(req: &ProbeRequest, log: &mut dyn KernelLog) -> Result<PathProbe, P
             if let Some((offset, slen)) = req.scratch {
                 let slen = slen as usize;
                 // Fresh each run, so what an earlier probe left there cannot pass.
-                let seed = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0x5EED, |d| d.as_nanos() as u64);
-                let pattern = fill_pattern_seeded(slen, seed);
+                let pattern = pattern(slen, nonce());
                 // What the range held before, so a write that moved nothing is told
                 // from one that moved wrong bytes.
                 let old = match dev.pread_into(&mut host, 0, slen, offset) {
@@ -399,17 +397,9 @@ pub fn compare(got: &[u8], want: &[u8], fill: &[u8]) -> DataFinding {
     }
 }
 
+/// What the p2pmem buffer holds before the read: fixed, so a test can name it.
 fn fill_pattern(len: usize) -> Vec<u8> {
-    fill_pattern_seeded(len, 0xA5C3_96E1_5A3C_691E)
-}
-
-/// 8-byte words `seed ^ index * golden`: no run of equal bytes, different at each offset.
-fn fill_pattern_seeded(len: usize, seed: u64) -> Vec<u8> {
-    let mut v: Vec<u8> = (0..len.div_ceil(8) as u64)
-        .flat_map(|i| (seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes())
-        .collect();
-    v.truncate(len);
-    v
+    pattern(len, 0xA5C3_96E1_5A3C_691E)
 }
 
 /// `f` in words; `write` for the write leg, where the bytes compared are the scratch
@@ -466,7 +456,7 @@ fn judge(p: &PathProbe) -> (PathVerdict, String) {
             // The errnos of a P2P transfer the kernel refuses (EREMOTEIO up to 6.16,
             // EINVAL from 6.17; p2pmem_model::errno); any other failure says nothing
             // about the path.
-            (None, t) if t == "EREMOTEIO" || t == "EINVAL" => {
+            (None, t) if t == errno::EREMOTEIO.name || t == errno::EINVAL.name => {
                 refused.push(format!("{name} failed with {t}"))
             }
             (None, t) => unknown.push(format!("{name}: {t}")),
