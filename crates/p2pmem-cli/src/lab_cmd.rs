@@ -628,15 +628,6 @@ fn print_demo(
     );
 }
 
-/// The short name of a pair's client: its disk (`nvme1n1`), else its PCI address.
-fn client_name(p: &DemoPair) -> &str {
-    p.client_blkdev
-        .rsplit('/')
-        .next()
-        .filter(|d| !d.is_empty())
-        .unwrap_or(&p.client)
-}
-
 /// Providers by clients, one cell per pair: the kernel's verdict in a few letters, `!`
 /// where the prediction disagreed.
 fn print_pair_table(pairs: &[DemoPair]) {
@@ -646,8 +637,8 @@ fn print_pair_table(pairs: &[DemoPair]) {
         if !providers.contains(&p.provider.as_str()) {
             providers.push(&p.provider);
         }
-        if !clients.contains(&client_name(p)) {
-            clients.push(client_name(p));
+        if !clients.contains(&p2pmem_lab::reports::grouped::disk(p)) {
+            clients.push(p2pmem_lab::reports::grouped::disk(p));
         }
     }
     let width = clients.iter().map(|c| c.len()).max().unwrap_or(2).max(3);
@@ -661,7 +652,7 @@ fn print_pair_table(pairs: &[DemoPair]) {
         for c in &clients {
             let cell = pairs
                 .iter()
-                .find(|p| p.provider == *prov && client_name(p) == *c)
+                .find(|p| p.provider == *prov && p2pmem_lab::reports::grouped::disk(p) == *c)
                 .map_or("-".to_string(), |p| {
                     let v = match (p.kernel, p.map_type.as_deref()) {
                         (Some(true), Some("bus_addr")) => "B",
@@ -683,7 +674,13 @@ fn print_pair_table(pairs: &[DemoPair]) {
 /// The pairs grouped by outcome, each distinct kernel message once with the pairs it was
 /// logged for (`PROVIDER`, `CLIENT` and `DISK` stand for each pair's own).
 fn print_pair_groups(pairs: &[DemoPair]) {
-    let name = |i: usize| format!("{} -> {}", pairs[i].provider, client_name(&pairs[i]));
+    let name = |i: usize| {
+        format!(
+            "{} -> {}",
+            pairs[i].provider,
+            p2pmem_lab::reports::grouped::disk(&pairs[i])
+        )
+    };
     for g in p2pmem_lab::reports::grouped::group(pairs) {
         let agreed = match g.agreed {
             Some(true) => "all agreed",
@@ -695,8 +692,10 @@ fn print_pair_groups(pairs: &[DemoPair]) {
         for &i in &g.pairs {
             let p = &pairs[i];
             match by_provider.iter_mut().find(|(prov, _)| *prov == p.provider) {
-                Some((_, cs)) => cs.push(client_name(p)),
-                None => by_provider.push((&p.provider, vec![client_name(p)])),
+                Some((_, cs)) => cs.push(p2pmem_lab::reports::grouped::disk(p)),
+                None => {
+                    by_provider.push((&p.provider, vec![p2pmem_lab::reports::grouped::disk(p)]))
+                }
             }
         }
         for (prov, cs) in by_provider {

@@ -62,20 +62,24 @@ fn outcome(p: &DemoPair) -> String {
     }
 }
 
-/// `line` with the pair's own names replaced, so the same message of two pairs compares
-/// equal.
-pub fn template(p: &DemoPair, line: &str) -> String {
-    let disk = p
-        .client_blkdev
+/// The client's disk name (`nvme1n1` of `/dev/nvme1n1`), else its PCI address.
+pub fn disk(p: &DemoPair) -> &str {
+    p.client_blkdev
         .rsplit('/')
         .next()
         .filter(|d| !d.is_empty())
-        .unwrap_or(&p.client_blkdev);
+        .unwrap_or(&p.client)
+}
+
+/// `line` with the pair's own names replaced, so the same message of two pairs compares
+/// equal.
+pub fn template(p: &DemoPair, line: &str) -> String {
+    let disk = disk(p);
     let mut out = line.replace(&p.provider, "PROVIDER");
     if p.client != p.provider {
         out = out.replace(&p.client, "CLIENT");
     }
-    if !disk.is_empty() {
+    if disk != p.client {
         out = out.replace(disk, "DISK");
     }
     out
