@@ -284,10 +284,10 @@ fuzz_target!(|cap: Capture| {
     }
 });
 
-/// A FIFO, made with `mkfifo(1)`: opening one for reading blocks until a writer comes.
+/// A FIFO (`mknod` with `S_IFIFO`, in-process: spawning `mkfifo(1)` took a third of
+/// the run time): opening one for reading blocks until a writer comes.
 fn mkfifo(at: &Path) -> std::io::Result<()> {
-    std::process::Command::new("mkfifo")
-        .arg(at)
-        .status()
-        .map(|_| ())
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    mknodat(CWD, at, FileType::Fifo, Mode::from_raw_mode(0o600), 0)?;
+    Ok(())
 }

@@ -19,7 +19,12 @@ fuzz_target!(|data: &[u8]| {
     let facts = Facts {
         kernel: Some("6.12.117".into()),
         cpu: Some(("AuthenticAMD".into(), 23)),
-        providers: parsed.functions.first().map(|(b, _)| (*b, None)).into_iter().collect(),
+        providers: parsed
+            .functions
+            .first()
+            .map(|(b, _)| (*b, None))
+            .into_iter()
+            .collect(),
         source: None,
     };
     if import::lspci(&text, &facts, &dir).is_ok() {

@@ -15,6 +15,7 @@ mod show;
 use crate::Common;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use p2pmem_linux::killpoint;
 use p2pmem_linux::nvmet::{NvmetError, Snapshot, Target};
 use p2pmem_linux::system::{read_system, System};
 use p2pmem_model::nvmet_plan::config::TargetConfig;
@@ -165,6 +166,7 @@ fn apply(t: &Target, steps: &[Step], tolerate_missing: bool, json: bool) -> Appl
                     println!("changed: {s}");
                 }
                 out.changed.push(s.clone());
+                killpoint::pass(killpoint::NVMET_STEP);
             }
             Err(e) => {
                 let optional = match s {

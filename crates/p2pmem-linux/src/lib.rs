@@ -13,6 +13,7 @@ pub mod dio;
 pub mod dma_probe;
 pub mod import;
 pub mod kconfig;
+pub mod killpoint;
 pub mod klog;
 pub mod link_speed;
 pub mod memctl;

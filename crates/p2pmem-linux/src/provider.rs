@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use p2pmem_model::Bdf;
 use rustix::io::Errno;
 
+use crate::killpoint;
 use crate::klog::{klog_texts, KernelLog};
 use crate::rootfs::RootFs;
 use crate::sys::io_error_label;
@@ -427,10 +428,14 @@ pub fn bind(
     }
     let driver = driver_dir(root);
     write(&driver.join("ranges"), &opts.region.ranges_line(bdf))?;
+    killpoint::pass(killpoint::PROVIDER_BIND);
     let override_path = device_dir(root, bdf).join("driver_override");
     write(&override_path, &format!("{DRIVER}\n"))?;
+    killpoint::pass(killpoint::PROVIDER_BIND);
     let before = klog.read_all().map(|b| klog_texts(&b).len()).ok();
-    if let Err(source) = std::fs::write(driver.join("bind"), format!("{bdf}\n")) {
+    let bound = std::fs::write(driver.join("bind"), format!("{bdf}\n"));
+    killpoint::pass(killpoint::PROVIDER_BIND);
+    if let Err(source) = bound {
         // Leave the device as it was: bindable by any driver again.
         let _ = std::fs::write(&override_path, "\n");
         let kernel_log = before
@@ -472,9 +477,11 @@ pub fn unbind(root: &Path, bdf: Bdf, wait: Option<Duration>) -> Result<Unbound, 
     let driver = bound_driver(root, bdf)?;
     let dir = driver_dir(root);
     if driver.is_none() && half_bound(root, bdf) {
-        // A `provider bind` stopped between writing the override and `bind` (killed):
-        // undo what it wrote, so any driver can bind the device again.
-        write(&device_dir(root, bdf).join("driver_override"), "\n")?;
+        // A `provider bind` stopped before `bind` (killed): undo what it wrote, so any
+        // driver can bind the device again and its `ranges` slot is free.
+        if override_is_ours(root, bdf) {
+            write(&device_dir(root, bdf).join("driver_override"), "\n")?;
+        }
         if dir.is_dir() {
             write(&dir.join("ranges"), &format!("{bdf}\n"))?;
         }
@@ -501,12 +508,37 @@ pub enum Unbound {
     HalfBound,
 }
 
-/// Whether `bdf` is unbound with its `driver_override` naming [`DRIVER`]: what a
-/// `provider bind` killed between its override and `bind` writes leaves (`bind` again,
-/// or `unbind`, finishes or undoes it).
+/// Whether `bdf` is not bound to [`DRIVER`] but a `provider bind` left something of
+/// its own behind: `driver_override` naming the driver (killed between its override and
+/// `bind` writes), or only an entry in the driver's `ranges` (killed before the
+/// override; the table holds 16 devices, so stale entries would fill it). `bind` again,
+/// or `unbind`, finishes or undoes it.
 pub fn half_bound(root: &Path, bdf: Bdf) -> bool {
-    std::fs::read_to_string(device_dir(root, bdf).join("driver_override"))
-        .is_ok_and(|o| o.trim() == DRIVER)
+    if bound_driver(root, bdf).ok().flatten().as_deref() == Some(DRIVER) {
+        return false;
+    }
+    override_is_ours(root, bdf) || has_ranges_entry(root, bdf)
+}
+
+/// A sysfs attribute's text, read with its bound.
+fn attr_text(path: &Path) -> Option<String> {
+    crate::bounded::read_file(path, p2pmem_model::limits::SYSFS_ATTR)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn override_is_ours(root: &Path, bdf: Bdf) -> bool {
+    attr_text(&device_dir(root, bdf).join("driver_override")).is_some_and(|o| o.trim() == DRIVER)
+}
+
+/// Whether the driver's `ranges` holds a choice for `bdf` (`BDF bar=.. offset=..`;
+/// writing the bare address removes it).
+fn has_ranges_entry(root: &Path, bdf: Bdf) -> bool {
+    let name = bdf.to_string();
+    attr_text(&driver_dir(root).join("ranges")).is_some_and(|t| {
+        t.lines()
+            .any(|l| l.split_once(' ').is_some_and(|(b, _)| b == name))
+    })
 }
 
 #[cfg(test)]

@@ -336,6 +336,27 @@ fn a_bind_interrupted_before_its_last_write_is_undone_by_unbind_and_finished_by_
     assert!(unbind(r, bdf(), None).is_err());
 }
 
+/// `provider bind` killed after its `ranges` write and before the override: only the
+/// driver's table holds the device (16 slots); `unbind` frees the slot.
+#[test]
+fn a_bind_interrupted_after_its_ranges_write_is_undone_by_unbind() {
+    let t = tree(true, None);
+    let r = t.path();
+    fs::write(
+        r.join("sys/bus/pci/drivers").join(DRIVER).join("ranges"),
+        format!(
+            "0000:00:08.0 bar=2 offset=0x0 size=0x200000\n{BDF} bar=2 offset=0x0 size=0x400000\n"
+        ),
+    )
+    .unwrap();
+    assert!(half_bound(r, bdf()));
+    assert_eq!(unbind(r, bdf(), None).unwrap(), Unbound::HalfBound);
+    // What the kernel is asked to do: remove the device's entry.
+    assert_eq!(driver_file(r, "ranges"), "0000:05:00.0\n");
+    // The override was not the driver's: left as it was.
+    assert_eq!(device_file(r, "driver_override"), "(null)\n");
+}
+
 #[test]
 fn waiting_for_p2pmem_times_out_with_the_path() {
     let t = tree(true, None);

@@ -161,6 +161,11 @@ struct Entry {
     redirect: bool,
 }
 
+/// The most devices (counts expanded) a design may describe: sixteen times the 4,096
+/// the planner is benchmarked at. Found while writing the `plan_design` fuzz target:
+/// `count = 4000000000` made four billion entries before any check.
+pub const MAX_DEVICES: usize = 65_536;
+
 /// Read a design from its text.
 pub fn parse_design(text: &str) -> Result<Design, DesignError> {
     let file: File = toml::from_str(text).map_err(|e| DesignError {
@@ -310,6 +315,15 @@ pub fn parse_design(text: &str) -> Result<Design, DesignError> {
                 redirect: false,
             }),
             Some(0) => return Err(err(&e.name, format!("{}: count is 0", e.name))),
+            Some(n) if entries.len() + n as usize > MAX_DEVICES => {
+                return Err(err(
+                    &e.name,
+                    format!(
+                        "{}: count {n} makes the design larger than {MAX_DEVICES} devices",
+                        e.name
+                    ),
+                ))
+            }
             Some(n) => {
                 for i in 0..n {
                     entries.push(Entry {

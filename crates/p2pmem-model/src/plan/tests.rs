@@ -206,6 +206,18 @@ fn bottleneck_and_max_scale_and_lanes() {
     );
 }
 
+/// A count is bounded before anything is made of it: four billion NVMe fail at once,
+/// naming the entry and the bound, instead of exhausting memory.
+#[test]
+fn a_huge_count_is_refused_before_it_is_expanded() {
+    let text = "[[host_bridge]]\nname = \"cpu\"\n[[root_port]]\nname = \"rp\"\nparent = \"cpu\"\n\
+                [[endpoint]]\nname = \"nvme\"\nparent = \"rp\"\ncount = 4000000000\n";
+    let e = parse_design(text).unwrap_err();
+    assert!(e.to_string().contains("nvme: count 4000000000"), "{e}");
+    assert!(e.to_string().contains("65536"), "{e}");
+    assert_eq!(e.line, Some(7), "{e}");
+}
+
 #[test]
 fn design_errors_name_the_line() {
     let e = parse_design("[system]\ncpu = 3\n").unwrap_err();
