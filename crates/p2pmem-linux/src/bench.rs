@@ -6,35 +6,44 @@
 //! model's routing, the buffers, and the io_uring [`Queue`] (with the
 //! `pread`/`pwrite` fallback). [`prepare`] does everything before the first request;
 //! [`Prepared::run`] keeps `depth` requests in flight for `time` and reports.
+//!
+//! With `jobs` above 1 (fio's `numjobs` with `group_reporting`), each job has its own
+//! thread, io_uring queue and buffers and runs the same loop; [`offsets::shares`] says
+//! which offsets each job draws, and the report gives the totals and each job's figures.
 
 mod error;
 mod histogram;
 mod offsets;
 mod pipeline;
+mod report;
 mod route;
 mod setup;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_jobs;
 
 pub use error::{BenchError, IoError};
 pub use histogram::Histogram;
-pub use offsets::{Offsets, Region};
+pub use offsets::{job_seed, shares, JobShare, Offsets, Region, MAX_JOBS};
+pub use report::{BenchReport, FailedRequest, JobReport, Latency};
 pub use route::BenchRoute;
 
 use crate::copy::{
-    open_queue, place_buffer, refusal_explanation, routing_system, BufferSpec, Dir, Endpoint,
+    open_queue, place_buffers, refusal_explanation, routing_system, BufferSpec, Dir, Endpoint,
     EngineChoice, Queue, Via, MAX_DEPTH,
 };
 use crate::dio::Op;
 use crate::p2pbuf::Location;
 use crate::sys;
 use crate::system::System;
+use report::{mib, per_s};
 use serde::Serialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The access pattern, as fio names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -121,104 +130,20 @@ pub struct BenchRequest {
     pub engine: EngineChoice,
     /// Seed of the random offsets (the same seed gives the same offsets).
     pub seed: u64,
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Latency {
-    /// Smallest.
-    pub min: f64,
-    /// Mean.
-    pub mean: f64,
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    #[serde(rename = "p99.9")]
-    pub p99_9: f64,
-    /// Largest.
-    pub max: f64,
-}
-
-impl Latency {
-    /// From a histogram of nanoseconds.
-    pub fn from_ns(h: &Histogram) -> Self {
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Self {
-            min: us(h.min()),
-            mean: h.mean() / 1000.0,
-            p50: us(h.percentile(50.0)),
-            p90: us(h.percentile(90.0)),
-            p99: us(h.percentile(99.0)),
-            p99_9: us(h.percentile(99.9)),
-            max: us(h.max()),
-        }
-    }
-}
-
-/// A finished bench.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
-    /// The device.
-    pub device: PathBuf,
-    /// Access pattern.
-    pub rw: Rw,
-    /// Bytes per request.
-    pub bs: u64,
-    /// Requests allowed in flight.
-    pub depth: usize,
-    /// `io_uring` or `sync`.
-    pub engine: &'static str,
-    /// `host` or the provider's PCI address.
-    pub via: String,
-    /// The region the offsets were drawn from.
-    pub region: Region,
-    /// Bytes moved.
-    pub bytes: u64,
-    /// Requests completed.
-    pub ios: u64,
-    /// From the first request to the last completion.
-    pub seconds: f64,
-    /// `ios / seconds`.
-    pub iops: f64,
-    /// `bytes / 2^20 / seconds`.
-    pub mib_per_s: f64,
-    /// Per-request latency, from queuing the request to reaping its completion.
-    pub latency_us: Latency,
-    /// Stopped early by Ctrl-C (the numbers cover the time it ran).
-    pub interrupted: bool,
-    /// Requests that failed in the kernel; the bench went on (fio's
-    /// `continue_on_error=io`). Not in `ios`, `bytes` or the latencies.
-    pub errors: u64,
-    /// The first failed requests (at most 8).
-    pub first_errors: Vec<FailedRequest>,
-}
-
-/// One failed request of a bench.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FailedRequest {
-    /// Its file offset.
-    pub offset: u64,
-    /// The errno name.
-    pub errno: String,
-    /// What it means here.
-    pub hint: &'static str,
+    /// Jobs at once, each with its own queue and buffers (1 to [`MAX_JOBS`]).
+    pub jobs: usize,
 }
 
 /// A bench ready to run: the device open, the buffers mapped, the engine set up.
 pub struct Prepared {
-    // Field order matters: the queue (which owns the buffer and drains in-flight
-    // requests on drop) goes before the endpoint whose descriptor those requests use.
-    queue: Box<dyn Queue>,
+    // Field order matters: the jobs' queues (each owns its buffer and drains its
+    // in-flight requests on drop) go before the endpoint whose descriptor they use.
+    jobs: Vec<Job>,
     ep: Endpoint,
     rw: Rw,
     bs: u64,
     depth: usize,
     time: Duration,
-    offsets: Offsets,
     region: Region,
     route: BenchRoute,
     sys: Option<System>,
@@ -231,9 +156,17 @@ impl fmt::Debug for Prepared {
             .field("ep", &self.ep)
             .field("rw", &self.rw)
             .field("region", &self.region)
-            .field("engine", &self.queue.name())
+            .field("engine", &self.engine())
+            .field("jobs", &self.jobs.len())
             .finish()
     }
+}
+
+/// One job: its queue (with its buffer), its offsets and where they come from.
+struct Job {
+    queue: Box<dyn Queue>,
+    offsets: Offsets,
+    share: JobShare,
 }
 
 pub(crate) fn params(msg: String) -> BenchError {
@@ -252,9 +185,15 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
     if req.time.is_zero() {
         return Err(params("the time must be more than 0 seconds".to_string()));
     }
+    if req.jobs == 0 || req.jobs > MAX_JOBS {
+        return Err(params(format!(
+            "jobs {} must be between 1 and {MAX_JOBS}",
+            req.jobs
+        )));
+    }
     let mut notes = Vec::new();
     let ep = setup::open(root, req, &mut notes)?;
-    let (region, offsets) = setup::region(req, &ep)?;
+    let (region, shares) = setup::region(req, &ep)?;
     let sys = routing_system(root, req.via);
     let mut route = route::decide(
         root,
@@ -264,7 +203,7 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
         req.force,
     )?;
     let sys = sys.ok();
-    let mut placed = place_buffer(
+    let placed = place_buffers(
         root,
         BufferSpec {
             provider: route.provider,
@@ -274,6 +213,7 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
             host_fallback: (req.via == Via::Auto)
                 .then_some("Benchmarking with buffers in HOST memory instead"),
         },
+        req.jobs,
         &mut notes,
     )?;
     if let Some(fell) = placed.fell_back {
@@ -281,19 +221,41 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
         route.provider = None;
         route.reason = fell.reason;
     }
-    if req.rw.writes() {
-        setup::fill_random(placed.buffer.as_mut(), req.seed).map_err(BenchError::Fill)?;
-    }
     let depth = placed.depth;
-    let queue = open_queue(req.engine, depth, placed.buffer, &mut notes)?;
+    let mut engine = req.engine;
+    let mut jobs = Vec::with_capacity(req.jobs);
+    for (mut buffer, share) in placed.buffers.into_iter().zip(shares) {
+        if req.rw.writes() {
+            setup::fill_random(buffer.as_mut(), share.seed).map_err(BenchError::Fill)?;
+        }
+        // The first job's queue decides the engine (and says why in the notes); the
+        // others get the same one or fail: one bench never mixes engines.
+        let mut said = Vec::new();
+        let notes = if jobs.is_empty() {
+            &mut notes
+        } else {
+            &mut said
+        };
+        let queue = open_queue(engine, depth, buffer, notes)?;
+        engine = if queue.name() == "sync" {
+            EngineChoice::Sync
+        } else {
+            EngineChoice::Uring
+        };
+        let offsets = setup::offsets(req, share)?;
+        jobs.push(Job {
+            queue,
+            offsets,
+            share,
+        });
+    }
     Ok(Prepared {
-        queue,
+        jobs,
         ep,
         rw: req.rw,
         bs: req.bs,
         depth,
         time: req.time,
-        offsets,
         region,
         route,
         sys,
@@ -315,7 +277,12 @@ impl Prepared {
 
     /// `io_uring` or `sync`.
     pub fn engine(&self) -> &'static str {
-        self.queue.name()
+        self.jobs.first().map_or("none", |j| j.queue.name())
+    }
+
+    /// Jobs that will run at once.
+    pub fn jobs(&self) -> usize {
+        self.jobs.len()
     }
 
     /// Requests in flight (may be lower than asked when the p2pmem pool was short).
@@ -328,59 +295,121 @@ impl Prepared {
         self.region
     }
 
-    /// Runs the bench. `cancel` (set by a signal handler) ends it early: requests in
-    /// flight are reaped and the report covers the time it ran.
+    /// Runs the bench: every job on its own thread, all started with one deadline.
+    /// `cancel` (set by a signal handler) ends all of them early: requests in flight are
+    /// reaped and the report covers the time they ran. A job that stops on an error
+    /// stops the others too (they reap what they have in flight), and the bench fails
+    /// with that error.
     pub fn run(mut self, cancel: &AtomicBool) -> Result<BenchReport, BenchError> {
-        let location = self.queue.location();
+        let location = self.jobs[0].queue.location();
         let bs =
             usize::try_from(self.bs).map_err(|_| params(format!("{} is too large", self.bs)))?;
         let p = pipeline::Params {
             dir: self.rw.dir(),
             bs,
             depth: self.depth,
-            time: self.time,
+            until: Instant::now() + self.time,
         };
-        let out = pipeline::run(
-            self.queue.as_mut(),
-            self.ep.fd(),
-            p,
-            &mut self.offsets,
+        let halt = AtomicBool::new(false);
+        let flags = pipeline::Flags {
             cancel,
-        );
-        if let Some(stop) = out.stop {
-            return Err(self.stop_error(stop, location, out.ios));
+            halt: &halt,
+        };
+        let fd = self.ep.fd();
+        let outcomes = std::thread::scope(|s| {
+            let mut handles = Vec::with_capacity(self.jobs.len());
+            for (i, job) in self.jobs.iter_mut().enumerate() {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("bench-job-{i}"))
+                    .spawn_scoped(s, move || {
+                        pipeline::run(job.queue.as_mut(), fd, p, &mut job.offsets, flags)
+                    });
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(source) => {
+                        // The jobs already running stop at their next completion.
+                        halt.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Err(BenchError::Thread { job: i, source });
+                    }
+                }
+            }
+            Ok(handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Vec<_>>())
+        })?;
+        let total_ios = outcomes.iter().map(|o| o.ios).sum();
+        let mut outcomes = outcomes;
+        if let Some(stop) = outcomes.iter_mut().find_map(|o| o.stop.take()) {
+            return Err(self.stop_error(stop, location, total_ios));
         }
-        let seconds = out.elapsed.as_secs_f64();
-        let per_s = |v: f64| if seconds > 0.0 { v / seconds } else { 0.0 };
-        Ok(BenchReport {
+        Ok(self.report(outcomes, location))
+    }
+
+    /// The report of finished jobs: totals, the merged latency histogram, the first
+    /// failures over all jobs by the time they were reaped, and each job's figures.
+    fn report(&self, outcomes: Vec<pipeline::Outcome>, location: Location) -> BenchReport {
+        let first = outcomes.iter().map(|o| o.started).min();
+        let last = outcomes.iter().map(|o| o.started + o.elapsed).max();
+        let seconds = match (first, last) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        };
+        let interrupted = outcomes.iter().any(|o| o.interrupted);
+        let mut latency = Histogram::new();
+        let mut failed = Vec::new();
+        let mut per_job = Vec::with_capacity(outcomes.len());
+        for (o, job) in outcomes.into_iter().zip(&self.jobs) {
+            latency.merge(&o.latency_ns);
+            let secs = o.elapsed.as_secs_f64();
+            per_job.push(JobReport {
+                job: per_job.len(),
+                region: job.share.region,
+                seed: self.rw.random().then_some(job.share.seed),
+                bytes: o.bytes,
+                ios: o.ios,
+                seconds: secs,
+                iops: per_s(o.ios as f64, secs),
+                mib_per_s: per_s(mib(o.bytes), secs),
+                latency_us: Latency::from_ns(&o.latency_ns),
+                errors: o.errors,
+            });
+            failed.extend(o.first_errors);
+        }
+        failed.sort_by_key(|f| f.at);
+        failed.truncate(pipeline::KEPT_ERRORS);
+        let bytes = per_job.iter().map(|j| j.bytes).sum();
+        let ios = per_job.iter().map(|j| j.ios).sum();
+        BenchReport {
             device: self.ep.path().to_path_buf(),
             rw: self.rw,
             bs: self.bs,
             depth: self.depth,
-            engine: self.queue.name(),
+            engine: self.engine(),
             via: match location {
                 Location::Host => "host".to_string(),
                 Location::P2p(b) => b.to_string(),
             },
             region: self.region,
-            bytes: out.bytes,
-            ios: out.ios,
+            bytes,
+            ios,
             seconds,
-            iops: per_s(out.ios as f64),
-            mib_per_s: per_s(out.bytes as f64 / f64::from(1u32 << 20)),
-            latency_us: Latency::from_ns(&out.latency_ns),
-            interrupted: out.interrupted,
-            errors: out.errors,
-            first_errors: out
-                .first_errors
+            iops: per_s(ios as f64, seconds),
+            mib_per_s: per_s(mib(bytes), seconds),
+            latency_us: Latency::from_ns(&latency),
+            interrupted,
+            errors: per_job.iter().map(|j| j.errors).sum(),
+            first_errors: failed
                 .iter()
-                .map(|(offset, e)| FailedRequest {
-                    offset: *offset,
-                    errno: sys::io_error_label(e),
-                    hint: self.ep.io_hint(e.raw_os_error(), location),
+                .map(|f| FailedRequest {
+                    offset: f.file_off,
+                    errno: sys::io_error_label(&f.source),
+                    hint: self.ep.io_hint(f.source.raw_os_error(), location),
                 })
                 .collect(),
-        })
+            jobs: self.jobs.len(),
+            per_job,
+        }
     }
 
     fn stop_error(&self, stop: pipeline::Stop, location: Location, ios: u64) -> BenchError {

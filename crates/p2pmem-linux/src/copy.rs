@@ -27,7 +27,7 @@ pub(crate) use endpoint::stat_error;
 pub use endpoint::{DevNo, Endpoint, EndpointError, Ident};
 pub use error::{CopyError, Progress, TransferError};
 pub use placement::PlacementError;
-pub(crate) use placement::{open_queue, place_buffer, BufferSpec};
+pub(crate) use placement::{open_queue, place_buffer, place_buffers, BufferSpec};
 pub use plan::{ByteRange, Chunk, Plan, PlanError, Side, Written, MAX_CHUNK};
 pub use queue::{Completion, Dir, PushError, Queue, SyncQueue};
 pub use route::{client_of, explain_check, explain_refusal, ClientInfo, Route, Via};

@@ -91,7 +91,7 @@ pub enum CpuAccessError {
 }
 
 /// A buffer that O_DIRECT I/O can target, wherever it lives.
-pub trait DmaBuffer {
+pub trait DmaBuffer: Send {
     /// Start address, for the kernel and for alignment checks.
     fn as_ptr(&self) -> *const u8;
     /// Start address, for the kernel.

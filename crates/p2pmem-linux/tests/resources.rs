@@ -2,10 +2,10 @@
 //! process's open file descriptors (`/proc/self/fd`), memory mappings (`/proc/self/maps`,
 //! where every io_uring ring and buffer shows up) and resident memory (`VmRSS`) are
 //! measured, then 10,000 operations run (copies through io_uring and through pread/pwrite,
-//! benches, and a copy refused up front), and the same three are measured again: the fd
-//! and mapping counts must be equal, and RSS may grow by at most 4 MiB (the allocator
-//! keeps freed memory). Its own test binary, so no other test opens files meanwhile.
-//! The figures are printed (README, "Faults").
+//! benches of two jobs, each on its own thread, and a copy refused up front), and the same
+//! three are measured again: the fd and mapping counts must be equal, and RSS may grow by
+//! at most 4 MiB (the allocator keeps freed memory). Its own test binary, so no other test
+//! opens files meanwhile. The figures are printed (README, "Faults").
 
 #![cfg(test)]
 
@@ -86,6 +86,8 @@ fn bench_req(path: &Path, rw: Rw) -> BenchRequest {
         force: false,
         engine: EngineChoice::Auto,
         seed: 1,
+        // Two jobs: each bench also starts and joins two threads with their own rings.
+        jobs: 2,
     }
 }
 

@@ -44,6 +44,15 @@ pub enum BenchError {
     /// The queue refused a request (a bug if it happens).
     #[error("the I/O queue refused a request before it reached the kernel")]
     Push(#[source] PushError),
+    /// A job's thread could not be started; the jobs already running were stopped.
+    #[error("cannot start the thread of bench job {job}")]
+    Thread {
+        /// The job.
+        job: usize,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
     /// Waiting for io_uring completions failed.
     #[error("waiting for io_uring completions failed ({errno})")]
     Wait {

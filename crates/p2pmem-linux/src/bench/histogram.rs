@@ -90,6 +90,19 @@ impl Histogram {
         self.sum += u128::from(v);
     }
 
+    /// Adds every value recorded in `other`, as if each had been recorded here: the
+    /// merged percentiles are those of all the values together (how the jobs of one
+    /// bench are reported as one), never an average of percentiles.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (c, o) in self.counts.iter_mut().zip(&other.counts) {
+            *c += o;
+        }
+        self.total += other.total;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+    }
+
     /// Values recorded.
     pub fn len(&self) -> u64 {
         self.total
@@ -184,7 +197,62 @@ mod tests {
         assert_eq!(h.percentile(100.0), 10_000_000);
     }
 
+    #[test]
+    fn merging_is_recording_everything_in_one() {
+        // Two very different jobs: the merged median is neither job's median nor their
+        // average.
+        let (mut fast, mut slow) = (Histogram::new(), Histogram::new());
+        for v in 1..=900 {
+            fast.record(v);
+        }
+        for v in 0..100 {
+            slow.record(100_000 + v);
+        }
+        let mut all = fast.clone();
+        all.merge(&slow);
+        assert_eq!(all.len(), 1000);
+        assert_eq!(all.percentile(50.0), 500);
+        assert_eq!(all.percentile(90.0), 900);
+        assert!(all.percentile(99.0) >= 100_089);
+        assert_eq!((all.min(), all.max()), (1, 100_099));
+        // Merging an empty histogram changes nothing, and into an empty one copies.
+        let before = (all.len(), all.min(), all.max(), all.percentile(99.9));
+        all.merge(&Histogram::new());
+        assert_eq!(
+            before,
+            (all.len(), all.min(), all.max(), all.percentile(99.9))
+        );
+        let mut empty = Histogram::new();
+        empty.merge(&slow);
+        assert_eq!(
+            (empty.min(), empty.max(), empty.len()),
+            (100_000, 100_099, 100)
+        );
+    }
+
     proptest! {
+        #[test]
+        fn a_merge_has_the_percentiles_of_all_values_recorded_in_one(
+            parts in proptest::collection::vec(
+                proptest::collection::vec(any::<u64>().prop_map(|v| v >> (v % 64)), 0..100), 1..6),
+            p in 0.0f64..=100.0,
+        ) {
+            let mut merged = Histogram::new();
+            let mut one = Histogram::new();
+            for part in &parts {
+                let mut h = Histogram::new();
+                for &v in part {
+                    h.record(v);
+                    one.record(v);
+                }
+                merged.merge(&h);
+            }
+            prop_assert_eq!(merged.len(), one.len());
+            prop_assert_eq!(merged.percentile(p), one.percentile(p));
+            prop_assert_eq!((merged.min(), merged.max()), (one.min(), one.max()));
+            prop_assert_eq!(merged.mean().to_bits(), one.mean().to_bits());
+        }
+
         #[test]
         fn a_percentile_is_at_most_a_thousandth_above_the_exact_one(
             mut values in proptest::collection::vec(any::<u64>().prop_map(|v| v >> (v % 64)), 1..400),

@@ -11,6 +11,10 @@
 //! how many requests failed and where the first ones were. Only [`GIVE_UP_AFTER`]
 //! failures in a row with none completing in between (a path the kernel refuses, a
 //! device gone) stop the loop with the last error.
+//!
+//! Each job of a bench runs this loop on its own thread and queue. The jobs share two
+//! flags: the cancel flag (Ctrl-C) and `halt`, which a job that stops on an error sets so
+//! that the others start nothing more and end too, instead of running out their time.
 
 use super::histogram::Histogram;
 use super::offsets::Offsets;
@@ -48,19 +52,41 @@ pub const GIVE_UP_AFTER: u64 = 64;
 /// How many failed requests an [`Outcome`] keeps the details of.
 pub const KEPT_ERRORS: usize = 8;
 
+/// A failed request the loop kept the details of.
+#[derive(Debug)]
+pub struct Failed {
+    /// Its file offset.
+    pub file_off: u64,
+    /// The error.
+    pub source: io::Error,
+    /// When its completion was reaped (to order the failures of several jobs).
+    pub at: Instant,
+}
+
+/// The flags a loop shares with the other jobs of its bench and the signal handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Flags<'a> {
+    /// Set by SIGINT/SIGTERM: stop starting requests, reap, report `interrupted`.
+    pub cancel: &'a AtomicBool,
+    /// Set by a loop that stopped on an error: the others stop starting requests too.
+    pub halt: &'a AtomicBool,
+}
+
 /// What the loop did.
 #[derive(Debug)]
 pub struct Outcome {
     /// Requests that failed in the kernel (counted, not stopping the loop).
     pub errors: u64,
-    /// The first [`KEPT_ERRORS`] of them: file offset and error.
-    pub first_errors: Vec<(u64, io::Error)>,
+    /// The first [`KEPT_ERRORS`] of them.
+    pub first_errors: Vec<Failed>,
     /// Bytes moved by completed requests.
     pub bytes: u64,
     /// Requests completed.
     pub ios: u64,
     /// Their latencies in nanoseconds.
     pub latency_ns: Histogram,
+    /// When the first request was pushed.
+    pub started: Instant,
     /// From the first push to the last completion.
     pub elapsed: Duration,
     /// Why it stopped early, if it did.
@@ -86,19 +112,19 @@ pub struct Params {
     pub bs: usize,
     /// Requests in flight (and slots in the buffer).
     pub depth: usize,
-    /// How long to keep starting requests.
-    pub time: Duration,
+    /// When to stop starting requests (one instant for all the jobs of a bench).
+    pub until: Instant,
 }
 
 /// Runs the loop on `fd` (open with O_DIRECT) through `queue`, whose buffer holds at
-/// least `depth * bs` bytes. `cancel` is checked before each batch of pushes after the
-/// first.
+/// least `depth * bs` bytes. The flags are checked before each batch of pushes after
+/// the first (`halt` before the first too); a stop sets `halt`.
 pub fn run(
     queue: &mut dyn Queue,
     fd: BorrowedFd<'_>,
     p: Params,
     offsets: &mut Offsets,
-    cancel: &AtomicBool,
+    flags: Flags<'_>,
 ) -> Outcome {
     let concurrency = p.depth.min(queue.max_concurrency()).max(1);
     let mut free: Vec<usize> = (0..p.depth).rev().collect();
@@ -111,20 +137,24 @@ pub fn run(
         bytes: 0,
         ios: 0,
         latency_ns: Histogram::new(),
+        started: Instant::now(),
         elapsed: Duration::ZERO,
         stop: None,
         interrupted: false,
     };
     let mut tag = 0u64;
     let start = Instant::now();
-    let deadline = start + p.time;
+    out.started = start;
+    let deadline = p.until;
     loop {
-        if cancel.load(Ordering::Relaxed) {
+        if flags.cancel.load(Ordering::Relaxed) {
             out.interrupted = true;
         }
-        // The first batch always goes out, so every bench moves at least one request.
-        let issuing =
-            out.stop.is_none() && (tag == 0 || (!out.interrupted && Instant::now() < deadline));
+        // The first batch always goes out (unless another job failed already), so every
+        // bench moves at least one request.
+        let issuing = out.stop.is_none()
+            && !flags.halt.load(Ordering::Relaxed)
+            && (tag == 0 || (!out.interrupted && Instant::now() < deadline));
         while issuing && flight.len() < concurrency {
             let Some(slot) = free.pop() else { break };
             let file_off = offsets.next_offset();
@@ -188,10 +218,17 @@ pub fn run(
                             source,
                         });
                     } else if out.first_errors.len() < KEPT_ERRORS {
-                        out.first_errors.push((f.file_off, source));
+                        out.first_errors.push(Failed {
+                            file_off: f.file_off,
+                            source,
+                            at: now,
+                        });
                     }
                 }
             }
+        }
+        if out.stop.is_some() {
+            flags.halt.store(true, Ordering::Relaxed);
         }
     }
     out.elapsed = start.elapsed();
@@ -261,14 +298,18 @@ mod tests {
             dir: Dir::Read,
             bs: 4096,
             depth: 4,
-            time,
+            until: Instant::now() + time,
         };
+        let (cancel, halt) = (AtomicBool::new(false), AtomicBool::new(false));
         run(
             &mut q,
             rustix::fd::AsFd::as_fd(&null),
             p,
             &mut offsets,
-            &AtomicBool::new(false),
+            Flags {
+                cancel: &cancel,
+                halt: &halt,
+            },
         )
     }
 
@@ -280,9 +321,84 @@ mod tests {
         assert!(out.errors >= 2, "{}", out.errors);
         // Sequential offsets wrap around: every pass fails the same two.
         assert_eq!(out.first_errors.len(), KEPT_ERRORS.min(out.errors as usize));
-        assert_eq!(out.first_errors[0].0, 8192);
-        assert_eq!(out.first_errors[1].0, 40960);
+        assert_eq!(out.first_errors[0].file_off, 8192);
+        assert_eq!(out.first_errors[1].file_off, 40960);
         assert_eq!(out.bytes, out.ios * 4096);
+    }
+
+    /// Runs one scripted job per entry of `bad` on its own thread, sharing the flags.
+    fn run_jobs(bad: Vec<Vec<u64>>, time: Duration) -> Vec<Outcome> {
+        let (cancel, halt) = (AtomicBool::new(false), AtomicBool::new(false));
+        let flags = Flags {
+            cancel: &cancel,
+            halt: &halt,
+        };
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let fd = rustix::fd::AsFd::as_fd(&null);
+        let p = Params {
+            dir: Dir::Read,
+            bs: 4096,
+            depth: 4,
+            until: Instant::now() + time,
+        };
+        std::thread::scope(|s| {
+            let jobs: Vec<_> = bad
+                .into_iter()
+                .map(|bad| {
+                    s.spawn(move || {
+                        let mut q = Scripted {
+                            bad,
+                            done: Vec::new(),
+                        };
+                        let region = Region {
+                            start: 0,
+                            end: 64 * 4096,
+                        };
+                        let mut offsets = Offsets::new(region, 4096, false, 1).unwrap();
+                        run(&mut q, fd, p, &mut offsets, flags)
+                    })
+                })
+                .collect();
+            jobs.into_iter().map(|j| j.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn errors_are_counted_per_job_and_a_job_with_bad_blocks_stops_no_one() {
+        let out = run_jobs(
+            vec![vec![], vec![8192], vec![], vec![4096, 12288]],
+            Duration::from_millis(50),
+        );
+        for (i, o) in out.iter().enumerate() {
+            assert!(o.stop.is_none(), "job {i}: {:?}", o.stop);
+            assert!(o.ios > 100, "job {i} went on: {}", o.ios);
+        }
+        assert_eq!((out[0].errors, out[2].errors), (0, 0));
+        assert!(out[1].errors >= 1 && out[3].errors >= 2);
+        assert_eq!(out[3].first_errors[0].file_off, 4096);
+        assert_eq!(out[3].first_errors[1].file_off, 12288);
+    }
+
+    #[test]
+    fn a_job_that_gives_up_stops_the_others_at_once() {
+        let all: Vec<u64> = (0..64).map(|i| i * 4096).collect();
+        let started = Instant::now();
+        let out = run_jobs(vec![vec![], all, vec![], vec![]], Duration::from_secs(30));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no job ran out its time"
+        );
+        assert!(
+            matches!(out[1].stop, Some(Stop::Io { .. })),
+            "{:?}",
+            out[1].stop
+        );
+        assert_eq!(out[1].errors, GIVE_UP_AFTER);
+        for i in [0, 2, 3] {
+            assert!(out[i].stop.is_none(), "job {i}: {:?}", out[i].stop);
+            assert_eq!(out[i].errors, 0);
+            assert!(!out[i].interrupted, "halted, not interrupted");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! never created), the region checked against its block size and size, and the data a
 //! write bench writes.
 
-use super::{params, BenchError, BenchRequest, Offsets, Region};
+use super::{params, shares, BenchError, BenchRequest, JobShare, Offsets, Region};
 use crate::copy::{refuse_in_use, stat_error, Endpoint, MAX_CHUNK};
 use crate::p2pbuf::{CpuAccessError, DmaBuffer};
 use rustix::io::Errno;
@@ -39,8 +39,11 @@ pub(super) fn open(
     Ok(ep)
 }
 
-/// The region and its offsets, checked against the device.
-pub(super) fn region(req: &BenchRequest, ep: &Endpoint) -> Result<(Region, Offsets), BenchError> {
+/// The region, checked against the device, and each job's share of it.
+pub(super) fn region(
+    req: &BenchRequest,
+    ep: &Endpoint,
+) -> Result<(Region, Vec<JobShare>), BenchError> {
     let block = u64::from(ep.alignment().offset_align.max(1));
     if req.bs == 0 || req.bs > MAX_CHUNK || !req.bs.is_multiple_of(block) {
         return Err(params(format!(
@@ -80,13 +83,32 @@ pub(super) fn region(req: &BenchRequest, ep: &Endpoint) -> Result<(Region, Offse
         start: req.offset,
         end,
     };
-    let offsets = Offsets::new(region, req.bs, req.rw.random(), req.seed).ok_or_else(|| {
-        params(format!(
+    let requests = len / req.bs;
+    if requests == 0 {
+        return Err(params(format!(
             "the region {}..{} ({len} bytes) holds no whole {}-byte request",
             region.start, region.end, req.bs
+        )));
+    }
+    let shares = shares(region, req.bs, req.jobs, req.rw.random(), req.seed).ok_or_else(|| {
+        params(format!(
+            "the region {}..{} holds {requests} whole {}-byte request(s), fewer than the {} \
+             jobs: each sequential job walks its own slice of the region; lower --jobs or \
+             --bs, or give a larger --size",
+            region.start, region.end, req.bs, req.jobs
         ))
     })?;
-    Ok((region, offsets))
+    Ok((region, shares))
+}
+
+/// One job's offsets.
+pub(super) fn offsets(req: &BenchRequest, share: JobShare) -> Result<Offsets, BenchError> {
+    Offsets::new(share.region, req.bs, req.rw.random(), share.seed).ok_or_else(|| {
+        params(format!(
+            "the job's region {}..{} holds no whole {}-byte request",
+            share.region.start, share.region.end, req.bs
+        ))
+    })
 }
 
 /// Fills the buffer with pseudo-random bytes (what a write bench writes), a MiB at a

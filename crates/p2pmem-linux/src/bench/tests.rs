@@ -3,13 +3,13 @@
 //! and losetup are there (else SKIPPED, said on stderr). Nothing here asserts a speed.
 
 use super::*;
-use crate::testing::support::{loop_device, scratch};
+use crate::testing::support::loop_device;
 use p2pmem_model::Bdf;
 use std::sync::atomic::Ordering;
 
 macro_rules! scratch_or_skip {
     () => {
-        match scratch() {
+        match $crate::testing::support::scratch() {
             Some(d) => d,
             None => {
                 crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
@@ -18,8 +18,9 @@ macro_rules! scratch_or_skip {
         }
     };
 }
+pub(super) use scratch_or_skip;
 
-fn request(path: &Path, rw: Rw) -> BenchRequest {
+pub(super) fn request(path: &Path, rw: Rw) -> BenchRequest {
     BenchRequest {
         path: path.to_path_buf(),
         rw,
@@ -32,14 +33,15 @@ fn request(path: &Path, rw: Rw) -> BenchRequest {
         force: false,
         engine: EngineChoice::Auto,
         seed: 1,
+        jobs: 1,
     }
 }
 
-fn bench(root: &Path, req: &BenchRequest) -> Result<BenchReport, BenchError> {
+pub(super) fn bench(root: &Path, req: &BenchRequest) -> Result<BenchReport, BenchError> {
     prepare(root, req)?.run(&AtomicBool::new(false))
 }
 
-fn file(dir: &Path, name: &str, len: usize, byte: u8) -> PathBuf {
+pub(super) fn file(dir: &Path, name: &str, len: usize, byte: u8) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, vec![byte; len]).unwrap();
     p

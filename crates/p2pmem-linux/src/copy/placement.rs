@@ -41,6 +41,28 @@ pub enum PlacementError {
     /// The p2pmem buffer could not be mapped.
     #[error(transparent)]
     P2pBuffer(#[from] P2pBufferError),
+    /// The provider's pool cannot supply one buffer per job (`bench --jobs`), even at
+    /// depth 1.
+    #[error(
+        "the p2pmem of {provider} cannot hold {jobs} jobs' buffers: each job maps its own \
+         (depth x {unit} bytes), and even {jobs} x 1 x {unit} bytes could not be mapped \
+         (available: {}): lower --jobs, --depth or --bs, free the provider's memory, or use \
+         --via host",
+        available.map_or_else(|| "unknown".to_string(), |a| format!("{a} bytes"))
+    )]
+    JobsDoNotFit {
+        /// The provider.
+        provider: Bdf,
+        /// Jobs asked for.
+        jobs: usize,
+        /// Bytes per request.
+        unit: u64,
+        /// The provider's `p2pmem/available` when it could be read.
+        available: Option<u64>,
+        /// The refused mapping.
+        #[source]
+        source: Box<P2pBufferError>,
+    },
     /// The host buffer could not be allocated.
     #[error(transparent)]
     HostBuffer(#[from] HostBufferError),
@@ -82,6 +104,16 @@ pub(crate) struct BufferSpec<'a> {
     pub host_fallback: Option<&'a str>,
 }
 
+/// Placed buffers, one per job.
+pub(crate) struct PlacedJobs {
+    /// The buffers, each `depth * unit` bytes.
+    pub buffers: Vec<Box<dyn DmaBuffer>>,
+    /// Requests in flight each holds (lower than asked when the p2pmem pool was short).
+    pub depth: usize,
+    /// Set when the p2pmem could not be mapped and the buffers are in host memory instead.
+    pub fell_back: Option<FellBack>,
+}
+
 /// A placed buffer.
 pub(crate) struct Placed {
     /// The buffer.
@@ -106,25 +138,57 @@ pub(crate) fn place_buffer(
     spec: BufferSpec<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Placed, PlacementError> {
-    let host = |depth| -> Result<Box<dyn DmaBuffer>, PlacementError> {
-        Ok(Box::new(host_buffer(spec.unit, depth)?))
+    let PlacedJobs {
+        mut buffers,
+        depth,
+        fell_back,
+    } = place_buffers(root, spec, 1, notes)?;
+    // One job: one buffer (an empty list cannot come back; said as the allocation).
+    let buffer = buffers.pop().ok_or(HostBufferError {
+        len: buffer_len(spec.unit, depth),
+    })?;
+    Ok(Placed {
+        buffer,
+        depth,
+        fell_back,
+    })
+}
+
+/// Maps one buffer per job, each as `spec` describes, all in the same place and at the
+/// same depth: all in the provider's p2pmem (the depth halved for all while the pool
+/// cannot supply one piece per job), or all in host memory. Notes a reduced depth.
+pub(crate) fn place_buffers(
+    root: &Path,
+    spec: BufferSpec<'_>,
+    jobs: usize,
+    notes: &mut Vec<String>,
+) -> Result<PlacedJobs, PlacementError> {
+    let host = |depth| -> Result<Vec<Box<dyn DmaBuffer>>, PlacementError> {
+        (0..jobs)
+            .map(|_| Ok(Box::new(host_buffer(spec.unit, depth)?) as Box<dyn DmaBuffer>))
+            .collect()
     };
     let Some(provider) = spec.provider else {
-        return Ok(Placed {
-            buffer: host(spec.depth)?,
+        return Ok(PlacedJobs {
+            buffers: host(spec.depth)?,
             depth: spec.depth,
             fell_back: None,
         });
     };
-    match map_p2p(root, provider, spec.unit, spec.depth, spec.units, notes) {
-        Ok((buffer, depth)) => Ok(Placed {
-            buffer: Box::new(buffer),
+    match map_p2p(
+        root, provider, spec.unit, spec.depth, jobs, spec.units, notes,
+    ) {
+        Ok((buffers, depth)) => Ok(PlacedJobs {
+            buffers: buffers
+                .into_iter()
+                .map(|b| Box::new(b) as Box<dyn DmaBuffer>)
+                .collect(),
             depth,
             fell_back: None,
         }),
         Err(e) => match spec.host_fallback {
-            Some(rest) => Ok(Placed {
-                buffer: host(spec.depth)?,
+            Some(rest) => Ok(PlacedJobs {
+                buffers: host(spec.depth)?,
                 depth: spec.depth,
                 fell_back: Some(FellBack {
                     reason: format!("host memory: the p2pmem of {provider} could not be mapped"),
@@ -136,28 +200,67 @@ pub(crate) fn place_buffer(
     }
 }
 
-/// Maps `depth * unit` bytes of `provider`'s p2pmem, halving the depth while the pool
-/// cannot supply one contiguous piece (ENOMEM).
+/// Maps `jobs` buffers of `depth * unit` bytes of `provider`'s p2pmem, halving the depth
+/// of all while the pool cannot supply one contiguous piece per job (ENOMEM).
 fn map_p2p(
     root: &Path,
     provider: Bdf,
     unit: u64,
     depth: usize,
+    jobs: usize,
     units: &str,
     notes: &mut Vec<String>,
-) -> Result<(P2pBuffer, usize), PlacementError> {
-    let (buffer, d) = halving_depth(
+) -> Result<(Vec<P2pBuffer>, usize), PlacementError> {
+    let (buffers, d) = map_jobs(
+        jobs,
         depth,
         |d| P2pBuffer::map(root, provider, buffer_len(unit, d)),
         |e| e.mmap_errno() == Some(Errno::NOMEM.raw_os_error()),
-    )?;
+    )
+    .map_err(|e| match e {
+        P2pBufferError::Mmap { available, .. }
+            if jobs > 1 && e.mmap_errno() == Some(Errno::NOMEM.raw_os_error()) =>
+        {
+            PlacementError::JobsDoNotFit {
+                provider,
+                jobs,
+                unit,
+                available,
+                source: Box::new(e),
+            }
+        }
+        e => e.into(),
+    })?;
     if d != depth {
-        notes.push(format!(
-            "the p2pmem pool of {provider} could not supply {depth} {units} in one piece; \
-             using depth {d}"
-        ));
+        notes.push(if jobs == 1 {
+            format!(
+                "the p2pmem pool of {provider} could not supply {depth} {units} in one piece; \
+                 using depth {d}"
+            )
+        } else {
+            format!(
+                "the p2pmem pool of {provider} could not supply {jobs} pieces (one per job) of \
+                 {depth} {units}; using depth {d} in every job"
+            )
+        });
     }
-    Ok((buffer, d))
+    Ok((buffers, d))
+}
+
+/// One `map(d)` per job for `d = depth, depth / 2, ...`: while one fails `short` and
+/// `d > 1`, what was mapped is dropped and the depth halved. Every job gets the same
+/// depth; the last error when even depth 1 does not fit.
+fn map_jobs<B, E>(
+    jobs: usize,
+    depth: usize,
+    mut map: impl FnMut(usize) -> Result<B, E>,
+    short: impl Fn(&E) -> bool,
+) -> Result<(Vec<B>, usize), E> {
+    halving_depth(
+        depth,
+        |d| (0..jobs).map(|_| map(d)).collect::<Result<Vec<B>, E>>(),
+        short,
+    )
 }
 
 /// Calls `map(d)` for `d = depth, depth / 2, ...` while it fails `short` (the pool has
@@ -261,6 +364,96 @@ mod tests {
         );
         assert_eq!(got, Err("short"));
         assert_eq!(tried, [5, 2, 1]);
+    }
+
+    #[test]
+    fn every_job_gets_a_buffer_at_one_depth_or_the_last_error() {
+        // A pool of 20 units: 4 jobs fit at depth 4 (16), not at 8 (32); what was mapped
+        // at depth 8 is given back before trying depth 4.
+        let pool = std::cell::Cell::new(20usize);
+        let mut tried = Vec::new();
+        struct Piece<'a>(usize, &'a std::cell::Cell<usize>);
+        impl Drop for Piece<'_> {
+            fn drop(&mut self) {
+                self.1.set(self.1.get() + self.0);
+            }
+        }
+        let got = map_jobs(
+            4,
+            8,
+            |d| {
+                tried.push(d);
+                if pool.get() >= d {
+                    pool.set(pool.get() - d);
+                    Ok(Piece(d, &pool))
+                } else {
+                    Err("short")
+                }
+            },
+            |e| *e == "short",
+        )
+        .unwrap();
+        assert_eq!(got.1, 4);
+        assert_eq!(got.0.len(), 4);
+        assert!(got.0.iter().all(|p| p.0 == 4));
+        assert_eq!(pool.get(), 4);
+        assert_eq!(tried, [8, 8, 4, 4, 4, 4]);
+        drop(got);
+        assert_eq!(pool.get(), 20, "everything given back");
+        // 32 jobs do not fit even at depth 1: the error, and nothing kept.
+        let r = map_jobs(
+            32,
+            8,
+            |d| {
+                if pool.get() >= d {
+                    pool.set(pool.get() - d);
+                    Ok(Piece(d, &pool))
+                } else {
+                    Err("short")
+                }
+            },
+            |e| *e == "short",
+        );
+        assert!(matches!(r, Err("short")));
+        assert_eq!(pool.get(), 20);
+    }
+
+    #[test]
+    fn jobs_that_do_not_fit_say_available_and_what_to_lower() {
+        let e = PlacementError::JobsDoNotFit {
+            provider: "0000:03:00.0".parse().unwrap(),
+            jobs: 8,
+            unit: 1 << 20,
+            available: Some(4 << 20),
+            source: Box::new(P2pBufferError::ZeroLength { path: "/x".into() }),
+        };
+        let text = e.to_string();
+        assert!(text.contains("cannot hold 8 jobs' buffers"), "{text}");
+        assert!(text.contains("available: 4194304 bytes"), "{text}");
+        assert!(text.contains("lower --jobs, --depth or --bs"), "{text}");
+    }
+
+    #[test]
+    fn several_jobs_get_one_host_buffer_each() {
+        let root = tempfile::tempdir().unwrap();
+        let placed = place_buffers(
+            root.path(),
+            BufferSpec {
+                provider: None,
+                unit: 4096,
+                depth: 2,
+                units: "buffers",
+                host_fallback: None,
+            },
+            3,
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(placed.buffers.len(), 3);
+        assert!(placed.buffers.iter().all(|b| b.len() == 2 * 4096));
+        let addrs: std::collections::BTreeSet<usize> =
+            placed.buffers.iter().map(|b| b.as_ptr() as usize).collect();
+        assert_eq!(addrs.len(), 3, "separate buffers");
     }
 
     #[test]

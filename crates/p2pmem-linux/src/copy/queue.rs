@@ -63,7 +63,7 @@ pub enum PushError {
 }
 
 /// An I/O queue over one owned buffer.
-pub trait Queue {
+pub trait Queue: Send {
     /// Which engine this is, for reports.
     fn name(&self) -> &'static str;
     /// Where the buffer lives.
