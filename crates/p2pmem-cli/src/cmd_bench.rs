@@ -1,5 +1,6 @@
 //! `p2pmem bench DEVICE`: throughput, IOPS and latency percentiles of O_DIRECT reads or
-//! writes on one device, with the buffers in host memory or a provider's p2pmem.
+//! writes on one device, with the buffers in host memory or a provider's p2pmem; with
+//! `--jobs N`, N queues at once (fio's `numjobs` with `group_reporting`).
 //!
 //! Exit status: 0 measured (also after Ctrl-C: the report covers the time it ran and
 //! says `interrupted`); 1 measured, but some requests failed (counted, as fio's
@@ -11,7 +12,7 @@ use crate::cmd_copy::parse_size;
 use crate::output::{print_json, size};
 use crate::Common;
 use clap::Args;
-use p2pmem_linux::bench::{prepare, BenchReport, BenchRequest, Rw};
+use p2pmem_linux::bench::{prepare, BenchReport, BenchRequest, Rw, MAX_JOBS};
 use p2pmem_linux::copy::{EngineChoice, Via};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -35,9 +36,19 @@ unless --force, and never create or extend a file.\n\n\
 A request that fails in the kernel is counted and the bench goes on (fio's \
 continue_on_error=io): the report gives the count and the first failures' offsets and \
 errnos; 64 failures in a row with none completing stop it with the error.\n\n\
+--jobs N runs N jobs at once, as fio's numjobs with group_reporting: each job has its own \
+thread, io_uring queue and DEPTH x BS buffers (all in host memory or all in the provider's \
+p2pmem), and all stop together. A sequential job walks its own slice of the region (fio's \
+offset_increment: consecutive slices of whole requests, the first ones one request longer \
+when they do not divide evenly); a random job draws over the whole region with its own seed \
+(job 0's is --seed). The report is the total over all jobs (latency percentiles of all \
+requests together); --verbose adds a line per job, also printed when the slowest job moved \
+less than half as much as the fastest. Failed requests are counted over all jobs; 64 in a \
+row in one job stop every job.\n\n\
 Exit status: 0 measured (also after Ctrl-C, marked interrupted); 1 measured, but some \
 requests failed; 2 error.\n\n\
 Examples:\n  p2pmem bench /dev/nvme0n1 --rw randread --bs 4K --depth 32 --time 10\n  \
+p2pmem bench /dev/nvme0n1 --rw randread --bs 4K --depth 32 --jobs 4 --verbose\n  \
 p2pmem bench /dev/nvme1n1 --via 0000:03:00.0 --rw write --bs 1M --json\n  \
 p2pmem bench disk.img --via host --rw read --size 256M"
 )]
@@ -74,6 +85,12 @@ pub struct BenchArgs {
     /// Seed of the random offsets.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
+    /// Jobs at once (1 to 64; fio's numjobs), each with its own queue and buffers.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_jobs)]
+    pub jobs: usize,
+    /// Also print each job's figures.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Diagnostic: the I/O engine, `auto` (io_uring, else pread/pwrite), `uring` or
     /// `sync`. Also read from P2PMEM_ENGINE.
     #[arg(long, value_name = "auto|uring|sync", value_parser = parse_engine)]
@@ -90,6 +107,16 @@ fn parse_rw(s: &str) -> Result<Rw, String> {
 
 fn parse_engine(s: &str) -> Result<EngineChoice, String> {
     s.parse()
+}
+
+/// `--jobs`: 1 to [`MAX_JOBS`].
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_JOBS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "'{s}': the jobs must be a whole number from 1 to {MAX_JOBS}"
+        )),
+    }
 }
 
 /// `10`, `0.5`, `2.5s`: seconds, more than 0 and at most a day.
@@ -127,15 +154,54 @@ fn cancel_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-fn print_text(r: &BenchReport, reason: &str, model: &[String]) {
+/// Whether the jobs disagree enough to show each: the slowest moved less than half as
+/// many bytes as the fastest.
+fn jobs_disagree(r: &BenchReport) -> bool {
+    let moved = r.per_job.iter().map(|j| j.bytes);
+    match (moved.clone().min(), moved.max()) {
+        (Some(lo), Some(hi)) => r.per_job.len() > 1 && lo.saturating_mul(2) < hi,
+        _ => false,
+    }
+}
+
+fn print_jobs(r: &BenchReport) {
+    for j in &r.per_job {
+        let l = j.latency_us;
+        println!(
+            "  job {:<9} {:.2} s, {:.0} IOPS, {:.1} MiB/s ({} moved), p50 {:.1} p99 {:.1} us, bytes {}..{}{}{}",
+            j.job,
+            j.seconds,
+            j.iops,
+            j.mib_per_s,
+            size(j.bytes),
+            l.p50,
+            l.p99,
+            j.region.start,
+            j.region.end,
+            j.seed.map(|s| format!(", seed {s}")).unwrap_or_default(),
+            if j.errors > 0 {
+                format!(", {} FAILED", j.errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+fn print_text(r: &BenchReport, reason: &str, model: &[String], verbose: bool) {
     println!(
-        "{} {}: {} requests of {}, depth {}, {}",
+        "{} {}: {} requests of {}, depth {}, {}{}",
         r.rw,
         r.device.display(),
         r.ios,
         size(r.bs),
         r.depth,
-        r.engine
+        r.engine,
+        if r.jobs > 1 {
+            format!(", {} jobs (totals)", r.jobs)
+        } else {
+            String::new()
+        }
     );
     println!(
         "  {:.2} s, {:.0} IOPS, {:.1} MiB/s ({} moved){}",
@@ -156,6 +222,15 @@ fn print_text(r: &BenchReport, reason: &str, model: &[String]) {
         r.region.end,
         size(r.region.len())
     );
+    let disagree = jobs_disagree(r);
+    if disagree {
+        println!(
+            "  jobs          DISAGREE: the slowest moved less than half as much as the fastest"
+        );
+    }
+    if verbose || disagree {
+        print_jobs(r);
+    }
     println!("  buffer        {reason}");
     if r.errors > 0 {
         println!(
@@ -202,6 +277,7 @@ pub fn run(common: &Common, args: &BenchArgs) -> anyhow::Result<i32> {
         force: args.force,
         engine,
         seed: args.seed,
+        jobs: args.jobs,
     };
     let prepared = prepare(&common.root, &req)?;
     for w in &prepared.route().warnings {
@@ -232,15 +308,25 @@ pub fn run(common: &Common, args: &BenchArgs) -> anyhow::Result<i32> {
             },
         )?;
     } else {
-        print_text(&report, &route.reason, &route.model);
+        print_text(&report, &route.reason, &route.model, args.verbose);
     }
     Ok(if report.errors > 0 { 1 } else { 0 })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_secs;
+    use super::{parse_jobs, parse_secs};
     use std::time::Duration;
+
+    #[test]
+    fn jobs_parse() {
+        assert_eq!(parse_jobs("1"), Ok(1));
+        assert_eq!(parse_jobs("64"), Ok(64));
+        for bad in ["0", "65", "-1", "four", "1.5", ""] {
+            let e = parse_jobs(bad).unwrap_err();
+            assert!(e.contains("from 1 to 64"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn seconds_parse() {
