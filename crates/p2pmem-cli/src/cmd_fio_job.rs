@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use p2pmem_linux::bench::Rw;
 use p2pmem_linux::p2pbuf::pci_device_dir;
-use p2pmem_linux::resolve::{resolve_client, ClientKind};
+use p2pmem_linux::resolve::{block_device_bytes, resolve_client, ClientKind};
 use p2pmem_linux::system::{Scope, System};
 use p2pmem_model::distance::MapType;
 use p2pmem_model::size::parse_size;
@@ -52,6 +52,11 @@ fio p2p.fio`.\n\n\
 A pair the kernel refuses is refused here too (exit 1), since fio would get the kernel's \
 errno (EREMOTEIO or EINVAL); --force prints the job anyway. Write patterns overwrite DEVICE \
 and need --force.\n\n\
+--numjobs N (or --jobs N, as `p2pmem bench`) runs N jobs with group_reporting, the workload \
+of `p2pmem bench --jobs N`: random jobs each draw over the whole region (the first --size \
+bytes, else the device), each with its own seed; sequential jobs each walk their own \
+consecutive slice of it (size and offset_increment: the region divided by N, in whole \
+requests).\n\n\
 Exit status: 0 job printed, 1 the kernel refuses the pair, 2 error.\n\n\
 Examples:\n  p2pmem fio-job 0000:03:00.0 nvme1n1\n  \
 p2pmem fio-job 0000:03:00.0 /dev/nvme1n1 --rw randread --bs 4K --iodepth 32 --numjobs 4\n  \
@@ -72,10 +77,12 @@ pub struct FioJobArgs {
     /// Requests in flight per job (fio's `iodepth`).
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub iodepth: u32,
-    /// Jobs running at once (fio's `numjobs`), each with its own buffers.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Jobs running at once (fio's `numjobs`, reported as one group), each with its own
+    /// buffers.
+    #[arg(long, visible_alias = "jobs", value_name = "N", default_value_t = 1)]
     pub numjobs: u32,
-    /// Bytes of the device each job covers (fio's `size`); default: the whole device.
+    /// Bytes of the device the jobs cover, from its start; default: the whole device.
+    /// Random jobs each draw over all of it; sequential jobs split it (see below).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub size: Option<u64>,
     /// Seconds to run (fio's `runtime` with `time_based`).
@@ -118,10 +125,59 @@ pub struct JobSpec {
     pub iodepth: u32,
     /// fio's `numjobs`.
     pub numjobs: u32,
-    /// fio's `size`, when given.
+    /// The region the jobs cover (`--size`), when given.
     pub size: Option<u64>,
     /// fio's `runtime` (seconds, time based).
     pub runtime: u64,
+}
+
+/// What each job of a fio job covers: fio's `size` and `offset_increment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct JobLayout {
+    /// fio's `size`: bytes each job covers; `None`: the whole device.
+    pub job_size: Option<u64>,
+    /// fio's `offset_increment`: where job `i` starts is `i` times this; `None`: every
+    /// job starts at 0.
+    pub offset_increment: Option<u64>,
+    /// Bytes at the end of the region no sequential job reaches (fewer than one request
+    /// per job; `p2pmem bench` gives them to its first jobs).
+    pub unreached: u64,
+}
+
+/// How the jobs share the region of `region` bytes (`None`: unknown, the whole device):
+/// random jobs, or a single one, cover all of it; sequential jobs get consecutive equal
+/// slices of whole requests, as `p2pmem bench --jobs` does. The error says what to change.
+pub fn layout(spec: &JobSpec, region: Option<u64>) -> Result<JobLayout, String> {
+    if spec.rw.random() || spec.numjobs <= 1 {
+        return Ok(JobLayout {
+            job_size: spec.size,
+            offset_increment: None,
+            unreached: 0,
+        });
+    }
+    let Some(region) = region else {
+        return Err(format!(
+            "the size of the device is unknown, so its {} sequential jobs cannot be given \
+             their slices: give --size",
+            spec.numjobs
+        ));
+    };
+    let requests = region / spec.bs;
+    let per_job = requests / u64::from(spec.numjobs);
+    if per_job == 0 {
+        return Err(format!(
+            "the region of {region} bytes holds {requests} request(s) of {} bytes, fewer than \
+             the {} sequential jobs (each walks its own slice): lower --numjobs or --bs, or \
+             give a larger --size",
+            spec.bs, spec.numjobs
+        ));
+    }
+    let slice = per_job * spec.bs;
+    Ok(JobLayout {
+        job_size: Some(slice),
+        offset_increment: Some(slice),
+        unreached: region - slice * u64::from(spec.numjobs),
+    })
 }
 
 /// Checks the numbers and that every job's buffers fit `available`; the error says what
@@ -193,6 +249,8 @@ struct FioJobJson<'a> {
     allocate: String,
     #[serde(flatten)]
     spec: &'a JobSpec,
+    #[serde(flatten)]
+    layout: JobLayout,
     buffer_bytes_per_job: u64,
     buffer_bytes: u64,
     available: Option<u64>,
@@ -236,6 +294,7 @@ fn job_text(
     filename: &str,
     allocate: &str,
     spec: &JobSpec,
+    layout: JobLayout,
     report: &CheckReport,
     warnings: &[String],
     (per_job, total, available): (u64, u64, u64),
@@ -276,6 +335,24 @@ fn job_text(
         size(total),
         size(available)
     )?;
+    if let Some(inc) = layout.offset_increment {
+        writeln!(
+            j,
+            "# {} sequential jobs, each on its own {} of the device (job i starts at i x {}){}",
+            spec.numjobs,
+            size(inc),
+            size(inc),
+            if layout.unreached > 0 {
+                format!(
+                    "; the last {} bytes of the region are left out (p2pmem bench gives them \
+                     to its first jobs)",
+                    layout.unreached
+                )
+            } else {
+                String::new()
+            }
+        )?;
+    }
     for w in warnings {
         writeln!(j, "# WARNING: {w}")?;
     }
@@ -305,8 +382,11 @@ fn job_text(
     writeln!(j, "bs={}", fio_size(spec.bs))?;
     writeln!(j, "iodepth={}", spec.iodepth)?;
     writeln!(j, "numjobs={}", spec.numjobs)?;
-    if let Some(s) = spec.size {
+    if let Some(s) = layout.job_size {
         writeln!(j, "size={}", fio_size(s))?;
+    }
+    if let Some(inc) = layout.offset_increment {
+        writeln!(j, "offset_increment={}", fio_size(inc))?;
     }
     writeln!(j, "runtime={}", spec.runtime)?;
     writeln!(j, "time_based=1")?;
@@ -320,11 +400,11 @@ fn job_text(
     Ok(j)
 }
 
-/// The block device behind `name`, as `/dev/NAME`.
+/// The block device behind `name`: its name (`nvme1n1`).
 fn block_device(sys: &System, name: &str) -> anyhow::Result<String> {
     let client = resolve_client(sys, name).context("DEVICE")?;
     match client.kind {
-        ClientKind::Block { name, .. } => Ok(format!("/dev/{name}")),
+        ClientKind::Block { name, .. } => Ok(name),
         _ => bail!(
             "DEVICE '{name}' is not a block device: fio reads and writes a block device such as \
              nvme0n1 or /dev/nvme0n1 (see `p2pmem topo`)"
@@ -339,7 +419,8 @@ pub fn run(common: &Common, args: &FioJobArgs) -> anyhow::Result<i32> {
         providers: false,
     };
     let sys = load_scoped(common, &scope)?;
-    let filename = block_device(&sys, &args.device)?;
+    let disk = block_device(&sys, &args.device)?;
+    let filename = format!("/dev/{disk}");
     let (report, check) = check_report(&sys, &args.provider, std::slice::from_ref(&args.device))?;
     let provider = check.provider;
     let Some(p2pmem) = sys.topology.get(&provider).and_then(|f| f.p2pmem) else {
@@ -363,6 +444,11 @@ pub fn run(common: &Common, args: &FioJobArgs) -> anyhow::Result<i32> {
     };
     let (per_job, total) =
         check_fit(&spec, p2pmem.available).map_err(|e| anyhow::anyhow!("{provider}: {e}"))?;
+    let region = match spec.size {
+        Some(s) => Some(s),
+        None => block_device_bytes(&common.root, &disk).ok(),
+    };
+    let shares = layout(&spec, region).map_err(|e| anyhow::anyhow!("{filename}: {e}"))?;
     let available = p2pmem.available.unwrap_or(0);
     let mut warnings = Vec::new();
     if args.rw.writes() {
@@ -419,6 +505,7 @@ pub fn run(common: &Common, args: &FioJobArgs) -> anyhow::Result<i32> {
             &filename,
             &allocate,
             &spec,
+            shares,
             &report,
             &warnings,
             (per_job, total, available),
@@ -438,6 +525,7 @@ pub fn run(common: &Common, args: &FioJobArgs) -> anyhow::Result<i32> {
                 filename: filename.clone(),
                 allocate,
                 spec: &spec,
+                layout: shares,
                 buffer_bytes_per_job: per_job,
                 buffer_bytes: total,
                 available: p2pmem.available,
@@ -526,6 +614,48 @@ mod tests {
         let mut s = spec(4096, 8, 1);
         s.runtime = 0;
         assert!(check_fit(&s, avail).is_err());
+    }
+
+    #[test]
+    fn sequential_jobs_get_equal_slices_random_ones_the_whole_region() {
+        let mut s = spec(4096, 8, 4);
+        // 1 MiB for 4 sequential jobs: 256 KiB each, at 0, 256K, 512K, 768K.
+        let l = layout(&s, Some(1 << 20)).unwrap();
+        assert_eq!(
+            l,
+            JobLayout {
+                job_size: Some(256 << 10),
+                offset_increment: Some(256 << 10),
+                unreached: 0
+            }
+        );
+        // 259 requests for 4 jobs: 64 each, 3 left out (bench gives them to jobs 0-2).
+        let l = layout(&s, Some(259 * 4096)).unwrap();
+        assert_eq!(l.job_size, Some(64 * 4096));
+        assert_eq!(l.unreached, 3 * 4096);
+        assert!(layout(&s, Some(3 * 4096))
+            .unwrap_err()
+            .contains("fewer than the 4"));
+        assert!(layout(&s, None).unwrap_err().contains("give --size"));
+        // Random jobs, and one job: fio's size is the region as given.
+        s.size = Some(1 << 30);
+        s.rw = Rw::RandRead;
+        let l = layout(&s, Some(1 << 30)).unwrap();
+        assert_eq!((l.job_size, l.offset_increment), (Some(1 << 30), None));
+        let one = JobSpec {
+            rw: Rw::Read,
+            numjobs: 1,
+            size: None,
+            ..s
+        };
+        assert_eq!(
+            layout(&one, None).unwrap(),
+            JobLayout {
+                job_size: None,
+                offset_increment: None,
+                unreached: 0
+            }
+        );
     }
 
     #[test]

@@ -197,6 +197,81 @@ fn write_patterns_need_force_and_say_so_in_the_job() {
 }
 
 #[test]
+fn jobs_run_the_workload_of_bench_jobs() {
+    // Sequential: each job its own consecutive slice of the region (nvme1n1 has 8 MiB).
+    let job = ok(&fio_job(
+        "lab_default_k7.3",
+        &["0000:03:00.0", "nvme1n1", "--jobs", "4", "--bs", "64K"],
+    ));
+    let opts = options(&job);
+    for want in [
+        ("numjobs", "4"),
+        ("group_reporting", "1"),
+        ("size", "2m"),
+        ("offset_increment", "2m"),
+    ] {
+        assert!(opts.contains(&want), "{want:?} missing:\n{job}");
+    }
+    assert!(
+        job.contains("# 4 sequential jobs, each on its own 2.0 MiB of the device"),
+        "{job}"
+    );
+    // A region that does not divide: equal slices of whole requests, the rest said.
+    let o = fio_job(
+        "lab_default_k7.3",
+        &[
+            "0000:03:00.0",
+            "nvme1n1",
+            "--numjobs",
+            "3",
+            "--size",
+            "1M",
+            "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(v["size"], 1 << 20);
+    // 256 requests of 4 KiB for 3 jobs: 85 each, one left out.
+    assert_eq!(v["job_size"], 85 * 4096);
+    assert_eq!(v["offset_increment"], 85 * 4096);
+    assert_eq!(v["unreached"], 4096);
+    let opts = options(v["job"].as_str().unwrap())
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>();
+    assert!(
+        opts.contains(&"offset_increment=340k".to_string()),
+        "{opts:?}"
+    );
+    // Random: every job over the whole region, no offset_increment (fio seeds each job
+    // differently, as bench does).
+    let job = ok(&fio_job(
+        "lab_default_k7.3",
+        &[
+            "0000:03:00.0",
+            "nvme1n1",
+            "--jobs",
+            "4",
+            "--rw",
+            "randread",
+            "--size",
+            "4M",
+        ],
+    ));
+    let opts = options(&job);
+    assert!(opts.contains(&("size", "4m")), "{job}");
+    assert!(!opts.iter().any(|(k, _)| *k == "offset_increment"), "{job}");
+    // More sequential jobs than requests: refused with what to change.
+    let o = fio_job(
+        "lab_default_k7.3",
+        &["0000:03:00.0", "nvme1n1", "--jobs", "4", "--size", "8K"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("fewer than the 4 sequential jobs"), "{e}");
+}
+
+#[test]
 fn before_6_2_there_is_no_allocate_to_map() {
     let o = fio_job("lab_default_k6.1", &["0000:03:00.0", "nvme1n1"]);
     assert_eq!(o.status.code(), Some(2));
@@ -210,7 +285,7 @@ fn fio_accepts_the_jobs() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cases: [&[&str]; 4] = [
+    let cases: [&[&str]; 5] = [
         &["0000:03:00.0", "nvme1n1"],
         &[
             "0000:03:00.0",
@@ -230,6 +305,7 @@ fn fio_accepts_the_jobs() {
         ],
         &["0000:06:00.0", "nvme4n1", "--rw", "randwrite", "--force"],
         &["0000:03:00.0", "nvme2n1", "--force"],
+        &["0000:03:00.0", "nvme1n1", "--jobs", "4", "--size", "1M"],
     ];
     for (i, args) in cases.iter().enumerate() {
         let job = ok(&fio_job("lab_default_k7.3", args));

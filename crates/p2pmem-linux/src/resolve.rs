@@ -140,6 +140,22 @@ pub fn resolve_client(sys: &System, name: &str) -> Result<Client, ResolveError> 
     Err(ResolveError::Unknown(name.to_string()))
 }
 
+/// The size in bytes of block device `name` (`nvme1n1`, a partition too) on the system
+/// below `root`: its `sys/class/block/NAME/size`, which the kernel gives in 512-byte
+/// sectors whatever the logical block size.
+pub fn block_device_bytes(root: &std::path::Path, name: &str) -> Result<u64, String> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!("'{name}' is not a block device name"));
+    }
+    let fs = crate::rootfs::RootFs::new(root);
+    let sectors = fs
+        .read_u64(format!("sys/class/block/{name}/size"))
+        .map_err(|e| e.to_string())?;
+    sectors
+        .checked_mul(512)
+        .ok_or_else(|| format!("{name}: {sectors} sectors overflow"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +209,15 @@ mod tests {
         let e = resolve_client(&s, "sda").unwrap_err();
         assert!(e.to_string().contains("'sda'"), "{e}");
         assert!(resolve_client(&s, "0000:09:00.0").is_err());
+    }
+
+    #[test]
+    fn a_captured_disk_has_its_size_in_bytes() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/truth/lab_default_k7.3/root");
+        // The capture's nvme1n1 has 16384 sectors of 512 bytes.
+        assert_eq!(block_device_bytes(&root, "nvme1n1"), Ok(16384 * 512));
+        assert!(block_device_bytes(&root, "nvme9n9").is_err());
+        assert!(block_device_bytes(&root, "../nvme1n1").is_err());
     }
 }
