@@ -334,7 +334,19 @@ fn shrink(lo: &Loop, len: u64) {
     assert!(st.success(), "losetup -c");
 }
 
-/// Starts a bench on the loop device, shrinks the device to half after `after`, and
+/// Whether process `pid` runs its bench jobs: a thread named `bench-job-0` exists once
+/// the device is open and the region decided.
+fn jobs_running(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("bench-job-"))
+    })
+}
+
+/// Starts a bench on the loop device, shrinks the device to half `after` its jobs started
+/// (not before: a bench that opens the shrunk device just benches the smaller one), and
 /// returns the bench's output and how long it ran.
 fn bench_while_shrinking(lo: &Loop, args: &[&str], after: Duration) -> (Output, Duration) {
     let started = Instant::now();
@@ -346,6 +358,13 @@ fn bench_while_shrinking(lo: &Loop, args: &[&str], after: Duration) -> (Output, 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    while !jobs_running(child.id()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the bench's jobs never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::thread::sleep(after);
     shrink(lo, 4 << 20);
     let o = child.wait_with_output().unwrap();
@@ -395,9 +414,9 @@ fn loop_device_jobs_and_errors_counted_over_all_jobs() {
             "--jobs",
             "4",
             "--time",
-            "2",
+            "3",
         ],
-        Duration::from_millis(500),
+        Duration::from_millis(300),
     );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let v = json(&o);
@@ -423,7 +442,7 @@ fn a_job_whose_slice_is_gone_stops_every_job_at_once() {
         &[
             "bench", "--via", "host", "--rw", "write", "--jobs", "4", "--time", "60",
         ],
-        Duration::from_millis(500),
+        Duration::from_millis(300),
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(took < Duration::from_secs(30), "took {took:?}");
