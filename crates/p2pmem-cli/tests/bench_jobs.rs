@@ -317,21 +317,34 @@ macro_rules! loop_or_skip {
     };
 }
 
-/// Shrinks the loop device to `len` bytes under a running bench: the backing file first,
-/// then the device's capacity (`losetup -c`). Requests past the new end fail (ENOSPC for
-/// writes).
+/// Shrinks the loop device to `len` bytes under a running bench: the backing file, then
+/// the device's capacity (`losetup -c`, which reads the file's size), again until the
+/// capacity is `len` (the bench's writes in flight past `len` can grow the file back
+/// between the two). Requests past the new end fail (ENOSPC for writes).
 fn shrink(lo: &Loop, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&lo.img)
-        .and_then(|f| f.set_len(len))
-        .unwrap();
-    let st = Command::new("losetup")
-        .arg("-c")
-        .arg(&lo.dev)
-        .status()
-        .unwrap();
-    assert!(st.success(), "losetup -c");
+    let name = lo.dev.file_name().unwrap().to_str().unwrap();
+    let sectors = || {
+        std::fs::read_to_string(format!("/sys/class/block/{name}/size"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    for _ in 0..100 {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&lo.img)
+            .and_then(|f| f.set_len(len))
+            .unwrap();
+        let st = Command::new("losetup")
+            .arg("-c")
+            .arg(&lo.dev)
+            .status()
+            .unwrap();
+        assert!(st.success(), "losetup -c");
+        if sectors() == Some(len / 512) {
+            return;
+        }
+    }
+    panic!("{} kept {:?} sectors", lo.dev.display(), sectors());
 }
 
 /// Whether process `pid` runs its bench jobs: a thread named `bench-job-0` exists once
