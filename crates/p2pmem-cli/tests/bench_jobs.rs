@@ -4,7 +4,8 @@
 //! sequential jobs get consecutive disjoint slices, random ones their own seeds, every
 //! JSON field is documented, and a device that starts failing under the jobs (a loop
 //! device shrunk under them: ENOSPC past its new end) is counted over all jobs or, when
-//! a job's whole slice is gone, stops every job at once. Nothing here asserts a speed.
+//! a job's whole slice is gone, stops every job at once; SIGINT stops every job and the
+//! report covers the time they ran. Nothing here asserts a speed.
 
 #![cfg(test)]
 
@@ -465,4 +466,40 @@ fn a_job_whose_slice_is_gone_stops_every_job_at_once() {
         "{e}"
     );
     assert!(e.contains("(ENOSPC)"), "{e}");
+}
+
+#[test]
+fn ctrl_c_stops_every_job_and_the_report_covers_the_time_they_ran() {
+    let d = scratch_or_skip!();
+    let f = d.path().join("bench.img");
+    std::fs::write(&f, vec![0u8; 4 << 20]).unwrap();
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_p2pmem"))
+        .env_remove("P2PMEM_ENGINE")
+        .args([
+            "bench", "--json", "--via", "host", "--rw", "randread", "--jobs", "4",
+        ])
+        .args(["--time", "600", s(&f)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !jobs_running(child.id()) {
+        assert!(started.elapsed() < Duration::from_secs(60), "no jobs");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(120), "it stopped");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted after"), "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["interrupted"], true);
+    check_jobs(&v, 4);
+    assert!(v["seconds"].as_f64().unwrap() < 120.0);
 }

@@ -90,7 +90,8 @@ pub enum CpuAccessError {
     },
 }
 
-/// A buffer that O_DIRECT I/O can target, wherever it lives.
+/// A buffer that O_DIRECT I/O can target, wherever it lives. `Send`: each job of a
+/// bench moves its buffer (inside its queue) to the job's thread.
 pub trait DmaBuffer: Send {
     /// Start address, for the kernel and for alignment checks.
     fn as_ptr(&self) -> *const u8;

@@ -62,7 +62,8 @@ pub enum PushError {
     Full,
 }
 
-/// An I/O queue over one owned buffer.
+/// An I/O queue over one owned buffer. `Send`: each job of a bench runs its own queue on
+/// its own thread.
 pub trait Queue: Send {
     /// Which engine this is, for reports.
     fn name(&self) -> &'static str;
