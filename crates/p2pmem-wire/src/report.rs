@@ -98,6 +98,10 @@ pub struct Connected {
     pub instance: u32,
     /// The controller ID the target gave it.
     pub cntlid: u32,
+    /// Its `transport` attribute as the kernel shows it (`tcp`).
+    pub transport: String,
+    /// Its `address` attribute (`traddr=...,trsvcid=...`).
+    pub address: String,
     /// Writes to `/dev/nvme-fabrics` it took (1: the first one succeeded).
     pub attempts: u32,
     /// The last refusal before the connect succeeded (errno text), if any.

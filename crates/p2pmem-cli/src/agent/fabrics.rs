@@ -108,10 +108,18 @@ pub fn connect(root: &Path, c: &Connect) -> anyhow::Result<Connected> {
             started.elapsed().as_secs_f64()
         );
     }
+    let attr = |name: &str| {
+        let path = root.join(format!("sys/class/nvme/nvme{instance}/{name}"));
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .with_context(|| format!("cannot read {}", path.display()))
+    };
     Ok(Connected {
         controller: format!("nvme{instance}"),
         instance,
         cntlid,
+        transport: attr("transport")?,
+        address: attr("address")?,
         attempts,
         last_refusal,
         namespaces: found,
