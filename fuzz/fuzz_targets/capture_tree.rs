@@ -1,5 +1,5 @@
 //! Structure-aware: a whole capture tree (sysfs functions with their config space and
-//! attributes, `proc/cpuinfo`, `proc/cmdline`, `osrelease`, and stray symlinks:
+//! attributes, `proc/cpuinfo`, `proc/cmdline`, `osrelease`, an import note, and stray symlinks:
 //! absolute, climbing, looping or into devices) is written to a scratch directory, read
 //! back with `read_system` like `--root`, and every pair is decided by the model.
 //!
@@ -109,6 +109,8 @@ struct Capture {
     cmdline: Option<Vec<u8>>,
     osrelease: Option<Vec<u8>>,
     fifo: Option<Place>,
+    /// `p2pmem-import.json`, the note `p2pmem import` leaves at a capture's top.
+    import_note: Option<Vec<u8>>,
 }
 
 const KNOWN: [&str; 12] = [
@@ -201,6 +203,9 @@ fn build(root: &Path, cap: &Capture) -> Vec<PathBuf> {
     }
     if let Some(b) = &cap.osrelease {
         write(root, "proc/sys/kernel/osrelease", b);
+    }
+    if let Some(b) = &cap.import_note {
+        write(root, p2pmem_linux::import::NOTE_FILE, b);
     }
     for d in [
         "sys/bus/pci/devices",

@@ -7,6 +7,7 @@
 //! kernel answered; 2 when it could not run (not root, no such device or provider, a
 //! captured tree instead of a live sysfs), with the reason on stderr.
 
+mod fabrics;
 mod hold;
 mod plan;
 

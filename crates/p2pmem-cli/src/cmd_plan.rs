@@ -25,9 +25,10 @@ use std::path::{Path, PathBuf};
     after_help = "Flows:\n  SRC:DST[:via=auto|host|DEV][:rate=SIZE/s]\n      \
 a copy: SRC is read into a buffer and the buffer written to DST, the buffer in the provider \
 the kernel picks (auto, the default), host memory, or DEV's p2pmem\n  \
-nvmet:NIC:NS[:p2pmem=1|0|DEV][:dir=write|read][:initiator=NIC][:rate=SIZE/s]\n      \
-an nvmet-rdma target flow from an RDMA NIC to a namespace's controller, with the namespace's \
-p2pmem setting (default 1)\n\
+nvmet:NIC:NS[:transport=rdma|tcp][:p2pmem=1|0|DEV][:dir=write|read][:initiator=NIC][:rate=SIZE/s]\n      \
+an nvmet target flow from the target's NIC to a namespace's controller, with the namespace's \
+p2pmem setting (default 1); transport=tcp (default rdma) never uses p2pmem, so its bytes \
+always bounce through the target's host memory\n\
 Devices are PCI addresses, a design's names, or (on a system) nvme0, nvme0n1, mlx5_0. Rates \
 are bytes per second with binary suffixes: rate=1G/s is 2^30 bytes/s (default 1G/s).\n\n\
 Examples:\n  p2pmem plan --design examples/designs/box24-x4.toml\n  \

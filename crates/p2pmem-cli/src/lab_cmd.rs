@@ -418,6 +418,11 @@ fn output_summary(o: &Output) -> String {
         Output::Dmesg(l) => format!("{} lines", l.len()),
         Output::Spawned(pid) => format!("pid {pid}"),
         Output::Unplugged(secs) => format!("unplugged after {secs:.1} s"),
+        Output::Connected(c) => format!(
+            "{} (cntlid {}) after {} attempt(s), namespaces {:?}",
+            c.controller, c.cntlid, c.attempts, c.namespaces
+        ),
+        Output::Waited(secs) => format!("seen after {secs:.1} s"),
         Output::Nothing => String::new(),
     }
 }

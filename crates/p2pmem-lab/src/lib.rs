@@ -22,4 +22,4 @@ pub use build::{ensure_kernel, Cache, Driver, Kernel, KernelSource, KernelSpec};
 pub use error::{LabError, Result};
 pub use machine::topology::Topology;
 pub use progress::Progress;
-pub use run::lab::{Lab, PlanRun};
+pub use run::lab::{Guest, Lab, PlanRun};

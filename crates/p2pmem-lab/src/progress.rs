@@ -7,23 +7,41 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     enabled: bool,
+    /// Which guest the lines are about, when two run together.
+    label: Option<&'static str>,
 }
 
 impl Progress {
     /// Progress lines on stderr.
     pub fn stderr() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            label: None,
+        }
     }
 
     /// No progress output.
     pub fn quiet() -> Self {
-        Self { enabled: false }
+        Self {
+            enabled: false,
+            label: None,
+        }
+    }
+
+    /// The same, every line saying which guest it is about (`lab: [target] ...`).
+    pub fn labelled(self, label: &'static str) -> Self {
+        Self {
+            label: Some(label),
+            ..self
+        }
     }
 
     /// Prints one phase line: `lab: <msg>`.
     pub fn phase(&self, msg: &str) {
-        if self.enabled {
-            eprintln!("lab: {msg}");
+        match (self.enabled, self.label) {
+            (false, _) => {}
+            (true, None) => eprintln!("lab: {msg}"),
+            (true, Some(label)) => eprintln!("lab: [{label}] {msg}"),
         }
     }
 }

@@ -145,3 +145,32 @@ fn an_iommu_is_the_first_device_and_moves_nothing_else() {
     }
     assert!(!scratch_args("switch").iter().any(|x| x.contains("iommu")));
 }
+
+#[test]
+fn a_nic_comes_last_and_is_wired_only_to_a_link() {
+    let text = "cpu = \"max\"\n[[root_port]]\nid = \"rp1\"\naddr = 4\n[[nvme]]\nserial = \"a\"\nparent = \"rp1\"\n[nic]\naddr = 0x10\nmac = \"52:54:00:12:34:01\"\n";
+    let topo = Topology::parse(text, Path::new("t.toml"), "t").unwrap();
+    let files = MachineFiles {
+        kernel: Path::new("k"),
+        initrd: Path::new("i"),
+        images: Path::new("img"),
+        serial: "stdio",
+    };
+    let alone = qemu_args(&topo, &files, None);
+    assert_eq!(
+        alone.last().map(String::as_str),
+        Some("e1000e,id=nic0,mac=52:54:00:12:34:01,bus=pcie.0,addr=0x10")
+    );
+    assert!(!alone.iter().any(|a| a == "-netdev"));
+    let (link, _) = p2pmem_lab::machine::nic::NetLink::pair().unwrap();
+    let linked = p2pmem_lab::machine::qemu_args::qemu_args_linked(&topo, &files, None, Some(&link));
+    let n = linked.len();
+    assert_eq!(linked[n - 4], "-netdev");
+    assert_eq!(linked[n - 3], link.qemu_args()[1]);
+    assert_eq!(
+        linked[n - 1],
+        "e1000e,id=nic0,mac=52:54:00:12:34:01,bus=pcie.0,addr=0x10,netdev=net0"
+    );
+    // Everything before the card is what the topology gives without one.
+    assert_eq!(linked[..n - 4], alone[..alone.len() - 2]);
+}

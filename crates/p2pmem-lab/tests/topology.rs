@@ -261,3 +261,32 @@ fn loading_unknown_name_lists_embedded_topologies() {
         "{err}"
     );
 }
+
+#[test]
+fn a_nic_is_typed_and_checked() {
+    let with = |nic: &str| format!("{MINIMAL}\n[nic]\n{nic}\n");
+    let t = parse(&with("addr = 0x10\nmac = \"52:54:00:12:34:01\"")).unwrap();
+    let nic = t.nic.expect("a nic");
+    assert_eq!(
+        (nic.model, nic.addr, nic.mac.as_str()),
+        (
+            p2pmem_lab::machine::nic::NicModel::E1000e,
+            0x10,
+            "52:54:00:12:34:01"
+        )
+    );
+    assert_eq!(parse(MINIMAL).unwrap().nic, None);
+    assert_err(
+        &with("addr = 4\nmac = \"52:54:00:12:34:01\""),
+        &["nic.addr", "used twice"],
+    );
+    assert_err(
+        &with("addr = 0x1f\nmac = \"52:54:00:12:34:01\""),
+        &["nic.addr"],
+    );
+    assert_err(&with("addr = 0x10\nmac = \"52:54:00\""), &["nic.mac"]);
+    assert_err(
+        &with("addr = 0x10\nmac = \"52:54:00:12:34:01\"\nmodel = \"virtio\""),
+        &["virtio"],
+    );
+}

@@ -23,18 +23,31 @@ pub fn skipped(why: &str) {
     eprintln!("SKIPPED: {why}");
 }
 
+/// Where a test may make scratch files that need O_DIRECT, in order of preference: the
+/// cargo target directory (`CARGO_TARGET_DIR` when set, else the workspace's `target/`;
+/// normally ext4, xfs or overlay), then `/var/tmp`. tmpfs, where `/tmp` often is, has no
+/// O_DIRECT. Each caller probes its candidates and skips the ones where O_DIRECT fails.
+pub fn scratch_bases() -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
+        v.push(std::path::PathBuf::from(t));
+    }
+    v.push(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    v.push(std::path::PathBuf::from("/var/tmp"));
+    v
+}
+
 /// Scratch directories and loop devices shared by this crate's unit tests.
 #[cfg(test)]
 pub(crate) mod support {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::process::Command;
 
     /// A scratch directory on a file system that supports O_DIRECT (the target directory,
     /// else /var/tmp), or `None`.
     pub(crate) fn scratch() -> Option<tempfile::TempDir> {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-        for dir in [base.as_path(), Path::new("/var/tmp")] {
-            let Ok(tmp) = tempfile::tempdir_in(dir) else {
+        for dir in super::scratch_bases() {
+            let Ok(tmp) = tempfile::tempdir_in(&dir) else {
                 continue;
             };
             let probe = tmp.path().join("probe");

@@ -47,14 +47,17 @@ fn usage() -> Usage {
     Usage { fds, maps, rss_kib }
 }
 
-/// A scratch directory on a file system with O_DIRECT (the target directory).
+/// A scratch directory on a file system with O_DIRECT.
 fn scratch() -> Option<tempfile::TempDir> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    let tmp = tempfile::tempdir_in(base).ok()?;
-    let probe = tmp.path().join("probe");
-    std::fs::write(&probe, [0u8; 4096]).ok()?;
-    p2pmem_linux::dio::DirectFile::open(&probe, p2pmem_linux::dio::Access::Read).ok()?;
-    Some(tmp)
+    p2pmem_linux::testing::scratch_bases()
+        .into_iter()
+        .find_map(|dir| {
+            let tmp = tempfile::tempdir_in(dir).ok()?;
+            let probe = tmp.path().join("probe");
+            std::fs::write(&probe, [0u8; 4096]).ok()?;
+            p2pmem_linux::dio::DirectFile::open(&probe, p2pmem_linux::dio::Access::Read).ok()?;
+            Some(tmp)
+        })
 }
 
 fn copy_req(src: &Path, dst: &Path, engine: EngineChoice) -> CopyRequest {

@@ -145,6 +145,8 @@ pub struct FlowPlan {
     pub flow: String,
     /// `copy` or `nvmet`.
     pub kind: &'static str,
+    /// An nvmet flow's transport (`rdma`, `tcp`); `None` for a copy.
+    pub transport: Option<&'static str>,
     /// Payload bytes per second.
     pub rate_bytes_per_s: u64,
     /// `p2p` or `host_memory`.
@@ -289,6 +291,10 @@ pub fn plan(
             kind: match f.kind {
                 FlowKind::Copy { .. } => "copy",
                 FlowKind::Nvmet { .. } => "nvmet",
+            },
+            transport: match f.kind {
+                FlowKind::Copy { .. } => None,
+                FlowKind::Nvmet { transport, .. } => Some(transport.as_str()),
             },
             rate_bytes_per_s: rate,
             path: if route.bounces() {

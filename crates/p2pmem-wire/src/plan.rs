@@ -210,12 +210,78 @@ pub enum Step {
         /// How long to wait for the removal.
         wait_ms: u64,
     },
+    /// Connects to an NVMe-oF target with the kernel's own initiator, as nvme-cli's
+    /// `connect` does it: the options written to `/dev/nvme-fabrics`, the new
+    /// controller's `instance=N,cntlid=M` read back. A refused connect (the target not
+    /// serving yet, its network not up) is retried every [`CONNECT_RETRY_MS`] for at most
+    /// `wait_ms`; then the step waits what is left of `wait_ms` for the controller's
+    /// namespaces to appear. Later steps name them with [`Dev::Connected`]. Answers
+    /// [`crate::report::Output::Connected`].
+    Connect(Connect),
+    /// Polls one logical block of `dev` (O_DIRECT, every [`WAIT_POLL_MS`]) until it
+    /// starts with `text`, for at most `wait_ms`: another machine writing it is the
+    /// signal (a target guest waiting for its initiator's last write). Answers
+    /// [`crate::report::Output::Waited`]; not seeing it is a failure.
+    WaitForBlock {
+        /// The block device.
+        dev: Dev,
+        /// Byte offset of the block (block-aligned).
+        offset: u64,
+        /// The text the block must start with.
+        text: String,
+        /// How long to wait.
+        wait_ms: u64,
+    },
     /// The last resort: runs a program (looked up in `PATH`, in `/tmp`, standard input
     /// empty) and returns its exit status, stdout and stderr.
     Exec {
         /// Program and arguments.
         argv: Vec<Arg>,
     },
+}
+
+/// How often [`Step::Connect`] retries a refused connect.
+pub const CONNECT_RETRY_MS: u64 = 1000;
+
+/// How often [`Step::WaitForBlock`] reads its block.
+pub const WAIT_POLL_MS: u64 = 200;
+
+/// The options of a [`Step::Connect`], the words of nvme-cli's `connect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connect {
+    /// `transport=`: `tcp`, `rdma` or `loop`.
+    pub transport: String,
+    /// `traddr=`: the target's address (none for loop).
+    pub traddr: Option<String>,
+    /// `trsvcid=`: its port (none for loop).
+    pub trsvcid: Option<String>,
+    /// `nqn=`: the subsystem.
+    pub nqn: String,
+    /// `hostnqn=`.
+    pub hostnqn: Option<String>,
+    /// `hostid=`.
+    pub hostid: Option<String>,
+    /// How long to retry, then wait for the namespaces.
+    pub wait_ms: u64,
+}
+
+impl Connect {
+    /// The text written to `/dev/nvme-fabrics`, the options in nvme-cli's order.
+    pub fn options(&self) -> String {
+        let mut o = format!("transport={}", self.transport);
+        for (k, v) in [
+            ("traddr", &self.traddr),
+            ("trsvcid", &self.trsvcid),
+            ("nqn", &Some(self.nqn.clone())),
+            ("hostnqn", &self.hostnqn),
+            ("hostid", &self.hostid),
+        ] {
+            if let Some(v) = v {
+                o.push_str(&format!(",{k}={v}"));
+            }
+        }
+        o
+    }
 }
 
 /// One word of a [`Step::Exec`]: text, or a device the agent names (a plain string in
@@ -285,6 +351,8 @@ pub enum Dev {
     Nvme(Bdf),
     /// The source or destination of the last [`Step::Pick`].
     Picked(Role),
+    /// The namespace with this NSID of the controller the last [`Step::Connect`] made.
+    Connected(u32),
 }
 
 /// One end of a picked pair.
@@ -448,6 +516,36 @@ mod tests {
         );
         let back: Plan = serde_json::from_str(&text).unwrap();
         assert_eq!(back, plan);
+    }
+
+    #[test]
+    fn a_connect_writes_nvme_clis_options() {
+        let c = Connect {
+            transport: "tcp".into(),
+            traddr: Some("10.0.2.1".into()),
+            trsvcid: Some("4420".into()),
+            nqn: "nqn.x:lab".into(),
+            hostnqn: Some("nqn.h".into()),
+            hostid: None,
+            wait_ms: 1000,
+        };
+        assert_eq!(
+            c.options(),
+            "transport=tcp,traddr=10.0.2.1,trsvcid=4420,nqn=nqn.x:lab,hostnqn=nqn.h"
+        );
+        let mut plan = Plan::new();
+        plan.step("connect", Step::Connect(c)).step(
+            "wait",
+            Step::WaitForBlock {
+                dev: Dev::Connected(1),
+                offset: 4096,
+                text: "done".into(),
+                wait_ms: 5,
+            },
+        );
+        let text = serde_json::to_string(&plan).unwrap();
+        assert!(text.contains(r#""dev":{"connected":1}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Plan>(&text).unwrap(), plan);
     }
 
     #[test]

@@ -83,6 +83,33 @@ pub enum Output {
     /// [`crate::plan::Step::Unplug`]: seconds from the request until the function left
     /// sysfs.
     Unplugged(f64),
+    /// [`crate::plan::Step::Connect`]: the controller made.
+    Connected(Connected),
+    /// [`crate::plan::Step::WaitForBlock`]: seconds until the block held the text.
+    Waited(f64),
+}
+
+/// The controller a [`crate::plan::Step::Connect`] made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connected {
+    /// `nvmeN`.
+    pub controller: String,
+    /// N.
+    pub instance: u32,
+    /// The controller ID the target gave it.
+    pub cntlid: u32,
+    /// Its `transport` attribute as the kernel shows it (`tcp`).
+    pub transport: String,
+    /// Its `address` attribute (`traddr=...,trsvcid=...`).
+    pub address: String,
+    /// Writes to `/dev/nvme-fabrics` it took (1: the first one succeeded).
+    pub attempts: u32,
+    /// The last refusal before the connect succeeded (errno text), if any.
+    pub last_refusal: Option<String>,
+    /// Its namespaces' block devices (`/dev/nvmeNnM`) by NSID.
+    pub namespaces: Vec<(u32, String)>,
+    /// Seconds the step took.
+    pub seconds: f64,
 }
 
 /// What the guest asks the host to do to the machine, sent as frame

@@ -31,9 +31,9 @@ use p2pmem_wire::plan::{
 };
 use p2pmem_wire::probe::DmaProbeResult;
 use p2pmem_wire::report::{
-    frame_id, AddressMap, BindAttempt, Captured, CopyOutcome, ExecResult, GuestNvme, HashResult,
-    HostRequest, Inventory, Output, PairRecord, Picked, PlanEnd, StepReport, StepResult,
-    MAX_CAPTURED,
+    frame_id, AddressMap, BindAttempt, Captured, Connected, CopyOutcome, ExecResult, GuestNvme,
+    HashResult, HostRequest, Inventory, Output, PairRecord, Picked, PlanEnd, StepReport,
+    StepResult, MAX_CAPTURED,
 };
 use sha2::{Digest, Sha256};
 
@@ -180,6 +180,8 @@ struct Agent {
     pairs: Option<Vec<PairRecord>>,
     binds: Option<Vec<BindAttempt>>,
     picked: Option<Picked>,
+    /// The controller the last connect step made.
+    connected: Option<Connected>,
     spawned: HashMap<String, Spawned>,
     /// The index of the step running (names its host-request frame).
     index: usize,
@@ -203,6 +205,7 @@ impl Agent {
             pairs: None,
             binds: None,
             picked: None,
+            connected: None,
             spawned: HashMap::new(),
             index: 0,
         }
@@ -296,6 +299,26 @@ impl Agent {
             )?)),
             Step::Join { spawn, wait_ms } => done(Output::Exec(self.join(spawn, *wait_ms)?)),
             Step::Unplug { bdf, wait_ms } => done(Output::Unplugged(self.unplug(*bdf, *wait_ms)?)),
+            Step::Connect(c) => {
+                self.connected = None;
+                let made = super::fabrics::connect(&self.root, c)?;
+                self.connected = Some(made.clone());
+                done(Output::Connected(made))
+            }
+            Step::WaitForBlock {
+                dev,
+                offset,
+                text,
+                wait_ms,
+            } => {
+                let path = self.dev(dev)?;
+                done(Output::Waited(super::fabrics::wait_for_block(
+                    Path::new(&path),
+                    *offset,
+                    text,
+                    *wait_ms,
+                )?))
+            }
             Step::Exec { argv } => done(Output::Exec(exec(&self.words(argv)?)?)),
         })
     }
@@ -606,6 +629,17 @@ impl Agent {
             }
             Dev::Picked(Role::Src) => self.picked()?.src.clone(),
             Dev::Picked(Role::Dst) => self.picked()?.dst.clone(),
+            Dev::Connected(nsid) => {
+                let c = self.connected.as_ref().ok_or_else(|| {
+                    Skip::err("no connect step before this one made a controller")
+                })?;
+                // Namespaces can appear after the connect: look again.
+                super::fabrics::namespaces(&self.root, c.instance)
+                    .into_iter()
+                    .find(|(n, _)| n == nsid)
+                    .map(|(_, dev)| dev)
+                    .with_context(|| format!("{} has no namespace {nsid}", c.controller))?
+            }
         })
     }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use p2pmem_model::dma_accounting::trace_line::event;
 
+use crate::machine::nic::NetLink;
 use crate::machine::q35::ROOT_BUS;
 use crate::machine::topology::{Nvme, Topology};
 
@@ -27,8 +28,21 @@ pub struct MachineFiles<'a> {
     pub serial: &'a str,
 }
 
-/// The full argv, starting with [`QEMU`]. `cpu` overrides the topology's CPU model.
+/// The full argv, starting with [`QEMU`]. `cpu` overrides the topology's CPU model. A
+/// topology's network card, if any, has no peer.
 pub fn qemu_args(topo: &Topology, files: &MachineFiles<'_>, cpu: Option<&str>) -> Vec<String> {
+    qemu_args_linked(topo, files, cpu, None)
+}
+
+/// [`qemu_args`] with the topology's network card wired to `link` (one end of a wire to
+/// another guest). The card comes after every PCIe device, at its own slot on `pcie.0`,
+/// so no other BDF moves.
+pub fn qemu_args_linked(
+    topo: &Topology,
+    files: &MachineFiles<'_>,
+    cpu: Option<&str>,
+    link: Option<&NetLink>,
+) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     let mem = topo.memory_mib.to_string();
@@ -85,6 +99,12 @@ pub fn qemu_args(topo: &Topology, files: &MachineFiles<'_>, cpu: Option<&str>) -
     }
     for shm in topo.ivshmem_on(ROOT_BUS) {
         w.devices.extend(shm.qemu_args(false));
+    }
+    if let Some(nic) = &topo.nic {
+        if let Some(link) = link {
+            w.devices.extend(link.qemu_args());
+        }
+        w.device(nic.qemu_device(link.is_some()));
     }
     a.extend(w.devices);
     a

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{read_bounded, LabError, Result};
 use crate::machine::ivshmem::Ivshmem;
+use crate::machine::nic::Nic;
 use crate::machine::q35::ROOT_BUS;
 use p2pmem_model::limits;
 
@@ -56,6 +57,10 @@ pub struct Topology {
     /// `ivshmem-plain` devices: memory BARs for the `p2pmem_pci` provider driver.
     #[serde(default)]
     pub ivshmem: Vec<Ivshmem>,
+    /// A network card on `pcie.0`, wired to another guest's when two guests run
+    /// together ([`crate::Lab::run_pair`]).
+    #[serde(default)]
+    pub nic: Option<Nic>,
 }
 
 /// An emulated IOMMU.
@@ -532,6 +537,10 @@ impl Topology {
                     "port {port:?}: a multi-function device needs a `function = 0`"
                 ));
             }
+        }
+        if let Some(nic) = &self.nic {
+            nic.check()?;
+            check_slot("nic.addr", ROOT_BUS, nic.addr, &mut slots)?;
         }
         if self.nvme.is_empty() {
             return Err("key `nvme`: the topology has no NVMe device".into());

@@ -15,7 +15,8 @@ use crate::build::{
 };
 use crate::error::{io_err, LabError, Result};
 use crate::machine::create_images;
-use crate::machine::qemu_args::{qemu_args, qemu_script, MachineFiles};
+use crate::machine::nic::NetLink;
+use crate::machine::qemu_args::{qemu_args_linked, qemu_script, MachineFiles};
 use crate::machine::topology::Topology;
 use crate::progress::Progress;
 use crate::run::qemu::{run_qemu, DEFAULT_TIMEOUT};
@@ -24,8 +25,8 @@ use p2pmem_wire::frame::{ConsoleReport, Frame};
 use p2pmem_wire::plan::Plan;
 use p2pmem_wire::probe::DmaProbeResult;
 use p2pmem_wire::report::{
-    frame_id, AddressMap, BindAttempt, Captured, CopyOutcome, ExecResult, HashResult, HostRequest,
-    Inventory, Output, PairRecord, Picked, PlanEnd, StepReport, StepResult,
+    frame_id, AddressMap, BindAttempt, Captured, Connected, CopyOutcome, ExecResult, HashResult,
+    HostRequest, Inventory, Output, PairRecord, Picked, PlanEnd, StepReport, StepResult,
 };
 
 /// Environment variable naming the `p2pmem` binary to put in the guest (default: the
@@ -91,6 +92,24 @@ pub struct PlanRun {
     /// ([`p2pmem_wire::plan::Step::Unplug`]), one line each, `FAILED: ...` when it could
     /// not.
     pub host_actions: Vec<String>,
+}
+
+/// One guest of [`Lab::run_pair`]: what [`Lab::run_plan`] takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Guest<'a> {
+    /// The machine.
+    pub topo: &'a Topology,
+    /// Overrides the topology's CPU model.
+    pub cpu: Option<&'a str>,
+    /// What its agent runs.
+    pub plan: &'a Plan,
+    /// QEMU's nvme DMA trace into the run directory.
+    pub trace: bool,
+}
+
+/// A guest thread's result; a panic in it is passed on.
+fn join(t: std::thread::ScopedJoinHandle<'_, Result<PlanRun>>) -> Result<PlanRun> {
+    t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// How many lines of QEMU's stderr a [`PlanRun`] keeps.
@@ -162,8 +181,56 @@ impl Lab {
         trace: bool,
     ) -> Result<PlanRun> {
         let (kernel, _) = self.kernel()?;
+        let guest = Guest {
+            topo,
+            cpu,
+            plan,
+            trace,
+        };
+        self.run_guest(&kernel, &guest, None)
+    }
+
+    /// Boots two guests at once, each with its own topology and plan, their network
+    /// cards (each topology's `[nic]`) joined by one wire ([`NetLink`]), and returns both
+    /// runs, `a`'s first. The guests start together and run their plans independently:
+    /// a plan that needs the other guest waits for it in a step
+    /// ([`p2pmem_wire::plan::Step::Connect`] retries; [`p2pmem_wire::plan::Step::WaitForBlock`]
+    /// polls), bounded by its own time limit and the lab's timeout. Progress lines say
+    /// which guest they are about.
+    pub fn run_pair(&self, a: &Guest<'_>, b: &Guest<'_>) -> Result<(PlanRun, PlanRun)> {
+        for g in [a, b] {
+            if g.topo.nic.is_none() {
+                return Err(LabError::Topology {
+                    path: PathBuf::from(&g.topo.name),
+                    message: "key `nic`: a guest run beside another needs a network card".into(),
+                });
+            }
+        }
+        let (kernel, _) = self.kernel()?;
+        let (la, lb) = NetLink::pair().map_err(io_err(
+            "cannot find two free UDP ports on",
+            Path::new("127.0.0.1"),
+        ))?;
+        self.progress.phase(&format!(
+            "two guests on one wire: a = topology {} (udp {}), b = topology {} (udp {})",
+            a.topo.name, la.local, b.topo.name, lb.local
+        ));
+        let mut lab_a = self.clone();
+        lab_a.progress = self.progress.labelled("a");
+        let mut lab_b = self.clone();
+        lab_b.progress = self.progress.labelled("b");
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| lab_a.run_guest(&kernel, a, Some(&la)));
+            let tb = s.spawn(|| lab_b.run_guest(&kernel, b, Some(&lb)));
+            (join(ta), join(tb))
+        });
+        Ok((ra?, rb?))
+    }
+
+    /// One guest in its own run directory; images and initramfs are removed after.
+    fn run_guest(&self, kernel: &Kernel, g: &Guest<'_>, link: Option<&NetLink>) -> Result<PlanRun> {
         let run_dir = self.cache.new_run_dir()?;
-        let result = self.run_in(&run_dir, &kernel, topo, cpu, plan, trace);
+        let result = self.run_in(&run_dir, kernel, g, link);
         // Images and initramfs are large and per-run; logs stay.
         let _ = std::fs::remove_dir_all(run_dir.join("img"));
         let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
@@ -174,11 +241,15 @@ impl Lab {
         &self,
         run_dir: &Path,
         kernel: &Kernel,
-        topo: &Topology,
-        cpu: Option<&str>,
-        plan: &Plan,
-        trace: bool,
+        g: &Guest<'_>,
+        link: Option<&NetLink>,
     ) -> Result<PlanRun> {
+        let Guest {
+            topo,
+            cpu,
+            plan,
+            trace,
+        } = *g;
         let images = run_dir.join("img");
         create_images(topo, &images)?;
         let initrd = run_dir.join("initramfs.cpio.gz");
@@ -204,7 +275,7 @@ impl Lab {
             images: &images,
             serial: "stdio",
         };
-        let mut args = qemu_args(topo, &files, cpu);
+        let mut args = qemu_args_linked(topo, &files, cpu, link);
         let qmp_socket = run_dir.join(crate::run::qmp::QMP_SOCKET);
         if plan.needs_host_actions() {
             args.extend(crate::run::qmp::qmp_args(&qmp_socket));
@@ -457,6 +528,8 @@ accessor! {
     exec => Exec(ExecResult);
     /// A capture step's summary.
     captured => Capture(Captured);
+    /// A connect step's controller.
+    connected => Connected(Connected);
 }
 
 fn output_kind(o: &Output) -> &'static str {
@@ -477,6 +550,8 @@ fn output_kind(o: &Output) -> &'static str {
         Output::Spawned(_) => "Spawned",
         Output::Exec(_) => "Exec",
         Output::Unplugged(_) => "Unplugged",
+        Output::Connected(_) => "Connected",
+        Output::Waited(_) => "Waited",
     }
 }
 

@@ -59,9 +59,8 @@ fn io_hints_distinguish_p2p_from_host() {
 /// A scratch file on a file system that supports O_DIRECT (the target directory,
 /// normally ext4/xfs/overlay), or `None` with a SKIPPED note.
 fn direct_scratch(len: u64) -> Option<(tempfile::TempDir, PathBuf)> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    for dir in [base.as_path(), Path::new("/var/tmp")] {
-        let Ok(tmp) = tempfile::tempdir_in(dir) else {
+    for dir in crate::testing::scratch_bases() {
+        let Ok(tmp) = tempfile::tempdir_in(&dir) else {
             continue;
         };
         let path = tmp.path().join("scratch.img");

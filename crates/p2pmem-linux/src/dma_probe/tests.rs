@@ -30,9 +30,8 @@ fn bdf(s: &str) -> Bdf {
 
 /// A disk image on a file system with O_DIRECT, pre-filled with a pattern.
 fn disk() -> Option<(tempfile::TempDir, PathBuf)> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    for dir in [base.as_path(), Path::new("/var/tmp")] {
-        let Ok(tmp) = tempfile::tempdir_in(dir) else {
+    for dir in crate::testing::scratch_bases() {
+        let Ok(tmp) = tempfile::tempdir_in(&dir) else {
             continue;
         };
         let path = tmp.path().join("disk.img");

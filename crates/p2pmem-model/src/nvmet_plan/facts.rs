@@ -289,6 +289,18 @@ impl Transport {
         }
     }
 
+    /// The configfs name of a known transport (`""` for [`Self::Unset`] and
+    /// [`Self::Unknown`], whose text is not static).
+    pub fn as_str_static(&self) -> &'static str {
+        match self {
+            Self::Rdma => "rdma",
+            Self::Tcp => "tcp",
+            Self::Loop => "loop",
+            Self::Fc => "fc",
+            Self::Unset | Self::Unknown(_) => "",
+        }
+    }
+
     /// Why a controller on this transport never gets P2P memory, or `None` for rdma
     /// (which passes its RDMA device as the P2P client when that device can do P2P DMA).
     pub fn never_p2pmem(&self) -> Option<&'static str> {

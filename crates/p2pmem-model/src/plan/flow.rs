@@ -2,8 +2,9 @@
 //!
 //! * A copy between two block devices through a buffer:
 //!   `SRC:DST[:via=auto|host|DEV][:rate=SIZE/s]`.
-//! * An NVMe-oF (nvmet-rdma) target flow from an RDMA NIC to a namespace:
-//!   `nvmet:NIC:NS[:p2pmem=1|0|DEV][:dir=write|read][:initiator=NIC][:rate=SIZE/s]`.
+//! * An NVMe-oF target flow from the target's NIC to a namespace:
+//!   `nvmet:NIC:NS[:transport=rdma|tcp][:p2pmem=1|0|DEV][:dir=write|read][:initiator=NIC][:rate=SIZE/s]`
+//!   (`rdma` by default; nvmet-tcp never uses p2pmem, whatever the namespace's setting).
 //!
 //! Devices are PCI addresses (`0000:03:00.0`, `03:00.0`) or names (a design's names,
 //! or what the caller resolves). Rates use binary suffixes: `rate=1G/s` is 2^30 bytes
@@ -56,6 +57,36 @@ pub enum NvmetP2p<D> {
     Provider(D),
 }
 
+/// The transport of an nvmet flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NvmetTransport {
+    /// nvmet-rdma: the NIC is the P2P client, so the namespace's `p2pmem` applies.
+    #[default]
+    Rdma,
+    /// nvmet-tcp: the kernel's sockets move the data; no P2P client, host memory always.
+    Tcp,
+}
+
+impl NvmetTransport {
+    /// The name used in flows and configfs (`addr_trtype`).
+    pub fn as_str(self) -> &'static str {
+        self.facts().as_str_static()
+    }
+
+    /// The same transport as the nvmet facts know it.
+    pub fn facts(self) -> crate::nvmet_plan::facts::Transport {
+        match self {
+            Self::Rdma => crate::nvmet_plan::facts::Transport::Rdma,
+            Self::Tcp => crate::nvmet_plan::facts::Transport::Tcp,
+        }
+    }
+
+    /// Why this transport never uses p2pmem (`None`: rdma), in the nvmet facts' words.
+    pub fn never_p2pmem(self) -> Option<&'static str> {
+        self.facts().never_p2pmem()
+    }
+}
+
 /// What a flow moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlowKind<D> {
@@ -68,10 +99,12 @@ pub enum FlowKind<D> {
         /// Where the buffer lives.
         via: Via<D>,
     },
-    /// nvmet-rdma: a host writes to (or reads from) a namespace through the target's NIC.
+    /// nvmet: a host writes to (or reads from) a namespace through the target's NIC.
     Nvmet {
-        /// The target's RDMA NIC.
+        /// The target's NIC (an RDMA NIC for rdma).
         nic: D,
+        /// rdma or tcp.
+        transport: NvmetTransport,
         /// The namespace's NVMe controller.
         ns: D,
         /// The namespace's `p2pmem` setting.
@@ -113,12 +146,14 @@ impl FlowSpec<DeviceRef> {
             },
             FlowKind::Nvmet {
                 nic,
+                transport,
                 ns,
                 p2pmem,
                 write,
                 initiator,
             } => FlowKind::Nvmet {
                 nic: r(nic)?,
+                transport: *transport,
                 ns: r(ns)?,
                 p2pmem: match p2pmem {
                     NvmetP2p::Off => NvmetP2p::Off,
@@ -219,11 +254,12 @@ pub fn parse_flow(text: &str) -> Result<FlowSpec, String> {
     let mut p2pmem = NvmetP2p::Auto;
     let mut write = true;
     let mut initiator = None;
+    let mut transport = NvmetTransport::Rdma;
     while i < tokens.len() {
         let tok = tokens[i];
         let Some((k, v0)) = tok.split_once('=') else {
             return Err(format!(
-                "flow '{t}': '{tok}' is not key=value (via=, rate=, p2pmem=, dir=, initiator=)"
+                "flow '{t}': '{tok}' is not key=value (via=, rate=, transport=, p2pmem=, dir=, initiator=)"
             ));
         };
         // A PCI address as a value spans more tokens: join until it parses.
@@ -271,9 +307,20 @@ pub fn parse_flow(text: &str) -> Result<FlowSpec, String> {
                 }
             }
             ("initiator", true) if !v.is_empty() => initiator = Some(device_value(&v)),
+            ("transport", true) => {
+                transport = match v.as_str() {
+                    "rdma" => NvmetTransport::Rdma,
+                    "tcp" => NvmetTransport::Tcp,
+                    _ => {
+                        return Err(format!(
+                            "flow '{t}': transport= is rdma or tcp, not '{v}' (loop has no NIC)"
+                        ))
+                    }
+                }
+            }
             _ => {
                 let allowed = if nvmet {
-                    "p2pmem=, dir=, initiator=, rate="
+                    "transport=, p2pmem=, dir=, initiator=, rate="
                 } else {
                     "via=, rate="
                 };
@@ -286,6 +333,7 @@ pub fn parse_flow(text: &str) -> Result<FlowSpec, String> {
     let kind = if nvmet {
         FlowKind::Nvmet {
             nic: a,
+            transport,
             ns: b,
             p2pmem,
             write,
@@ -360,6 +408,7 @@ mod tests {
             f.kind,
             FlowKind::Nvmet {
                 nic: DeviceRef::Name("nic0".into()),
+                transport: NvmetTransport::Rdma,
                 ns: DeviceRef::Name("nvme3".into()),
                 p2pmem: NvmetP2p::Off,
                 write: false,
@@ -375,6 +424,30 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn nvmet_flows_take_a_transport() {
+        let f = parse_flow("nvmet:tnic:nvme0:transport=tcp:p2pmem=1:initiator=inic").unwrap();
+        assert!(matches!(
+            f.kind,
+            FlowKind::Nvmet {
+                transport: NvmetTransport::Tcp,
+                p2pmem: NvmetP2p::Auto,
+                ..
+            }
+        ));
+        assert_eq!(NvmetTransport::Tcp.as_str(), "tcp");
+        assert!(NvmetTransport::Tcp
+            .never_p2pmem()
+            .is_some_and(|w| w.contains("TCP ports never use p2pmem")));
+        assert_eq!(NvmetTransport::Rdma.never_p2pmem(), None);
+        assert!(parse_flow("nvmet:a:b:transport=loop")
+            .unwrap_err()
+            .contains("rdma or tcp"));
+        assert!(parse_flow("a:b:transport=tcp")
+            .unwrap_err()
+            .contains("unknown option"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! re-derives the kernel's rules.
 
 use super::fabric::{Edge, Fabric};
-use super::flow::{FlowKind, FlowSpec, NvmetP2p, Via};
+use super::flow::{FlowKind, FlowSpec, NvmetP2p, NvmetTransport, Via};
 use crate::bdf::Bdf;
 use crate::distance::matrix::{Outcome, PairIndex};
 use crate::distance::MapType;
@@ -211,6 +211,7 @@ impl Router<'_, '_> {
             }
             FlowKind::Nvmet {
                 nic,
+                transport,
                 ns,
                 p2pmem,
                 write,
@@ -223,8 +224,20 @@ impl Router<'_, '_> {
                 } else {
                     (m, n, *ns, *nic)
                 };
+                let never = transport.never_p2pmem();
                 let mut r = match (p2p, p2pmem) {
                     (false, _) => bounce(self.fabric, s, d, "P2P disabled for comparison".into()),
+                    // nvmet-tcp's data buffers are host memory whatever p2pmem says: the
+                    // NIC's DMA lands there, the namespace's DMA leaves from there.
+                    (true, _) if *transport == NvmetTransport::Tcp => bounce(
+                        self.fabric,
+                        s,
+                        d,
+                        format!(
+                            "{}; the target's bytes go through its host memory",
+                            never.unwrap_or("tcp")
+                        ),
+                    ),
                     (true, NvmetP2p::Off) => {
                         bounce(self.fabric, s, d, "the namespace's p2pmem is 0".into())
                     }

@@ -396,6 +396,42 @@ fn two_hosts_in_one_design_keep_their_memory_apart() {
 }
 
 #[test]
+fn nvmet_tcp_bounces_through_the_targets_memory_whatever_p2pmem_says() {
+    let text = include_str!("../../../../examples/designs/lab-two-hosts-tcp.toml");
+    let (p, _, d) = run(text, &[]);
+    let f = &p.flows[0];
+    assert_eq!(
+        (f.kind, f.transport, f.path),
+        ("nvmet", Some("tcp"), "host_memory")
+    );
+    assert_eq!(f.provider, None);
+    assert!(f.why.contains("TCP ports never use p2pmem"), "{}", f.why);
+    let mem = |l: &Loading, h: &str| {
+        l.host_memory
+            .iter()
+            .find(|m| m.host == h)
+            .unwrap()
+            .bytes_per_s
+    };
+    let m = 1u64 << 20;
+    // Target: NIC into memory, memory out to the NVMe. Initiator: its NIC reads memory.
+    assert_eq!(mem(&p.with_p2p, "target"), 2 * m);
+    assert_eq!(mem(&p.with_p2p, "initiator"), m);
+    assert_eq!(p.p2p_saves_host_memory_bytes_per_s, 0);
+    assert_eq!(f.accounting.host_memory, 3);
+    assert!(f.accounting.devices.is_empty());
+    // The same namespace over rdma with p2pmem=1, on a Zen host (whose host bridge
+    // forwards P2P between the root ports), would use its own CMB: no bounce.
+    let rdma = text
+        .replace("transport=tcp:", "")
+        .replace("cpu = \"amd-pre-zen\"", "cpu = \"amd-zen\"");
+    let (p, _, _) = run(&rdma, &[]);
+    assert_eq!(p.flows[0].transport, Some("rdma"));
+    assert_eq!(p.flows[0].provider, Some(d.names["tgtA"]));
+    assert_eq!(mem(&p.with_p2p, "target"), 0);
+}
+
+#[test]
 fn functions_of_one_device_share_its_link() {
     use crate::topology::tests::{bdf, func};
     use crate::topology::{P2pmemInfo, Topology};
