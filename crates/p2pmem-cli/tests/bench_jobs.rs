@@ -40,11 +40,10 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A scratch directory where O_DIRECT works (the target directory), or `None`.
+/// A scratch directory where O_DIRECT works (`testing::scratch_bases`), or `None`.
 fn scratch() -> Option<tempfile::TempDir> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    for dir in [base.as_path(), Path::new("/var/tmp")] {
-        let Ok(tmp) = tempfile::tempdir_in(dir) else {
+    for dir in p2pmem_linux::testing::scratch_bases() {
+        let Ok(tmp) = tempfile::tempdir_in(&dir) else {
             continue;
         };
         let probe = tmp.path().join("probe.img");
