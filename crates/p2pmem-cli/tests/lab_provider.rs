@@ -517,10 +517,12 @@ fn kernel_rules_apply_and_the_model_predicts_them() {
     let refused = p2pmem_model::errno::o_direct_not_supported(kernel).map(|e| e.name);
     for p in pairs.iter().filter(|p| p.kernel == Some(false)) {
         assert_eq!(p.read.as_deref(), refused, "{p:?}");
+        // The pair's window of the kernel log may also hold late boot lines (the TSC
+        // calibration, once, under load): the refusal must be among them.
         assert!(
-            p.kernel_log.first().is_some_and(
-                |l| l.contains("do not share an upstream bridge or whitelisted host bridge")
-            ),
+            p.kernel_log
+                .iter()
+                .any(|l| l.contains("do not share an upstream bridge or whitelisted host bridge")),
             "{p:?}"
         );
     }
