@@ -19,7 +19,7 @@
 mod lab_common;
 
 use p2pmem_lab::PlanRun;
-use p2pmem_wire::plan::{Arg, Dev, Plan, Step};
+use p2pmem_wire::plan::{Plan, Step};
 use p2pmem_wire::report::ExecResult;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -33,21 +33,17 @@ const P: &str = "0000:06:00.2";
 /// shows every step was cut once.
 const MAX_CUTS: usize = 64;
 const MIB: u64 = 1 << 20;
+/// Restoring an empty target: removes everything.
+const WIPE: [&str; 6] = [
+    "p2pmem",
+    "--json",
+    "nvmet",
+    "restore",
+    "/tmp/empty.json",
+    "--force",
+];
 
-fn nvme(bdf: &str) -> Arg {
-    Dev::Nvme(bdf.parse().expect("a PCI address")).into()
-}
-
-fn words(argv: &[&str]) -> Vec<Arg> {
-    argv.iter()
-        .map(|w| match *w {
-            "{A}" => nvme("0000:04:00.0"),
-            "{B}" => nvme("0000:05:00.0"),
-            "{C}" => nvme("0000:06:00.1"),
-            w => Arg::from(w),
-        })
-        .collect()
-}
+use lab_common::default_words as words;
 
 fn killed_at(point: &str, n: usize, argv: &[&str]) -> Vec<String> {
     let mut v = vec!["env".to_string(), format!("P2PMEM_KILL_AT={point}:{n}")];
@@ -135,15 +131,7 @@ fn plan() -> Plan {
     );
     let restore = ["p2pmem", "--json", "nvmet", "restore", "/tmp/want.json"];
     for n in 1..=MAX_CUTS {
-        let wipe = [
-            "p2pmem",
-            "--json",
-            "nvmet",
-            "restore",
-            "/tmp/empty.json",
-            "--force",
-        ];
-        exec(&mut p, &format!("wipe{n}"), &wipe);
+        exec(&mut p, &format!("wipe{n}"), &WIPE);
         let cut = killed_at("nvmet-step", n, &restore);
         let cut: Vec<&str> = cut.iter().map(String::as_str).collect();
         exec(&mut p, &format!("cut{n}"), &cut);
@@ -163,18 +151,7 @@ fn plan() -> Plan {
     }
     // Clear the target before the provider part (the CMB namespace holds nothing of
     // 06:00.2, but keep the runs apart).
-    exec(
-        &mut p,
-        "wipe_end",
-        &[
-            "p2pmem",
-            "--json",
-            "nvmet",
-            "restore",
-            "/tmp/empty.json",
-            "--force",
-        ],
-    );
+    exec(&mut p, "wipe_end", &WIPE);
 
     // Provider: the module loads and binds 06:00.2 by its ID.
     let dev = |f: &str| format!("/sys/bus/pci/devices/{P}/{f}");

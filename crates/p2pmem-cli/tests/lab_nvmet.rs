@@ -12,7 +12,7 @@
 mod lab_common;
 
 use p2pmem_lab::PlanRun;
-use p2pmem_wire::plan::{Arg, Dev, Plan, Step};
+use p2pmem_wire::plan::{Plan, Step};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -20,22 +20,7 @@ const LAB: &str = "lab tier: boots the lab kernel under QEMU; scripts/test runs 
 const N: &str = "nqn.2026-11.io.p2pmem:lab";
 const HID: &str = "0c6f4a2e-9a8b-4c1d-8e2f-3a4b5c6d7e8f";
 
-fn nvme(bdf: &str) -> Arg {
-    Dev::Nvme(bdf.parse().expect("a PCI address")).into()
-}
-
-/// `argv` with `{A}`, `{B}`, `{C}` standing for the namespaces of 04:00.0, 05:00.0 and
-/// 06:00.1 (the agent names their block devices).
-fn words(argv: &[&str]) -> Vec<Arg> {
-    argv.iter()
-        .map(|w| match *w {
-            "{A}" => nvme("0000:04:00.0"),
-            "{B}" => nvme("0000:05:00.0"),
-            "{C}" => nvme("0000:06:00.1"),
-            w => Arg::from(w),
-        })
-        .collect()
-}
+use lab_common::default_words as words;
 
 /// The guest's plan: every `p2pmem nvmet` command as a user types it (exit status,
 /// stdout and stderr are the test), a loop-transport connect, and reads of what the

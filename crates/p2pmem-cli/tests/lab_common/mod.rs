@@ -10,7 +10,7 @@
 
 use p2pmem_lab::reports::demo::{DemoPair, DemoSummary};
 use p2pmem_lab::{Lab, PlanRun, Topology};
-use p2pmem_wire::plan::Plan;
+use p2pmem_wire::plan::{Arg, Dev, Plan};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -121,4 +121,19 @@ pub fn demo_on(
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a demo pair ({e}): {l}")))
         .collect();
     (pairs, summary, out.status.code())
+}
+
+/// `argv` for the `default` topology's guest, with `{A}`, `{B}`, `{C}` standing for the
+/// namespaces of 04:00.0, 05:00.0 and 06:00.1 (the agent names their block devices).
+#[allow(dead_code)]
+pub fn default_words(argv: &[&str]) -> Vec<Arg> {
+    let nvme = |bdf: &str| -> Arg { Dev::Nvme(bdf.parse().expect("a PCI address")).into() };
+    argv.iter()
+        .map(|w| match *w {
+            "{A}" => nvme("0000:04:00.0"),
+            "{B}" => nvme("0000:05:00.0"),
+            "{C}" => nvme("0000:06:00.1"),
+            w => Arg::from(w),
+        })
+        .collect()
 }
