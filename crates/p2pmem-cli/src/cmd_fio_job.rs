@@ -513,10 +513,11 @@ pub fn allocate_path(provider: p2pmem_model::Bdf) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec(bs: u64, iodepth: u32, numjobs: u32) -> JobSpec {
+    /// A sequential read job spec (the layout's tests use it too).
+    pub(crate) fn spec(bs: u64, iodepth: u32, numjobs: u32) -> JobSpec {
         JobSpec {
             rw: Rw::Read,
             bs,

@@ -57,18 +57,8 @@ pub fn layout(spec: &JobSpec, region: Option<u64>) -> Result<JobLayout, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd_fio_job::tests::spec;
     use p2pmem_linux::bench::Rw;
-
-    fn spec(bs: u64, iodepth: u32, numjobs: u32) -> JobSpec {
-        JobSpec {
-            rw: Rw::Read,
-            bs,
-            iodepth,
-            numjobs,
-            size: None,
-            runtime: 10,
-        }
-    }
 
     #[test]
     fn sequential_jobs_get_equal_slices_random_ones_the_whole_region() {

@@ -283,34 +283,9 @@ mod tests {
         }
     }
 
+    /// One scripted job: [`run_jobs`] with a single entry.
     fn run_with(bad: Vec<u64>, time: Duration) -> Outcome {
-        let mut q = Scripted {
-            bad,
-            done: Vec::new(),
-        };
-        let region = Region {
-            start: 0,
-            end: 64 * 4096,
-        };
-        let mut offsets = Offsets::new(region, 4096, false, 1).unwrap();
-        let null = std::fs::File::open("/dev/null").unwrap();
-        let p = Params {
-            dir: Dir::Read,
-            bs: 4096,
-            depth: 4,
-            until: Instant::now() + time,
-        };
-        let (cancel, halt) = (AtomicBool::new(false), AtomicBool::new(false));
-        run(
-            &mut q,
-            rustix::fd::AsFd::as_fd(&null),
-            p,
-            &mut offsets,
-            Flags {
-                cancel: &cancel,
-                halt: &halt,
-            },
-        )
+        run_jobs(vec![bad], time).pop().expect("one job")
     }
 
     #[test]

@@ -378,17 +378,21 @@ mod tests {
                 self.1.set(self.1.get() + self.0);
             }
         }
+        // Takes `d` units from the pool, or fails when fewer are left.
+        let take = |d: usize| {
+            if pool.get() >= d {
+                pool.set(pool.get() - d);
+                Ok(Piece(d, &pool))
+            } else {
+                Err("short")
+            }
+        };
         let got = map_jobs(
             4,
             8,
             |d| {
                 tried.push(d);
-                if pool.get() >= d {
-                    pool.set(pool.get() - d);
-                    Ok(Piece(d, &pool))
-                } else {
-                    Err("short")
-                }
+                take(d)
             },
             |e| *e == "short",
         )
@@ -402,19 +406,7 @@ mod tests {
         drop(got);
         assert_eq!(pool.get(), 20, "everything given back");
         // 32 jobs do not fit even at depth 1: the error, and nothing kept.
-        let r = map_jobs(
-            32,
-            8,
-            |d| {
-                if pool.get() >= d {
-                    pool.set(pool.get() - d);
-                    Ok(Piece(d, &pool))
-                } else {
-                    Err("short")
-                }
-            },
-            |e| *e == "short",
-        );
+        let r = map_jobs(32, 8, take, |e| *e == "short");
         assert!(matches!(r, Err("short")));
         assert_eq!(pool.get(), 20);
     }
