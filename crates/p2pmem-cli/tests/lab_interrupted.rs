@@ -221,20 +221,14 @@ fn plan() -> Plan {
 struct Guest(PlanRun);
 
 impl Guest {
+    /// A command the plan ran.
     fn step(&self, name: &str) -> &ExecResult {
-        self.0.exec(name).unwrap_or_else(|e| panic!("{e}"))
+        lab_common::exec_step(&self.0, name)
     }
 
+    /// A command that must have succeeded.
     fn ok(&self, name: &str) -> &ExecResult {
-        let s = self.step(name);
-        assert_eq!(
-            (s.exit, s.signal),
-            (Some(0), None),
-            "{name} failed: {}\n{}",
-            s.stdout,
-            s.stderr
-        );
-        s
+        lab_common::exec_ok(&self.0, name)
     }
 
     fn json(&self, name: &str) -> Value {

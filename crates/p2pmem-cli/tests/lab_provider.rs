@@ -204,14 +204,12 @@ struct Guest(PlanRun);
 impl Guest {
     /// A command the plan ran.
     fn step(&self, name: &str) -> &ExecResult {
-        self.0.exec(name).unwrap_or_else(|e| panic!("{e}"))
+        lab_common::exec_step(&self.0, name)
     }
 
     /// A command that must have succeeded.
     fn ok(&self, name: &str) -> &ExecResult {
-        let s = self.step(name);
-        assert_eq!(s.exit, Some(0), "{name} failed: {}\n{}", s.stdout, s.stderr);
-        s
+        lab_common::exec_ok(&self.0, name)
     }
 
     /// The bind report a `provider bind --json` step printed.

@@ -137,3 +137,17 @@ pub fn default_words(argv: &[&str]) -> Vec<Arg> {
         })
         .collect()
 }
+
+/// The `Exec` step `name` of a plan run.
+#[allow(dead_code)]
+pub fn exec_step<'a>(run: &'a PlanRun, name: &str) -> &'a p2pmem_wire::report::ExecResult {
+    run.exec(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The `Exec` step `name`, which must have exited 0 (so no signal ended it).
+#[allow(dead_code)]
+pub fn exec_ok<'a>(run: &'a PlanRun, name: &str) -> &'a p2pmem_wire::report::ExecResult {
+    let s = exec_step(run, name);
+    assert_eq!(s.exit, Some(0), "{name} failed: {}\n{}", s.stdout, s.stderr);
+    s
+}
