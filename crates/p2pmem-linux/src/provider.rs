@@ -476,7 +476,7 @@ fn region_of(root: &Path, bdf: Bdf) -> Option<ActiveRegion> {
 pub fn unbind(root: &Path, bdf: Bdf, wait: Option<Duration>) -> Result<Unbound, ProviderError> {
     let driver = bound_driver(root, bdf)?;
     let dir = driver_dir(root);
-    if driver.is_none() && half_bound(root, bdf) {
+    if driver.is_none() && left_behind(root, bdf) {
         // A `provider bind` stopped before `bind` (killed): undo what it wrote, so any
         // driver can bind the device again and its `ranges` slot is free.
         if override_is_ours(root, bdf) {
@@ -514,9 +514,12 @@ pub enum Unbound {
 /// override; the table holds 16 devices, so stale entries would fill it). `bind` again,
 /// or `unbind`, finishes or undoes it.
 pub fn half_bound(root: &Path, bdf: Bdf) -> bool {
-    if bound_driver(root, bdf).ok().flatten().as_deref() == Some(DRIVER) {
-        return false;
-    }
+    bound_driver(root, bdf).ok().flatten().as_deref() != Some(DRIVER) && left_behind(root, bdf)
+}
+
+/// What a killed `provider bind` writes before `bind`: the override or a `ranges` entry
+/// (the caller knows the device is not bound to the driver).
+fn left_behind(root: &Path, bdf: Bdf) -> bool {
     override_is_ours(root, bdf) || has_ranges_entry(root, bdf)
 }
 
