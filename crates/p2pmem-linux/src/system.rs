@@ -164,6 +164,8 @@ struct Reader {
     problems: Vec<Problem>,
     /// Directories already resolved (see [`RootFs::resolve_with`]).
     known_dirs: HashSet<PathBuf>,
+    /// Functions whose config space was cut short ([`System::truncated_config`]).
+    truncated: Vec<Bdf>,
     /// An imported capture: functions whose config space the source showed only in part
     /// (their 4096 bytes are exposed, fewer known), and p2pmem sizes may be unknown.
     imported: Option<Imported>,
@@ -189,6 +191,16 @@ impl Imported {
 }
 
 impl Reader {
+    fn new(fs: RootFs, imported: Option<Imported>) -> Self {
+        Self {
+            fs,
+            problems: Vec::new(),
+            known_dirs: HashSet::new(),
+            truncated: Vec::new(),
+            imported,
+        }
+    }
+
     fn problem(&mut self, path: impl AsRef<Path>, what: impl Into<String>) {
         self.problems.push(Problem {
             path: format!("/{}", path.as_ref().display()),
@@ -274,7 +286,7 @@ impl Reader {
     }
 
     /// A located function read in full: config space, IDs, driver, p2pmem.
-    fn function(&mut self, at: Located, truncated: &mut Vec<Bdf>) -> Option<Function> {
+    fn function(&mut self, at: Located) -> Option<Function> {
         let Located {
             bdf,
             dir,
@@ -292,7 +304,7 @@ impl Reader {
                 return None;
             }
         };
-        let config = self.config(&d, bdf, truncated);
+        let config = self.config(&d, bdf);
         let mut id = |file: &str, from_cfg: Option<u32>| -> u32 {
             if for_decision {
                 return from_cfg.unwrap_or(0xffff);
@@ -326,7 +338,7 @@ impl Reader {
         })
     }
 
-    fn config(&mut self, d: &Dir, bdf: Bdf, truncated: &mut Vec<Bdf>) -> Option<ConfigSpace> {
+    fn config(&mut self, d: &Dir, bdf: Bdf) -> Option<ConfigSpace> {
         let (bytes, exposed) = match d.read_with_len("config") {
             Ok(b) => b,
             Err(e) => {
@@ -343,7 +355,7 @@ impl Reader {
         match ConfigSpace::new(bytes, exposed as usize) {
             Ok(cs) => {
                 if cs.is_truncated() || cs.exposed_len() <= 64 {
-                    truncated.push(bdf);
+                    self.truncated.push(bdf);
                 }
                 Some(cs)
             }
@@ -431,50 +443,40 @@ fn driver_of(d: &Dir) -> Option<String> {
         .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
-/// Functions below which reading is not worth a second thread.
+/// Items below which reading is not worth a second thread.
 const PARALLEL_FROM: usize = 256;
 
-/// Read `todo` in full, in order: on a large capture in up to two threads, each taking a
-/// contiguous part, their answers and problems joined in the same order as one thread's.
-fn read_functions(r: &mut Reader, todo: Vec<Located>, truncated: &mut Vec<Bdf>) -> Vec<Function> {
+/// `f` over `todo`, in order: on a large capture in up to two threads, each with its own
+/// reader over a contiguous part, their answers, problems and truncated functions joined
+/// in the same order as one thread's.
+fn in_order<I: Send, T: Send>(
+    r: &mut Reader,
+    todo: Vec<I>,
+    f: impl Fn(&mut Reader, I) -> Option<T> + Sync,
+) -> Vec<T> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
     if threads < 2 || todo.len() < PARALLEL_FROM {
-        let mut out = Vec::with_capacity(todo.len());
-        for at in todo {
-            out.extend(r.function(at, truncated));
-        }
-        return out;
+        return todo.into_iter().filter_map(|i| f(r, i)).collect();
     }
-    let half = todo.len().div_ceil(2);
     let mut todo = todo;
-    let second = todo.split_off(half);
-    let part = |fs: RootFs, part: Vec<Located>| {
-        let imported = r.imported.clone();
+    let second = todo.split_off(todo.len().div_ceil(2));
+    let f = &f;
+    let part = |mut r: Reader, part: Vec<I>| {
         move || {
-            let mut r = Reader {
-                fs,
-                problems: Vec::new(),
-                known_dirs: HashSet::new(),
-                imported,
-            };
-            let mut truncated = Vec::new();
-            let mut out = Vec::with_capacity(part.len());
-            for at in part {
-                out.extend(r.function(at, &mut truncated));
-            }
-            (out, truncated, r.problems)
+            let out: Vec<T> = part.into_iter().filter_map(|i| f(&mut r, i)).collect();
+            (out, r.truncated, r.problems)
         }
     };
     let (a, b) = std::thread::scope(|s| {
-        let other = s.spawn(part(r.fs.clone(), second));
-        let mine = part(r.fs.clone(), todo)();
+        let other = s.spawn(part(Reader::new(r.fs.clone(), r.imported.clone()), second));
+        let mine = part(Reader::new(r.fs.clone(), r.imported.clone()), todo)();
         (mine, other.join())
     });
     let b = b.unwrap_or_else(|e| std::panic::resume_unwind(e));
     let mut out = Vec::with_capacity(a.0.len() + b.0.len());
-    for (functions, t, problems) in [a, b] {
-        out.extend(functions);
-        truncated.extend(t);
+    for (items, truncated, problems) in [a, b] {
+        out.extend(items);
+        r.truncated.extend(truncated);
         r.problems.extend(problems);
     }
     out
@@ -489,22 +491,29 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
     if !root.is_dir() {
         return Err(ReadError::NoRoot(root.to_path_buf()));
     }
-    let mut r = Reader {
-        fs: RootFs::new(root),
-        problems: Vec::new(),
-        known_dirs: HashSet::new(),
-        imported: None,
-    };
+    let mut r = Reader::new(RootFs::new(root), None);
     if !r.fs.is_dir(PCI_DEVICES) {
         return Err(ReadError::NoPci(r.fs.path(PCI_DEVICES)));
     }
     let import = read_import_note(&mut r);
     r.imported = import.as_ref().map(Imported::from_note);
-    let mut truncated = Vec::new();
-    let mut located = Vec::new();
-    for name in r.fs.list(PCI_DEVICES)? {
-        located.extend(r.locate(&name));
-    }
+    // Where each function is and, for `find`, whether it is a provider: a walk of
+    // every function's link, in two threads on a large capture.
+    let providers = matches!(
+        scope,
+        Scope::For {
+            providers: true,
+            ..
+        }
+    );
+    let names = r.fs.list(PCI_DEVICES)?;
+    let mut located = in_order(&mut r, names, |r, name| {
+        let mut at = r.locate(&name)?;
+        if providers {
+            at.has_p2pmem = Some(r.fs.path(at.dir.join("p2pmem")).is_dir());
+        }
+        Some(at)
+    });
     let classes = match scope {
         Scope::All => None,
         Scope::For { .. } => Some(read_classes(&mut r)),
@@ -521,7 +530,7 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
         .filter(|a| a.for_decision)
         .map(|a| a.bdf)
         .collect();
-    let functions = read_functions(&mut r, todo, &mut truncated);
+    let functions = in_order(&mut r, todo, Reader::function);
     let topology = Topology::new(functions)?;
 
     let release = match r.fs.read_opt_string("proc/sys/kernel/osrelease") {
@@ -578,7 +587,7 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
         nvme,
         block,
         rdma,
-        truncated_config: truncated,
+        truncated_config: r.truncated,
         iommus,
         problems: r.problems,
         import,

@@ -71,7 +71,7 @@ pub(super) fn wanted(
     let mut decision: HashSet<Bdf> = HashSet::new();
     let mut bridges: HashSet<HostBridgeId> = HashSet::new();
     for l in located.iter_mut() {
-        if *providers {
+        if *providers && l.has_p2pmem.is_none() {
             l.has_p2pmem = Some(fs.path(l.dir.join("p2pmem")).is_dir());
         }
         if seeds.contains(&l.bdf) {
@@ -100,12 +100,10 @@ pub(super) fn wanted(
 /// driver and p2pmem size and available bytes, as a full read has them. For what is
 /// printed about them.
 pub fn complete_ids(sys: &mut System, bdfs: &[Bdf]) {
-    let mut r = Reader {
-        fs: RootFs::new(&sys.root),
-        problems: Vec::new(),
-        known_dirs: HashSet::new(),
-        imported: sys.import.as_ref().map(super::Imported::from_note),
-    };
+    let mut r = Reader::new(
+        RootFs::new(&sys.root),
+        sys.import.as_ref().map(super::Imported::from_note),
+    );
     for bdf in bdfs {
         let Some(i) = sys.ids_from_config.iter().position(|b| b == bdf) else {
             continue;

@@ -322,3 +322,62 @@ fn scoped_reads_follow_device_names() {
         ]
     );
 }
+
+/// A capture large enough to be read in two threads: problems, truncated config spaces
+/// and functions come out in the listing's order, as one thread gives them, and a
+/// scoped `find` read locates the providers of both halves.
+#[test]
+fn a_large_capture_reads_in_the_listing_order() {
+    use crate::synth::{self, Shape};
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("cap");
+    let shape = Shape {
+        functions: 2 * PARALLEL_FROM + 40,
+        domains: 2,
+        ports_per_switch: 30,
+    };
+    let made = synth::write(&synth::template_root(), &root, shape).unwrap();
+    // One broken link and one cut config space in each half of the listing.
+    let devices = root.join(PCI_DEVICES);
+    for name in ["0000:00:00.7", "ffff:ff:1f.7"] {
+        symlink("../../../devices/pci0000:00/nowhere", devices.join(name)).unwrap();
+    }
+    let mut sorted = made.functions.clone();
+    sorted.sort();
+    let (first, last) = (sorted[3], sorted[sorted.len() - 3]);
+    for bdf in [first, last] {
+        let dir = RootFs::new(&root).resolve(format!("{PCI_DEVICES}/{bdf}"));
+        let config = root.join(dir.unwrap()).join("config");
+        let bytes = std::fs::read(&config).unwrap();
+        std::fs::write(&config, &bytes[..64]).unwrap();
+    }
+    let s = read_system(&root).unwrap();
+    let dangling: Vec<&str> = s
+        .problems
+        .iter()
+        .filter(|p| p.what.starts_with("dangling"))
+        .map(|p| p.path.as_str())
+        .collect();
+    assert_eq!(
+        dangling,
+        [
+            "/sys/bus/pci/devices/0000:00:00.7",
+            "/sys/bus/pci/devices/ffff:ff:1f.7"
+        ],
+        "{:?}",
+        s.problems
+    );
+    assert_eq!(s.truncated_config, [first, last]);
+    let got: Vec<Bdf> = s.topology.functions().map(|f| f.bdf).collect();
+    assert_eq!(got, sorted);
+    // find: every provider of both domains is known as one.
+    let scope = Scope::For {
+        names: vec![made.plain_nvme[0].to_string()],
+        providers: true,
+    };
+    let part = read_system_scoped(&root, &scope).unwrap();
+    let providers: Vec<Bdf> = part.topology.providers().map(|f| f.bdf).collect();
+    let mut want = made.providers.clone();
+    want.sort();
+    assert_eq!(providers, want);
+}
