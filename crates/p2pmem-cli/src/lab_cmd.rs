@@ -281,6 +281,16 @@ fn matrix(
         check: true,
         copy: false,
     };
+    // Each with the label of its progress lines (guests run side by side); the few
+    // labels live as long as the process.
+    let topos = topos
+        .iter()
+        .map(|name| {
+            let topo = Topology::load(name)?;
+            let label: &'static str = Box::leak(topo.name.clone().into_boxed_str());
+            Ok((topo, label))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut all_agree = true;
     let mut stdout = std::io::stdout().lock();
     if !json {
@@ -306,11 +316,18 @@ fn matrix(
         if let Some(t) = timeout {
             lab.timeout = Duration::from_secs(t);
         }
-        for name in &topos {
-            let topo = Topology::load(name)?;
-            let cpu = topo.cpu.clone();
-            let (_, res) = run_pairs(&lab, &topo, &cpu, opts)?;
-            let (pairs, summary) = demo(&topo.name, &cpu, &res);
+        // The kernel first (built once if not cached), then the line's topologies booted
+        // a few at a time, their rows printed in order.
+        lab.kernel()?;
+        let runs = map_ordered(&topos, guests_at_once(), |(topo, label)| {
+            let mut lab = lab.clone();
+            lab.progress = lab.progress.labelled(label);
+            run_pairs(&lab, topo, &topo.cpu, opts)
+        });
+        for ((topo, _), run) in topos.iter().zip(runs) {
+            let (_, res) = run?;
+            let (name, cpu) = (&topo.name, &topo.cpu);
+            let (pairs, summary) = demo(name, cpu, &res);
             all_agree &= summary.disagreed == 0 && summary.incomplete == 0;
             let oracles: std::collections::BTreeSet<&str> =
                 pairs.iter().map(|p| p.oracle.as_str()).collect();
@@ -347,6 +364,44 @@ fn matrix(
         }
     }
     Ok(if all_agree { 0 } else { 1 })
+}
+
+/// Guests `lab matrix` boots at once: each is one QEMU/TCG process with one vCPU, about
+/// one core's work, so one per core, at most 4 (each takes its topology's memory).
+fn guests_at_once() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// `f` over `items` in up to `workers` threads, the answers in the items' order.
+fn map_ordered<T: Sync, R: Send>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                return done;
+            };
+            done.push((i, f(item)));
+        }
+    };
+    let mut all: Vec<(usize, R)> = std::thread::scope(|s| {
+        let others: Vec<_> = (1..workers.clamp(1, items.len().max(1)))
+            .map(|_| s.spawn(work))
+            .collect();
+        let mut all = work();
+        for t in others {
+            all.extend(t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        all
+    });
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The largest plan file `lab plan` reads.
@@ -786,6 +841,28 @@ fn print_legend(pairs: &[DemoPair], cpu: &str) {
 mod tests {
     use super::*;
     use clap::{Arg, ArgAction, Command, FromArgMatches};
+
+    /// Answers come in the items' order whatever the workers' speeds, each item once.
+    #[test]
+    fn map_ordered_keeps_the_order() {
+        let items: Vec<u64> = (0..50).collect();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        for workers in [0, 1, 3, 8, 100] {
+            let got = map_ordered(&items, workers, |i| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Early items are the slow ones.
+                std::thread::sleep(Duration::from_micros(200 * (50 - i)));
+                i * 2
+            });
+            assert_eq!(
+                got,
+                items.iter().map(|i| i * 2).collect::<Vec<_>>(),
+                "{workers}"
+            );
+        }
+        assert_eq!(calls.into_inner(), 5 * items.len());
+        assert!(map_ordered(&[] as &[u8], 4, |_| 0).is_empty());
+    }
 
     /// The lab subcommand next to global `--json`/`--root` flags like main.rs has.
     fn cli() -> Command {

@@ -121,6 +121,28 @@ fn rust_toolchain(cache: &Cache, path: &OsStr) -> Result<String> {
     Ok(format!("{rustc}\nlibclang {libclang}"))
 }
 
+/// [`crate::build::toolchain::ensure_rust_tools`]'s `PATH` and [`rust_toolchain`], found
+/// once per process and cache: the probes spawn `rustc` twice and `bindgen`, which loads
+/// libclang (about 0.7 s), and `lab matrix` asks before every guest, several at a time.
+/// The lock also keeps two threads from probing (and writing its header) at once.
+fn rust_tools_once(cache: &Cache, progress: Progress) -> Result<(OsString, String)> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, PoisonError};
+    static FOUND: Mutex<Option<HashMap<PathBuf, (OsString, String)>>> = Mutex::new(None);
+    let mut found = FOUND.lock().unwrap_or_else(PoisonError::into_inner);
+    let found = found.get_or_insert_with(HashMap::new);
+    if let Some(hit) = found.get(cache.root()) {
+        return Ok(hit.clone());
+    }
+    let path = crate::build::toolchain::ensure_rust_tools(cache, progress)?.path;
+    let toolchain = rust_toolchain(cache, &path)?;
+    found.insert(
+        cache.root().to_path_buf(),
+        (path.clone(), toolchain.clone()),
+    );
+    Ok((path, toolchain))
+}
+
 /// Where modules for a kernel of `source` cached in `dir` are built.
 fn module_tree(source: &KernelSource, dir: &Path) -> Option<ModuleTree> {
     let build = dir.join("build");
@@ -146,9 +168,7 @@ pub fn ensure_kernel(cache: &Cache, spec: &KernelSpec, progress: Progress) -> Re
     let reqs = Fragment::parse(spec.fragment())?.for_line(line)?;
     let rust = reqs.contains(&Requirement::Set("CONFIG_RUST=y".into()));
     let (path, toolchain) = if rust {
-        let path = crate::build::toolchain::ensure_rust_tools(cache, progress)?.path;
-        let toolchain = rust_toolchain(cache, &path)?;
-        (path, toolchain)
+        rust_tools_once(cache, progress)?
     } else {
         let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
         (path, String::new())
