@@ -28,8 +28,9 @@ fn plan() -> Plan {
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn lspci_made_in_the_guest_imports_to_the_verdicts_of_the_sysfs_capture_on_every_topology() {
     let mut pairs = 0;
-    for (name, _) in EMBEDDED {
-        let run = lab_common::run_plan(name, None, &plan());
+    let names: Vec<&str> = EMBEDDED.iter().map(|(n, _)| *n).collect();
+    let runs = lab_common::run_plans(&names, &plan());
+    for (name, run) in names.iter().zip(runs) {
         let lspci = run.exec("lspci").expect("lspci ran");
         assert_eq!(lspci.exit, Some(0), "{name}: {lspci:?}");
         let work = tempfile::tempdir().unwrap();
