@@ -530,6 +530,73 @@ fn the_uring_queue_guards_its_buffer() {
 }
 
 #[test]
+fn a_queue_made_on_one_thread_runs_on_another() {
+    // bench makes every job's queue on the main thread and runs it on the job's own:
+    // with a single-issuer ring the running thread must be the issuer.
+    let Ok(ring) = Ring::open(8) else {
+        crate::testing::skipped("SKIPPED: io_uring unavailable here");
+        return;
+    };
+    let d = scratch_or_skip!();
+    let path = d.path().join("f.img");
+    let data = pattern(1 << 16, 13);
+    std::fs::write(&path, &data).unwrap();
+    let fd = open_direct(&path, OFlags::RDONLY);
+    let mut q = UringQueue::new(ring, Box::new(HostBuffer::new(1 << 16).unwrap()));
+    let reaped = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Fewer requests than a submit batch: `wait` must hand them to the kernel.
+            for (i, tag) in [(0usize, 1u64), (1, 2), (2, 3)] {
+                q.push(
+                    Dir::Read,
+                    fd.as_fd(),
+                    i * 4096,
+                    4096,
+                    (i * 4096) as u64,
+                    tag,
+                )
+                .unwrap();
+            }
+            let mut out = Vec::new();
+            while q.in_flight() > 0 {
+                q.wait(&mut out).unwrap();
+            }
+            // Then many, more than one batch at a time.
+            for i in 3..16usize {
+                q.push(
+                    Dir::Read,
+                    fd.as_fd(),
+                    i * 4096,
+                    4096,
+                    (i * 4096) as u64,
+                    i as u64 + 1,
+                )
+                .unwrap();
+                if q.in_flight() == 8 {
+                    q.wait(&mut out).unwrap();
+                }
+            }
+            while q.in_flight() > 0 {
+                q.wait(&mut out).unwrap();
+            }
+            out
+        })
+        .join()
+        .unwrap()
+    });
+    let mut tags: Vec<u64> = reaped
+        .iter()
+        .map(|c| {
+            assert_eq!(*c.result.as_ref().unwrap(), 4096);
+            c.user_data
+        })
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, (1..=16).collect::<Vec<u64>>());
+    drop(q);
+}
+
+#[test]
 fn auto_falls_back_to_host_memory_loudly_for_files_and_require_p2p_refuses() {
     let d = scratch_or_skip!();
     let src = d.path().join("src.img");

@@ -32,12 +32,77 @@ struct Pending {
 }
 
 /// An io_uring that has been set up and can do READ and WRITE.
-pub struct Ring(IoUring);
+pub struct Ring {
+    ring: IoUring,
+    /// Requests the queue is sized for.
+    depth: usize,
+    /// Set up disabled (`IORING_SETUP_R_DISABLED`) for a single issuer: the thread that
+    /// first uses the queue enables it and becomes that issuer.
+    enable: bool,
+}
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Ring")
+        f.debug_struct("Ring")
+            .field("depth", &self.depth)
+            .field("single_issuer", &self.enable)
+            .finish()
     }
+}
+
+/// How a ring is set up, tried in this order until the kernel accepts one; fio 3.33
+/// sets its rings up the same way and falls back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// `IORING_SETUP_COOP_TASKRUN | SINGLE_ISSUER | DEFER_TASKRUN` (Linux 6.1), set up
+    /// disabled (`R_DISABLED`, 5.10) so that the thread that runs the queue, not the one
+    /// that made it, is the single issuer. Completions are then posted only when that
+    /// thread waits for them, and the kernel never interrupts it to post them: on 2 cores,
+    /// with a loop device's kernel threads competing for them, 4 KiB random reads at
+    /// depth 32 moved 1,487 against 1,089 MiB/s, 64 KiB sequential reads 4,965 against
+    /// 3,782 (README, Benchmarks).
+    Deferred,
+    /// `IORING_SETUP_COOP_TASKRUN` alone (Linux 5.19).
+    Cooperative,
+    /// No flags (Linux 5.6).
+    Plain,
+}
+
+impl Setup {
+    const ORDER: [Self; 3] = [Self::Deferred, Self::Cooperative, Self::Plain];
+
+    fn build(self, entries: u32) -> io::Result<IoUring> {
+        let mut builder = IoUring::builder();
+        match self {
+            Self::Deferred => {
+                builder
+                    .setup_coop_taskrun()
+                    .setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_r_disabled();
+            }
+            Self::Cooperative => {
+                builder.setup_coop_taskrun();
+            }
+            Self::Plain => {}
+        }
+        builder.build(entries)
+    }
+}
+
+/// The first setup the kernel accepts: an older kernel refuses flags it does not know
+/// with EINVAL; any other error ends the search.
+fn first_accepted<T>(mut build: impl FnMut(Setup) -> io::Result<T>) -> io::Result<(T, Setup)> {
+    let einval = libc_einval();
+    let mut last = None;
+    for setup in Setup::ORDER {
+        match build(setup) {
+            Ok(t) => return Ok((t, setup)),
+            Err(e) if e.raw_os_error() == Some(einval) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from_raw_os_error(einval)))
 }
 
 impl Ring {
@@ -45,9 +110,10 @@ impl Ring {
     /// and `IORING_OP_WRITE` (Linux 5.6). Fails when io_uring is missing, disabled
     /// (`kernel.io_uring_disabled`, seccomp: EPERM/ENOSYS) or too old (EOPNOTSUPP).
     pub fn open(depth: usize) -> io::Result<Self> {
-        let entries = u32::try_from(depth.clamp(1, MAX_DEPTH).next_power_of_two())
+        let depth = depth.clamp(1, MAX_DEPTH);
+        let entries = u32::try_from(depth.next_power_of_two())
             .map_err(|_| io::Error::from_raw_os_error(libc_einval()))?;
-        let ring = IoUring::new(entries)?;
+        let (ring, setup) = first_accepted(|setup| setup.build(entries))?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe).map_err(|_| {
             io::Error::from_raw_os_error(rustix::io::Errno::OPNOTSUPP.raw_os_error())
@@ -57,8 +123,24 @@ impl Ring {
                 rustix::io::Errno::OPNOTSUPP.raw_os_error(),
             ));
         }
-        Ok(Self(ring))
+        Ok(Self {
+            ring,
+            depth,
+            enable: setup == Setup::Deferred,
+        })
     }
+}
+
+/// Requests queued before they are handed to the kernel, for a queue of `depth`: half
+/// the depth, at most 4, so that at least half the queue stays in flight while the rest
+/// is gathered. Submitting each request at once (fio's default) keeps a loop device whose
+/// kernel threads share the CPUs with the submitter busiest; gathering them lets the block
+/// layer merge adjacent requests for a disk. Measured on 2 cores (README, Benchmarks), at
+/// depth 8: 4 KiB sequential reads from a disk-backed loop device 298 MiB/s gathering 4,
+/// 229 one at a time; 64 KiB copies 1,346 and 921 MiB/s gathering 4 (memory- and
+/// disk-backed source), 1,260 and 819 one at a time, 1,065 and 840 gathering all 8.
+pub fn submit_batch(depth: usize) -> usize {
+    (depth / 2).clamp(1, 4)
 }
 
 fn libc_einval() -> i32 {
@@ -91,6 +173,12 @@ pub struct UringQueue {
     buf: Option<Box<dyn DmaBuffer>>,
     location: Location,
     buf_len: usize,
+    /// Entries in the submission queue the kernel has not been told about.
+    unsubmitted: usize,
+    /// Submit once this many are queued ([`submit_batch`]).
+    batch: usize,
+    /// The ring is still disabled: the first push or wait enables it.
+    enable: bool,
 }
 
 impl std::fmt::Debug for UringQueue {
@@ -106,12 +194,33 @@ impl UringQueue {
     /// A queue over `buf` on `ring`.
     pub fn new(ring: Ring, buf: Box<dyn DmaBuffer>) -> Self {
         Self {
-            ring: ring.0,
+            batch: submit_batch(ring.depth),
+            enable: ring.enable,
+            ring: ring.ring,
             pending: BTreeMap::new(),
             location: buf.location(),
             buf_len: buf.len(),
             buf: Some(buf),
+            unsubmitted: 0,
         }
+    }
+
+    /// Enables a ring set up disabled, making the calling thread its single issuer.
+    fn enabled(&mut self) -> io::Result<()> {
+        if self.enable {
+            self.ring.submitter().register_enable_rings()?;
+            self.enable = false;
+        }
+        Ok(())
+    }
+
+    /// Hands every queued entry to the kernel.
+    fn submit(&mut self) -> io::Result<()> {
+        if self.unsubmitted > 0 {
+            self.ring.submit()?;
+            self.unsubmitted = self.ring.submission().len();
+        }
+        Ok(())
     }
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
@@ -191,8 +300,9 @@ impl Queue for UringQueue {
             }
         }
         .user_data(user_data);
+        self.enabled().map_err(|_| PushError::Full)?;
         if self.ring.submission().is_full() {
-            self.ring.submit().map_err(|_| PushError::Full)?;
+            self.submit().map_err(|_| PushError::Full)?;
         }
         // SAFETY: the entry points at `[buf_off, buf_off + len)` of `self.buf`, checked to
         // lie inside it by `io`/`io_mut` above. The buffer is owned by `self` and lives at
@@ -207,6 +317,12 @@ impl Queue for UringQueue {
         pushed.map_err(|_| PushError::Full)?;
         self.pending
             .insert(user_data, Pending { off: buf_off, len });
+        self.unsubmitted += 1;
+        if self.unsubmitted >= self.batch {
+            // A failed submit leaves the entries queued: `wait` submits them again and
+            // reports the error.
+            let _ = self.submit();
+        }
         Ok(())
     }
 
@@ -218,7 +334,8 @@ impl Queue for UringQueue {
         // submit-and-wait call left every request on a loop device about one timer tick
         // (4 ms) late on Linux 6.18: 334 against 12,000 IOPS at depth 1, 4 KiB
         // (`p2pmem bench`, scripts/bench).
-        self.ring.submit()?;
+        self.enabled()?;
+        self.submit()?;
         self.ring.submit_and_wait(1)?;
         self.reap(out);
         Ok(())
@@ -230,6 +347,9 @@ impl Queue for UringQueue {
 }
 
 impl Drop for UringQueue {
+    /// With a single issuer (`Setup::Deferred`) only the thread that ran the queue can
+    /// wait: from any other every wait fails (EEXIST) and a buffer with requests still in
+    /// flight is leaked below. Every user reaps its requests before the queue is dropped.
     fn drop(&mut self) {
         let mut sink = Vec::new();
         let mut failures = 0;
@@ -246,5 +366,60 @@ impl Drop for UringQueue {
             // The kernel may still write into the buffer: never free it.
             std::mem::forget(self.buf.take());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno(e: rustix::io::Errno) -> io::Error {
+        io::Error::from_raw_os_error(e.raw_os_error())
+    }
+
+    #[test]
+    fn setup_falls_back_on_einval_only() {
+        use rustix::io::Errno;
+        // A kernel before 6.1 refuses DEFER_TASKRUN, one before 5.19 COOP_TASKRUN too.
+        let (_, s) = first_accepted(|s| {
+            if s == Setup::Deferred {
+                Err(errno(Errno::INVAL))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert_eq!(s, Setup::Cooperative);
+        let mut tried = Vec::new();
+        let (_, s) = first_accepted(|s| {
+            tried.push(s);
+            if s == Setup::Plain {
+                Ok(())
+            } else {
+                Err(errno(Errno::INVAL))
+            }
+        })
+        .unwrap();
+        assert_eq!(s, Setup::Plain);
+        assert_eq!(tried, Setup::ORDER);
+        // Any other error is the answer: io_uring disabled is not retried.
+        let mut n = 0;
+        let e = first_accepted::<()>(|_| {
+            n += 1;
+            Err(errno(Errno::PERM))
+        })
+        .unwrap_err();
+        assert_eq!((e.raw_os_error(), n), (Some(Errno::PERM.raw_os_error()), 1));
+        let e = first_accepted::<()>(|_| Err(errno(Errno::INVAL))).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(Errno::INVAL.raw_os_error()));
+    }
+
+    #[test]
+    fn half_the_depth_is_gathered_at_most_four() {
+        let got: Vec<usize> = [1, 2, 3, 4, 8, 16, 32, 1024]
+            .into_iter()
+            .map(submit_batch)
+            .collect();
+        assert_eq!(got, [1, 1, 1, 2, 4, 4, 4, 4]);
     }
 }
