@@ -8,6 +8,10 @@
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/tmp
+# Only emergencies reach the console from here on, so that no kernel line lands inside a
+# marker or a frame (a late boot message once split the START marker's line); the kernel
+# log still goes to the ring buffer, which the agent reads and sends as frames.
+dmesg -n 1
 echo "@@P2PMEM:START@@"
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -35,9 +39,6 @@ done
 echo "@@P2PMEM:READY nvme=$have want=$want@@"
 
 echo "p2pmem-lab: plan start" > /dev/kmsg
-# From here on only emergencies reach the console, so frames are never interleaved
-# with kernel lines (the kernel log still goes to the ring buffer the agent reads).
-dmesg -n 1
 cd /tmp
 /bin/p2pmem agent plan /lab/plan.json < /dev/null
 echo "@@P2PMEM:DONE@@"

@@ -90,8 +90,15 @@ enum Marker<'a> {
 
 fn marker(line: &str) -> Option<Result<Marker<'_>, String>> {
     let at = line.find(PREFIX)?;
-    let body = line[at + PREFIX.len()..].trim_end();
-    let Some(body) = body.strip_suffix(SUFFIX) else {
+    let rest = line[at + PREFIX.len()..].trim_end();
+    let glued = || {
+        // A kernel line the serial console printed between the marker and its newline
+        // (seen: `@@P2PMEM:START@@[    1.183072] input: ImExPS/2 ...` when a late boot
+        // message raced /init's echo): the marker is whole, the rest is console text.
+        let (body, after) = rest.split_once(SUFFIX)?;
+        is_printk_line(after).then_some(body)
+    };
+    let Some(body) = rest.strip_suffix(SUFFIX).or_else(glued) else {
         return Some(Err(format!(
             "marker without closing @@: {:?}",
             truncate(line)
@@ -132,6 +139,24 @@ fn marker(line: &str) -> Option<Result<Marker<'_>, String>> {
         other => Err(format!("unknown marker {:?}", truncate(other))),
     };
     Some(parsed)
+}
+
+/// Whether `s` starts as the kernel prints a line on the console with
+/// `CONFIG_PRINTK_TIME`: `[` spaces, seconds, `.`, six digits, `] `.
+fn is_printk_line(s: &str) -> bool {
+    let Some(inner) = s.strip_prefix('[') else {
+        return false;
+    };
+    let Some((stamp, _)) = inner.split_once("] ") else {
+        return false;
+    };
+    let Some((secs, micros)) = stamp.trim_start_matches(' ').split_once('.') else {
+        return false;
+    };
+    !secs.is_empty()
+        && secs.bytes().all(|b| b.is_ascii_digit())
+        && micros.len() == 6
+        && micros.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn clamp_u32(v: i64) -> u32 {
@@ -344,6 +369,33 @@ pub fn encode_frame(id: &str, rc: i32, data: &[u8]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_kernel_line_glued_to_a_marker_is_console_text() {
+        // Captured in the lab (7.2, multifunction topology): a late boot message printed
+        // between /init's marker and its newline.
+        let mut text = String::from(
+            "[    1.108545] Run /init as init process\n\
+             @@P2PMEM:START@@[    1.183072] input: ImExPS/2 Generic Explorer Mouse as /devices/platform/i8042/serio1/input/input3\n\
+             \n\
+             @@P2PMEM:READY nvme=2 want=2@@[   12.000001] nvme nvme1: 1/0/0 default/read/poll queues\n",
+        );
+        text.push_str(&encode_frame("boot", 0, b"ok"));
+        text.push_str("@@P2PMEM:DONE@@\n");
+        let r = decode_console(&text).unwrap();
+        assert!(r.started && r.done);
+        assert_eq!(r.ready, Some((2, 2)));
+        assert_eq!(r.frame("boot").unwrap().data, b"ok");
+        // Anything else after a marker is still a broken stream.
+        for bad in [
+            "@@P2PMEM:START@@garbage\n",
+            "@@P2PMEM:START@@[ 1.18] short stamp\n",
+            "@@P2PMEM:START@@[    1.183072]no space\n",
+            "@@P2PMEM:START\n",
+        ] {
+            assert!(decode_console(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn full_session_decodes() {
