@@ -15,6 +15,7 @@ use p2pmem_lab::plans::pairs::{dma_steps, pairs_plan, PairsOptions, PairsResult}
 use p2pmem_lab::reports::demo::{demo, DemoPair, DemoSummary};
 use p2pmem_lab::reports::truth::{build_truth, scratch_script, TruthContext};
 use p2pmem_lab::run::lab::unpack_tar;
+use p2pmem_lab::run::parallel;
 use p2pmem_lab::{Lab, PlanRun, Topology};
 use p2pmem_model::dma_accounting::Window;
 use p2pmem_wire::plan::{Plan, Step};
@@ -319,7 +320,7 @@ fn matrix(
         // The kernel first (built once if not cached), then the line's topologies booted
         // a few at a time, their rows printed in order.
         lab.kernel()?;
-        let runs = map_ordered(&topos, guests_at_once(), |(topo, label)| {
+        let runs = parallel::map_ordered(&topos, parallel::guests_at_once(), |(topo, label)| {
             let mut lab = lab.clone();
             lab.progress = lab.progress.labelled(label);
             run_pairs(&lab, topo, &topo.cpu, opts)
@@ -364,44 +365,6 @@ fn matrix(
         }
     }
     Ok(if all_agree { 0 } else { 1 })
-}
-
-/// Guests `lab matrix` boots at once: each is one QEMU/TCG process with one vCPU, about
-/// one core's work, so one per core, at most 4 (each takes its topology's memory).
-fn guests_at_once() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-}
-
-/// `f` over `items` in up to `workers` threads, the answers in the items' order.
-fn map_ordered<T: Sync, R: Send>(
-    items: &[T],
-    workers: usize,
-    f: impl Fn(&T) -> R + Sync,
-) -> Vec<R> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut done = Vec::new();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(item) = items.get(i) else {
-                return done;
-            };
-            done.push((i, f(item)));
-        }
-    };
-    let mut all: Vec<(usize, R)> = std::thread::scope(|s| {
-        let others: Vec<_> = (1..workers.clamp(1, items.len().max(1)))
-            .map(|_| s.spawn(work))
-            .collect();
-        let mut all = work();
-        for t in others {
-            all.extend(t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        }
-        all
-    });
-    all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The largest plan file `lab plan` reads.
@@ -841,28 +804,6 @@ fn print_legend(pairs: &[DemoPair], cpu: &str) {
 mod tests {
     use super::*;
     use clap::{Arg, ArgAction, Command, FromArgMatches};
-
-    /// Answers come in the items' order whatever the workers' speeds, each item once.
-    #[test]
-    fn map_ordered_keeps_the_order() {
-        let items: Vec<u64> = (0..50).collect();
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        for workers in [0, 1, 3, 8, 100] {
-            let got = map_ordered(&items, workers, |i| {
-                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Early items are the slow ones.
-                std::thread::sleep(Duration::from_micros(200 * (50 - i)));
-                i * 2
-            });
-            assert_eq!(
-                got,
-                items.iter().map(|i| i * 2).collect::<Vec<_>>(),
-                "{workers}"
-            );
-        }
-        assert_eq!(calls.into_inner(), 5 * items.len());
-        assert!(map_ordered(&[] as &[u8], 4, |_| 0).is_empty());
-    }
 
     /// The lab subcommand next to global `--json`/`--root` flags like main.rs has.
     fn cli() -> Command {

@@ -66,24 +66,14 @@ pub fn run_plan(topology: &str, cpu: Option<&str>, plan: &Plan) -> PlanRun {
     run_plan_topo(&topo, cpu, plan)
 }
 
-/// [`run_plan`] of one plan on each of `topologies`, one guest per core at once (at most
-/// 4): each QEMU/TCG guest keeps about one core busy. The runs in the given order.
+/// [`run_plan`] of one plan on each of `topologies`, side by side as `lab matrix` boots
+/// them (`p2pmem_lab::run::parallel`). The runs in the given order.
 #[allow(dead_code)]
 pub fn run_plans(topologies: &[&str], plan: &Plan) -> Vec<PlanRun> {
-    let at_once = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let mut runs = Vec::with_capacity(topologies.len());
-    for batch in topologies.chunks(at_once) {
-        std::thread::scope(|s| {
-            let started: Vec<_> = batch
-                .iter()
-                .map(|name| s.spawn(move || run_plan(name, None, plan)))
-                .collect();
-            for t in started {
-                runs.push(t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-            }
-        });
-    }
-    runs
+    use p2pmem_lab::run::parallel;
+    parallel::map_ordered(topologies, parallel::guests_at_once(), |name| {
+        run_plan(name, None, plan)
+    })
 }
 
 /// [`run_plan`] with a topology the test built or changed.

@@ -126,11 +126,10 @@ fn rust_toolchain(cache: &Cache, path: &OsStr) -> Result<String> {
 /// libclang (about 0.7 s), and `lab matrix` asks before every guest, several at a time.
 /// The lock also keeps two threads from probing (and writing its header) at once.
 fn rust_tools_once(cache: &Cache, progress: Progress) -> Result<(OsString, String)> {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
     use std::sync::{Mutex, PoisonError};
-    static FOUND: Mutex<Option<HashMap<PathBuf, (OsString, String)>>> = Mutex::new(None);
+    static FOUND: Mutex<BTreeMap<PathBuf, (OsString, String)>> = Mutex::new(BTreeMap::new());
     let mut found = FOUND.lock().unwrap_or_else(PoisonError::into_inner);
-    let found = found.get_or_insert_with(HashMap::new);
     if let Some(hit) = found.get(cache.root()) {
         return Ok(hit.clone());
     }

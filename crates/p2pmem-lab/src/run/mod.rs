@@ -2,5 +2,6 @@
 //! they arrive, and [`lab::Lab::run_plan`], one guest run end to end.
 
 pub mod lab;
+pub mod parallel;
 pub mod qemu;
 pub mod qmp;

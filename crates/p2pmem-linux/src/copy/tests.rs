@@ -485,17 +485,34 @@ fn a_buffer_too_small_for_one_chunk_is_an_error_not_a_hang() {
     assert_eq!(out.written.bytes(), 0);
 }
 
+/// A 64 KiB file of `pattern(_, seed)` opened O_DIRECT for reading, and an io_uring queue
+/// of `depth` over a `buf_len`-byte host buffer; `None` (said as skipped) without
+/// io_uring or an O_DIRECT scratch directory.
+fn uring_queue_over_a_file(
+    depth: usize,
+    buf_len: usize,
+    seed: u64,
+) -> Option<(tempfile::TempDir, OwnedFd, UringQueue)> {
+    let Ok(ring) = Ring::open(depth) else {
+        crate::testing::skipped("SKIPPED: io_uring unavailable here");
+        return None;
+    };
+    let Some(d) = scratch() else {
+        crate::testing::skipped("SKIPPED: no file system here supports O_DIRECT");
+        return None;
+    };
+    let path = d.path().join("f.img");
+    std::fs::write(&path, pattern(1 << 16, seed)).unwrap();
+    let fd = open_direct(&path, OFlags::RDONLY);
+    let q = UringQueue::new(ring, Box::new(HostBuffer::new(buf_len).unwrap()));
+    Some((d, fd, q))
+}
+
 #[test]
 fn the_uring_queue_guards_its_buffer() {
-    let Ok(ring) = Ring::open(4) else {
-        crate::testing::skipped("SKIPPED: io_uring unavailable here");
+    let Some((_d, fd, mut q)) = uring_queue_over_a_file(4, 16384, 11) else {
         return;
     };
-    let d = scratch_or_skip!();
-    let path = d.path().join("f.img");
-    std::fs::write(&path, pattern(1 << 16, 11)).unwrap();
-    let fd = open_direct(&path, OFlags::RDONLY);
-    let mut q = UringQueue::new(ring, Box::new(HostBuffer::new(16384).unwrap()));
     q.push(Dir::Read, fd.as_fd(), 0, 8192, 0, 1).unwrap();
     assert_eq!(
         q.push(Dir::Read, fd.as_fd(), 4096, 8192, 0, 2),
@@ -533,45 +550,28 @@ fn the_uring_queue_guards_its_buffer() {
 fn a_queue_made_on_one_thread_runs_on_another() {
     // bench makes every job's queue on the main thread and runs it on the job's own:
     // with a single-issuer ring the running thread must be the issuer.
-    let Ok(ring) = Ring::open(8) else {
-        crate::testing::skipped("SKIPPED: io_uring unavailable here");
+    let Some((_d, fd, mut q)) = uring_queue_over_a_file(8, 1 << 16, 13) else {
         return;
     };
-    let d = scratch_or_skip!();
-    let path = d.path().join("f.img");
-    let data = pattern(1 << 16, 13);
-    std::fs::write(&path, &data).unwrap();
-    let fd = open_direct(&path, OFlags::RDONLY);
-    let mut q = UringQueue::new(ring, Box::new(HostBuffer::new(1 << 16).unwrap()));
+    // 4 KiB block `i` of the file into 4 KiB slot `i` of the buffer, tagged i + 1.
+    fn read(q: &mut UringQueue, fd: &OwnedFd, i: usize) {
+        let off = i * 4096;
+        q.push(Dir::Read, fd.as_fd(), off, 4096, off as u64, i as u64 + 1)
+            .unwrap();
+    }
     let reaped = std::thread::scope(|s| {
         s.spawn(|| {
             // Fewer requests than a submit batch: `wait` must hand them to the kernel.
-            for (i, tag) in [(0usize, 1u64), (1, 2), (2, 3)] {
-                q.push(
-                    Dir::Read,
-                    fd.as_fd(),
-                    i * 4096,
-                    4096,
-                    (i * 4096) as u64,
-                    tag,
-                )
-                .unwrap();
+            for i in 0..3 {
+                read(&mut q, &fd, i);
             }
             let mut out = Vec::new();
             while q.in_flight() > 0 {
                 q.wait(&mut out).unwrap();
             }
             // Then many, more than one batch at a time.
-            for i in 3..16usize {
-                q.push(
-                    Dir::Read,
-                    fd.as_fd(),
-                    i * 4096,
-                    4096,
-                    (i * 4096) as u64,
-                    i as u64 + 1,
-                )
-                .unwrap();
+            for i in 3..16 {
+                read(&mut q, &fd, i);
                 if q.in_flight() == 8 {
                     q.wait(&mut out).unwrap();
                 }
