@@ -194,7 +194,9 @@ fn plan() -> Plan {
 fn guest() -> &'static PlanRun {
     static GUEST: OnceLock<PlanRun> = OnceLock::new();
     GUEST.get_or_init(|| {
-        let run = lab_common::run_plan("s01_switch_cmbmix_fam15", None, &plan());
+        let run = lab_common::shared_guest("lab_copy", || {
+            lab_common::run_plan("s01_switch_cmbmix_fam15", None, &plan())
+        });
         // The bench steps name the namespaces by path: check they are the devices meant.
         let inv = run.inventory("inventory").expect("inventory");
         let blk = |b: &str| {

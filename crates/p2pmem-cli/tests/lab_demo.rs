@@ -51,10 +51,17 @@ fn default_demo_predictions_agree_with_the_kernel() {
     assert!(refused
         .iter()
         .all(|p| p.read.as_deref() == Some("EREMOTEIO")));
-    assert!(refused.iter().all(|p| p
-        .kernel_log
-        .first()
-        .is_some_and(|l| l.contains("cannot be used for peer-to-peer DMA"))));
+    // The refusal is among the pair's lines (a late boot line, such as the TSC's refined
+    // calibration on a loaded host, may come before it; the kernel prints the refusal in
+    // the probe's own system call, so it never lands in another pair's lines).
+    for p in &refused {
+        assert!(
+            p.kernel_log
+                .iter()
+                .any(|l| l.contains("cannot be used for peer-to-peer DMA")),
+            "{p:?}"
+        );
+    }
 }
 
 #[test]

@@ -254,7 +254,11 @@ impl Guest {
 
 fn guest() -> &'static Guest {
     static GUEST: OnceLock<Guest> = OnceLock::new();
-    GUEST.get_or_init(|| Guest(lab_common::run_plan("default", None, &plan())))
+    GUEST.get_or_init(|| {
+        Guest(lab_common::shared_guest("lab_interrupted", || {
+            lab_common::run_plan("default", None, &plan())
+        }))
+    })
 }
 
 #[test]

@@ -227,7 +227,9 @@ impl Guest {
 fn guest() -> &'static Guest {
     static GUEST: OnceLock<Guest> = OnceLock::new();
     GUEST.get_or_init(|| {
-        let run = lab_common::run_plan("provider", None, &plan());
+        let run = lab_common::shared_guest("lab_provider", || {
+            lab_common::run_plan("provider", None, &plan())
+        });
         // The copy step names the namespaces by path: check they are the devices meant.
         let inv = run.inventory("inventory").expect("inventory");
         let blk: Vec<(String, String)> = inv

@@ -15,6 +15,9 @@
 //! fast matrix, and the bench fails if one differs. Without `--bench` (under
 //! `cargo test`) it checks a small fabric's whole matrix against `decide` instead.
 
+#[path = "../../p2pmem-model/benches/support/harness.rs"]
+mod harness;
+
 use p2pmem_linux::synth::{template_root, write, Made, Shape};
 use p2pmem_linux::system::{read_system, System};
 use p2pmem_model::distance::decide;
@@ -192,14 +195,14 @@ fn test_small_fabric() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let result = if std::env::args().any(|a| a == "--bench") {
-        bench()
-    } else {
-        test_small_fabric().map(|()| {
+    let result = match harness::mode() {
+        harness::Mode::Bench => bench(),
+        harness::Mode::List => return ExitCode::SUCCESS,
+        harness::Mode::Test => test_small_fabric().map(|()| {
             println!(
                 "matrix bench: the small fabric's matrix is decide's (run with --bench to time)"
             )
-        })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

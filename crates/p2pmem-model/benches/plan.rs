@@ -11,6 +11,9 @@
 //! (default 200) and scaled to all of them; the providers both pick must agree.
 //! Without `--bench` (under `cargo test`) it checks that agreement on a small design.
 
+#[path = "support/harness.rs"]
+mod harness;
+
 use p2pmem_model::plan::design::{parse_design, Design};
 use p2pmem_model::plan::fabric::Fabric;
 use p2pmem_model::plan::flow::{by_names, parse_flows, FlowKind, FlowSpec};
@@ -176,10 +179,10 @@ fn test_small() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let result = if std::env::args().any(|a| a == "--bench") {
-        bench()
-    } else {
-        test_small()
+    let result = match harness::mode() {
+        harness::Mode::Bench => bench(),
+        harness::Mode::List => return ExitCode::SUCCESS,
+        harness::Mode::Test => test_small(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

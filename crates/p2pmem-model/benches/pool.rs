@@ -23,6 +23,9 @@
 //! `POOL_BENCH_SEED`. The pool runs the workload 5 times and its median run is reported;
 //! each baseline runs it once.
 
+#[path = "support/harness.rs"]
+mod harness;
+
 use p2pmem_model::pool::Pool;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -505,12 +508,12 @@ fn test_first_fits_agree() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let result = if std::env::args().any(|a| a == "--bench") {
-        bench()
-    } else {
-        test_genalloc_bitmap_hand_cases()
+    let result = match harness::mode() {
+        harness::Mode::Bench => bench(),
+        harness::Mode::List => return ExitCode::SUCCESS,
+        harness::Mode::Test => test_genalloc_bitmap_hand_cases()
             .and_then(|()| test_first_fits_agree())
-            .map(|()| println!("pool bench baselines: 2 tests ok (run with --bench to time)"))
+            .map(|()| println!("pool bench baselines: 2 tests ok (run with --bench to time)")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -99,6 +99,63 @@ pub fn run_plan_on(topo: &Topology, cpu: Option<&str>, line: Option<&str>, plan:
         .unwrap_or_else(|e| panic!("lab run of {} failed: {e}", topo.name))
 }
 
+/// One guest's run shared by the tests of a test binary: the tests of `lab_copy` (say) all
+/// read the same guest, booted once. Under cargo test they are threads of one process and
+/// the caller's `OnceLock` shares it; under cargo nextest every test is its own process,
+/// so the first one to get here boots the guest (`boot`) and leaves the run in a file for
+/// the others, which wait for it on a lock. The file lives as long as the nextest run (its
+/// `NEXTEST_RUN_ID`); a process that dies while booting leaves no file, and the next test
+/// boots again (and fails the same way, in its own name).
+#[allow(dead_code)]
+pub fn shared_guest(name: &str, boot: impl FnOnce() -> PlanRun) -> PlanRun {
+    let Some(run_id) = std::env::var_os("NEXTEST_RUN_ID") else {
+        return boot();
+    };
+    let root = std::env::temp_dir().join("p2pmem-lab-shared");
+    let dir = root.join(&run_id);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    prune_other_runs(&root, &run_id);
+    let lock_path = dir.join(format!("{name}.lock"));
+    let lock = std::fs::File::create(&lock_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", lock_path.display()));
+    lock.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", lock_path.display()));
+    let saved = dir.join(format!("{name}.json"));
+    if let Ok(text) = std::fs::read_to_string(&saved) {
+        eprintln!(
+            "lab: {name}: the guest another test booted ({})",
+            saved.display()
+        );
+        return serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not a plan run ({e})", saved.display()));
+    }
+    let run = boot();
+    let text = serde_json::to_string(&run).expect("a plan run serialises");
+    let tmp = dir.join(format!("{name}.json.tmp"));
+    std::fs::write(&tmp, text).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
+    std::fs::rename(&tmp, &saved).unwrap_or_else(|e| panic!("{}: {e}", saved.display()));
+    run
+}
+
+/// Removes the shared runs of nextest runs older than a day (never the current one).
+fn prune_other_runs(root: &std::path::Path, current: &std::ffi::OsStr) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if old && e.file_name() != current {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// `p2pmem --json lab demo --topology TOPO [--cpu CPU]`, read back typed: the pairs, the
 /// summary (the last line), and the exit status.
 #[allow(dead_code)]

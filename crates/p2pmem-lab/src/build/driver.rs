@@ -70,7 +70,7 @@ pub const SOURCES: &[(&str, &str)] = &[
 pub const DRIVER_LINES: &[Line] = &[Line::new(6, 12), Line::new(7, 3)];
 
 /// The `p2pmem_pci` module of a kernel, or why there is none.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Driver {
     /// The module file.
     Built(PathBuf),

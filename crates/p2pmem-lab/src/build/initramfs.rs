@@ -1,4 +1,5 @@
-//! The guest's initramfs: a gzip'd `newc` cpio holding busybox (`/bin/busybox`, applet
+//! The guest's initramfs: an uncompressed `newc` cpio (compressing it cost the host a
+//! fraction of a second and the guest's kernel half a second to inflate, every boot) holding busybox (`/bin/busybox`, applet
 //! links made at boot by `/init`), the `p2pmem` binary (`/bin/p2pmem`; when it is
 //! dynamically linked, with its libraries and loader at their host paths), the init script
 //! (`guest/init.sh`), the plan (`/lab/plan.json`, run by `p2pmem agent plan`), `/lab/env`,
@@ -8,9 +9,6 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-
-use flate2::write::GzEncoder;
-use flate2::Compression;
 
 use crate::build::closure::{host_file, with_libraries, GuestFile};
 use crate::build::cpio::CpioWriter;
@@ -85,8 +83,7 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
     let env = format!("LAB_NVME={}\n", spec.nvme_count);
 
     let file = File::create(out).map_err(io_err("cannot create", out))?;
-    let gz = GzEncoder::new(BufWriter::new(file), Compression::fast());
-    let mut w = CpioWriter::new(gz);
+    let mut w = CpioWriter::new(BufWriter::new(file));
     let write = |w: &mut CpioWriter<_>| -> std::io::Result<()> {
         let mut dirs: Vec<String> = Vec::new();
         for d in [
@@ -139,8 +136,7 @@ pub fn build_initramfs(spec: &InitramfsSpec, out: &Path) -> Result<()> {
         Ok(())
     };
     write(&mut w).map_err(io_err("cannot write initramfs", out))?;
-    let gz = w.finish().map_err(io_err("cannot write initramfs", out))?;
-    let mut inner = gz.finish().map_err(io_err("cannot write initramfs", out))?;
+    let mut inner = w.finish().map_err(io_err("cannot write initramfs", out))?;
     std::io::Write::flush(&mut inner).map_err(io_err("cannot write initramfs", out))?;
     Ok(())
 }
@@ -163,7 +159,6 @@ fn read_binary(path: &Path, what: &'static str, hint: &'static str) -> Result<Ve
 mod tests {
     use super::*;
     use crate::build::cpio::read_newc;
-    use std::io::Read;
 
     #[test]
     fn a_dynamic_p2pmem_comes_with_its_loader_and_libraries() {
@@ -181,12 +176,9 @@ mod tests {
             modules: vec![],
             host_files: vec![data.clone()],
         };
-        let out = tmp.path().join("i.gz");
+        let out = tmp.path().join("i.cpio");
         build_initramfs(&spec, &out).unwrap();
-        let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(File::open(&out).unwrap())
-            .read_to_end(&mut raw)
-            .unwrap();
+        let raw = std::fs::read(&out).unwrap();
         let entries = read_newc(&raw).unwrap();
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let p2pmem = entries.iter().find(|e| e.name == "bin/p2pmem").unwrap();
@@ -231,12 +223,9 @@ mod tests {
             modules: vec![ko.clone()],
             host_files: vec![],
         };
-        let out = tmp.path().join("initramfs.cpio.gz");
+        let out = tmp.path().join("initramfs.cpio");
         build_initramfs(&spec, &out).unwrap();
-        let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(File::open(&out).unwrap())
-            .read_to_end(&mut raw)
-            .unwrap();
+        let raw = std::fs::read(&out).unwrap();
         let entries = read_newc(&raw).unwrap();
         let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap();
         assert_eq!(get("init").data, INIT_SCRIPT.as_bytes());

@@ -55,7 +55,7 @@ impl KernelSpec {
 }
 
 /// A built (or adopted) kernel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Kernel {
     /// The `bzImage`.
     pub bzimage: PathBuf,
@@ -76,7 +76,7 @@ pub struct Kernel {
 }
 
 /// A kernel build tree that external modules build against: `make -C src [O=out] M=dir`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ModuleTree {
     /// The source tree.
     pub src: PathBuf,

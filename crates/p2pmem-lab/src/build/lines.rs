@@ -6,7 +6,9 @@
 use std::fmt;
 
 /// A kernel line: `major.minor` (6.12 for every 6.12.y).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Line {
     /// The major version.
     pub major: u32,

@@ -20,7 +20,7 @@ pub const QEMU: &str = "qemu-system-x86_64";
 pub struct MachineFiles<'a> {
     /// The kernel `bzImage`.
     pub kernel: &'a Path,
-    /// The gzip'd initramfs.
+    /// The initramfs (a cpio archive).
     pub initrd: &'a Path,
     /// The directory holding `<serial>.img` disk images.
     pub images: &'a Path,

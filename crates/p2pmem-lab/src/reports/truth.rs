@@ -143,6 +143,7 @@ pub fn scratch_args(topo: &Topology, cpu: &str) -> Vec<String> {
         topo,
         &MachineFiles {
             kernel: Path::new("$SCRATCH/bzImage"),
+            // The name the shared/truth captures were recorded with.
             initrd: Path::new("$SCRATCH/build/initramfs.cpio.gz"),
             images: Path::new(&images),
             serial: "stdio",

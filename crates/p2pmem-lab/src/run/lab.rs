@@ -57,8 +57,9 @@ pub struct Lab {
     pub progress: Progress,
 }
 
-/// What a plan run brought back.
-#[derive(Debug, Clone)]
+/// What a plan run brought back (serialisable: the lab tests share one guest's run
+/// between their processes).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PlanRun {
     /// The run directory (console log, QEMU command, DMA trace).
     pub run_dir: PathBuf,
@@ -233,7 +234,7 @@ impl Lab {
         let result = self.run_in(&run_dir, kernel, g, link);
         // Images and initramfs are large and per-run; logs stay.
         let _ = std::fs::remove_dir_all(run_dir.join("img"));
-        let _ = std::fs::remove_file(run_dir.join("initramfs.cpio.gz"));
+        let _ = std::fs::remove_file(run_dir.join("initramfs.cpio"));
         result
     }
 
@@ -252,7 +253,7 @@ impl Lab {
         } = *g;
         let images = run_dir.join("img");
         create_images(topo, &images)?;
-        let initrd = run_dir.join("initramfs.cpio.gz");
+        let initrd = run_dir.join("initramfs.cpio");
         let driver = self.driver(kernel)?;
         let plan_json = serde_json::to_string(plan).map_err(|source| LabError::Json {
             what: "the plan".into(),
