@@ -26,6 +26,7 @@ pub mod nvmet_plan;
 pub mod pci_ids;
 pub mod plan;
 pub mod pool;
+pub mod ratelimit;
 pub mod select;
 pub mod size;
 pub mod topology;

@@ -113,18 +113,17 @@ pub enum Step {
     },
     /// Every (provider, NVMe namespace) pair once, providers and namespaces in PCI order:
     /// the prediction (`p2pmem check`) when `check`, then the kernel's own verdict from a
-    /// DMA probe. After a pair whose transfer failed the agent waits
-    /// [`PAIR_FAILURE_PAUSE_MS`], so the kernel's rate-limited I/O error lines of the
-    /// next pair are never suppressed.
+    /// DMA probe.
     Pairs {
         /// Predict each pair too.
         check: bool,
         /// Which kernel answer each pair gets.
         #[serde(default)]
         oracle: Oracle,
-        /// Wait [`PAIR_FAILURE_PAUSE_MS`] after a failed transfer so that the kernel's
-        /// rate-limited I/O error lines of the next pair are all logged (a capture
-        /// records them); the decision lines are not rate-limited, so a demo can skip it.
+        /// Before a pair whose I/O error lines could overflow the kernel's rate limit
+        /// (`p2pmem_model::ratelimit`), wait for its window to close, so that every pair's
+        /// lines are logged (a capture records them); the decision lines are not
+        /// rate-limited, so a demo can skip it.
         #[serde(default = "yes")]
         pause_after_failure: bool,
     },
@@ -337,9 +336,6 @@ pub enum Oracle {
 fn yes() -> bool {
     true
 }
-
-/// How long the agent waits after a pair whose transfer failed.
-pub const PAIR_FAILURE_PAUSE_MS: u64 = 2000;
 
 /// A block device or file named in a step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

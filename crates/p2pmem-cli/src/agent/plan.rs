@@ -23,13 +23,12 @@ use p2pmem_linux::p2pbuf::HostBuffer;
 use p2pmem_linux::provider::BindOptions;
 use p2pmem_linux::system::{read_system, System};
 use p2pmem_model::dma_accounting::MARKER_BLOCKS;
+use p2pmem_model::ratelimit;
 use p2pmem_model::Bdf;
 use p2pmem_wire::frame::encode_frame;
 use p2pmem_wire::plan::{
     Arg, CopyStep, Dev, Oracle, PickRule, Plan, Role, Step, Via, GUEST_MODULE,
-    PAIR_FAILURE_PAUSE_MS,
 };
-use p2pmem_wire::probe::DmaProbeResult;
 use p2pmem_wire::report::{
     frame_id, AddressMap, BindAttempt, Captured, Connected, CopyOutcome, ExecResult, GuestNvme,
     HashResult, HostRequest, Inventory, Output, PairRecord, Picked, PlanEnd, StepReport,
@@ -505,8 +504,20 @@ impl Agent {
         let mut providers: Vec<Bdf> = sys.topology.providers().map(|f| f.bdf).collect();
         providers.sort();
         let mut out = Vec::new();
+        // The block layer rate-limits its I/O error lines, two for a failed pair (its read
+        // and its write): with `pause_after_failure` a pair that could overflow the
+        // current window waits for its end, so a capture records every line.
+        let clock = Instant::now();
+        let mut window = ratelimit::Window::default();
+        let mut per_pair: u32 = 2;
         for &provider in &providers {
             for c in &clients {
+                if pause_after_failure {
+                    let wait = window.wait_before(clock.elapsed(), per_pair);
+                    if !wait.is_zero() {
+                        std::thread::sleep(wait);
+                    }
+                }
                 let check = check.then(|| {
                     crate::cmd_check::check_report(
                         &sys,
@@ -535,9 +546,6 @@ impl Agent {
                     nvmet_probe(&mut Syslog, &self.root, provider, Some(c.bdf), blkdev)
                         .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
                 });
-                let failed_io = probe
-                    .as_ref()
-                    .is_some_and(|p| !p.as_ref().is_ok_and(DmaProbeResult::ok));
                 let rec = PairRecord {
                     provider,
                     client: c.bdf,
@@ -546,9 +554,20 @@ impl Agent {
                     probe,
                     nvmet,
                 };
-                if failed_io && pause_after_failure {
-                    // The kernel rate-limits its I/O error lines: wait them out.
-                    std::thread::sleep(Duration::from_millis(PAIR_FAILURE_PAUSE_MS));
+                if pause_after_failure {
+                    let printed = match &rec.probe {
+                        Some(Ok(p)) => p
+                            .kernel_log
+                            .iter()
+                            .filter(|l| ratelimit::is_request_error(l))
+                            .count(),
+                        // The probe failed as a whole: assume the most a pair printed.
+                        Some(Err(_)) => per_pair as usize,
+                        None => 0,
+                    };
+                    let printed = u32::try_from(printed).unwrap_or(u32::MAX);
+                    per_pair = per_pair.max(printed);
+                    window.printed(clock.elapsed(), printed);
                 }
                 out.push(rec);
             }
