@@ -15,9 +15,15 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 /// Debian sources of 6.1.192, 6.12.118, 7.2.13 and 7.3.4.
 pub const BURST: u32 = 10;
 
-/// Added to a window's end: the kernel resets only once jiffies are past `begin +
-/// interval`, and a tick is 4 ms at HZ=250.
-pub const MARGIN: Duration = Duration::from_millis(50);
+/// Added to a window's end. The kernel resets only once jiffies are past `begin +
+/// interval`, and a guest's jiffies lag its monotonic clock while the host does not run
+/// it: with 50 ms, `lab_capture` lost lines when run beside other guests and a fuzzer on
+/// two cores.
+pub const MARGIN: Duration = Duration::from_secs(1);
+
+/// Lines of [`BURST`] left unused: a line printed after the action read the log (a late
+/// completion) is counted by the kernel but not by the model.
+pub const SPARE: u32 = 2;
 
 /// `blk_print_req_error()`'s line (block/blk-mq.c, `printk_ratelimited`: `"%s error, dev
 /// %s, sector %llu op 0x%x:(%s) flags 0x%x phys_seg %u prio class %u"`), e.g. `critical
@@ -53,7 +59,7 @@ impl Window {
             *self = Window::default();
             return Duration::ZERO;
         }
-        if self.printed.saturating_add(next) <= BURST {
+        if self.printed.saturating_add(next) <= BURST - SPARE {
             Duration::ZERO
         } else {
             *self = Window::default();
@@ -80,7 +86,7 @@ mod tests {
     }
 
     #[test]
-    fn five_failed_pairs_fit_in_a_window_and_the_sixth_waits_for_its_end() {
+    fn four_failed_pairs_fit_in_a_window_and_the_fifth_waits_for_its_end() {
         // Two lines (read and write) a failed pair, 0.3 s a pair, as the agent runs them:
         // ask, wait what it says, run the pair, record its lines.
         let mut w = Window::default();
@@ -92,13 +98,14 @@ mod tests {
             t += wait + s(0.3);
             w.printed(t, 2);
         }
-        // The first window opened at 0.3 s (the first pair's end) and closes at 5.35 s:
-        // the sixth pair, at 1.5 s, waits 3.85 s. The next window opened at 5.65 s, and
-        // the eleventh pair, at 6.85 s, waits until 10.70 s.
+        // Four pairs' lines fit (two of the ten kept spare). The first window opened at
+        // 0.3 s (the first pair's end) and closes at 6.3 s: the fifth pair, at 1.2 s,
+        // waits 5.1 s. The next window opened at 6.6 s (0.3 s after the wait), and the
+        // ninth pair, at 7.5 s, waits until 12.6 s.
         let at: Vec<usize> = (0..16).filter(|&i| !waits[i].is_zero()).collect();
-        assert_eq!(at, [5, 10, 15]);
-        assert_eq!(waits[5], s(5.35) - s(1.5));
-        assert_eq!(waits[10], s(10.70) - s(6.85));
+        assert_eq!(at, [4, 8, 12]);
+        assert_eq!(waits[4], s(6.3) - s(1.2));
+        assert_eq!(waits[8], s(12.6) - s(7.5));
     }
 
     #[test]
@@ -113,9 +120,10 @@ mod tests {
     #[test]
     fn a_window_that_closed_on_its_own_is_forgotten() {
         let mut w = Window::default();
-        w.printed(s(1.0), 10);
+        w.printed(s(1.0), 8);
         assert!(w.wait_before(s(2.0), 1) > Duration::ZERO);
-        assert_eq!(w.wait_before(s(6.05), 10), Duration::ZERO);
+        w.printed(s(2.5), 8);
+        assert_eq!(w.wait_before(s(8.5), 8), Duration::ZERO);
         assert_eq!(w, Window::default());
     }
 
