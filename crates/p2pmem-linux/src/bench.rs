@@ -32,7 +32,7 @@ pub use route::BenchRoute;
 
 use crate::copy::{
     open_queue, place_buffers, refusal_explanation, routing_system, BufferSpec, Dir, Endpoint,
-    EngineChoice, Queue, Via, MAX_DEPTH,
+    EngineChoice, Queue, Submit, Via, MAX_DEPTH,
 };
 use crate::dio::Op;
 use crate::p2pbuf::Location;
@@ -236,7 +236,9 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
         } else {
             &mut said
         };
-        let queue = open_queue(engine, depth, buffer, notes)?;
+        // Each request goes to the kernel as it is queued, as fio's do: the device sees
+        // requests of `bs`, never merged ones (see `Submit::Each`).
+        let queue = open_queue(engine, depth, Submit::Each, buffer, notes)?;
         engine = if queue.name() == "sync" {
             EngineChoice::Sync
         } else {

@@ -34,7 +34,7 @@ pub use route::{client_of, explain_check, explain_refusal, ClientInfo, Route, Vi
 pub(crate) use route::{explain_choice, refusal_explanation, routing_system, unchecked, vet_named};
 pub(crate) use safety::refuse_in_use;
 pub use safety::{block_device_in_use, common_object, parse_mountinfo, InUse, MountEntry};
-pub use uring::{unavailable_hint, Ring, UringQueue, MAX_DEPTH};
+pub use uring::{unavailable_hint, Ring, Submit, UringQueue, MAX_DEPTH};
 pub use verify::{verify_ranges, VerifyError, VerifyReport};
 
 use crate::dio::{DirectKind, Op};
@@ -223,7 +223,13 @@ pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
         route.reason = fell.reason;
     }
     let depth = placed.depth;
-    let queue = open_queue(req.engine, depth, placed.buffer, &mut notes)?;
+    let queue = open_queue(
+        req.engine,
+        depth,
+        Submit::Gathered,
+        placed.buffer,
+        &mut notes,
+    )?;
     created.0 = None;
     Ok(Prepared {
         queue,

@@ -269,6 +269,48 @@ fn cancelling_reaps_what_is_in_flight_and_reports() {
 // Loop devices: real block devices (BLKSSZGET, O_EXCL, sysfs). Need root and losetup.
 // ---------------------------------------------------------------------------------
 
+/// The device's read counters (`/sys/class/block/NAME/stat`): reads completed, reads
+/// merged, sectors read.
+fn read_counters(dev: &Path) -> [u64; 3] {
+    let name = dev.file_name().unwrap().to_str().unwrap();
+    let stat = std::fs::read_to_string(format!("/sys/class/block/{name}/stat")).unwrap();
+    let f: Vec<u64> = stat
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    [f[0], f[1], f[2]]
+}
+
+#[test]
+fn a_sequential_bench_issues_requests_of_its_block_size() {
+    // Adjacent requests handed to the kernel together are merged by the block layer
+    // (under an io_uring plug): a 4 KiB bench would then time larger device reads than
+    // fio's. Each goes on its own, so the device completes one 4 KiB read per request.
+    let lo = match loop_device(8 << 20, 512) {
+        Ok(l) => l,
+        Err(why) => {
+            crate::testing::skipped(&format!(
+                "SKIPPED: loop device test needs root and losetup: {why}"
+            ));
+            return;
+        }
+    };
+    let req = BenchRequest {
+        depth: 8,
+        time: Duration::from_millis(300),
+        engine: EngineChoice::Uring,
+        ..request(&lo.dev, Rw::Read)
+    };
+    let before = read_counters(&lo.dev);
+    let r = bench(Path::new("/"), &req).unwrap();
+    let after = read_counters(&lo.dev);
+    let [reads, merged, sectors] = [0, 1, 2].map(|i| after[i] - before[i]);
+    assert!(r.ios > 100, "{}", r.ios);
+    assert_eq!(merged, 0, "{} requests, {reads} device reads", r.ios);
+    assert!(reads >= r.ios, "{} requests, {reads} device reads", r.ios);
+    assert_eq!(sectors, reads * 8, "4 KiB each");
+}
+
 #[test]
 fn loop_devices_bench_and_a_mounted_device_is_not_written() {
     let lo = match loop_device(4 << 20, 4096) {

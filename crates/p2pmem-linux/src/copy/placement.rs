@@ -8,7 +8,7 @@
 //! so that both commands report these the same way.
 
 use super::queue::{Queue, SyncQueue};
-use super::uring::{unavailable_hint, Ring, UringQueue};
+use super::uring::{unavailable_hint, Ring, Submit, UringQueue};
 use super::EngineChoice;
 use crate::p2pbuf::{DmaBuffer, HostBuffer, HostBufferError, P2pBuffer, P2pBufferError};
 use crate::sys;
@@ -290,12 +290,14 @@ fn host_buffer(unit: u64, depth: usize) -> Result<HostBuffer, HostBufferError> {
     HostBuffer::new(buffer_len(unit, depth))
 }
 
-/// The I/O queue for `engine`, owning `buf` from now on: io_uring (said once in `notes`
-/// when it falls back to pread/pwrite under `auto`), or pread/pwrite, which moves one
-/// request at a time (also said, when `depth` asked for more).
+/// The I/O queue for `engine`, owning `buf` from now on: io_uring handing requests to
+/// the kernel as `submit` says (said once in `notes` when it falls back to pread/pwrite
+/// under `auto`), or pread/pwrite, which moves one request at a time (also said, when
+/// `depth` asked for more).
 pub(crate) fn open_queue(
     engine: EngineChoice,
     depth: usize,
+    submit: Submit,
     buf: Box<dyn DmaBuffer>,
     notes: &mut Vec<String>,
 ) -> Result<Box<dyn Queue>, PlacementError> {
@@ -303,7 +305,7 @@ pub(crate) fn open_queue(
         Box::new(SyncQueue::new(buf))
     } else {
         match Ring::open(depth) {
-            Ok(ring) => Box::new(UringQueue::new(ring, buf)),
+            Ok(ring) => Box::new(UringQueue::new(ring, buf, submit)),
             Err(source) if engine == EngineChoice::Auto => {
                 notes.push(format!(
                     "io_uring is unavailable ({}: {}); using synchronous pread/pwrite, one \
@@ -532,7 +534,7 @@ mod tests {
     fn the_sync_engine_says_that_depth_only_sizes_the_buffer() {
         let mut notes = Vec::new();
         let buf = Box::new(host_buffer(4096, 4).unwrap());
-        let q = open_queue(EngineChoice::Sync, 4, buf, &mut notes).unwrap();
+        let q = open_queue(EngineChoice::Sync, 4, Submit::Each, buf, &mut notes).unwrap();
         assert_eq!(q.name(), "sync");
         assert_eq!(
             notes,
@@ -540,7 +542,7 @@ mod tests {
         );
         let mut notes = Vec::new();
         let buf = Box::new(host_buffer(4096, 1).unwrap());
-        open_queue(EngineChoice::Sync, 1, buf, &mut notes).unwrap();
+        open_queue(EngineChoice::Sync, 1, Submit::Each, buf, &mut notes).unwrap();
         assert!(notes.is_empty(), "{notes:?}");
     }
 }

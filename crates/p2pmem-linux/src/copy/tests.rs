@@ -486,12 +486,22 @@ fn a_buffer_too_small_for_one_chunk_is_an_error_not_a_hang() {
 }
 
 /// A 64 KiB file of `pattern(_, seed)` opened O_DIRECT for reading, and an io_uring queue
-/// of `depth` over a `buf_len`-byte host buffer; `None` (said as skipped) without
-/// io_uring or an O_DIRECT scratch directory.
+/// of `depth` over a `buf_len`-byte host buffer, gathering requests; `None` (said as
+/// skipped) without io_uring or an O_DIRECT scratch directory.
 fn uring_queue_over_a_file(
     depth: usize,
     buf_len: usize,
     seed: u64,
+) -> Option<(tempfile::TempDir, OwnedFd, UringQueue)> {
+    uring_queue_submitting(depth, buf_len, seed, Submit::Gathered)
+}
+
+/// [`uring_queue_over_a_file`], handing requests to the kernel as `submit` says.
+fn uring_queue_submitting(
+    depth: usize,
+    buf_len: usize,
+    seed: u64,
+    submit: Submit,
 ) -> Option<(tempfile::TempDir, OwnedFd, UringQueue)> {
     let Ok(ring) = Ring::open(depth) else {
         crate::testing::skipped("SKIPPED: io_uring unavailable here");
@@ -504,8 +514,34 @@ fn uring_queue_over_a_file(
     let path = d.path().join("f.img");
     std::fs::write(&path, pattern(1 << 16, seed)).unwrap();
     let fd = open_direct(&path, OFlags::RDONLY);
-    let q = UringQueue::new(ring, Box::new(HostBuffer::new(buf_len).unwrap()));
+    let q = UringQueue::new(ring, Box::new(HostBuffer::new(buf_len).unwrap()), submit);
     Some((d, fd, q))
+}
+
+#[test]
+fn a_queue_submits_each_request_or_gathers_half_its_depth() {
+    // Depth 8: gathering hands requests over four at a time, `Each` at once.
+    for (submit, left) in [
+        (Submit::Each, [0, 0, 0, 0, 0]),
+        (Submit::Gathered, [1, 2, 3, 0, 1]),
+    ] {
+        let Some((_d, fd, mut q)) = uring_queue_submitting(8, 8 * 4096, 12, submit) else {
+            return;
+        };
+        for (i, want) in left.into_iter().enumerate() {
+            let off = i * 4096;
+            q.push(Dir::Read, fd.as_fd(), off, 4096, off as u64, i as u64 + 1)
+                .unwrap();
+            assert_eq!(q.unsubmitted(), want, "{submit:?}, request {i}");
+        }
+        let mut out = Vec::new();
+        while q.in_flight() > 0 {
+            q.wait(&mut out).unwrap();
+        }
+        assert_eq!(q.unsubmitted(), 0);
+        assert_eq!(out.len(), 5);
+        assert!(out.iter().all(|c| c.result.as_ref().ok() == Some(&4096)));
+    }
 }
 
 #[test]
