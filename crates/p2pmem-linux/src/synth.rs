@@ -1,6 +1,6 @@
 //! Synthetic captures at fabric scale, cloned from a real one, for tests and benchmarks.
 //!
-//! A real capture has a dozen PCI functions; a fabric has thousands. [`write`] builds a
+//! A real capture has a dozen PCI functions; a fabric has thousands. [`write()`] builds a
 //! capture tree of any size by copying the sysfs files of a few real functions (config
 //! space, class, IDs, resources, `p2pmem/`) into a larger layout: several PCI domains,
 //! each with a host bridge and root ports, each root port leading to a switch whose
@@ -60,7 +60,7 @@ impl Shape {
     };
 }
 
-/// What [`write`] made.
+/// What [`write()`] made.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Made {
     /// Every function, in the order written.

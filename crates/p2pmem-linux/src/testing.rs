@@ -71,6 +71,17 @@ pub(crate) mod support {
         }
     }
 
+    /// [`loop_device`], or `None` after saying why the test is skipped.
+    pub(crate) fn loop_or_skip(len: u64, sector: u32) -> Option<Loop> {
+        loop_device(len, sector)
+            .map_err(|why| {
+                super::skipped(&format!(
+                    "SKIPPED: loop device test needs root and losetup: {why}"
+                ))
+            })
+            .ok()
+    }
+
     /// A loop device of `len` bytes with `sector`-byte logical blocks (direct I/O on),
     /// or why there cannot be one here (not root, no losetup, no O_DIRECT scratch).
     pub(crate) fn loop_device(len: u64, sector: u32) -> Result<Loop, String> {

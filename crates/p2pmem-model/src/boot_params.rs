@@ -3,7 +3,7 @@
 //!
 //! `pci=` is handed to `pci_setup()`, which splits its value at **commas** before looking
 //! at any option: in `pci=disable_acs_redir=A,B` the option is `disable_acs_redir=A` and
-//! `B` is an unknown option (`PCI: Unknown option `B'`); lists inside an option must use
+//! `B` is an unknown option (``PCI: Unknown option `B'``); lists inside an option must use
 //! `;`. Each `pci=` occurrence is processed in turn, so a later `disable_acs_redir=` (or
 //! `config_acs=`) replaces an earlier one. At enumeration, for each device with an ACS
 //! capability, `pci_enable_acs()` starts from the firmware value, adds SV, RR, CR, UF (as

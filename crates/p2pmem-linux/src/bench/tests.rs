@@ -3,7 +3,7 @@
 //! and losetup are there (else SKIPPED, said on stderr). Nothing here asserts a speed.
 
 use super::*;
-use crate::testing::support::loop_device;
+use crate::testing::support::loop_or_skip;
 use p2pmem_model::Bdf;
 use std::sync::atomic::Ordering;
 
@@ -286,14 +286,8 @@ fn a_sequential_bench_issues_requests_of_its_block_size() {
     // Adjacent requests handed to the kernel together are merged by the block layer
     // (under an io_uring plug): a 4 KiB bench would then time larger device reads than
     // fio's. Each goes on its own, so the device completes one 4 KiB read per request.
-    let lo = match loop_device(8 << 20, 512) {
-        Ok(l) => l,
-        Err(why) => {
-            crate::testing::skipped(&format!(
-                "SKIPPED: loop device test needs root and losetup: {why}"
-            ));
-            return;
-        }
+    let Some(lo) = loop_or_skip(8 << 20, 512) else {
+        return;
     };
     let req = BenchRequest {
         depth: 8,
@@ -313,14 +307,8 @@ fn a_sequential_bench_issues_requests_of_its_block_size() {
 
 #[test]
 fn loop_devices_bench_and_a_mounted_device_is_not_written() {
-    let lo = match loop_device(4 << 20, 4096) {
-        Ok(l) => l,
-        Err(why) => {
-            crate::testing::skipped(&format!(
-                "SKIPPED: loop device test needs root and losetup: {why}"
-            ));
-            return;
-        }
+    let Some(lo) = loop_or_skip(4 << 20, 4096) else {
+        return;
     };
     for rw in [Rw::Read, Rw::RandWrite] {
         let req = request(&lo.dev, rw);

@@ -221,7 +221,7 @@ impl Endpoint {
             && rustix::fs::seek(&self.fd, SeekFrom::End(0)).is_ok_and(|end| end == 0)
     }
 
-    /// What a failed transfer on this endpoint means: [`DEVICE_GONE`] when the disk went
+    /// What a failed transfer on this endpoint means: `DEVICE_GONE` when the disk went
     /// away (whatever errno that produced), else [`io_hint`]'s reading of the errno.
     pub fn io_hint(&self, errno: Option<i32>, location: Location) -> &'static str {
         if self.vanished() {

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::p2pbuf::HostBuffer;
-use crate::testing::support::{loop_device, scratch};
+use crate::testing::support::{loop_or_skip, scratch};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use std::sync::atomic::Ordering;
@@ -691,24 +691,14 @@ fn via_and_engine_parse() {
 // Loop devices: real block devices (BLKSSZGET, O_EXCL, sysfs). Need root and losetup.
 // ---------------------------------------------------------------------------------
 
-macro_rules! loop_or_skip {
-    ($len:expr, $sector:expr) => {
-        match loop_device($len, $sector) {
-            Ok(l) => l,
-            Err(why) => {
-                crate::testing::skipped(&format!(
-                    "SKIPPED: loop device test needs root and losetup: {why}"
-                ));
-                return;
-            }
-        }
-    };
-}
-
 #[test]
 fn loop_devices_copy_verify_and_refuse_overlap() {
-    let a = loop_or_skip!(4 << 20, 512);
-    let b = loop_or_skip!(4 << 20, 4096);
+    let Some(a) = loop_or_skip(4 << 20, 512) else {
+        return;
+    };
+    let Some(b) = loop_or_skip(4 << 20, 4096) else {
+        return;
+    };
     let d = scratch_or_skip!();
     let src = d.path().join("src.img");
     let data = pattern(4 << 20, 13);
@@ -750,7 +740,9 @@ fn loop_devices_copy_verify_and_refuse_overlap() {
 
 #[test]
 fn a_loop_device_held_exclusively_is_refused_unless_forced() {
-    let a = loop_or_skip!(1 << 20, 512);
+    let Some(a) = loop_or_skip(1 << 20, 512) else {
+        return;
+    };
     let d = scratch_or_skip!();
     let src = d.path().join("src.img");
     std::fs::write(&src, pattern(1 << 20, 14)).unwrap();
@@ -785,7 +777,9 @@ fn a_loop_device_held_exclusively_is_refused_unless_forced() {
 
 #[test]
 fn a_loop_device_listed_in_mountinfo_is_refused() {
-    let a = loop_or_skip!(1 << 20, 512);
+    let Some(a) = loop_or_skip(1 << 20, 512) else {
+        return;
+    };
     let d = scratch_or_skip!();
     let src = d.path().join("src.img");
     std::fs::write(&src, pattern(1 << 20, 15)).unwrap();
