@@ -58,12 +58,24 @@ const LIBCLANG_PROBE: &str = "#pragma message(\"clang version \" __clang_version
 pub fn libclang_version(cache: &Cache, path: &OsStr) -> Result<String> {
     let tools = cache.root().join("tools");
     fs::create_dir_all(&tools).map_err(io_err("cannot create", &tools))?;
-    let header = tools.join("libclang-version.h");
+    let header = probe_header(&tools);
     fs::write(&header, LIBCLANG_PROBE).map_err(io_err("cannot write", &header))?;
     let mut bindgen = Command::new("bindgen");
     bindgen.arg(&header).env("PATH", path).current_dir(&tools);
-    let ran = run_captured(bindgen)?;
+    let ran = run_captured(bindgen);
+    let _ = fs::remove_file(&header);
+    let ran = ran?;
     clang_version_in(&format!("{}\n{}", ran.stderr, ran.stdout)).ok_or_else(|| ran.failure())
+}
+
+/// A probe header of this call's own in `tools`: lab builds run at once (the test runner
+/// starts several) each ask, and clang refuses a header rewritten by another while it
+/// reads it ("file ... modified since it was first processed"), as one shared name let
+/// happen in a CI run.
+fn probe_header(tools: &Path) -> PathBuf {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tools.join(format!("libclang-version.{}.{n}.h", std::process::id()))
 }
 
 /// The version in clang's `warning: clang version 19.1.7 (3~deb12u1) [-W#pragma-messages]`.
@@ -180,6 +192,24 @@ mod tests {
         );
         assert_eq!(clang_version_in("error: file not found\n"), None);
         assert_eq!(clang_version_in("clang version \n"), None);
+    }
+
+    #[test]
+    fn every_libclang_probe_has_its_own_header() {
+        let tools = Path::new("/c/tools");
+        let mut seen: Vec<PathBuf> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..8).map(|_| probe_header(tools)).collect::<Vec<_>>()))
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        assert!(seen.iter().all(|p| p.parent() == Some(tools)));
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 32);
     }
 
     #[test]
