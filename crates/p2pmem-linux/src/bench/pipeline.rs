@@ -2,7 +2,8 @@
 //! its own slot of the one buffer, until the time is up; times every request from its
 //! push to the reaping of its completion.
 //!
-//! Every request in flight is in a table keyed by `user_data` (slot, offset, start time)
+//! Every request in flight is in a table by its buffer slot, which is its `user_data`
+//! (offset, start time)
 //! until its completion is reaped. When the time is up, on an error or a cancellation,
 //! no new request is started and every request in flight is reaped first.
 //!
@@ -20,7 +21,6 @@ use super::histogram::Histogram;
 use super::offsets::Offsets;
 use crate::copy::{Completion, Dir, PushError, Queue};
 use rustix::fd::BorrowedFd;
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -95,10 +95,9 @@ pub struct Outcome {
     pub interrupted: bool,
 }
 
-/// A request in flight.
+/// A request in flight (in its slot's entry of the table).
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
-    slot: usize,
     file_off: u64,
     started: Instant,
 }
@@ -128,7 +127,9 @@ pub fn run(
 ) -> Outcome {
     let concurrency = p.depth.min(queue.max_concurrency()).max(1);
     let mut free: Vec<usize> = (0..p.depth).rev().collect();
-    let mut flight: HashMap<u64, InFlight> = HashMap::with_capacity(p.depth);
+    // Indexed by slot: a slot carries one request at a time, so it is the request's tag.
+    let mut flight: Vec<Option<InFlight>> = vec![None; p.depth];
+    let mut in_flight = 0usize;
     let mut done: Vec<Completion> = Vec::with_capacity(p.depth);
     let mut in_a_row = 0u64;
     let mut out = Outcome {
@@ -142,7 +143,7 @@ pub fn run(
         stop: None,
         interrupted: false,
     };
-    let mut tag = 0u64;
+    let mut first = true;
     let start = Instant::now();
     out.started = start;
     let deadline = p.until;
@@ -154,22 +155,16 @@ pub fn run(
         // bench moves at least one request.
         let issuing = out.stop.is_none()
             && !flags.halt.load(Ordering::Relaxed)
-            && (tag == 0 || (!out.interrupted && Instant::now() < deadline));
-        while issuing && flight.len() < concurrency {
+            && (first || (!out.interrupted && Instant::now() < deadline));
+        first = false;
+        while issuing && in_flight < concurrency {
             let Some(slot) = free.pop() else { break };
             let file_off = offsets.next_offset();
-            tag += 1;
             let started = Instant::now();
-            match queue.push(p.dir, fd, slot * p.bs, p.bs, file_off, tag) {
+            match queue.push(p.dir, fd, slot * p.bs, p.bs, file_off, slot as u64) {
                 Ok(()) => {
-                    flight.insert(
-                        tag,
-                        InFlight {
-                            slot,
-                            file_off,
-                            started,
-                        },
-                    );
+                    flight[slot] = Some(InFlight { file_off, started });
+                    in_flight += 1;
                 }
                 Err(e) => {
                     free.push(slot);
@@ -178,7 +173,7 @@ pub fn run(
                 }
             }
         }
-        if flight.is_empty() {
+        if in_flight == 0 {
             break;
         }
         match queue.wait(&mut done) {
@@ -192,10 +187,12 @@ pub fn run(
         }
         let now = Instant::now();
         for c in done.drain(..) {
-            let Some(f) = flight.remove(&c.user_data) else {
+            let slot = usize::try_from(c.user_data).unwrap_or(usize::MAX);
+            let Some(f) = flight.get_mut(slot).and_then(Option::take) else {
                 continue;
             };
-            free.push(f.slot);
+            in_flight -= 1;
+            free.push(slot);
             match c.result {
                 Ok(0) => {
                     out.stop.get_or_insert(Stop::Zero {
