@@ -18,7 +18,7 @@
 mod lab_common;
 
 use p2pmem_lab::PlanRun;
-use p2pmem_wire::plan::{Arg, CopyStep, Dev, Plan, Step, Via};
+use p2pmem_wire::plan::{CopyStep, Dev, Plan, Step, Via};
 use p2pmem_wire::report::CopyOutcome;
 use std::sync::OnceLock;
 
@@ -97,19 +97,18 @@ fn plan() -> Plan {
         ),
     )
     .step("d_forced", hash(&b, M, M));
-    // p2pmem bench with p2pmem buffers, through the CLI (its JSON output is the test); the
-    // namespace by PCI address (the agent names its block device: the kernel probes NVMe
-    // controllers in no fixed order).
-    let bench = |dev: &Dev, more: &[&str]| -> Step {
-        let argv = ["p2pmem", "--json", "bench"]
+    // p2pmem bench with p2pmem buffers, through the CLI (its JSON output is the test), on
+    // the namespace of a PCI address.
+    let bench = |dev: &str, more: &[&str]| -> Step {
+        let argv: Vec<&str> = ["p2pmem", "--json", "bench", "{DEV}"]
             .into_iter()
-            .map(Arg::from)
-            .chain([dev.clone().into()])
-            .chain(more.iter().map(|s| Arg::from(*s)))
+            .chain(more.iter().copied())
             .collect();
-        Step::Exec { argv }
+        Step::Exec {
+            argv: lab_common::words(&argv, &[("{DEV}", dev)]),
+        }
     };
-    let (na, nb, nc) = (&a, &b, &c);
+    let (na, nb, nc) = ("0000:03:00.0", "0000:04:00.0", "0000:05:00.0");
     p.step(
         "bench_auto",
         bench(

@@ -79,29 +79,25 @@ fn plan() -> Plan {
         )
         .step(
             "copy",
-            // The namespaces by PCI address (the agent names their block devices): the
-            // kernel probes NVMe controllers in no fixed order (on 7.3 03:00.0 came up as
-            // nvme2n1 once).
             Step::Exec {
-                argv: ["p2pmem", "--json", "copy"]
-                    .into_iter()
-                    .map(Arg::from)
-                    .chain([a.clone().into(), b.clone().into()])
-                    .chain(
-                        [
-                            "--via",
-                            S,
-                            "--require-p2p",
-                            "--verify",
-                            "--length",
-                            "2M",
-                            "--dst-offset",
-                            "2M",
-                        ]
-                        .into_iter()
-                        .map(Arg::from),
-                    )
-                    .collect(),
+                argv: lab_common::words(
+                    &[
+                        "p2pmem",
+                        "--json",
+                        "copy",
+                        "{A}",
+                        "{B}",
+                        "--via",
+                        S,
+                        "--require-p2p",
+                        "--verify",
+                        "--length",
+                        "2M",
+                        "--dst-offset",
+                        "2M",
+                    ],
+                    &[("{A}", "0000:03:00.0"), ("{B}", "0000:04:00.0")],
+                ),
             },
         )
         .step(

@@ -24,6 +24,7 @@
 )]
 
 use io_uring::{opcode, types, IoUring};
+use p2pmem_model::size::parse_size;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::process::ExitCode;
@@ -48,29 +49,13 @@ fn ring(depth: u32) -> std::io::Result<IoUring> {
     }
 }
 
+/// A positive size (`4096`, `4K`, `1M`: binary units, as the CLI takes them).
 fn number(s: Option<&String>, what: &str) -> Result<u64, String> {
-    let s = s.ok_or(USAGE)?;
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s.as_str(), ""),
-    };
-    let scale: u64 = match unit {
-        "" => 1,
-        "K" | "k" => 1 << 10,
-        "M" | "m" => 1 << 20,
-        "G" | "g" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{what}: {s:?} is not a size (digits with K, M or G)"
-            ))
-        }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{what}: {s:?} is not a positive number"))
+    let n = parse_size(s.ok_or(USAGE)?).map_err(|e| format!("{what}: {e}"))?;
+    if n == 0 {
+        return Err(format!("{what}: must be more than 0"));
+    }
+    Ok(n)
 }
 
 fn run() -> Result<String, String> {

@@ -194,13 +194,25 @@ pub fn demo_on(
 /// namespaces of 04:00.0, 05:00.0 and 06:00.1 (the agent names their block devices).
 #[allow(dead_code)]
 pub fn default_words(argv: &[&str]) -> Vec<Arg> {
-    let nvme = |bdf: &str| -> Arg { Dev::Nvme(bdf.parse().expect("a PCI address")).into() };
+    words(
+        argv,
+        &[
+            ("{A}", "0000:04:00.0"),
+            ("{B}", "0000:05:00.0"),
+            ("{C}", "0000:06:00.1"),
+        ],
+    )
+}
+
+/// `argv` with each word of `nvme` standing for the namespace of its PCI address: the
+/// agent names the block device, since the kernel probes NVMe controllers in no fixed
+/// order (on 7.3 03:00.0 came up as `nvme2n1` once).
+#[allow(dead_code)]
+pub fn words(argv: &[&str], nvme: &[(&str, &str)]) -> Vec<Arg> {
     argv.iter()
-        .map(|w| match *w {
-            "{A}" => nvme("0000:04:00.0"),
-            "{B}" => nvme("0000:05:00.0"),
-            "{C}" => nvme("0000:06:00.1"),
-            w => Arg::from(w),
+        .map(|w| match nvme.iter().find(|(word, _)| word == w) {
+            Some((_, bdf)) => Dev::Nvme(bdf.parse().expect("a PCI address")).into(),
+            None => Arg::from(*w),
         })
         .collect()
 }

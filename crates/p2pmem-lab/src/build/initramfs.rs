@@ -1,10 +1,11 @@
 //! The guest's initramfs: an uncompressed `newc` cpio (compressing it cost the host a
-//! fraction of a second and the guest's kernel half a second to inflate, every boot) holding busybox (`/bin/busybox`, applet
-//! links made at boot by `/init`), the `p2pmem` binary (`/bin/p2pmem`; when it is
-//! dynamically linked, with its libraries and loader at their host paths), the init script
-//! (`guest/init.sh`), the plan (`/lab/plan.json`, run by `p2pmem agent plan`), `/lab/env`,
-//! kernel modules (`/lib/modules/<name>.ko`, loaded by the plan's bind steps, never by
-//! `/init`) and the host files the plan asks for (programs with their libraries).
+//! fraction of a second and the guest's kernel half a second to inflate, every boot)
+//! holding busybox (`/bin/busybox`, applet links made at boot by `/init`), the `p2pmem`
+//! binary (`/bin/p2pmem`; when it is dynamically linked, with its libraries and loader at
+//! their host paths), the init script (`guest/init.sh`), the plan (`/lab/plan.json`, run
+//! by `p2pmem agent plan`), `/lab/env`, kernel modules (`/lib/modules/<name>.ko`, loaded
+//! by the plan's bind steps, never by `/init`) and the host files the plan asks for
+//! (programs with their libraries).
 
 use std::fs::File;
 use std::io::BufWriter;

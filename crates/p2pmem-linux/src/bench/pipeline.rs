@@ -3,8 +3,7 @@
 //! push to the reaping of its completion.
 //!
 //! Every request in flight is in a table by its buffer slot, which is its `user_data`
-//! (offset, start time)
-//! until its completion is reaped. When the time is up, on an error or a cancellation,
+//! (offset, start time), until its completion is reaped. When the time is up, on an error or a cancellation,
 //! no new request is started and every request in flight is reaped first.
 //!
 //! A request that fails in the kernel is counted, as fio's `continue_on_error=io` does,

@@ -141,8 +141,8 @@ pub enum Submit {
     /// 80,172 requests, 2.7 per read, on a loop device: `block:block_rq_issue`), which
     /// makes its IOPS those of larger requests than fio's.
     Each,
-    /// Once `submit_batch(depth)` requests are queued, and at every wait. For the copy, which
-    /// moves bytes: merged requests are fewer device operations for the same bytes.
+    /// Once `submit_batch(depth)` requests are queued, and at every wait. For the copy,
+    /// which moves bytes: merged requests are fewer device operations for the same bytes.
     Gathered,
 }
 
