@@ -17,8 +17,9 @@ use p2pmem_lab::reports::truth::{build_truth, scratch_script, TruthContext};
 use p2pmem_lab::run::lab::unpack_tar;
 use p2pmem_lab::run::parallel;
 use p2pmem_lab::{Lab, PlanRun, Topology};
+use p2pmem_model::bdf::Bdf;
 use p2pmem_model::dma_accounting::Window;
-use p2pmem_wire::plan::{Plan, Step};
+use p2pmem_wire::plan::{Arg, Dev, Plan, Step};
 use p2pmem_wire::report::{Output, StepResult};
 
 /// `p2pmem lab`.
@@ -64,7 +65,11 @@ enum LabCommand {
         #[arg(long)]
         no_trace_dma: bool,
         /// The command and its arguments (run in /tmp with standard input empty; for a
-        /// shell pipeline, `-- sh -c '...'`).
+        /// shell pipeline, `-- sh -c '...'`). A word ending in `{nvme:BDF}` stands for the
+        /// first namespace of the NVMe controller at that PCI function, found in the guest
+        /// (`/dev/nvme0n1` or whichever number the kernel gave it: it numbers controllers
+        /// in probe order), after the text before it: `{nvme:0000:03:00.0}`,
+        /// `if={nvme:0000:03:00.0}`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -175,14 +180,10 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
             no_trace_dma,
             command,
         } => {
+            let argv = run_words(&command)?;
             let (lab, topo) = guest.lab_and_topology()?;
             let trace = !no_trace_dma && (trace_dma || is_p2pmem_copy(&command));
-            let out = lab.run_plan(
-                &topo,
-                guest.cpu.as_deref(),
-                &run_plan(&command, trace),
-                trace,
-            )?;
+            let out = lab.run_plan(&topo, guest.cpu.as_deref(), &run_plan(argv, trace), trace)?;
             let r = out.exec(RUN_STEP)?;
             std::io::stdout().write_all(r.stdout.as_bytes())?;
             std::io::stdout().flush()?;
@@ -219,18 +220,42 @@ const RUN_STEP: &str = "command";
 /// The address-map step of a traced `lab run`.
 const RUN_MAP_STEP: &str = "address-map";
 
+/// The words of `lab run`'s command: each as it is, except one ending in
+/// `{nvme:BDF}`, which the agent turns into that controller's first namespace after the
+/// text before it.
+fn run_words(command: &[String]) -> anyhow::Result<Vec<Arg>> {
+    const OPEN: &str = "{nvme:";
+    command
+        .iter()
+        .map(|w| {
+            let Some((prefix, rest)) = w.rsplit_once(OPEN) else {
+                return Ok(Arg::from(w.as_str()));
+            };
+            let Some(bdf) = rest.strip_suffix('}') else {
+                bail!("{w:?}: `{OPEN}BDF}}` must end the word");
+            };
+            let bdf: Bdf = bdf.parse().map_err(|e| anyhow::anyhow!("{w:?}: {e}"))?;
+            Ok(Arg::Dev {
+                dev: Dev::Nvme(bdf),
+                prefix: prefix.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// The plan of `lab run`: the command, and with `trace` the address map and the markers
 /// of DMA window 0 around it.
-fn run_plan(command: &[String], trace: bool) -> Plan {
+fn run_plan(argv: Vec<Arg>, trace: bool) -> Plan {
     let mut plan = Plan::new();
+    let exec = Step::Exec { argv };
     if !trace {
-        plan.exec(RUN_STEP, command);
+        plan.step(RUN_STEP, exec);
         return plan;
     }
     let w = Window::nth(0);
     plan.step(RUN_MAP_STEP, Step::AddressMap)
         .step("mark-begin", Step::Mark { lba: w.begin_lba })
-        .exec(RUN_STEP, command)
+        .step(RUN_STEP, exec)
         .step("mark-end", Step::Mark { lba: w.end_lba });
     plan
 }
@@ -866,15 +891,48 @@ mod tests {
     }
 
     #[test]
+    fn a_word_ending_in_an_nvme_address_names_its_namespace() {
+        let bdf: Bdf = "0000:03:00.0".parse().unwrap();
+        let words = run_words(&argv(
+            "dd if={nvme:0000:03:00.0} {nvme:0000:03:00.0} of=/dev/null {nvme} a{b}",
+        ))
+        .unwrap();
+        assert_eq!(
+            words,
+            [
+                super::Arg::from("dd"),
+                super::Arg::Dev {
+                    dev: Dev::Nvme(bdf),
+                    prefix: "if=".into()
+                },
+                Dev::Nvme(bdf).into(),
+                super::Arg::from("of=/dev/null"),
+                super::Arg::from("{nvme}"),
+                super::Arg::from("a{b}"),
+            ]
+        );
+        for bad in [
+            "{nvme:0000:03:00.0}x",
+            "{nvme:03:00}",
+            "{nvme:}",
+            "{nvme:0000:03:00.0",
+        ] {
+            let e = run_words(&[bad.to_string()]).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{bad:?}: ")), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn a_traced_run_brackets_the_command_with_window_0() {
         let cmd = argv("p2pmem copy /dev/nvme0n1 /dev/nvme1n1");
-        let plain = run_plan(&cmd, false);
+        let words = run_words(&cmd).unwrap();
+        let plain = run_plan(words.clone(), false);
         assert_eq!(plain.steps.len(), 1);
         let exec = Step::Exec {
             argv: cmd.iter().map(|a| a.as_str().into()).collect(),
         };
         assert_eq!(plain.steps[0].step, exec);
-        let traced = run_plan(&cmd, true);
+        let traced = run_plan(words, true);
         let w = Window::nth(0);
         let steps: Vec<&Step> = traced.steps.iter().map(|s| &s.step).collect();
         assert_eq!(

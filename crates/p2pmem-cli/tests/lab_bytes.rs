@@ -62,7 +62,8 @@ fn cmb_copy_moves_no_payload_through_host_memory_and_a_host_buffer_twice() {
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn lab_run_of_a_copy_measures_it_and_the_guest_copy_says_it_cannot() {
-    // nvme0 is 03:00.0 and nvme1 04:00.0 (controllers are numbered in probe order).
+    // The namespaces of 03:00.0 and 04:00.0, whatever numbers the guest's kernel gave
+    // them (it numbers controllers in probe order).
     let out = lab_common::p2pmem(&[
         "--json",
         "lab",
@@ -73,8 +74,8 @@ fn lab_run_of_a_copy_measures_it_and_the_guest_copy_says_it_cannot() {
         "p2pmem",
         "--json",
         "copy",
-        "/dev/nvme0n1",
-        "/dev/nvme1n1",
+        "{nvme:0000:03:00.0}",
+        "{nvme:0000:04:00.0}",
         "--via",
         "0000:04:00.0",
         "--require-p2p",
