@@ -3,8 +3,9 @@
 //! push to the reaping of its completion.
 //!
 //! Every request in flight is in a table by its buffer slot, which is its `user_data`
-//! (offset, start time), until its completion is reaped. When the time is up, on an error or a cancellation,
-//! no new request is started and every request in flight is reaped first.
+//! (offset, start time), until its completion is reaped. When the time is up, on an error
+//! or a cancellation, no new request is started and every request in flight is reaped
+//! first.
 //!
 //! A request that fails in the kernel is counted, as fio's `continue_on_error=io` does,
 //! and its slot reused: a device with a few bad sectors is measured, and the report says
@@ -125,10 +126,10 @@ pub fn run(
     flags: Flags<'_>,
 ) -> Outcome {
     let concurrency = p.depth.min(queue.max_concurrency()).max(1);
+    // The slots not in flight; the others are in `flight`, indexed by slot: a slot carries
+    // one request at a time, so it is the request's tag.
     let mut free: Vec<usize> = (0..p.depth).rev().collect();
-    // Indexed by slot: a slot carries one request at a time, so it is the request's tag.
     let mut flight: Vec<Option<InFlight>> = vec![None; p.depth];
-    let mut in_flight = 0usize;
     let mut done: Vec<Completion> = Vec::with_capacity(p.depth);
     let mut in_a_row = 0u64;
     let mut out = Outcome {
@@ -156,14 +157,13 @@ pub fn run(
             && !flags.halt.load(Ordering::Relaxed)
             && (first || (!out.interrupted && Instant::now() < deadline));
         first = false;
-        while issuing && in_flight < concurrency {
+        while issuing && p.depth - free.len() < concurrency {
             let Some(slot) = free.pop() else { break };
             let file_off = offsets.next_offset();
             let started = Instant::now();
             match queue.push(p.dir, fd, slot * p.bs, p.bs, file_off, slot as u64) {
                 Ok(()) => {
                     flight[slot] = Some(InFlight { file_off, started });
-                    in_flight += 1;
                 }
                 Err(e) => {
                     free.push(slot);
@@ -172,7 +172,7 @@ pub fn run(
                 }
             }
         }
-        if in_flight == 0 {
+        if free.len() == p.depth {
             break;
         }
         match queue.wait(&mut done) {
@@ -190,7 +190,6 @@ pub fn run(
             let Some(f) = flight.get_mut(slot).and_then(Option::take) else {
                 continue;
             };
-            in_flight -= 1;
             free.push(slot);
             match c.result {
                 Ok(0) => {

@@ -8,8 +8,9 @@ use p2pmem_model::topology::P2pmemInfo;
 use p2pmem_model::{Bdf, HostBridgeId};
 use std::collections::HashSet;
 
-/// Which PCI functions [`read_system_scoped`](crate::system::read_system_scoped) reads in full. Every function is located
-/// either way (its address and upstream chain, from its sysfs link).
+/// Which PCI functions [`read_system_scoped`](crate::system::read_system_scoped) reads in
+/// full. Every function is located either way (its address and upstream chain, from its
+/// sysfs link).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Scope {
     /// All of them.
