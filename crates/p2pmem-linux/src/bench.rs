@@ -35,7 +35,7 @@ use crate::copy::{
     EngineChoice, Queue, Submit, Via, MAX_DEPTH,
 };
 use crate::dio::Op;
-use crate::p2pbuf::Location;
+use crate::p2pbuf::{Location, Pages};
 use crate::sys;
 use crate::system::System;
 use report::{mib, per_s};
@@ -212,6 +212,7 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
             units: "buffers",
             host_fallback: (req.via == Via::Auto)
                 .then_some("Benchmarking with buffers in HOST memory instead"),
+            host_pages: Pages::Base,
         },
         req.jobs,
         &mut notes,

@@ -38,7 +38,7 @@ pub use uring::{unavailable_hint, Ring, Submit, UringQueue, MAX_DEPTH};
 pub use verify::{verify_ranges, VerifyError, VerifyReport};
 
 use crate::dio::{DirectKind, Op};
-use crate::p2pbuf::Location;
+use crate::p2pbuf::{Location, Pages};
 use crate::sys;
 use crate::system::System;
 use serde::Serialize;
@@ -214,6 +214,7 @@ pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
                 "Copying through HOST memory instead: the payload crosses host RAM \
                  (--require-p2p makes this an error)",
             ),
+            host_pages: Pages::Huge,
         },
         &mut notes,
     )?;

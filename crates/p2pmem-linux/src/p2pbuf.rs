@@ -7,6 +7,7 @@
 //! memory is never a Rust slice: the CPU reaches it only through volatile copies, and the
 //! kernel through a raw pointer.
 
+pub use crate::sys::Pages;
 use crate::sys::{self, AccessFault, HostAlloc, MmapRegion, RawIo, RawIoMut};
 use p2pmem_model::Bdf;
 use rustix::fd::{AsFd, OwnedFd};
@@ -545,8 +546,8 @@ pub struct HostBufferError {
     pub len: usize,
 }
 
-/// Page-aligned, zeroed host memory (allocated with `std::alloc` and the matching
-/// layout, freed on drop), usable for O_DIRECT on any device. Host memory may be seen
+/// Page-aligned, zeroed host memory (an anonymous mapping in base or huge pages,
+/// unmapped on drop), usable for O_DIRECT on any device. Host memory may be seen
 /// as a slice ([`as_slice`](Self::as_slice)).
 #[derive(Debug)]
 pub struct HostBuffer {
@@ -554,9 +555,15 @@ pub struct HostBuffer {
 }
 
 impl HostBuffer {
-    /// A zeroed buffer of `len` bytes, aligned to the page size.
+    /// A zeroed buffer of `len` bytes in base pages, aligned to the page size.
     pub fn new(len: usize) -> Result<Self, HostBufferError> {
-        HostAlloc::new(len)
+        Self::with_pages(len, Pages::Base)
+    }
+
+    /// A zeroed buffer of `len` bytes in `pages` ([`Pages::Huge`]: transparent huge
+    /// pages where the kernel gives them, for large O_DIRECT requests).
+    pub fn with_pages(len: usize, pages: Pages) -> Result<Self, HostBufferError> {
+        HostAlloc::with_pages(len, pages)
             .map(|alloc| Self { alloc })
             .ok_or(HostBufferError { len })
     }

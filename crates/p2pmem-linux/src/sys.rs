@@ -16,7 +16,6 @@
 
 use rustix::fd::{AsRawFd, BorrowedFd};
 use rustix::mm::{MapFlags, ProtFlags};
-use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::{io, slice};
@@ -595,31 +594,111 @@ impl Drop for SharedAnon {
 // Page-aligned host memory
 // ---------------------------------------------------------------------------------
 
-/// A zeroed, page-aligned host allocation of at least one page, freed on drop.
-#[derive(Debug)]
-pub struct HostAlloc {
-    ptr: NonNull<u8>,
-    /// The bytes the owner asked for (`<= layout.size()`).
-    len: usize,
-    layout: Layout,
+/// Which pages back a [`HostAlloc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pages {
+    /// The base page size.
+    Base,
+    /// Transparent huge pages where the kernel gives them: the allocation is rounded up
+    /// to whole huge pages, starts on a huge-page boundary and is advised
+    /// `MADV_HUGEPAGE` (honoured when `/sys/kernel/mm/transparent_hugepage/enabled` is
+    /// `always` or `madvise`). An O_DIRECT request into it is then a few physically
+    /// contiguous pieces instead of one per base page: fewer pages to pin, fewer
+    /// scatter-gather segments, and neighbouring requests the block layer can merge
+    /// (a virtio disk takes at most 254 segments a request). Where the huge page is
+    /// larger than 2 MiB and than the allocation (arm64 with 16 or 64 KiB pages), or the
+    /// kernel has no transparent huge pages, this is [`Pages::Base`].
+    Huge,
 }
 
-// SAFETY: a uniquely owned heap allocation, like `Box<[u8]>`.
+/// The kernel's transparent huge page size, where it has them.
+fn huge_page_size() -> Option<usize> {
+    let path = std::path::Path::new("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+    let raw = crate::bounded::read_file(path, p2pmem_model::limits::SYSFS_ATTR).ok()?;
+    let size: usize = std::str::from_utf8(&raw).ok()?.trim().parse().ok()?;
+    (size.is_power_of_two() && size > page_size()).then_some(size)
+}
+
+/// The huge page size an allocation of `size` bytes uses, given the kernel's (`thp`):
+/// none without one, and none where it is over 2 MiB and over `size`, which would
+/// round a buffer up to far more memory than it asked for.
+fn huge_page_for(thp: Option<usize>, size: usize) -> Option<usize> {
+    thp.filter(|&h| h <= (2 << 20) || h <= size)
+}
+
+/// A zeroed, page-aligned host allocation of at least one page, freed on drop: a
+/// private anonymous mapping, in base or huge pages ([`Pages`]).
+#[derive(Debug)]
+pub struct HostAlloc {
+    /// Where the caller's bytes start (inside the mapping).
+    ptr: NonNull<u8>,
+    /// The bytes the owner asked for.
+    len: usize,
+    /// The whole mapping, unmapped on drop.
+    map: NonNull<u8>,
+    map_len: usize,
+}
+
+// SAFETY: a uniquely owned mapping, like `Box<[u8]>`.
 unsafe impl Send for HostAlloc {}
 // SAFETY: shared access only reads (writes need `&mut`), like `Box<[u8]>`.
 unsafe impl Sync for HostAlloc {}
 
 impl HostAlloc {
-    /// Allocates `len` zeroed bytes, page-aligned, rounded up to whole pages (at least
-    /// one). `None` when the size overflows or the allocator fails.
+    /// Allocates `len` zeroed bytes in base pages, page-aligned, rounded up to whole
+    /// pages (at least one). `None` when the size overflows or the mapping fails.
     pub fn new(len: usize) -> Option<Self> {
+        Self::with_pages(len, Pages::Base)
+    }
+
+    /// Allocates `len` zeroed bytes in `pages`, aligned to the page size (to the huge
+    /// page size for [`Pages::Huge`]). `None` when the size overflows or the mapping
+    /// fails.
+    pub fn with_pages(len: usize, pages: Pages) -> Option<Self> {
         let size = round_up_to_page(len.max(1))?;
-        let layout = Layout::from_size_align(size, page_size()).ok()?;
-        // SAFETY: `layout.size()` is at least one page, so non-zero, as `alloc_zeroed`
-        // requires.
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw)?;
-        Some(Self { ptr, len, layout })
+        let huge = match pages {
+            Pages::Base => None,
+            Pages::Huge => huge_page_for(huge_page_size(), size),
+        };
+        let (size, map_len) = match huge {
+            // Room to start on a huge-page boundary wherever the kernel puts the mapping.
+            Some(h) => {
+                let size = size.checked_next_multiple_of(h)?;
+                (size, size.checked_add(h - page_size())?)
+            }
+            None => (size, size),
+        };
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses (NULL hint,
+        // no MAP_FIXED) cannot overlap any Rust object; it is owned by the returned value
+        // and unmapped once, in Drop.
+        let addr = unsafe {
+            rustix::mm::mmap_anonymous(
+                ptr::null_mut(),
+                map_len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+        }
+        .ok()?;
+        let map = NonNull::new(addr.cast::<u8>())?;
+        // The mapping starts on a page boundary, so the distance to the next huge-page
+        // boundary is at most `h - page_size()`.
+        let skip = huge.map_or(0, |h| (h - map.as_ptr() as usize % h) % h);
+        let ptr = NonNull::new(map.as_ptr().wrapping_add(skip))?;
+        if huge.is_some() {
+            // Advice only: refused (a kernel without THP), the buffer works in base pages.
+            // SAFETY: `[ptr, ptr + size)` lies inside the mapping just made (`skip + size
+            // <= map_len`); the advice does not change its contents.
+            let _ = unsafe {
+                rustix::mm::madvise(ptr.as_ptr().cast(), size, rustix::mm::Advice::LinuxHugepage)
+            };
+        }
+        Some(Self {
+            ptr,
+            len,
+            map,
+            map_len,
+        })
     }
 
     /// The requested length.
@@ -634,8 +713,8 @@ impl HostAlloc {
 
     /// The bytes, as a slice (host memory, so this is fine).
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` is a live, zero-initialised allocation of `layout.size() >= len`
-        // bytes owned by `self`; the shared borrow of `self` excludes writers.
+        // SAFETY: `[ptr, ptr + len)` lies in a live, zero-initialised mapping owned by
+        // `self`; the shared borrow of `self` excludes writers.
         unsafe { slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -668,9 +747,9 @@ impl HostAlloc {
 
 impl Drop for HostAlloc {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc_zeroed(self.layout)` and is freed only here;
-        // borrows handed out (slices, `RawIo*`) cannot outlive `self`.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        // SAFETY: exactly the mapping made in `new`, unmapped only here; borrows handed
+        // out (slices, `RawIo*`) cannot outlive `self`.
+        let _ = unsafe { rustix::mm::munmap(self.map.as_ptr().cast(), self.map_len) };
     }
 }
 

@@ -71,6 +71,18 @@ pub(crate) mod support {
         }
     }
 
+    /// The device's read counters (`/sys/class/block/NAME/stat`): reads completed, reads
+    /// merged, sectors read.
+    pub(crate) fn read_counters(dev: &std::path::Path) -> [u64; 3] {
+        let name = dev.file_name().unwrap().to_str().unwrap();
+        let stat = std::fs::read_to_string(format!("/sys/class/block/{name}/stat")).unwrap();
+        let f: Vec<u64> = stat
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        [f[0], f[1], f[2]]
+    }
+
     /// [`loop_device`], or `None` after saying why the test is skipped.
     pub(crate) fn loop_or_skip(len: u64, sector: u32) -> Option<Loop> {
         loop_device(len, sector)

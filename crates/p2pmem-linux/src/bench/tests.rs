@@ -3,7 +3,7 @@
 //! and losetup are there (else SKIPPED, said on stderr). Nothing here asserts a speed.
 
 use super::*;
-use crate::testing::support::loop_or_skip;
+use crate::testing::support::{loop_or_skip, read_counters};
 use p2pmem_model::Bdf;
 use std::sync::atomic::Ordering;
 
@@ -268,18 +268,6 @@ fn cancelling_reaps_what_is_in_flight_and_reports() {
 // ---------------------------------------------------------------------------------
 // Loop devices: real block devices (BLKSSZGET, O_EXCL, sysfs). Need root and losetup.
 // ---------------------------------------------------------------------------------
-
-/// The device's read counters (`/sys/class/block/NAME/stat`): reads completed, reads
-/// merged, sectors read.
-fn read_counters(dev: &Path) -> [u64; 3] {
-    let name = dev.file_name().unwrap().to_str().unwrap();
-    let stat = std::fs::read_to_string(format!("/sys/class/block/{name}/stat")).unwrap();
-    let f: Vec<u64> = stat
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
-    [f[0], f[1], f[2]]
-}
 
 #[test]
 fn a_sequential_bench_issues_requests_of_its_block_size() {

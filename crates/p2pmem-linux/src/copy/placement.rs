@@ -10,7 +10,7 @@
 use super::queue::{Queue, SyncQueue};
 use super::uring::{unavailable_hint, Ring, Submit, UringQueue};
 use super::EngineChoice;
-use crate::p2pbuf::{DmaBuffer, HostBuffer, HostBufferError, P2pBuffer, P2pBufferError};
+use crate::p2pbuf::{DmaBuffer, HostBuffer, HostBufferError, P2pBuffer, P2pBufferError, Pages};
 use crate::sys;
 use p2pmem_model::Bdf;
 use rustix::io::Errno;
@@ -102,6 +102,11 @@ pub(crate) struct BufferSpec<'a> {
     /// When mapping the p2pmem fails: `Some(rest)` falls back to host memory with the
     /// warning `NO P2P BUFFER: <error>. <rest>`; `None` makes it an error.
     pub host_fallback: Option<&'a str>,
+    /// The pages of a buffer in host memory: the copy's are huge (each chunk a few
+    /// contiguous segments, neighbouring chunks mergeable), `bench`'s base pages, as
+    /// fio's default `iomem=malloc`, so that each request is one device request of its
+    /// block size.
+    pub host_pages: Pages,
 }
 
 /// Placed buffers, one per job.
@@ -165,7 +170,9 @@ pub(crate) fn place_buffers(
 ) -> Result<PlacedJobs, PlacementError> {
     let host = |depth| -> Result<Vec<Box<dyn DmaBuffer>>, PlacementError> {
         (0..jobs)
-            .map(|_| Ok(Box::new(host_buffer(spec.unit, depth)?) as Box<dyn DmaBuffer>))
+            .map(|_| {
+                Ok(Box::new(host_buffer(spec.unit, depth, spec.host_pages)?) as Box<dyn DmaBuffer>)
+            })
             .collect()
     };
     let Some(provider) = spec.provider else {
@@ -285,9 +292,9 @@ fn buffer_len(unit: u64, depth: usize) -> usize {
     usize::try_from(unit.saturating_mul(depth as u64)).unwrap_or(usize::MAX)
 }
 
-/// `depth * unit` bytes of host memory.
-fn host_buffer(unit: u64, depth: usize) -> Result<HostBuffer, HostBufferError> {
-    HostBuffer::new(buffer_len(unit, depth))
+/// `depth * unit` bytes of host memory in `pages`.
+fn host_buffer(unit: u64, depth: usize, pages: Pages) -> Result<HostBuffer, HostBufferError> {
+    HostBuffer::with_pages(buffer_len(unit, depth), pages)
 }
 
 /// The I/O queue for `engine`, owning `buf` from now on: io_uring handing requests to
@@ -439,6 +446,7 @@ mod tests {
                 depth: 2,
                 units: "buffers",
                 host_fallback: None,
+                host_pages: Pages::Base,
             },
             3,
             &mut Vec::new(),
@@ -476,6 +484,7 @@ mod tests {
             depth: 4,
             units: "chunks",
             host_fallback: None,
+            host_pages: Pages::Huge,
         };
         let mut notes = Vec::new();
         let e = place_buffer(root.path(), spec, &mut notes)
@@ -521,6 +530,7 @@ mod tests {
                 depth: 3,
                 units: "buffers",
                 host_fallback: None,
+                host_pages: Pages::Base,
             },
             &mut Vec::new(),
         )
@@ -533,7 +543,7 @@ mod tests {
     #[test]
     fn the_sync_engine_says_that_depth_only_sizes_the_buffer() {
         let mut notes = Vec::new();
-        let buf = Box::new(host_buffer(4096, 4).unwrap());
+        let buf = Box::new(host_buffer(4096, 4, Pages::Base).unwrap());
         let q = open_queue(EngineChoice::Sync, 4, Submit::Each, buf, &mut notes).unwrap();
         assert_eq!(q.name(), "sync");
         assert_eq!(
@@ -541,7 +551,7 @@ mod tests {
             ["the sync engine moves one request at a time: --depth 4 only sizes the buffer"]
         );
         let mut notes = Vec::new();
-        let buf = Box::new(host_buffer(4096, 1).unwrap());
+        let buf = Box::new(host_buffer(4096, 1, Pages::Base).unwrap());
         open_queue(EngineChoice::Sync, 1, Submit::Each, buf, &mut notes).unwrap();
         assert!(notes.is_empty(), "{notes:?}");
     }

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::p2pbuf::HostBuffer;
-use crate::testing::support::{loop_or_skip, scratch};
+use crate::testing::support::{loop_or_skip, read_counters, scratch};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use std::sync::atomic::Ordering;
@@ -735,6 +735,29 @@ fn loop_devices_copy_verify_and_refuse_overlap() {
     assert!(
         matches!(e, CopyError::Overlap { object: "disk", .. }),
         "{e}"
+    );
+}
+
+#[test]
+fn a_chunk_read_into_host_memory_is_one_device_request() {
+    // The copy's host buffer is in huge pages: a 1 MiB chunk is 16 segments of the loop
+    // device's 64 KiB maximum instead of 256 pages, more than its 128 segments a request,
+    // so each chunk reaches the device as one read, not two (in base pages: 16 reads).
+    let Some(lo) = loop_or_skip(8 << 20, 512) else {
+        return;
+    };
+    let d = scratch_or_skip!();
+    let mut req = request(&lo.dev, &d.path().join("out.img"));
+    req.chunk = 1 << 20;
+    let before = read_counters(&lo.dev);
+    let r = copy(&req).unwrap();
+    let after = read_counters(&lo.dev);
+    let [reads, _, sectors] = [0, 1, 2].map(|i| after[i] - before[i]);
+    assert_eq!(r.bytes, 8 << 20);
+    assert_eq!(sectors, (8 << 20) / 512);
+    assert!(
+        (1..=8).contains(&reads),
+        "8 chunks of 1 MiB reached the device as {reads} reads"
     );
 }
 

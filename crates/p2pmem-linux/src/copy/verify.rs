@@ -5,7 +5,7 @@
 
 use super::plan::ByteRange;
 use crate::dio::{Access, DioError, DirectFile};
-use crate::p2pbuf::{HostBuffer, HostBufferError};
+use crate::p2pbuf::{HostBuffer, HostBufferError, Pages};
 use crate::sys;
 use serde::Serialize;
 use std::os::unix::fs::FileExt;
@@ -124,8 +124,8 @@ pub fn verify_ranges(
     let block = u64::from(s.logical_block_size().max(d.logical_block_size()).max(512));
     let chunk = chunk.max(block).div_ceil(block) * block;
     let chunk_len = usize::try_from(chunk).unwrap_or(usize::MAX);
-    let mut sb = HostBuffer::new(chunk_len)?;
-    let mut db = HostBuffer::new(chunk_len)?;
+    let mut sb = HostBuffer::with_pages(chunk_len, Pages::Huge)?;
+    let mut db = HostBuffer::with_pages(chunk_len, Pages::Huge)?;
     // O_DIRECT needs whole blocks; a tail at the end of the source is read buffered.
     let tail = if src_off.is_multiple_of(block) && dst_off.is_multiple_of(block) {
         len % block

@@ -117,6 +117,65 @@ fn host_alloc_is_page_aligned_zeroed_and_bounded() {
     assert!(HostAlloc::new(usize::MAX).is_none());
 }
 
+/// The `VmFlags` of the mapping of this process that holds `addr`.
+fn vm_flags(addr: usize) -> Vec<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+                continue;
+            }
+        }
+        if let (true, Some(flags)) = (inside, line.strip_prefix("VmFlags:")) {
+            return flags.split_whitespace().map(str::to_owned).collect();
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+#[test]
+fn huge_host_alloc_starts_on_a_huge_page_and_asks_for_huge_pages() {
+    let thp = huge_page_size()
+        .expect("the kernels this runs on have transparent huge pages (hpage_pmd_size)");
+    let len = 3 * (2 << 20) + 100;
+    let mut a = HostAlloc::with_pages(len, Pages::Huge).unwrap();
+    let addr = a.as_slice().as_ptr() as usize;
+    assert_eq!(a.len(), len);
+    assert_eq!(addr % thp, 0, "starts on a huge-page boundary");
+    assert!(a.as_slice().iter().all(|&b| b == 0));
+    a.as_mut_slice()[len - 1] = 7;
+    assert_eq!(a.as_slice()[len - 1], 7);
+    assert!(a.io(len - 1, 1).is_some() && a.io(len, 1).is_none());
+    assert!(
+        vm_flags(addr).iter().any(|f| f == "hg"),
+        "advised MADV_HUGEPAGE: {:?}",
+        vm_flags(addr)
+    );
+    // Base pages are not advised, whatever their size.
+    let b = HostAlloc::new(len).unwrap();
+    let flags = vm_flags(b.as_slice().as_ptr() as usize);
+    assert!(!flags.iter().any(|f| f == "hg"), "{flags:?}");
+    // Small buffers go into a whole huge page too (the copy's 8 x 4 KiB).
+    let small = HostAlloc::with_pages(32 << 10, Pages::Huge).unwrap();
+    assert_eq!(small.as_slice().as_ptr() as usize % thp, 0);
+    assert_eq!(small.len(), 32 << 10);
+}
+
+#[test]
+fn huge_pages_are_used_where_they_do_not_balloon_the_buffer() {
+    let mib = 1 << 20;
+    assert_eq!(huge_page_for(None, 64 * mib), None);
+    assert_eq!(huge_page_for(Some(2 * mib), 4096), Some(2 * mib));
+    // arm64 with 64 KiB pages: 512 MiB huge pages only for buffers at least that big.
+    assert_eq!(huge_page_for(Some(512 * mib), 32 * mib), None);
+    assert_eq!(huge_page_for(Some(32 * mib), 32 * mib), Some(32 * mib));
+    assert_eq!(huge_page_for(Some(32 * mib), 8 * mib), None);
+}
+
 #[test]
 fn volatile_copies_handle_unaligned_heads_and_tails() {
     let mut backing = HostAlloc::new(64).unwrap();
