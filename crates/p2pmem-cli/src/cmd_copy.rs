@@ -11,8 +11,8 @@ use crate::Common;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use p2pmem_linux::copy::{
-    prepare, verify_ranges, ByteRange, CopyError, CopyReport, CopyRequest, EngineChoice, Route,
-    VerifyReport, Via,
+    default_depth, prepare, verify_ranges, ByteRange, CopyError, CopyReport, CopyRequest,
+    EngineChoice, Route, VerifyReport, Via,
 };
 use p2pmem_linux::memctl::{host_memory_measurement, HostMemoryMeasurement};
 use p2pmem_wire::copy::CopyDocument;
@@ -45,9 +45,10 @@ pub struct CopyArgs {
     /// Bytes per request (a multiple of the logical block size).
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
     pub chunk: u64,
-    /// Chunks in flight at once (the buffer is DEPTH x CHUNK, mapped once).
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub depth: usize,
+    /// Chunks in flight at once (the buffer is DEPTH x CHUNK, mapped once). Default: 8,
+    /// lowered for chunks over 2 MiB to keep at most 16 MiB in flight (4 at 4M, 2 from 8M).
+    #[arg(long, value_name = "N")]
+    pub depth: Option<usize>,
     /// First source byte (block-aligned).
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
     pub offset: u64,
@@ -252,7 +253,7 @@ pub fn execute(
         dst_offset: args.dst_offset,
         length: args.length,
         chunk: args.chunk,
-        depth: args.depth,
+        depth: args.depth.unwrap_or(default_depth(args.chunk)),
         via: args.via,
         require_p2p: args.require_p2p,
         force: args.force,

@@ -739,6 +739,23 @@ fn loop_devices_copy_verify_and_refuse_overlap() {
 }
 
 #[test]
+fn the_default_depth_keeps_at_most_16_mib_in_flight_and_two_chunks() {
+    for (chunk, depth) in [
+        (0, 8),
+        (4 << 10, 8),
+        (1 << 20, 8),
+        (2 << 20, 8),
+        (3 << 20, 5),
+        (4 << 20, 4),
+        (8 << 20, 2),
+        (64 << 20, 2),
+        (u64::MAX, 2),
+    ] {
+        assert_eq!(default_depth(chunk), depth, "chunk {chunk}");
+    }
+}
+
+#[test]
 fn a_chunk_read_into_host_memory_is_one_device_request() {
     // The copy's host buffer is in huge pages: a 1 MiB chunk is 16 segments of the loop
     // device's 64 KiB maximum instead of 256 pages, more than its 128 segments a request,
