@@ -79,9 +79,10 @@ pub const DEFAULT_DEPTH: usize = 8;
 /// The most bytes the default depth keeps in flight. Measured on one machine
 /// (README "Benchmarks", the depth table): at 4 MiB chunks depth 8 (32 MiB in flight)
 /// was the slowest depth on all three pairs (files on one disk, loop devices on one disk,
-/// loop devices apart: 0.57-0.69 of the best), depth 4 (16 MiB) the best or within 3 %
-/// of it; at 1 MiB, depths 4 and 8 were level. A drive saturates with far less in flight
-/// (a 14 GB/s drive with 100 µs per request needs about 1.4 MB).
+/// loop devices apart: 0.52-0.69 of the best depth's MiB/s), depth 4 (16 MiB) the best or
+/// within 3 % of it; at 1 MiB depths 4 and 8 were within 9 % of each other. A drive
+/// saturates with far less in flight (a 14 GB/s drive at 100 µs a request needs about
+/// 1.4 MB).
 pub const DEFAULT_IN_FLIGHT: u64 = 16 << 20;
 
 /// The default depth for `chunk`-byte chunks: [`DEFAULT_DEPTH`], lowered to keep at most
