@@ -121,16 +121,18 @@ fn a_host_copy_verifies_and_prints_the_documented_json() {
     assert!(out.contains("buffer       host memory"), "{out}");
     assert!(out.contains("verify: OK, 3 chunks"), "{out}");
     // Without --depth, chunks over 2 MiB keep at most 16 MiB in flight; --depth rules.
-    for (chunk, depth, want) in [("4M", None, 4), ("8M", None, 2), ("4M", Some("8"), 8)] {
+    let cases = [
+        ("4M", 4 << 20, None, 4),
+        ("8M", 8 << 20, None, 2),
+        ("4M", 4 << 20, Some("8"), 8),
+    ];
+    for (chunk, bytes, depth, want) in cases {
         let mut args = vec!["copy", "--json", "--via", "host", "--chunk", chunk];
         args.extend(depth.map(|d| ["--depth", d]).iter().flatten());
         args.extend([s(&src), s(&dst)]);
         let v = json(&run(&args));
         assert_eq!(v["depth"], want, "--chunk {chunk} --depth {depth:?}");
-        assert_eq!(
-            v["chunk"],
-            chunk.trim_end_matches('M').parse::<u64>().unwrap() << 20
-        );
+        assert_eq!(v["chunk"], bytes);
     }
 }
 

@@ -245,7 +245,11 @@ impl MmapRegion {
         if dst.is_empty() {
             return Ok(());
         }
-        let bounce = SharedAnon::new(dst.len())?;
+        let bounce =
+            AnonMap::new(dst.len(), MapFlags::SHARED).map_err(|source| AccessFault::Os {
+                call: "mmap",
+                source,
+            })?;
         // SAFETY: `src..src+dst.len()` lies inside the live mapping (bounds checked) and
         // the borrow of `self` keeps it mapped for the call; the bounce mapping is at
         // least `dst.len()` bytes, owned here and distinct from the device mapping.
@@ -548,22 +552,20 @@ fn wait_guard(pid: libc::pid_t) -> Result<(), AccessFault> {
     }
 }
 
-/// A `MAP_SHARED | MAP_ANONYMOUS` read-write mapping, unmapped on drop: the bounce
-/// buffer a guard process writes what it read into.
-struct SharedAnon {
+/// An anonymous read-write mapping owned by its value and unmapped on drop:
+/// `MAP_SHARED` for the bounce buffer a guard process writes what it read into,
+/// `MAP_PRIVATE` under [`HostAlloc`].
+#[derive(Debug)]
+struct AnonMap {
     ptr: NonNull<u8>,
     len: usize,
 }
 
-impl SharedAnon {
+impl AnonMap {
     /// At least `len` (> 0) zeroed bytes, rounded up to whole pages.
-    fn new(len: usize) -> Result<Self, AccessFault> {
-        let os = |source: io::Error| AccessFault::Os {
-            call: "mmap",
-            source,
-        };
+    fn new(len: usize, flags: MapFlags) -> io::Result<Self> {
         let len = round_up_to_page(len.max(1))
-            .ok_or_else(|| os(io::Error::from_raw_os_error(libc::ENOMEM)))?;
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
         // SAFETY: a fresh anonymous mapping at an address the kernel chooses (NULL hint,
         // no MAP_FIXED) cannot overlap any Rust object; it is owned by the returned
         // value and unmapped once, in Drop.
@@ -572,20 +574,19 @@ impl SharedAnon {
                 ptr::null_mut(),
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
+                flags,
             )
-        }
-        .map_err(|e| os(e.into()))?;
+        }?;
         let ptr = NonNull::new(addr.cast::<u8>())
-            .ok_or_else(|| os(io::Error::from_raw_os_error(libc::EFAULT)))?;
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
         Ok(Self { ptr, len })
     }
 }
 
-impl Drop for SharedAnon {
+impl Drop for AnonMap {
     fn drop(&mut self) {
         // SAFETY: exactly the mapping made in `new`, owned by this value; no pointer
-        // into it outlives the `read_into` call that made it.
+        // into it outlives the owner that handed it out.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
@@ -611,12 +612,15 @@ pub enum Pages {
     Huge,
 }
 
-/// The kernel's transparent huge page size, where it has them.
+/// The kernel's transparent huge page size, where it has them (read once).
 fn huge_page_size() -> Option<usize> {
-    let path = std::path::Path::new("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
-    let raw = crate::bounded::read_file(path, p2pmem_model::limits::SYSFS_ATTR).ok()?;
-    let size: usize = std::str::from_utf8(&raw).ok()?.trim().parse().ok()?;
-    (size.is_power_of_two() && size > page_size()).then_some(size)
+    static SIZE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        let path = std::path::Path::new("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+        let raw = crate::bounded::read_file(path, p2pmem_model::limits::SYSFS_ATTR).ok()?;
+        let size: usize = std::str::from_utf8(&raw).ok()?.trim().parse().ok()?;
+        (size.is_power_of_two() && size > page_size()).then_some(size)
+    })
 }
 
 /// The huge page size an allocation of `size` bytes uses, given the kernel's (`thp`):
@@ -630,13 +634,12 @@ fn huge_page_for(thp: Option<usize>, size: usize) -> Option<usize> {
 /// private anonymous mapping, in base or huge pages ([`Pages`]).
 #[derive(Debug)]
 pub struct HostAlloc {
-    /// Where the caller's bytes start (inside the mapping).
+    /// Where the caller's bytes start (inside `map`).
     ptr: NonNull<u8>,
     /// The bytes the owner asked for.
     len: usize,
-    /// The whole mapping, unmapped on drop.
-    map: NonNull<u8>,
-    map_len: usize,
+    /// The whole mapping, held for its unmapping on drop.
+    _map: AnonMap,
 }
 
 // SAFETY: a uniquely owned mapping, like `Box<[u8]>`.
@@ -668,23 +671,11 @@ impl HostAlloc {
             }
             None => (size, size),
         };
-        // SAFETY: a fresh anonymous mapping at an address the kernel chooses (NULL hint,
-        // no MAP_FIXED) cannot overlap any Rust object; it is owned by the returned value
-        // and unmapped once, in Drop.
-        let addr = unsafe {
-            rustix::mm::mmap_anonymous(
-                ptr::null_mut(),
-                map_len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE,
-            )
-        }
-        .ok()?;
-        let map = NonNull::new(addr.cast::<u8>())?;
+        let map = AnonMap::new(map_len, MapFlags::PRIVATE).ok()?;
         // The mapping starts on a page boundary, so the distance to the next huge-page
         // boundary is at most `h - page_size()`.
-        let skip = huge.map_or(0, |h| (h - map.as_ptr() as usize % h) % h);
-        let ptr = NonNull::new(map.as_ptr().wrapping_add(skip))?;
+        let skip = huge.map_or(0, |h| (h - map.ptr.as_ptr() as usize % h) % h);
+        let ptr = NonNull::new(map.ptr.as_ptr().wrapping_add(skip))?;
         if huge.is_some() {
             // Advice only: refused (a kernel without THP), the buffer works in base pages.
             // SAFETY: `[ptr, ptr + size)` lies inside the mapping just made (`skip + size
@@ -696,8 +687,7 @@ impl HostAlloc {
         Some(Self {
             ptr,
             len,
-            map,
-            map_len,
+            _map: map,
         })
     }
 
@@ -742,14 +732,6 @@ impl HostAlloc {
             len,
             _borrow: PhantomData,
         })
-    }
-}
-
-impl Drop for HostAlloc {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping made in `new`, unmapped only here; borrows handed
-        // out (slices, `RawIo*`) cannot outlive `self`.
-        let _ = unsafe { rustix::mm::munmap(self.map.as_ptr().cast(), self.map_len) };
     }
 }
 
