@@ -11,8 +11,8 @@ use crate::Common;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use p2pmem_linux::copy::{
-    default_depth, prepare, verify_ranges, ByteRange, CopyError, CopyReport, CopyRequest,
-    EngineChoice, Route, VerifyReport, Via,
+    prepare, verify_ranges, ByteRange, CopyError, CopyReport, CopyRequest, EngineChoice, Route,
+    VerifyReport, Via,
 };
 use p2pmem_linux::memctl::{host_memory_measurement, HostMemoryMeasurement};
 use p2pmem_wire::copy::CopyDocument;
@@ -45,8 +45,10 @@ pub struct CopyArgs {
     /// Bytes per request (a multiple of the logical block size).
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
     pub chunk: u64,
-    /// Chunks in flight at once (the buffer is DEPTH x CHUNK, mapped once). Default: 8,
-    /// lowered for chunks over 2 MiB to keep at most 16 MiB in flight (4 at 4M, 2 from 8M).
+    /// Chunks in flight at once (the buffer is DEPTH x CHUNK, mapped once; never more
+    /// than the copy has chunks). Default in host memory: 32, lowered for chunks over
+    /// 1 MiB to keep at most 32 MiB in flight (8 at 4M, 2 from 16M); in a provider's
+    /// p2pmem: 8, at most 16 MiB (4 at 4M), halved while the pool cannot supply it.
     #[arg(long, value_name = "N")]
     pub depth: Option<usize>,
     /// First source byte (block-aligned).
@@ -253,7 +255,7 @@ pub fn execute(
         dst_offset: args.dst_offset,
         length: args.length,
         chunk: args.chunk,
-        depth: args.depth.unwrap_or(default_depth(args.chunk)),
+        depth: args.depth,
         via: args.via,
         require_p2p: args.require_p2p,
         force: args.force,

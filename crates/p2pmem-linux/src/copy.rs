@@ -41,6 +41,7 @@ use crate::dio::{DirectKind, Op};
 use crate::p2pbuf::{Location, Pages};
 use crate::sys;
 use crate::system::System;
+use p2pmem_model::Bdf;
 use serde::Serialize;
 use std::fmt;
 use std::os::unix::fs::FileExt;
@@ -72,25 +73,47 @@ impl std::str::FromStr for EngineChoice {
     }
 }
 
-/// Chunks in flight when the user gives no depth, for chunks of up to
-/// [`DEFAULT_IN_FLIGHT`] / 8 bytes.
-pub const DEFAULT_DEPTH: usize = 8;
+/// The default depth of a copy whose buffer is in host memory: at most this many
+/// chunks in flight...
+pub const HOST_DEPTH: usize = 32;
 
-/// The most bytes the default depth keeps in flight. Measured on one machine
-/// (README "Benchmarks", the depth table): at 4 MiB chunks depth 8 (32 MiB in flight)
-/// was the slowest depth on all three pairs (files on one disk, loop devices on one disk,
-/// loop devices apart: 0.52-0.69 of the best depth's MiB/s), depth 4 (16 MiB) the best or
-/// within 3 % of it; at 1 MiB depths 4 and 8 were within 9 % of each other. A drive
-/// saturates with far less in flight (a 14 GB/s drive at 100 µs a request needs about
-/// 1.4 MB).
-pub const DEFAULT_IN_FLIGHT: u64 = 16 << 20;
+/// ...and at most this many bytes. Measured (README, Benchmarks, the depth table): with
+/// the buffer faulted in before the first request, 4 KiB and 64 KiB chunks gained with
+/// every doubling of the depth up to 32 on every pair (4 KiB still at 64), and 1 MiB and
+/// 4 MiB chunks moved as much at 32 MiB in flight as at 8-16 MiB.
+pub const HOST_IN_FLIGHT: u64 = 32 << 20;
 
-/// The default depth for `chunk`-byte chunks: [`DEFAULT_DEPTH`], lowered to keep at most
-/// [`DEFAULT_IN_FLIGHT`] bytes in flight, but never below 2, so that reads still overlap
-/// writes.
-pub fn default_depth(chunk: u64) -> usize {
-    let fits = DEFAULT_IN_FLIGHT / chunk.max(1);
-    usize::try_from(fits).map_or(DEFAULT_DEPTH, |n| n.clamp(2, DEFAULT_DEPTH))
+/// The default depth of a copy through a provider's p2pmem: at most this many chunks...
+pub const P2PMEM_DEPTH: usize = 8;
+
+/// ...and at most this many bytes. A CMB is small (the lab's are 16 MiB) and shared by
+/// every user of its provider: the default takes no more of it than the first releases
+/// did (8 chunks of 1 MiB, verified in the lab), and a pool too short for even that
+/// halves it (`copy`'s placement).
+pub const P2PMEM_IN_FLIGHT: u64 = 16 << 20;
+
+/// The default depth for `chunk`-byte chunks in a buffer at `location`: its most chunks
+/// ([`HOST_DEPTH`], [`P2PMEM_DEPTH`]), lowered to keep at most its most bytes in flight
+/// ([`HOST_IN_FLIGHT`], [`P2PMEM_IN_FLIGHT`]), but never below 2, so that reads still
+/// overlap writes.
+pub fn default_depth(chunk: u64, location: Location) -> usize {
+    let (most, in_flight) = match location {
+        Location::Host => (HOST_DEPTH, HOST_IN_FLIGHT),
+        Location::P2p(_) => (P2PMEM_DEPTH, P2PMEM_IN_FLIGHT),
+    };
+    let fits = in_flight / chunk.max(1);
+    usize::try_from(fits).map_or(most, |n| n.clamp(2, most))
+}
+
+/// The depth a copy asks its buffer for: `asked`, else [`default_depth`] for the plan's
+/// chunk where the route puts the buffer (`provider`'s p2pmem, or host memory); never
+/// more than the plan has chunks, which would never be used (a short copy maps, and
+/// faults in, only what it can fill).
+fn copy_depth(asked: Option<usize>, plan: &Plan, provider: Option<Bdf>) -> usize {
+    let depth = asked.unwrap_or_else(|| {
+        default_depth(plan.chunk, provider.map_or(Location::Host, Location::P2p))
+    });
+    depth.min(plan.chunk_count())
 }
 
 /// What to copy and how.
@@ -108,8 +131,9 @@ pub struct CopyRequest {
     pub length: Option<u64>,
     /// Chunk size (a multiple of the logical block size).
     pub chunk: u64,
-    /// Chunks in flight.
-    pub depth: usize,
+    /// Chunks in flight; `None`: [`default_depth`] for the chunk and where the route puts
+    /// the buffer.
+    pub depth: Option<usize>,
     /// Where the buffer lives.
     pub via: Via,
     /// Fail instead of falling back to host memory.
@@ -161,9 +185,9 @@ impl Drop for CreatedGuard<'_> {
 /// Opens, checks, plans, routes and maps: everything before the first byte moves.
 /// `root` is where sysfs and procfs are read (`/` on a live system).
 pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
-    if req.depth == 0 || req.depth > MAX_DEPTH {
+    if let Some(depth) = req.depth.filter(|&d| d == 0 || d > MAX_DEPTH) {
         return Err(PlanError::BadDepth {
-            depth: req.depth,
+            depth,
             max: MAX_DEPTH,
         }
         .into());
@@ -224,12 +248,13 @@ pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
         req.require_p2p,
     )?;
     let sys = sys.ok();
+    let depth = copy_depth(req.depth, &plan, route.provider);
     let placed = place_buffer(
         root,
         BufferSpec {
             provider: route.provider,
             unit: plan.chunk,
-            depth: req.depth,
+            depth,
             units: "chunks",
             host_fallback: (req.via == Via::Auto && !req.require_p2p).then_some(
                 "Copying through HOST memory instead: the payload crosses host RAM \

@@ -68,7 +68,7 @@ fn copy_req(src: &Path, dst: &Path, engine: EngineChoice) -> CopyRequest {
         dst_offset: None,
         length: None,
         chunk: 64 << 10,
-        depth: 4,
+        depth: Some(4),
         via: Via::Host,
         require_p2p: false,
         force: false,

@@ -205,6 +205,14 @@ impl Plan {
         })
     }
 
+    /// How many O_DIRECT chunks [`Plan::chunks`] yields, at least 1 (a copy that is all
+    /// tail still sizes its buffer by one chunk).
+    pub fn chunk_count(&self) -> usize {
+        usize::try_from(self.direct_len().div_ceil(self.chunk))
+            .unwrap_or(usize::MAX)
+            .max(1)
+    }
+
     /// The destination range `[dst_offset, dst_offset + len)`.
     pub fn dst_range(&self) -> ByteRange {
         ByteRange {
@@ -318,6 +326,7 @@ mod tests {
         );
         assert_eq!(c.iter().map(|c| c.len).sum::<u64>(), 10 << 20);
         assert_eq!(p.tail, 0);
+        assert_eq!(p.chunk_count(), 3);
     }
 
     #[test]
@@ -325,6 +334,7 @@ mod tests {
         let p = Plan::new(file(1 << 20), file(0), 4096, 8192, Some(65536), 16384).unwrap();
         let c: Vec<Chunk> = p.chunks().collect();
         assert_eq!(c.len(), 4);
+        assert_eq!(p.chunk_count(), 4);
         assert_eq!((c[0].src, c[0].dst), (4096, 8192));
         assert_eq!((c[3].src, c[3].dst), (4096 + 49152, 8192 + 49152));
         assert_eq!(
@@ -402,6 +412,7 @@ mod tests {
         // A source smaller than one block is all tail.
         let p = Plan::new(file(100), file(0), 0, 0, None, 4096).unwrap();
         assert_eq!((p.tail, p.chunks().count()), (100, 0));
+        assert_eq!(p.chunk_count(), 1, "one chunk's buffer all the same");
     }
 
     #[test]

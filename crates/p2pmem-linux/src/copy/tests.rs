@@ -42,7 +42,7 @@ fn request(src: &Path, dst: &Path) -> CopyRequest {
         dst_offset: None,
         length: None,
         chunk: 64 << 10,
-        depth: 4,
+        depth: Some(4),
         via: Via::Host,
         require_p2p: false,
         force: false,
@@ -106,7 +106,7 @@ fn copies_and_verifies_with_both_engines_and_many_geometries() {
             let dst = d.path().join(format!("dst-{engine:?}-{chunk}-{depth}.img"));
             let mut req = request(&src, &dst);
             req.chunk = chunk;
-            req.depth = depth;
+            req.depth = Some(depth);
             req.engine = engine;
             let p = prepare(Path::new("/"), &req).unwrap();
             assert_eq!(
@@ -295,7 +295,7 @@ fn cancellation_stops_between_chunks_and_says_what_was_written() {
         let dst = d.path().join(format!("b-{engine:?}.img"));
         let mut req = request(&src, &dst);
         req.engine = engine;
-        req.depth = 1;
+        req.depth = Some(1);
         let cancel = AtomicBool::new(false);
         let e = prepare(Path::new("/"), &req)
             .unwrap()
@@ -319,7 +319,7 @@ fn a_source_truncated_mid_copy_is_reported_with_the_bytes_written() {
     std::fs::write(&src, pattern(1 << 20, 8)).unwrap();
     let mut req = request(&src, &dst);
     req.engine = EngineChoice::Sync;
-    req.depth = 1;
+    req.depth = Some(1);
     let p = prepare(Path::new("/"), &req).unwrap();
     std::fs::OpenOptions::new()
         .write(true)
@@ -739,20 +739,43 @@ fn loop_devices_copy_verify_and_refuse_overlap() {
 }
 
 #[test]
-fn the_default_depth_keeps_at_most_16_mib_in_flight_and_two_chunks() {
-    for (chunk, depth) in [
-        (0, 8),
-        (4 << 10, 8),
-        (1 << 20, 8),
-        (2 << 20, 8),
-        (3 << 20, 5),
-        (4 << 20, 4),
-        (8 << 20, 2),
-        (64 << 20, 2),
-        (u64::MAX, 2),
+fn the_default_depth_keeps_32_chunks_and_32_mib_in_host_memory_8_and_16_mib_in_p2pmem() {
+    let p2p = Location::P2p("0000:03:00.0".parse().unwrap());
+    for (chunk, host, p2pmem) in [
+        (0, 32, 8),
+        (4 << 10, 32, 8),
+        (64 << 10, 32, 8),
+        (1 << 20, 32, 8),
+        (2 << 20, 16, 8),
+        (3 << 20, 10, 5),
+        (4 << 20, 8, 4),
+        (8 << 20, 4, 2),
+        (16 << 20, 2, 2),
+        (64 << 20, 2, 2),
+        (u64::MAX, 2, 2),
     ] {
-        assert_eq!(default_depth(chunk), depth, "chunk {chunk}");
+        assert_eq!(default_depth(chunk, Location::Host), host, "chunk {chunk}");
+        assert_eq!(default_depth(chunk, p2p), p2pmem, "chunk {chunk}");
     }
+}
+
+#[test]
+fn a_copy_asks_for_its_depth_or_the_default_where_its_buffer_is_and_never_past_its_chunks() {
+    let side = Side {
+        size: 64 << 20,
+        block: 512,
+        fixed_size: true,
+    };
+    let plan = |len: u64, chunk: u64| Plan::new(side, side, 0, 0, Some(len), chunk).unwrap();
+    let cmb: Option<Bdf> = Some("0000:03:00.0".parse().unwrap());
+    assert_eq!(copy_depth(None, &plan(64 << 20, 1 << 20), None), 32);
+    assert_eq!(copy_depth(None, &plan(64 << 20, 1 << 20), cmb), 8);
+    assert_eq!(copy_depth(None, &plan(64 << 20, 4 << 20), None), 8);
+    assert_eq!(copy_depth(None, &plan(64 << 20, 4 << 20), cmb), 4);
+    assert_eq!(copy_depth(Some(3), &plan(64 << 20, 1 << 20), cmb), 3);
+    // Three chunks, the last short: never a fourth buffer, asked or not.
+    assert_eq!(copy_depth(None, &plan(5 << 20, 2 << 20), None), 3);
+    assert_eq!(copy_depth(Some(64), &plan(5 << 20, 2 << 20), cmb), 3);
 }
 
 #[test]

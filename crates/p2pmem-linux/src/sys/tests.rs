@@ -117,10 +117,12 @@ fn host_alloc_is_page_aligned_zeroed_and_bounded() {
     assert!(HostAlloc::new(usize::MAX).is_none());
 }
 
-/// The `VmFlags` of the mapping of this process that holds `addr`.
-fn vm_flags(addr: usize) -> Vec<String> {
+/// The `/proc/self/smaps` lines after the header of the mapping of this process that
+/// holds `addr`.
+fn smaps_of(addr: usize) -> Vec<String> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
     let mut inside = false;
+    let mut lines = Vec::new();
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if let Some((lo, hi)) = first.split_once('-') {
@@ -130,11 +132,47 @@ fn vm_flags(addr: usize) -> Vec<String> {
                 continue;
             }
         }
-        if let (true, Some(flags)) = (inside, line.strip_prefix("VmFlags:")) {
-            return flags.split_whitespace().map(str::to_owned).collect();
+        if inside {
+            lines.push(line.to_owned());
         }
     }
-    panic!("no mapping holds {addr:#x}");
+    assert!(!lines.is_empty(), "no mapping holds {addr:#x}");
+    lines
+}
+
+/// The `VmFlags` of the mapping of this process that holds `addr`.
+fn vm_flags(addr: usize) -> Vec<String> {
+    smaps_of(addr)
+        .iter()
+        .find_map(|l| l.strip_prefix("VmFlags:"))
+        .map(|f| f.split_whitespace().map(str::to_owned).collect())
+        .unwrap()
+}
+
+/// The resident bytes (`Rss`) of the mapping of this process that holds `addr`.
+fn rss(addr: usize) -> usize {
+    let line = smaps_of(addr)
+        .into_iter()
+        .find(|l| l.starts_with("Rss:"))
+        .unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+#[test]
+fn a_host_alloc_is_resident_before_its_first_use() {
+    // Nothing has touched these bytes: whatever is resident was populated when the
+    // mapping was made (the kernels this runs on are 5.14 or later).
+    let len = 3 * (2 << 20) + 100;
+    for pages in [Pages::Base, Pages::Huge] {
+        let a = HostAlloc::with_pages(len, pages).unwrap();
+        let resident = rss(a.as_slice().as_ptr() as usize);
+        assert!(
+            resident >= len,
+            "{pages:?}: {resident} of {len} bytes resident"
+        );
+        assert!(a.as_slice().iter().all(|&b| b == 0), "{pages:?}: zeroed");
+    }
 }
 
 #[test]
