@@ -46,8 +46,8 @@ pub struct CopyArgs {
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
     pub chunk: u64,
     /// Chunks in flight at once (the buffer is DEPTH x CHUNK, mapped once; never more
-    /// than the copy has chunks). Default in host memory: 32, lowered for chunks over
-    /// 1 MiB to keep at most 32 MiB in flight (8 at 4M, 2 from 16M); in a provider's
+    /// than the copy has chunks). Default in host memory: 32, lowered from 1M chunks on
+    /// to keep at most 16 MiB in flight (16 at 1M, 4 at 4M, 2 from 8M); in a provider's
     /// p2pmem: 8, at most 16 MiB (4 at 4M), halved while the pool cannot supply it.
     #[arg(long, value_name = "N")]
     pub depth: Option<usize>,

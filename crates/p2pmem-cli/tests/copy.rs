@@ -104,7 +104,7 @@ fn a_host_copy_verifies_and_prints_the_documented_json() {
     assert_eq!(v["verified"], true);
     assert_eq!(v["mismatches"], serde_json::json!([]));
     assert_eq!(v["chunk"], 1 << 20);
-    // The default depth (32 at 1 MiB), cut to the copy's three chunks.
+    // The default depth (16 at 1 MiB), cut to the copy's three chunks.
     assert_eq!(v["depth"], 3);
     assert!(
         o.stderr.is_empty(),
@@ -121,7 +121,7 @@ fn a_host_copy_verifies_and_prints_the_documented_json() {
     assert!(out.starts_with("copied 3.0 MiB in "), "{out}");
     assert!(out.contains("buffer       host memory"), "{out}");
     assert!(out.contains("verify: OK, 3 chunks"), "{out}");
-    // Without --depth, 32 chunks, fewer over 1 MiB to keep at most 32 MiB in flight;
+    // Without --depth, 32 chunks, fewer from 1 MiB on to keep at most 16 MiB in flight;
     // --depth rules. A sparse 32 MiB source has chunks enough for every depth asked.
     let (src, dst) = (d.path().join("big.img"), d.path().join("big-dst.img"));
     std::fs::File::create(&src)
@@ -129,10 +129,11 @@ fn a_host_copy_verifies_and_prints_the_documented_json() {
         .set_len(32 << 20)
         .unwrap();
     let cases = [
-        ("1M", 1 << 20, None, 32),
-        ("4M", 4 << 20, None, 8),
-        ("8M", 8 << 20, None, 4),
-        ("4M", 4 << 20, Some("2"), 2),
+        ("64K", 64 << 10, None, 32),
+        ("1M", 1 << 20, None, 16),
+        ("4M", 4 << 20, None, 4),
+        ("8M", 8 << 20, None, 2),
+        ("4M", 4 << 20, Some("8"), 8),
         // Never more buffers than the copy has chunks: 32 MiB is two 16 MiB chunks.
         ("16M", 16 << 20, Some("8"), 2),
     ];

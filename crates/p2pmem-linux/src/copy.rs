@@ -77,11 +77,12 @@ impl std::str::FromStr for EngineChoice {
 /// chunks in flight...
 pub const HOST_DEPTH: usize = 32;
 
-/// ...and at most this many bytes. Measured (README, Benchmarks, the depth table): with
-/// the buffer faulted in before the first request, 4 KiB and 64 KiB chunks gained with
-/// every doubling of the depth up to 32 on every pair (4 KiB still at 64), and 1 MiB and
-/// 4 MiB chunks moved as much at 32 MiB in flight as at 8-16 MiB.
-pub const HOST_IN_FLIGHT: u64 = 32 << 20;
+/// ...and at most this many bytes. Measured (README, Benchmarks): with the buffer faulted
+/// in before the first request, 4 KiB and 64 KiB chunks gained with every doubling of
+/// the depth up to 32 on every pair (4 KiB still at 64); 1 MiB chunks moved as much at
+/// 16 MiB in flight as at 32, and the process took up to 55-90 ms longer end to end at 32
+/// MiB in some rounds (making 16 huge pages; 7-10 ms at 8 and 16 MiB).
+pub const HOST_IN_FLIGHT: u64 = 16 << 20;
 
 /// The default depth of a copy through a provider's p2pmem: at most this many chunks...
 pub const P2PMEM_DEPTH: usize = 8;

@@ -739,18 +739,18 @@ fn loop_devices_copy_verify_and_refuse_overlap() {
 }
 
 #[test]
-fn the_default_depth_keeps_32_chunks_and_32_mib_in_host_memory_8_and_16_mib_in_p2pmem() {
+fn the_default_depth_keeps_32_chunks_in_host_memory_8_in_p2pmem_and_at_most_16_mib() {
     let p2p = Location::P2p("0000:03:00.0".parse().unwrap());
     for (chunk, host, p2pmem) in [
         (0, 32, 8),
         (4 << 10, 32, 8),
         (64 << 10, 32, 8),
-        (1 << 20, 32, 8),
-        (2 << 20, 16, 8),
-        (3 << 20, 10, 5),
-        (4 << 20, 8, 4),
-        (8 << 20, 4, 2),
-        (16 << 20, 2, 2),
+        (512 << 10, 32, 8),
+        (1 << 20, 16, 8),
+        (2 << 20, 8, 8),
+        (3 << 20, 5, 5),
+        (4 << 20, 4, 4),
+        (8 << 20, 2, 2),
         (64 << 20, 2, 2),
         (u64::MAX, 2, 2),
     ] {
@@ -768,10 +768,10 @@ fn a_copy_asks_for_its_depth_or_the_default_where_its_buffer_is_and_never_past_i
     };
     let plan = |len: u64, chunk: u64| Plan::new(side, side, 0, 0, Some(len), chunk).unwrap();
     let cmb: Option<Bdf> = Some("0000:03:00.0".parse().unwrap());
-    assert_eq!(copy_depth(None, &plan(64 << 20, 1 << 20), None), 32);
+    assert_eq!(copy_depth(None, &plan(64 << 20, 64 << 10), None), 32);
+    assert_eq!(copy_depth(None, &plan(64 << 20, 64 << 10), cmb), 8);
+    assert_eq!(copy_depth(None, &plan(64 << 20, 1 << 20), None), 16);
     assert_eq!(copy_depth(None, &plan(64 << 20, 1 << 20), cmb), 8);
-    assert_eq!(copy_depth(None, &plan(64 << 20, 4 << 20), None), 8);
-    assert_eq!(copy_depth(None, &plan(64 << 20, 4 << 20), cmb), 4);
     assert_eq!(copy_depth(Some(3), &plan(64 << 20, 1 << 20), cmb), 3);
     // Three chunks, the last short: never a fourth buffer, asked or not.
     assert_eq!(copy_depth(None, &plan(5 << 20, 2 << 20), None), 3);
