@@ -80,8 +80,8 @@ pub const HOST_DEPTH: usize = 32;
 /// ...and at most this many bytes. Measured (README, Benchmarks): with the buffer faulted
 /// in before the first request, 4 KiB and 64 KiB chunks gained with every doubling of
 /// the depth up to 32 on every pair (4 KiB still at 64); 1 MiB chunks moved as much at
-/// 16 MiB in flight as at 32, and the process took up to 55-90 ms longer end to end at 32
-/// MiB in some rounds (making 16 huge pages; 7-10 ms at 8 and 16 MiB).
+/// 16 MiB in flight as at 32, and with 32 MiB the process took 55-97 ms longer end to
+/// end than its copy in 4 of 11 rounds (making 16 huge pages), with 16 MiB 7-8 ms in 6.
 pub const HOST_IN_FLIGHT: u64 = 16 << 20;
 
 /// The default depth of a copy through a provider's p2pmem: at most this many chunks...
