@@ -45,10 +45,12 @@ pub struct CopyArgs {
     /// Bytes per request (a multiple of the logical block size).
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
     pub chunk: u64,
-    /// Chunks in flight at once (the buffer is DEPTH x CHUNK, mapped once; never more
-    /// than the copy has chunks). Default in host memory: 32, lowered from 1M chunks on
-    /// to keep at most 16 MiB in flight (16 at 1M, 4 at 4M, 2 from 8M); in a provider's
-    /// p2pmem: 8, at most 16 MiB (4 at 4M), halved while the pool cannot supply it.
+    /// Reads in flight at once, and writes in flight at once (1 to 512), as fio's read
+    /// job and write job at --iodepth N together. The buffer, mapped once, holds 2 x N
+    /// chunks (the next N are read while N are written), never more than the copy has.
+    /// Default in host memory: 32, lowered from 512K chunks on to keep the buffer within
+    /// 16 MiB (16 at 512K, 8 at 1M, 2 at 4M, 1 from 8M); in a provider's p2pmem: 4,
+    /// within 16 MiB (2 at 4M), halved while the pool cannot supply it.
     #[arg(long, value_name = "N")]
     pub depth: Option<usize>,
     /// First source byte (block-aligned).
@@ -142,10 +144,13 @@ fn print_text(
     );
     println!("  buffer       {}: {}", report.location, route.reason);
     println!(
-        "  engine       {}, {} chunks of {} allowed in flight ({} at most seen)",
+        "  engine       {}, {} reads and {} writes of {} allowed in flight, a buffer of {} \
+         chunks ({} requests at most seen)",
         report.engine,
         report.depth,
+        report.depth,
         size(report.chunk),
+        report.buffer_chunks,
         report.max_in_flight
     );
     for (i, line) in route.model.iter().enumerate() {

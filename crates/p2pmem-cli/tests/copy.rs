@@ -104,8 +104,10 @@ fn a_host_copy_verifies_and_prints_the_documented_json() {
     assert_eq!(v["verified"], true);
     assert_eq!(v["mismatches"], serde_json::json!([]));
     assert_eq!(v["chunk"], 1 << 20);
-    // The default depth (16 at 1 MiB), cut to the copy's three chunks.
+    // The default depth (8 at 1 MiB), cut to the copy's three chunks, with a buffer of
+    // those three.
     assert_eq!(v["depth"], 3);
+    assert_eq!(v["buffer_chunks"], 3);
     assert!(
         o.stderr.is_empty(),
         "no progress bar off a TTY: {}",
@@ -121,28 +123,33 @@ fn a_host_copy_verifies_and_prints_the_documented_json() {
     assert!(out.starts_with("copied 3.0 MiB in "), "{out}");
     assert!(out.contains("buffer       host memory"), "{out}");
     assert!(out.contains("verify: OK, 3 chunks"), "{out}");
-    // Without --depth, 32 chunks, fewer from 1 MiB on to keep at most 16 MiB in flight;
-    // --depth rules. A sparse 32 MiB source has chunks enough for every depth asked.
+    // Without --depth, 32 reads and 32 writes, fewer from 512 KiB on to keep the buffer
+    // (twice the depth in chunks) within 16 MiB; --depth rules. A sparse 32 MiB source has
+    // chunks enough for every depth asked.
     let (src, dst) = (d.path().join("big.img"), d.path().join("big-dst.img"));
     std::fs::File::create(&src)
         .unwrap()
         .set_len(32 << 20)
         .unwrap();
     let cases = [
-        ("64K", 64 << 10, None, 32),
-        ("1M", 1 << 20, None, 16),
-        ("4M", 4 << 20, None, 4),
-        ("8M", 8 << 20, None, 2),
-        ("4M", 4 << 20, Some("8"), 8),
-        // Never more buffers than the copy has chunks: 32 MiB is two 16 MiB chunks.
-        ("16M", 16 << 20, Some("8"), 2),
+        ("64K", 64 << 10, None, 32, 64),
+        ("1M", 1 << 20, None, 8, 16),
+        ("4M", 4 << 20, None, 2, 4),
+        ("8M", 8 << 20, None, 1, 2),
+        ("4M", 4 << 20, Some("3"), 3, 6),
+        // Never more than the copy has chunks: 32 MiB is two 16 MiB chunks.
+        ("16M", 16 << 20, Some("8"), 2, 2),
     ];
-    for (chunk, bytes, depth, want) in cases {
+    for (chunk, bytes, depth, want, buffer) in cases {
         let mut args = vec!["copy", "--json", "--via", "host", "--chunk", chunk];
         args.extend(depth.map(|d| ["--depth", d]).iter().flatten());
         args.extend([s(&src), s(&dst)]);
         let v = json(&run(&args));
         assert_eq!(v["depth"], want, "--chunk {chunk} --depth {depth:?}");
+        assert_eq!(
+            v["buffer_chunks"], buffer,
+            "--chunk {chunk} --depth {depth:?}"
+        );
         assert_eq!(v["chunk"], bytes);
     }
 }

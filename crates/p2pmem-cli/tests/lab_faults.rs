@@ -88,7 +88,7 @@ fn plan(victim: &str) -> Plan {
     argv.push(dst.clone().into());
     argv.extend(
         [
-            "--via", PROVIDER, "--length", "48M", "--chunk", "1M", "--depth", "8",
+            "--via", PROVIDER, "--length", "48M", "--chunk", "1M", "--depth", "4",
         ]
         .map(Arg::from),
     );

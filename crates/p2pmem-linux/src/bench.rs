@@ -239,7 +239,7 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
         };
         // Each request goes to the kernel as it is queued, as fio's do: the device sees
         // requests of `bs`, never merged ones (see `Submit::Each`).
-        let queue = open_queue(engine, depth, Submit::Each, buffer, notes)?;
+        let queue = open_queue(engine, depth, depth, Submit::Each, buffer, notes)?;
         engine = if queue.name() == "sync" {
             EngineChoice::Sync
         } else {

@@ -73,48 +73,71 @@ impl std::str::FromStr for EngineChoice {
     }
 }
 
-/// The default depth of a copy whose buffer is in host memory: at most this many
-/// chunks in flight...
+/// The most reads, and the most writes, a copy keeps in flight ([`CopyRequest::depth`]):
+/// its io_uring queue holds both, and io_uring's is [`MAX_DEPTH`].
+pub const MAX_COPY_DEPTH: usize = MAX_DEPTH / 2;
+
+/// The default depth of a copy whose buffer is in host memory: at most this many reads
+/// and this many writes in flight...
 pub const HOST_DEPTH: usize = 32;
 
-/// ...and at most this many bytes. Measured (README, Benchmarks): with the buffer faulted
-/// in before the first request, 4 KiB and 64 KiB chunks gained with every doubling of
-/// the depth up to 32 on every pair (4 KiB still at 64); 1 MiB chunks moved as much at
-/// 16 MiB in flight as at 32, and with 32 MiB the process took 55-97 ms longer end to
-/// end than its copy in 4 of 11 rounds (making 16 huge pages), with 16 MiB 7-8 ms in 6.
-pub const HOST_IN_FLIGHT: u64 = 16 << 20;
+/// ...and a buffer (twice the depth in chunks) of at most this many bytes. Measured
+/// (README, Benchmarks): with the buffer faulted in before the first request, 4 KiB and
+/// 64 KiB chunks gained with every doubling of the buffer up to 64 chunks; 1 MiB chunks
+/// moved as much with 16 MiB of buffer as with 32, and with 32 MiB the process took
+/// 55-97 ms longer end to end than its copy in 4 of 11 rounds (making 16 huge pages),
+/// with 16 MiB 7-8 ms in 6.
+pub const HOST_BUFFER: u64 = 16 << 20;
 
-/// The default depth of a copy through a provider's p2pmem: at most this many chunks...
-pub const P2PMEM_DEPTH: usize = 8;
+/// The default depth of a copy through a provider's p2pmem: at most this many reads and
+/// this many writes in flight...
+pub const P2PMEM_DEPTH: usize = 4;
 
-/// ...and at most this many bytes. A CMB is small (the lab's are 16 MiB) and shared by
-/// every user of its provider: the default takes no more of it than the first releases
-/// did (8 chunks of 1 MiB, verified in the lab), and a pool too short for even that
-/// halves it (`copy`'s placement).
-pub const P2PMEM_IN_FLIGHT: u64 = 16 << 20;
+/// ...and a buffer of at most this many bytes. A CMB is small (the lab's are 16 MiB) and
+/// shared by every user of its provider: the default takes no more of it than the first
+/// releases did (8 chunks of 1 MiB, verified in the lab), and a pool too short for even
+/// that halves it (`copy`'s placement).
+pub const P2PMEM_BUFFER: u64 = 16 << 20;
 
-/// The default depth for `chunk`-byte chunks in a buffer at `location`: its most chunks
-/// ([`HOST_DEPTH`], [`P2PMEM_DEPTH`]), lowered to keep at most its most bytes in flight
-/// ([`HOST_IN_FLIGHT`], [`P2PMEM_IN_FLIGHT`]), but never below 2, so that reads still
-/// overlap writes.
+/// The default depth for `chunk`-byte chunks in a buffer at `location`: its most reads
+/// and writes in flight ([`HOST_DEPTH`], [`P2PMEM_DEPTH`]), lowered so that the buffer,
+/// [`buffer_chunks`] of the depth, stays within its most bytes ([`HOST_BUFFER`],
+/// [`P2PMEM_BUFFER`]), but never below 1 (one read and one write in flight, two chunks
+/// of buffer).
 pub fn default_depth(chunk: u64, location: Location) -> usize {
-    let (most, in_flight) = match location {
-        Location::Host => (HOST_DEPTH, HOST_IN_FLIGHT),
-        Location::P2p(_) => (P2PMEM_DEPTH, P2PMEM_IN_FLIGHT),
+    let (most, buffer) = match location {
+        Location::Host => (HOST_DEPTH, HOST_BUFFER),
+        Location::P2p(_) => (P2PMEM_DEPTH, P2PMEM_BUFFER),
     };
-    let fits = in_flight / chunk.max(1);
-    usize::try_from(fits).map_or(most, |n| n.clamp(2, most))
+    let fits = buffer / chunk.max(1) / 2;
+    usize::try_from(fits).map_or(most, |n| n.clamp(1, most))
 }
 
-/// The depth a copy asks its buffer for: `asked`, else [`default_depth`] for the plan's
-/// chunk where the route puts the buffer (`provider`'s p2pmem, or host memory); never
-/// more than the plan has chunks, which would never be used (a short copy maps, and
-/// faults in, only what it can fill).
+/// The chunks of buffer for `depth` reads and `depth` writes in flight: twice the depth,
+/// so that while `depth` chunks are being written the next `depth` are read, but never
+/// more than the copy has (`chunks`), which would never be used.
+pub fn buffer_chunks(depth: usize, chunks: usize) -> usize {
+    depth.saturating_mul(2).min(chunks).max(1)
+}
+
+/// The depth a copy asks for: `asked`, else [`default_depth`] for the plan's chunk where
+/// the route puts the buffer (`provider`'s p2pmem, or host memory); never more than the
+/// plan has chunks.
 fn copy_depth(asked: Option<usize>, plan: &Plan, provider: Option<Bdf>) -> usize {
     let depth = asked.unwrap_or_else(|| {
         default_depth(plan.chunk, provider.map_or(Location::Host, Location::P2p))
     });
     depth.min(plan.chunk_count())
+}
+
+/// The depth a buffer of `mapped` chunks allows when `wanted` were asked of the p2pmem
+/// pool for `depth` (a short pool maps fewer): half the chunks mapped, at least 1.
+fn depth_for_buffer(depth: usize, wanted: usize, mapped: usize) -> usize {
+    if mapped < wanted {
+        (mapped / 2).clamp(1, depth)
+    } else {
+        depth
+    }
 }
 
 /// What to copy and how.
@@ -132,8 +155,9 @@ pub struct CopyRequest {
     pub length: Option<u64>,
     /// Chunk size (a multiple of the logical block size).
     pub chunk: u64,
-    /// Chunks in flight; `None`: [`default_depth`] for the chunk and where the route puts
-    /// the buffer.
+    /// Reads, and writes, in flight at once (1 to [`MAX_COPY_DEPTH`]), with a buffer of
+    /// [`buffer_chunks`]: as fio's read job and write job at this `iodepth` together;
+    /// `None`: [`default_depth`] for the chunk and where the route puts the buffer.
     pub depth: Option<usize>,
     /// Where the buffer lives.
     pub via: Via,
@@ -155,6 +179,7 @@ pub struct Prepared {
     plan: Plan,
     route: Route,
     depth: usize,
+    buffer_chunks: usize,
     sys: Option<System>,
     notes: Vec<String>,
 }
@@ -186,10 +211,10 @@ impl Drop for CreatedGuard<'_> {
 /// Opens, checks, plans, routes and maps: everything before the first byte moves.
 /// `root` is where sysfs and procfs are read (`/` on a live system).
 pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
-    if let Some(depth) = req.depth.filter(|&d| d == 0 || d > MAX_DEPTH) {
+    if let Some(depth) = req.depth.filter(|&d| d == 0 || d > MAX_COPY_DEPTH) {
         return Err(PlanError::BadDepth {
             depth,
-            max: MAX_DEPTH,
+            max: MAX_COPY_DEPTH,
         }
         .into());
     }
@@ -250,12 +275,13 @@ pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
     )?;
     let sys = sys.ok();
     let depth = copy_depth(req.depth, &plan, route.provider);
+    let wanted = buffer_chunks(depth, plan.chunk_count());
     let placed = place_buffer(
         root,
         BufferSpec {
             provider: route.provider,
             unit: plan.chunk,
-            depth,
+            depth: wanted,
             units: "chunks",
             host_fallback: (req.via == Via::Auto && !req.require_p2p).then_some(
                 "Copying through HOST memory instead: the payload crosses host RAM \
@@ -270,10 +296,13 @@ pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
         route.provider = None;
         route.reason = fell.reason;
     }
-    let depth = placed.depth;
+    let buffer_chunks = placed.depth;
+    let depth = depth_for_buffer(depth, wanted, buffer_chunks);
+    // Room in the queue for every read and every write in flight.
     let queue = open_queue(
         req.engine,
         depth,
+        depth * 2,
         Submit::Gathered,
         placed.buffer,
         &mut notes,
@@ -286,6 +315,7 @@ pub fn prepare(root: &Path, req: &CopyRequest) -> Result<Prepared, CopyError> {
         plan,
         route,
         depth,
+        buffer_chunks,
         sys,
         notes,
     })
@@ -313,9 +343,15 @@ impl Prepared {
         self.queue.name()
     }
 
-    /// Chunks in flight (may be lower than asked when the p2pmem pool was short).
+    /// Reads, and writes, in flight at most (may be lower than asked when the p2pmem pool
+    /// was short).
     pub fn depth(&self) -> usize {
         self.depth
+    }
+
+    /// Chunks the buffer holds.
+    pub fn buffer_chunks(&self) -> usize {
+        self.buffer_chunks
     }
 
     /// The source.
@@ -353,9 +389,12 @@ impl Prepared {
         );
         let outcome = engine::run(
             self.queue.as_mut(),
+            self.depth,
             &self.plan,
-            self.src.fd(),
-            self.dst.fd(),
+            engine::Ends {
+                src: self.src.fd(),
+                dst: self.dst.fd(),
+            },
             mem_align,
             cancel,
             progress,
@@ -404,6 +443,7 @@ impl Prepared {
             engine: self.queue.name().to_string(),
             chunk: self.plan.chunk,
             depth: self.depth,
+            buffer_chunks: self.buffer_chunks,
             max_in_flight: outcome.max_in_flight.min(self.queue.max_concurrency()),
             tail_bytes_via_host,
             created: self.dst.created(),

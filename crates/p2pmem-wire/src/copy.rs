@@ -92,8 +92,12 @@ pub struct CopyReport {
     pub engine: String,
     /// Chunk size.
     pub chunk: u64,
-    /// Chunks allowed in flight.
+    /// Reads, and writes, allowed in flight at once.
     pub depth: usize,
+    /// Chunks the buffer holds (twice `depth`, fewer for a copy of fewer chunks or when
+    /// the p2pmem pool was short); 0 in reports from before it was counted.
+    #[serde(default)]
+    pub buffer_chunks: usize,
     /// Most requests the kernel had at once.
     pub max_in_flight: usize,
     /// Bytes at the end, shorter than a block, copied with buffered I/O through host

@@ -1,7 +1,10 @@
 //! The copy pipeline: each chunk is read from the source into a range of the buffer,
 //! then written from that range to the destination, and the range goes back to the
-//! pool. Up to `buffer / chunk` chunks are in flight at once, so reads of later chunks
-//! overlap writes of earlier ones.
+//! pool. Up to `depth` reads and `depth` writes are in flight at once, as many as
+//! `buffer / chunk` chunks allow, so reads of later chunks overlap writes of earlier
+//! ones: a chunk read while `depth` writes are in flight waits, in the buffer, for the
+//! next write to finish. With a buffer of twice `depth` chunks the destination has as many
+//! writes in flight as fio's write job at `iodepth=depth` while the next chunks are read.
 //!
 //! The one buffer (a single p2pmem mmap, or host memory) is cut into chunk ranges with
 //! the model's [`Pool`]. Every request in flight is in a table keyed by
@@ -13,7 +16,7 @@ use super::plan::{Chunk, Plan, Written};
 use super::queue::{Completion, Dir, PushError, Queue};
 use p2pmem_model::pool::{Pool, PoolError, Range};
 use rustix::fd::BorrowedFd;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -64,6 +67,9 @@ pub struct Outcome {
     pub stop: Option<Stop>,
     /// Most requests that were in flight at once.
     pub max_in_flight: usize,
+    /// Most reads, and most writes, that were in flight at once (each at most the depth).
+    #[cfg(test)]
+    pub max_by_dir: [usize; 2],
 }
 
 /// A request in flight.
@@ -92,11 +98,26 @@ struct Pipeline<'q, 'a> {
     dst: BorrowedFd<'a>,
     block: u64,
     pool: Pool,
+    /// Most reads, and most writes, in flight at once.
+    depth: usize,
     ops: BTreeMap<u64, Op>,
+    /// Requests in flight by direction: `[reads, writes]`.
+    flying: [usize; 2],
+    /// Most of each at once.
+    most: [usize; 2],
+    /// Chunks read and waiting in the buffer for a write slot, in the order they were read.
+    ready: VecDeque<Op>,
     next_tag: u64,
     written: Written,
     stop: Option<Stop>,
     max_in_flight: usize,
+}
+
+fn slot(dir: Dir) -> usize {
+    match dir {
+        Dir::Read => 0,
+        Dir::Write => 1,
+    }
 }
 
 impl Pipeline<'_, '_> {
@@ -119,6 +140,9 @@ impl Pipeline<'_, '_> {
             Ok(()) => {
                 self.ops.insert(tag, op);
                 self.max_in_flight = self.max_in_flight.max(self.ops.len());
+                let i = slot(op.dir);
+                self.flying[i] += 1;
+                self.most[i] = self.most[i].max(self.flying[i]);
             }
             Err(e) => {
                 self.release(op);
@@ -142,10 +166,31 @@ impl Pipeline<'_, '_> {
         self.stop.is_some()
     }
 
+    /// Room for one more request in `dir`.
+    fn room(&self, dir: Dir) -> bool {
+        self.flying[slot(dir)] < self.depth
+    }
+
+    /// Writes the chunks read so far while there is room for writes; once stopping, gives
+    /// their buffer back instead (they were never written).
+    fn start_writes(&mut self) {
+        while self.stopping() || self.room(Dir::Write) {
+            let Some(op) = self.ready.pop_front() else {
+                break;
+            };
+            if self.stopping() {
+                self.release(op);
+            } else {
+                self.submit(op);
+            }
+        }
+    }
+
     fn complete(&mut self, c: Completion, progress: &mut dyn FnMut(u64)) {
         let Some(mut op) = self.ops.remove(&c.user_data) else {
             return;
         };
+        self.flying[slot(op.dir)] -= 1;
         let want = op.chunk.len - op.done;
         let n = match c.result {
             Ok(n) => n as u64,
@@ -197,7 +242,7 @@ impl Pipeline<'_, '_> {
             // A short transfer: ask for the rest.
             self.submit(op);
         } else if op.dir == Dir::Read {
-            self.submit(Op {
+            self.ready.push_back(Op {
                 dir: Dir::Write,
                 done: 0,
                 ..op
@@ -208,15 +253,24 @@ impl Pipeline<'_, '_> {
     }
 }
 
-/// Runs the pipeline over `plan`'s O_DIRECT chunks with `queue`'s buffer, from `src` to
-/// `dst` (both open with O_DIRECT). `progress`
-/// gets the number of destination bytes written after each write completes. `cancel` is
-/// checked before each new chunk and after each wait.
+/// The two ends of a copy, both open with O_DIRECT.
+#[derive(Debug, Clone, Copy)]
+pub struct Ends<'a> {
+    /// Read from.
+    pub src: BorrowedFd<'a>,
+    /// Written to.
+    pub dst: BorrowedFd<'a>,
+}
+
+/// Runs the pipeline over `plan`'s O_DIRECT chunks with `queue`'s buffer between `ends`, with at most `depth` reads and `depth` writes in
+/// flight (at least one of each). `progress` gets the number of destination bytes written
+/// after each write completes. `cancel` is checked before each new chunk and after each
+/// wait.
 pub fn run(
     queue: &mut dyn Queue,
+    depth: usize,
     plan: &Plan,
-    src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
+    ends: Ends<'_>,
     mem_align: u64,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64),
@@ -230,16 +284,22 @@ pub fn run(
                 written: Written::default(),
                 stop: Some(Stop::Pool(e)),
                 max_in_flight: 0,
+                #[cfg(test)]
+                max_by_dir: [0; 2],
             }
         }
     };
     let mut p = Pipeline {
         queue,
-        src,
-        dst,
+        src: ends.src,
+        dst: ends.dst,
         block: plan.block,
         pool,
+        depth: depth.max(1),
         ops: BTreeMap::new(),
+        flying: [0; 2],
+        most: [0; 2],
+        ready: VecDeque::new(),
         next_tag: 1,
         written: Written::default(),
         stop: None,
@@ -252,13 +312,15 @@ pub fn run(
         if cancel.load(Ordering::Relaxed) {
             p.fail(Stop::Cancelled);
         }
-        while !p.stopping() {
+        // Chunks already read go first: their buffer is taken until they are written.
+        p.start_writes();
+        while !p.stopping() && p.room(Dir::Read) {
             let Some(chunk) = chunks.peek().copied() else {
                 break;
             };
             let buf = match p.pool.alloc(chunk.len, align) {
                 Ok(r) => r,
-                Err(e) if p.ops.is_empty() => {
+                Err(e) if p.ops.is_empty() && p.ready.is_empty() => {
                     // Not even one chunk fits the buffer.
                     p.fail(Stop::Pool(e));
                     break;
@@ -273,6 +335,8 @@ pub fn run(
                 done: 0,
             });
         }
+        // Nothing in flight: nothing waits in `ready` either (with no write in flight,
+        // `start_writes` wrote it, or gave it back when stopping).
         if p.ops.is_empty() {
             break;
         }
@@ -293,5 +357,7 @@ pub fn run(
         written: p.written,
         stop: p.stop,
         max_in_flight: p.max_in_flight,
+        #[cfg(test)]
+        max_by_dir: p.most,
     }
 }

@@ -242,12 +242,12 @@ fn map_p2p(
         notes.push(if jobs == 1 {
             format!(
                 "the p2pmem pool of {provider} could not supply {depth} {units} in one piece; \
-                 using depth {d}"
+                 using {d}"
             )
         } else {
             format!(
                 "the p2pmem pool of {provider} could not supply {jobs} pieces (one per job) of \
-                 {depth} {units}; using depth {d} in every job"
+                 {depth} {units}; using {d} in every job"
             )
         });
     }
@@ -298,12 +298,13 @@ fn host_buffer(unit: u64, depth: usize, pages: Pages) -> Result<HostBuffer, Host
 }
 
 /// The I/O queue for `engine`, owning `buf` from now on: io_uring handing requests to
-/// the kernel as `submit` says (said once in `notes` when it falls back to pread/pwrite
-/// under `auto`), or pread/pwrite, which moves one request at a time (also said, when
-/// `depth` asked for more).
+/// the kernel as `submit` says, with room for `in_flight` requests (said once in `notes`
+/// when it falls back to pread/pwrite under `auto`), or pread/pwrite, which moves one
+/// request at a time (also said, when `--depth` asked for more than 1: `depth`).
 pub(crate) fn open_queue(
     engine: EngineChoice,
     depth: usize,
+    in_flight: usize,
     submit: Submit,
     buf: Box<dyn DmaBuffer>,
     notes: &mut Vec<String>,
@@ -311,7 +312,7 @@ pub(crate) fn open_queue(
     let queue: Box<dyn Queue> = if engine == EngineChoice::Sync {
         Box::new(SyncQueue::new(buf))
     } else {
-        match Ring::open(depth) {
+        match Ring::open(in_flight) {
             Ok(ring) => Box::new(UringQueue::new(ring, buf, submit)),
             Err(source) if engine == EngineChoice::Auto => {
                 notes.push(format!(
@@ -544,7 +545,7 @@ mod tests {
     fn the_sync_engine_says_that_depth_only_sizes_the_buffer() {
         let mut notes = Vec::new();
         let buf = Box::new(host_buffer(4096, 4, Pages::Base).unwrap());
-        let q = open_queue(EngineChoice::Sync, 4, Submit::Each, buf, &mut notes).unwrap();
+        let q = open_queue(EngineChoice::Sync, 4, 4, Submit::Each, buf, &mut notes).unwrap();
         assert_eq!(q.name(), "sync");
         assert_eq!(
             notes,
@@ -552,7 +553,7 @@ mod tests {
         );
         let mut notes = Vec::new();
         let buf = Box::new(host_buffer(4096, 1, Pages::Base).unwrap());
-        open_queue(EngineChoice::Sync, 1, Submit::Each, buf, &mut notes).unwrap();
+        open_queue(EngineChoice::Sync, 1, 1, Submit::Each, buf, &mut notes).unwrap();
         assert!(notes.is_empty(), "{notes:?}");
     }
 }

@@ -124,7 +124,8 @@ fn copies_and_verifies_with_both_engines_and_many_geometries() {
             if engine == EngineChoice::Uring && depth > 1 {
                 assert!(r.max_in_flight > 1, "{r:?}");
             }
-            assert!(r.max_in_flight <= depth, "{r:?}");
+            // `depth` reads and `depth` writes.
+            assert!(r.max_in_flight <= 2 * depth, "{r:?}");
             assert_eq!(
                 std::fs::read(&dst).unwrap(),
                 data,
@@ -421,9 +422,12 @@ fn a_device_error_mid_copy_stops_new_work_and_leaves_an_exact_written_set() {
     let mut seen = Vec::new();
     let out = engine::run(
         &mut q,
+        4,
         &plan,
-        s.as_fd(),
-        t.as_fd(),
+        engine::Ends {
+            src: s.as_fd(),
+            dst: t.as_fd(),
+        },
         512,
         &no_cancel(),
         &mut |b| seen.push(b),
@@ -470,9 +474,12 @@ fn a_buffer_too_small_for_one_chunk_is_an_error_not_a_hang() {
     let mut q = SyncQueue::new(Box::new(HostBuffer::new(8192).unwrap()));
     let out = engine::run(
         &mut q,
+        4,
         &plan,
-        s.as_fd(),
-        t.as_fd(),
+        engine::Ends {
+            src: s.as_fd(),
+            dst: t.as_fd(),
+        },
         512,
         &no_cancel(),
         &mut |_| {},
@@ -739,23 +746,33 @@ fn loop_devices_copy_verify_and_refuse_overlap() {
 }
 
 #[test]
-fn the_default_depth_keeps_32_chunks_in_host_memory_8_in_p2pmem_and_at_most_16_mib() {
+fn the_default_depth_is_32_in_host_memory_4_in_p2pmem_with_at_most_16_mib_of_buffer() {
     let p2p = Location::P2p("0000:03:00.0".parse().unwrap());
     for (chunk, host, p2pmem) in [
-        (0, 32, 8),
-        (4 << 10, 32, 8),
-        (64 << 10, 32, 8),
-        (512 << 10, 32, 8),
-        (1 << 20, 16, 8),
-        (2 << 20, 8, 8),
-        (3 << 20, 5, 5),
-        (4 << 20, 4, 4),
-        (8 << 20, 2, 2),
-        (64 << 20, 2, 2),
-        (u64::MAX, 2, 2),
+        (0, 32, 4),
+        (4 << 10, 32, 4),
+        (64 << 10, 32, 4),
+        (256 << 10, 32, 4),
+        (512 << 10, 16, 4),
+        (1 << 20, 8, 4),
+        (2 << 20, 4, 4),
+        (3 << 20, 2, 2),
+        (4 << 20, 2, 2),
+        (8 << 20, 1, 1),
+        (64 << 20, 1, 1),
+        (u64::MAX, 1, 1),
     ] {
         assert_eq!(default_depth(chunk, Location::Host), host, "chunk {chunk}");
         assert_eq!(default_depth(chunk, p2p), p2pmem, "chunk {chunk}");
+        // The buffer, twice the depth, stays within 16 MiB unless one read and one write
+        // do not fit in it.
+        for depth in [host, p2pmem] {
+            let bytes = (buffer_chunks(depth, usize::MAX) as u64).saturating_mul(chunk);
+            assert!(
+                bytes <= 16 << 20 || depth == 1,
+                "chunk {chunk} depth {depth}"
+            );
+        }
     }
 }
 
@@ -769,13 +786,195 @@ fn a_copy_asks_for_its_depth_or_the_default_where_its_buffer_is_and_never_past_i
     let plan = |len: u64, chunk: u64| Plan::new(side, side, 0, 0, Some(len), chunk).unwrap();
     let cmb: Option<Bdf> = Some("0000:03:00.0".parse().unwrap());
     assert_eq!(copy_depth(None, &plan(64 << 20, 64 << 10), None), 32);
-    assert_eq!(copy_depth(None, &plan(64 << 20, 64 << 10), cmb), 8);
-    assert_eq!(copy_depth(None, &plan(64 << 20, 1 << 20), None), 16);
-    assert_eq!(copy_depth(None, &plan(64 << 20, 1 << 20), cmb), 8);
+    assert_eq!(copy_depth(None, &plan(64 << 20, 64 << 10), cmb), 4);
+    assert_eq!(copy_depth(None, &plan(64 << 20, 1 << 20), None), 8);
+    assert_eq!(copy_depth(None, &plan(64 << 20, 1 << 20), cmb), 4);
     assert_eq!(copy_depth(Some(3), &plan(64 << 20, 1 << 20), cmb), 3);
-    // Three chunks, the last short: never a fourth buffer, asked or not.
+    // Three chunks, the last short: never a fourth read, asked or not.
     assert_eq!(copy_depth(None, &plan(5 << 20, 2 << 20), None), 3);
     assert_eq!(copy_depth(Some(64), &plan(5 << 20, 2 << 20), cmb), 3);
+    // Twice the depth in buffer, never more chunks than the copy has, never none.
+    assert_eq!(buffer_chunks(32, 4096), 64);
+    assert_eq!(buffer_chunks(3, 3), 3);
+    assert_eq!(buffer_chunks(1, 1), 1);
+    assert_eq!(buffer_chunks(0, 0), 1);
+    assert_eq!(buffer_chunks(usize::MAX, usize::MAX), usize::MAX);
+    // A short p2pmem pool: half the chunks it mapped, at least 1, never more than asked.
+    assert_eq!(depth_for_buffer(8, 16, 16), 8);
+    assert_eq!(depth_for_buffer(3, 3, 3), 3);
+    assert_eq!(depth_for_buffer(8, 16, 8), 4);
+    assert_eq!(depth_for_buffer(8, 16, 1), 1);
+    assert_eq!(depth_for_buffer(2, 4, 3), 1);
+}
+
+#[test]
+fn a_depth_of_0_or_past_half_the_queue_is_refused_before_anything_is_opened() {
+    // Nothing is opened: the paths need not exist.
+    let mut req = request(Path::new("/nonexistent/src"), Path::new("/nonexistent/dst"));
+    for depth in [0, MAX_COPY_DEPTH + 1, MAX_DEPTH] {
+        req.depth = Some(depth);
+        let e = prepare(Path::new("/"), &req).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("depth {depth} must be between 1 and 512"),
+            "{e:?}"
+        );
+    }
+    req.depth = Some(MAX_COPY_DEPTH);
+    let e = prepare(Path::new("/"), &req).unwrap_err();
+    assert!(!e.to_string().contains("depth"), "{e}");
+}
+
+/// A destination slower than the source: reads run at once (a [`SyncQueue`]) and their
+/// completions come at the next wait; writes run at once too, but their completions are
+/// held back and come one per wait, oldest first. Optionally fails the `fail_at`-th
+/// write (counting from 1) with EIO, without doing it.
+struct SlowWrites {
+    inner: SyncQueue,
+    /// Read completions taken from `inner` early, for the next wait.
+    reads: Vec<Completion>,
+    held: std::collections::VecDeque<Completion>,
+    writes: usize,
+    fail_at: Option<usize>,
+}
+
+impl Queue for SlowWrites {
+    fn name(&self) -> &'static str {
+        "slow writes"
+    }
+    fn location(&self) -> Location {
+        self.inner.location()
+    }
+    fn buffer_len(&self) -> usize {
+        self.inner.buffer_len()
+    }
+    fn push(
+        &mut self,
+        dir: Dir,
+        fd: rustix::fd::BorrowedFd<'_>,
+        buf_off: usize,
+        len: usize,
+        file_off: u64,
+        user_data: u64,
+    ) -> Result<(), PushError> {
+        if dir == Dir::Read {
+            return self.inner.push(dir, fd, buf_off, len, file_off, user_data);
+        }
+        self.writes += 1;
+        if self.fail_at == Some(self.writes) {
+            self.held.push_back(Completion {
+                user_data,
+                result: Err(std::io::Error::from_raw_os_error(5)),
+            });
+            return Ok(());
+        }
+        self.inner
+            .push(dir, fd, buf_off, len, file_off, user_data)?;
+        let mut done = Vec::new();
+        // The sync queue's wait only hands over what it already did.
+        let _ = self.inner.wait(&mut done);
+        for c in done {
+            if c.user_data == user_data {
+                self.held.push_back(c);
+            } else {
+                self.reads.push(c);
+            }
+        }
+        Ok(())
+    }
+    fn wait(&mut self, out: &mut Vec<Completion>) -> std::io::Result<()> {
+        out.append(&mut self.reads);
+        self.inner.wait(out)?;
+        out.extend(self.held.pop_front());
+        Ok(())
+    }
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight() + self.reads.len() + self.held.len()
+    }
+}
+
+/// Copies 1 MiB in 64 KiB chunks through `queue` at `depth`: the source's bytes, the
+/// outcome and what the destination holds.
+fn run_slow_writes(depth: usize, queue: &mut SlowWrites) -> (Vec<u8>, engine::Outcome, Vec<u8>) {
+    let d = scratch().expect("callers check for an O_DIRECT scratch directory");
+    let src = d.path().join("src.img");
+    let dst = d.path().join("dst.img");
+    let data = pattern(1 << 20, 11);
+    std::fs::write(&src, &data).unwrap();
+    let s = open_direct(&src, OFlags::RDONLY);
+    let t = open_direct(&dst, OFlags::RDWR | OFlags::CREATE);
+    let side = Side {
+        size: 1 << 20,
+        block: 512,
+        fixed_size: false,
+    };
+    let plan = Plan::new(side, side, 0, 0, None, 64 << 10).unwrap();
+    let out = engine::run(
+        queue,
+        depth,
+        &plan,
+        engine::Ends {
+            src: s.as_fd(),
+            dst: t.as_fd(),
+        },
+        512,
+        &no_cancel(),
+        &mut |_| {},
+    );
+    let got = std::fs::read(&dst).unwrap_or_default();
+    (data, out, got)
+}
+
+#[test]
+fn a_copy_keeps_depth_writes_in_flight_and_reads_ahead_into_the_rest_of_its_buffer() {
+    let _ = scratch_or_skip!();
+    // Depth 4, a buffer of 8 chunks, a destination slower than the source: the copy
+    // has 4 writes in flight, and the other 4 chunks are read ahead meanwhile (a buffer
+    // shared by reads and writes without a cap would put up to 8 writes in flight).
+    let mut q = SlowWrites {
+        inner: SyncQueue::new(Box::new(HostBuffer::new(8 * (64 << 10)).unwrap())),
+        reads: Vec::new(),
+        held: Default::default(),
+        writes: 0,
+        fail_at: None,
+    };
+    let (data, out, got) = run_slow_writes(4, &mut q);
+    assert!(out.stop.is_none(), "{:?}", out.stop);
+    assert_eq!(out.written.to_string(), "bytes [0, 1048576)");
+    assert_eq!(got, data);
+    assert_eq!(out.max_by_dir, [4, 4], "at most 4 reads and 4 writes");
+    assert_eq!(out.max_in_flight, 8);
+    assert_eq!(q.in_flight(), 0);
+}
+
+#[test]
+fn a_write_failing_while_chunks_wait_for_a_write_slot_leaves_them_unwritten() {
+    let _ = scratch_or_skip!();
+    // Depth 2, 4 chunks of buffer: writes 0 and 1 in flight while chunks 2 and 3 wait,
+    // read. Write 1 (the first) fails: the chunks waiting are never written, nothing new
+    // is read, and the copy returns with exactly what was written.
+    let mut q = SlowWrites {
+        inner: SyncQueue::new(Box::new(HostBuffer::new(4 * (64 << 10)).unwrap())),
+        reads: Vec::new(),
+        held: Default::default(),
+        writes: 0,
+        fail_at: Some(1),
+    };
+    let (data, out, got) = run_slow_writes(2, &mut q);
+    match out.stop {
+        Some(engine::Stop::Io {
+            dir: Dir::Write,
+            file_off: 0,
+            ..
+        }) => {}
+        ref other => panic!("{other:?}"),
+    }
+    // Write 2 (chunk 1) was in flight and is reaped; chunks 2 and 3 never were.
+    assert_eq!(out.written.to_string(), "bytes [65536, 131072)");
+    assert_eq!(got.len(), 2 << 16);
+    assert_eq!(&got[65536..], &data[65536..131072]);
+    assert_eq!(out.max_by_dir, [2, 2]);
+    assert_eq!(q.in_flight(), 0);
 }
 
 #[test]
