@@ -339,14 +339,33 @@ fn a_source_truncated_mid_copy_is_reported_with_the_bytes_written() {
     );
 }
 
-/// Fails the `fail_at`-th write (counting from 1) with `errno` without doing it: a
-/// device error in the middle of a copy. Everything else goes to a real [`SyncQueue`].
+/// A [`SyncQueue`] (each request runs as it is pushed; its completion comes at the next
+/// wait) that fails the `fail_at`-th write (counting from 1) with EIO without doing it, a
+/// device error in the middle of a copy, and hands over at most `writes_per_wait` write
+/// completions at each wait, oldest first, the rest held back: a destination slower than
+/// the source.
 struct FaultQueue {
     inner: SyncQueue,
-    pending: Vec<Completion>,
+    /// Read completions taken from `inner` early, for the next wait.
+    reads: Vec<Completion>,
+    held: std::collections::VecDeque<Completion>,
     writes: usize,
-    fail_at: usize,
-    errno: i32,
+    fail_at: Option<usize>,
+    writes_per_wait: usize,
+}
+
+impl FaultQueue {
+    /// Over a host buffer of `chunks` chunks of 64 KiB.
+    fn new(chunks: usize, fail_at: Option<usize>, writes_per_wait: usize) -> Self {
+        Self {
+            inner: SyncQueue::new(Box::new(HostBuffer::new(chunks * (64 << 10)).unwrap())),
+            reads: Vec::new(),
+            held: Default::default(),
+            writes: 0,
+            fail_at,
+            writes_per_wait,
+        }
+    }
 }
 
 impl Queue for FaultQueue {
@@ -368,24 +387,40 @@ impl Queue for FaultQueue {
         file_off: u64,
         user_data: u64,
     ) -> Result<(), PushError> {
-        if dir == Dir::Write {
-            self.writes += 1;
-            if self.writes == self.fail_at {
-                self.pending.push(Completion {
-                    user_data,
-                    result: Err(std::io::Error::from_raw_os_error(self.errno)),
-                });
-                return Ok(());
+        if dir == Dir::Read {
+            return self.inner.push(dir, fd, buf_off, len, file_off, user_data);
+        }
+        self.writes += 1;
+        if self.fail_at == Some(self.writes) {
+            self.held.push_back(Completion {
+                user_data,
+                result: Err(std::io::Error::from_raw_os_error(5)),
+            });
+            return Ok(());
+        }
+        self.inner
+            .push(dir, fd, buf_off, len, file_off, user_data)?;
+        let mut done = Vec::new();
+        // The sync queue's wait only hands over what it already did.
+        let _ = self.inner.wait(&mut done);
+        for c in done {
+            if c.user_data == user_data {
+                self.held.push_back(c);
+            } else {
+                self.reads.push(c);
             }
         }
-        self.inner.push(dir, fd, buf_off, len, file_off, user_data)
+        Ok(())
     }
     fn wait(&mut self, out: &mut Vec<Completion>) -> std::io::Result<()> {
-        out.append(&mut self.pending);
-        self.inner.wait(out)
+        out.append(&mut self.reads);
+        self.inner.wait(out)?;
+        let n = self.writes_per_wait.min(self.held.len());
+        out.extend(self.held.drain(..n));
+        Ok(())
     }
     fn in_flight(&self) -> usize {
-        self.inner.in_flight() + self.pending.len()
+        self.inner.in_flight() + self.reads.len() + self.held.len()
     }
 }
 
@@ -398,12 +433,19 @@ fn open_direct(path: &Path, flags: OFlags) -> OwnedFd {
     .unwrap()
 }
 
-#[test]
-fn a_device_error_mid_copy_stops_new_work_and_leaves_an_exact_written_set() {
-    let d = scratch_or_skip!();
+/// Copies 1 MiB of `pattern(_, seed)` in 64 KiB chunks through `queue` at `depth`: the
+/// source's bytes, the outcome and what the destination holds. `progress` as the engine's.
+fn copy_1mib_through(
+    queue: &mut FaultQueue,
+    depth: usize,
+    seed: u64,
+    progress: &mut dyn FnMut(u64),
+) -> (Vec<u8>, engine::Outcome, Vec<u8>) {
+    let d = scratch().expect("callers check for an O_DIRECT scratch directory");
     let src = d.path().join("src.img");
     let dst = d.path().join("dst.img");
-    std::fs::write(&src, pattern(1 << 20, 9)).unwrap();
+    let data = pattern(1 << 20, seed);
+    std::fs::write(&src, &data).unwrap();
     let s = open_direct(&src, OFlags::RDONLY);
     let t = open_direct(&dst, OFlags::RDWR | OFlags::CREATE);
     let side = Side {
@@ -412,17 +454,9 @@ fn a_device_error_mid_copy_stops_new_work_and_leaves_an_exact_written_set() {
         fixed_size: false,
     };
     let plan = Plan::new(side, side, 0, 0, None, 64 << 10).unwrap();
-    let mut q = FaultQueue {
-        inner: SyncQueue::new(Box::new(HostBuffer::new(4 * (64 << 10)).unwrap())),
-        pending: Vec::new(),
-        writes: 0,
-        fail_at: 6,
-        errno: 5,
-    };
-    let mut seen = Vec::new();
     let out = engine::run(
-        &mut q,
-        4,
+        queue,
+        depth,
         &plan,
         engine::Ends {
             src: s.as_fd(),
@@ -430,8 +464,18 @@ fn a_device_error_mid_copy_stops_new_work_and_leaves_an_exact_written_set() {
         },
         512,
         &no_cancel(),
-        &mut |b| seen.push(b),
+        progress,
     );
+    let got = std::fs::read(&dst).unwrap_or_default();
+    (data, out, got)
+}
+
+#[test]
+fn a_device_error_mid_copy_stops_new_work_and_leaves_an_exact_written_set() {
+    let _ = scratch_or_skip!();
+    let mut q = FaultQueue::new(4, Some(6), usize::MAX);
+    let mut seen = Vec::new();
+    let (data, out, got) = copy_1mib_through(&mut q, 4, 9, &mut |b| seen.push(b));
     // The sync queue runs each request as it is pushed and reports at the next wait:
     // reads 0-3, writes 0-3, reads 4-7, writes 4-7 (write 5 fails), and only then the
     // failure is seen. Chunks 6 and 7 were written before it was: the written set is
@@ -454,8 +498,7 @@ fn a_device_error_mid_copy_stops_new_work_and_leaves_an_exact_written_set() {
     }
     assert_eq!(seen.last(), Some(&(327_680 + 131_072)));
     assert_eq!(q.in_flight(), 0, "everything in flight was reaped");
-    let got = std::fs::read(&dst).unwrap();
-    assert_eq!(&got[..327_680], &pattern(1 << 20, 9)[..327_680]);
+    assert_eq!(&got[..327_680], &data[..327_680]);
 }
 
 #[test]
@@ -825,120 +868,14 @@ fn a_depth_of_0_or_past_half_the_queue_is_refused_before_anything_is_opened() {
     assert!(!e.to_string().contains("depth"), "{e}");
 }
 
-/// A destination slower than the source: reads run at once (a [`SyncQueue`]) and their
-/// completions come at the next wait; writes run at once too, but their completions are
-/// held back and come one per wait, oldest first. Optionally fails the `fail_at`-th
-/// write (counting from 1) with EIO, without doing it.
-struct SlowWrites {
-    inner: SyncQueue,
-    /// Read completions taken from `inner` early, for the next wait.
-    reads: Vec<Completion>,
-    held: std::collections::VecDeque<Completion>,
-    writes: usize,
-    fail_at: Option<usize>,
-}
-
-impl Queue for SlowWrites {
-    fn name(&self) -> &'static str {
-        "slow writes"
-    }
-    fn location(&self) -> Location {
-        self.inner.location()
-    }
-    fn buffer_len(&self) -> usize {
-        self.inner.buffer_len()
-    }
-    fn push(
-        &mut self,
-        dir: Dir,
-        fd: rustix::fd::BorrowedFd<'_>,
-        buf_off: usize,
-        len: usize,
-        file_off: u64,
-        user_data: u64,
-    ) -> Result<(), PushError> {
-        if dir == Dir::Read {
-            return self.inner.push(dir, fd, buf_off, len, file_off, user_data);
-        }
-        self.writes += 1;
-        if self.fail_at == Some(self.writes) {
-            self.held.push_back(Completion {
-                user_data,
-                result: Err(std::io::Error::from_raw_os_error(5)),
-            });
-            return Ok(());
-        }
-        self.inner
-            .push(dir, fd, buf_off, len, file_off, user_data)?;
-        let mut done = Vec::new();
-        // The sync queue's wait only hands over what it already did.
-        let _ = self.inner.wait(&mut done);
-        for c in done {
-            if c.user_data == user_data {
-                self.held.push_back(c);
-            } else {
-                self.reads.push(c);
-            }
-        }
-        Ok(())
-    }
-    fn wait(&mut self, out: &mut Vec<Completion>) -> std::io::Result<()> {
-        out.append(&mut self.reads);
-        self.inner.wait(out)?;
-        out.extend(self.held.pop_front());
-        Ok(())
-    }
-    fn in_flight(&self) -> usize {
-        self.inner.in_flight() + self.reads.len() + self.held.len()
-    }
-}
-
-/// Copies 1 MiB in 64 KiB chunks through `queue` at `depth`: the source's bytes, the
-/// outcome and what the destination holds.
-fn run_slow_writes(depth: usize, queue: &mut SlowWrites) -> (Vec<u8>, engine::Outcome, Vec<u8>) {
-    let d = scratch().expect("callers check for an O_DIRECT scratch directory");
-    let src = d.path().join("src.img");
-    let dst = d.path().join("dst.img");
-    let data = pattern(1 << 20, 11);
-    std::fs::write(&src, &data).unwrap();
-    let s = open_direct(&src, OFlags::RDONLY);
-    let t = open_direct(&dst, OFlags::RDWR | OFlags::CREATE);
-    let side = Side {
-        size: 1 << 20,
-        block: 512,
-        fixed_size: false,
-    };
-    let plan = Plan::new(side, side, 0, 0, None, 64 << 10).unwrap();
-    let out = engine::run(
-        queue,
-        depth,
-        &plan,
-        engine::Ends {
-            src: s.as_fd(),
-            dst: t.as_fd(),
-        },
-        512,
-        &no_cancel(),
-        &mut |_| {},
-    );
-    let got = std::fs::read(&dst).unwrap_or_default();
-    (data, out, got)
-}
-
 #[test]
 fn a_copy_keeps_depth_writes_in_flight_and_reads_ahead_into_the_rest_of_its_buffer() {
     let _ = scratch_or_skip!();
     // Depth 4, a buffer of 8 chunks, a destination slower than the source: the copy
     // has 4 writes in flight, and the other 4 chunks are read ahead meanwhile (a buffer
     // shared by reads and writes without a cap would put up to 8 writes in flight).
-    let mut q = SlowWrites {
-        inner: SyncQueue::new(Box::new(HostBuffer::new(8 * (64 << 10)).unwrap())),
-        reads: Vec::new(),
-        held: Default::default(),
-        writes: 0,
-        fail_at: None,
-    };
-    let (data, out, got) = run_slow_writes(4, &mut q);
+    let mut q = FaultQueue::new(8, None, 1);
+    let (data, out, got) = copy_1mib_through(&mut q, 4, 11, &mut |_| {});
     assert!(out.stop.is_none(), "{:?}", out.stop);
     assert_eq!(out.written.to_string(), "bytes [0, 1048576)");
     assert_eq!(got, data);
@@ -953,14 +890,8 @@ fn a_write_failing_while_chunks_wait_for_a_write_slot_leaves_them_unwritten() {
     // Depth 2, 4 chunks of buffer: writes 0 and 1 in flight while chunks 2 and 3 wait,
     // read. Write 1 (the first) fails: the chunks waiting are never written, nothing new
     // is read, and the copy returns with exactly what was written.
-    let mut q = SlowWrites {
-        inner: SyncQueue::new(Box::new(HostBuffer::new(4 * (64 << 10)).unwrap())),
-        reads: Vec::new(),
-        held: Default::default(),
-        writes: 0,
-        fail_at: Some(1),
-    };
-    let (data, out, got) = run_slow_writes(2, &mut q);
+    let mut q = FaultQueue::new(4, Some(1), 1);
+    let (data, out, got) = copy_1mib_through(&mut q, 2, 11, &mut |_| {});
     match out.stop {
         Some(engine::Stop::Io {
             dir: Dir::Write,
