@@ -349,11 +349,6 @@ impl Prepared {
         self.depth
     }
 
-    /// Chunks the buffer holds.
-    pub fn buffer_chunks(&self) -> usize {
-        self.buffer_chunks
-    }
-
     /// The source.
     pub fn src(&self) -> &Endpoint {
         &self.src

@@ -262,10 +262,10 @@ pub struct Ends<'a> {
     pub dst: BorrowedFd<'a>,
 }
 
-/// Runs the pipeline over `plan`'s O_DIRECT chunks with `queue`'s buffer between `ends`, with at most `depth` reads and `depth` writes in
-/// flight (at least one of each). `progress` gets the number of destination bytes written
-/// after each write completes. `cancel` is checked before each new chunk and after each
-/// wait.
+/// Runs the pipeline over `plan`'s O_DIRECT chunks with `queue`'s buffer between `ends`,
+/// with at most `depth` reads and `depth` writes in flight (at least one of each).
+/// `progress` gets the number of destination bytes written after each write completes.
+/// `cancel` is checked before each new chunk and after each wait.
 pub fn run(
     queue: &mut dyn Queue,
     depth: usize,
