@@ -212,7 +212,7 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
             units: "buffers",
             host_fallback: (req.via == Via::Auto)
                 .then_some("Benchmarking with buffers in HOST memory instead"),
-            host_pages: Pages::Base,
+            host_pages: Pages::for_requests(req.bs),
         },
         req.jobs,
         &mut notes,

@@ -612,6 +612,22 @@ pub enum Pages {
     Huge,
 }
 
+impl Pages {
+    /// The pages for a host buffer of requests of `request` bytes each: [`Pages::Huge`]
+    /// where a request spans more than one base page, so that it reaches the device as
+    /// one request of few segments (in base pages a 1 MiB request is 256 segments, and a
+    /// virtio disk that takes 254 cuts it in two); [`Pages::Base`] where a request is one
+    /// page, one segment either way, and a huge page would only round a buffer of a few
+    /// KiB up to 2 MiB.
+    pub fn for_requests(request: u64) -> Self {
+        if request > page_size() as u64 {
+            Self::Huge
+        } else {
+            Self::Base
+        }
+    }
+}
+
 /// The kernel's transparent huge page size, where it has them (read once).
 fn huge_page_size() -> Option<usize> {
     static SIZE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();

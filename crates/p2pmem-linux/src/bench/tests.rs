@@ -294,6 +294,35 @@ fn a_sequential_bench_issues_requests_of_its_block_size() {
 }
 
 #[test]
+fn a_1_mib_bench_request_is_one_device_request() {
+    // Requests of more than a page go into huge pages: a 1 MiB read is 16 segments of
+    // the loop device's 64 KiB maximum, not 256 pages, more than its 128 segments a
+    // request, which the block layer would cut into two device reads (base pages).
+    let Some(lo) = loop_or_skip(16 << 20, 512) else {
+        return;
+    };
+    let req = BenchRequest {
+        bs: 1 << 20,
+        depth: 4,
+        time: Duration::from_millis(300),
+        engine: EngineChoice::Uring,
+        ..request(&lo.dev, Rw::Read)
+    };
+    let before = read_counters(&lo.dev);
+    let r = bench(Path::new("/"), &req).unwrap();
+    let after = read_counters(&lo.dev);
+    let [reads, merged, sectors] = [0, 1, 2].map(|i| after[i] - before[i]);
+    assert!(r.ios > 10, "{}", r.ios);
+    assert_eq!(merged, 0, "{} requests, {reads} device reads", r.ios);
+    assert_eq!(
+        reads, r.ios,
+        "{} requests of 1 MiB, {reads} device reads",
+        r.ios
+    );
+    assert_eq!(sectors, reads * 2048, "1 MiB each");
+}
+
+#[test]
 fn loop_devices_bench_and_a_mounted_device_is_not_written() {
     let Some(lo) = loop_or_skip(4 << 20, 4096) else {
         return;

@@ -215,6 +215,15 @@ fn huge_pages_are_used_where_they_do_not_balloon_the_buffer() {
 }
 
 #[test]
+fn requests_of_more_than_one_page_get_huge_pages() {
+    let page = page_size() as u64;
+    assert_eq!(Pages::for_requests(512), Pages::Base);
+    assert_eq!(Pages::for_requests(page), Pages::Base);
+    assert_eq!(Pages::for_requests(page + 512), Pages::Huge);
+    assert_eq!(Pages::for_requests(1 << 20), Pages::Huge);
+}
+
+#[test]
 fn volatile_copies_handle_unaligned_heads_and_tails() {
     let mut backing = HostAlloc::new(64).unwrap();
     let base = backing.as_mut_slice().as_mut_ptr();
