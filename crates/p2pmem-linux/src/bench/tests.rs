@@ -269,6 +269,23 @@ fn cancelling_reaps_what_is_in_flight_and_reports() {
 // Loop devices: real block devices (BLKSSZGET, O_EXCL, sysfs). Need root and losetup.
 // ---------------------------------------------------------------------------------
 
+/// A 300 ms sequential read bench of `bs` at `depth` on `dev` through io_uring: its
+/// request count, and the device's completed reads, merged reads and sectors meanwhile
+/// (`/sys/class/block/NAME/stat`).
+fn bench_device_reads(dev: &Path, bs: u64, depth: usize) -> (u64, [u64; 3]) {
+    let req = BenchRequest {
+        bs,
+        depth,
+        time: Duration::from_millis(300),
+        engine: EngineChoice::Uring,
+        ..request(dev, Rw::Read)
+    };
+    let before = read_counters(dev);
+    let r = bench(Path::new("/"), &req).unwrap();
+    let after = read_counters(dev);
+    (r.ios, [0, 1, 2].map(|i| after[i] - before[i]))
+}
+
 #[test]
 fn a_sequential_bench_issues_requests_of_its_block_size() {
     // Adjacent requests handed to the kernel together are merged by the block layer
@@ -277,19 +294,10 @@ fn a_sequential_bench_issues_requests_of_its_block_size() {
     let Some(lo) = loop_or_skip(8 << 20, 512) else {
         return;
     };
-    let req = BenchRequest {
-        depth: 8,
-        time: Duration::from_millis(300),
-        engine: EngineChoice::Uring,
-        ..request(&lo.dev, Rw::Read)
-    };
-    let before = read_counters(&lo.dev);
-    let r = bench(Path::new("/"), &req).unwrap();
-    let after = read_counters(&lo.dev);
-    let [reads, merged, sectors] = [0, 1, 2].map(|i| after[i] - before[i]);
-    assert!(r.ios > 100, "{}", r.ios);
-    assert_eq!(merged, 0, "{} requests, {reads} device reads", r.ios);
-    assert!(reads >= r.ios, "{} requests, {reads} device reads", r.ios);
+    let (ios, [reads, merged, sectors]) = bench_device_reads(&lo.dev, 4096, 8);
+    assert!(ios > 100, "{ios}");
+    assert_eq!(merged, 0, "{ios} requests, {reads} device reads");
+    assert!(reads >= ios, "{ios} requests, {reads} device reads");
     assert_eq!(sectors, reads * 8, "4 KiB each");
 }
 
@@ -301,24 +309,10 @@ fn a_1_mib_bench_request_is_one_device_request() {
     let Some(lo) = loop_or_skip(16 << 20, 512) else {
         return;
     };
-    let req = BenchRequest {
-        bs: 1 << 20,
-        depth: 4,
-        time: Duration::from_millis(300),
-        engine: EngineChoice::Uring,
-        ..request(&lo.dev, Rw::Read)
-    };
-    let before = read_counters(&lo.dev);
-    let r = bench(Path::new("/"), &req).unwrap();
-    let after = read_counters(&lo.dev);
-    let [reads, merged, sectors] = [0, 1, 2].map(|i| after[i] - before[i]);
-    assert!(r.ios > 10, "{}", r.ios);
-    assert_eq!(merged, 0, "{} requests, {reads} device reads", r.ios);
-    assert_eq!(
-        reads, r.ios,
-        "{} requests of 1 MiB, {reads} device reads",
-        r.ios
-    );
+    let (ios, [reads, merged, sectors]) = bench_device_reads(&lo.dev, 1 << 20, 4);
+    assert!(ios > 10, "{ios}");
+    assert_eq!(merged, 0, "{ios} requests, {reads} device reads");
+    assert_eq!(reads, ios, "{ios} requests of 1 MiB, {reads} device reads");
     assert_eq!(sectors, reads * 2048, "1 MiB each");
 }
 
