@@ -103,9 +103,9 @@ pub(crate) struct BufferSpec<'a> {
     /// warning `NO P2P BUFFER: <error>. <rest>`; `None` makes it an error.
     pub host_fallback: Option<&'a str>,
     /// The pages of a buffer in host memory: the copy's are huge (each chunk a few
-    /// contiguous segments, neighbouring chunks mergeable), `bench`'s base pages, as
-    /// fio's default `iomem=malloc`, so that each request is one device request of its
-    /// block size.
+    /// contiguous segments, neighbouring chunks mergeable); `bench`'s are
+    /// [`Pages::for_requests`] of its block size, so that each request reaches the device
+    /// as one request of that size.
     pub host_pages: Pages,
 }
 
