@@ -34,10 +34,7 @@ with 0.1 % resolution.\n\n\
 Buffers in host memory are in transparent huge pages when a request is more than one page \
 (where the kernel has them): each request then reaches the device whole, in few segments \
 (fio's default iomem=malloc gives base pages, one segment per 4 KiB, and a disk that takes \
-fewer segments a request than a 1 MiB request has pages cuts it in two). Sequential \
-requests go to the kernel each as it is queued, as fio's do (adjacent ones handed over \
-together would be merged into larger ones); random ones, adjacent only by chance, up to 8 \
-in one call.\n\n\
+fewer segments a request than a 1 MiB request has pages cuts it in two).\n\n\
 Write patterns overwrite the device: they refuse a device that is mounted or in use \
 unless --force, and never create or extend a file.\n\n\
 A request that fails in the kernel is counted and the bench goes on (fio's \

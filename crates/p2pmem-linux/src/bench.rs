@@ -70,23 +70,6 @@ impl Rw {
         matches!(self, Self::RandRead | Self::RandWrite)
     }
 
-    /// When its requests are handed to the kernel. Sequential ones each as it is queued
-    /// ([`Submit::Each`], as fio's): adjacent requests handed over together are merged
-    /// by the block layer, and the device would serve larger ones than `bs`. Random ones
-    /// are adjacent only by chance, so they are gathered ([`Submit::Gathered`]: up to
-    /// half the depth, at most 8, go over in one call, the rest at the next wait), still
-    /// one device request each, and the block layer passes them on as a batch. Measured
-    /// (README, Benchmarks: *random requests handed over together*): 4 KiB random reads
-    /// at depth 32 on a disk-backed loop device, 24,892 requests in 2 s against 12,003,
-    /// one of them merged.
-    fn submit(self) -> Submit {
-        if self.random() {
-            Submit::Gathered
-        } else {
-            Submit::Each
-        }
-    }
-
     fn dir(self) -> Dir {
         if self.writes() {
             Dir::Write
@@ -254,8 +237,9 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
         } else {
             &mut said
         };
-        // The device sees requests of `bs`, never merged ones (see `Rw::submit`).
-        let queue = open_queue(engine, depth, depth, req.rw.submit(), buffer, notes)?;
+        // Each request goes to the kernel as it is queued, as fio's do: the device sees
+        // requests of `bs`, never merged ones (see `Submit::Each`).
+        let queue = open_queue(engine, depth, depth, Submit::Each, buffer, notes)?;
         engine = if queue.name() == "sync" {
             EngineChoice::Sync
         } else {

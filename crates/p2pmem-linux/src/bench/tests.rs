@@ -269,16 +269,16 @@ fn cancelling_reaps_what_is_in_flight_and_reports() {
 // Loop devices: real block devices (BLKSSZGET, O_EXCL, sysfs). Need root and losetup.
 // ---------------------------------------------------------------------------------
 
-/// A 300 ms read bench (`rw`) of `bs` at `depth` on `dev` through io_uring: its request
-/// count, and the device's completed reads, merged reads and sectors meanwhile
+/// A 300 ms sequential read bench of `bs` at `depth` on `dev` through io_uring: its
+/// request count, and the device's completed reads, merged reads and sectors meanwhile
 /// (`/sys/class/block/NAME/stat`).
-fn bench_device_reads(dev: &Path, rw: Rw, bs: u64, depth: usize) -> (u64, [u64; 3]) {
+fn bench_device_reads(dev: &Path, bs: u64, depth: usize) -> (u64, [u64; 3]) {
     let req = BenchRequest {
         bs,
         depth,
         time: Duration::from_millis(300),
         engine: EngineChoice::Uring,
-        ..request(dev, rw)
+        ..request(dev, Rw::Read)
     };
     let before = read_counters(dev);
     let r = bench(Path::new("/"), &req).unwrap();
@@ -294,37 +294,11 @@ fn a_sequential_bench_issues_requests_of_its_block_size() {
     let Some(lo) = loop_or_skip(8 << 20, 512) else {
         return;
     };
-    let (ios, [reads, merged, sectors]) = bench_device_reads(&lo.dev, Rw::Read, 4096, 8);
+    let (ios, [reads, merged, sectors]) = bench_device_reads(&lo.dev, 4096, 8);
     assert!(ios > 100, "{ios}");
     assert_eq!(merged, 0, "{ios} requests, {reads} device reads");
     assert!(reads >= ios, "{ios} requests, {reads} device reads");
     assert_eq!(sectors, reads * 8, "4 KiB each");
-}
-
-#[test]
-fn random_requests_are_handed_over_together_and_sequential_ones_each_alone() {
-    assert_eq!(Rw::Read.submit(), Submit::Each);
-    assert_eq!(Rw::Write.submit(), Submit::Each);
-    assert_eq!(Rw::RandRead.submit(), Submit::Gathered);
-    assert_eq!(Rw::RandWrite.submit(), Submit::Gathered);
-}
-
-#[test]
-fn random_requests_handed_over_together_are_still_one_device_request_each() {
-    // Random offsets are adjacent only by chance: gathered, the requests still reach the
-    // device one read each, but for the rare pair that happens to be adjacent.
-    let Some(lo) = loop_or_skip(64 << 20, 512) else {
-        return;
-    };
-    let (ios, [reads, merged, sectors]) = bench_device_reads(&lo.dev, Rw::RandRead, 4096, 32);
-    assert!(ios > 100, "{ios}");
-    assert_eq!(
-        reads + merged,
-        ios,
-        "{ios} requests, {reads} reads, {merged} merged"
-    );
-    assert!(merged * 100 <= ios, "{ios} requests, {merged} merged");
-    assert_eq!(sectors, ios * 8, "4 KiB each");
 }
 
 #[test]
@@ -335,7 +309,7 @@ fn a_1_mib_bench_request_is_one_device_request() {
     let Some(lo) = loop_or_skip(16 << 20, 512) else {
         return;
     };
-    let (ios, [reads, merged, sectors]) = bench_device_reads(&lo.dev, Rw::Read, 1 << 20, 4);
+    let (ios, [reads, merged, sectors]) = bench_device_reads(&lo.dev, 1 << 20, 4);
     assert!(ios > 10, "{ios}");
     assert_eq!(merged, 0, "{ios} requests, {reads} device reads");
     assert_eq!(reads, ios, "{ios} requests of 1 MiB, {reads} device reads");

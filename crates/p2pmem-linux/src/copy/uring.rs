@@ -146,8 +146,7 @@ pub enum Submit {
     /// makes its IOPS those of larger requests than fio's.
     Each,
     /// Once `submit_batch(depth)` requests are queued, and at every wait. For the copy,
-    /// which moves bytes: merged requests are fewer device operations for the same bytes;
-    /// and for `bench`'s random patterns, whose requests are adjacent only by chance.
+    /// which moves bytes: merged requests are fewer device operations for the same bytes.
     Gathered,
 }
 
