@@ -18,7 +18,6 @@ use super::queue::{Completion, Dir, PushError, Queue};
 use crate::p2pbuf::{DmaBuffer, Location};
 use io_uring::{opcode, register::Probe, squeue, types, IoUring};
 use rustix::fd::{AsRawFd, BorrowedFd};
-use std::collections::BTreeMap;
 use std::io;
 
 /// Most requests in flight (the ring is sized to the next power of two).
@@ -27,11 +26,113 @@ pub const MAX_DEPTH: usize = 1024;
 /// `IORING_ENTER_GETEVENTS` (include/uapi/linux/io_uring.h, Linux 5.1).
 const GETEVENTS: u32 = 1;
 
-/// A buffer range the kernel owns until its completion is reaped.
-#[derive(Debug, Clone, Copy)]
+/// A buffer range `[off, end)` the kernel owns until its completion is reaped, and the
+/// caller's tag for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pending {
+    tag: u64,
     off: usize,
-    len: usize,
+    end: usize,
+}
+
+/// Why a request cannot join the ones in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conflict {
+    /// Its tag is in flight.
+    Tag,
+    /// Its buffer range overlaps one in flight.
+    Range,
+}
+
+/// The requests in flight, each in an entry whose index is the `user_data` the kernel
+/// carries for it: a completion finds its entry by index, and a push checks its tag and
+/// range against every entry in one branch-free pass over flat arrays (the depth's worth),
+/// which the compiler vectorizes. It was a `BTreeMap` by tag, with a lookup, a walk of
+/// every entry, an insert and a remove a request: `bench --jobs 4`, 4 KiB random reads at
+/// depth 32 from a memory-backed loop device, spent 347-406 ns of user time a request
+/// with it and 244-320 with the table (3 alternated rounds, `perf stat`; README,
+/// Benchmarks).
+#[derive(Debug, Default)]
+struct Table {
+    /// Each entry's tag, and `!0` in `live` where the entry holds a request, 0 where not.
+    tags: Vec<u64>,
+    live: Vec<u64>,
+    /// Each entry's range; a free entry's is `[usize::MAX, 0)`, which overlaps nothing.
+    offs: Vec<usize>,
+    ends: Vec<usize>,
+    /// Indices of the free entries.
+    free: Vec<usize>,
+    count: usize,
+}
+
+impl Table {
+    /// Whether `p` may join the requests in flight (a tag in flight is reported before an
+    /// overlap).
+    fn conflict(&self, p: &Pending) -> Option<Conflict> {
+        let mut tag = 0u64;
+        for (&t, &l) in self.tags.iter().zip(&self.live) {
+            tag |= u64::from(t == p.tag) & l;
+        }
+        if tag != 0 {
+            return Some(Conflict::Tag);
+        }
+        let mut overlap = false;
+        for (&off, &end) in self.offs.iter().zip(&self.ends) {
+            overlap |= (off < p.end) & (p.off < end);
+        }
+        overlap.then_some(Conflict::Range)
+    }
+
+    /// The index the next [`Table::insert`] uses.
+    fn vacant(&self) -> usize {
+        self.free.last().copied().unwrap_or(self.tags.len())
+    }
+
+    /// Enters `p` (checked with [`Table::conflict`]) at [`Table::vacant`].
+    fn insert(&mut self, p: Pending) {
+        self.count += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.tags[i] = p.tag;
+                self.live[i] = !0;
+                self.offs[i] = p.off;
+                self.ends[i] = p.end;
+            }
+            None => {
+                self.tags.push(p.tag);
+                self.live.push(!0);
+                self.offs.push(p.off);
+                self.ends.push(p.end);
+            }
+        }
+    }
+
+    /// Takes the entry at `index` out (`None` if there is none).
+    fn take(&mut self, index: u64) -> Option<Pending> {
+        let i = usize::try_from(index).ok()?;
+        if *self.live.get(i)? == 0 {
+            return None;
+        }
+        let p = Pending {
+            tag: self.tags[i],
+            off: self.offs[i],
+            end: self.ends[i],
+        };
+        self.live[i] = 0;
+        self.offs[i] = usize::MAX;
+        self.ends[i] = 0;
+        self.free.push(i);
+        self.count -= 1;
+        Some(p)
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 /// An io_uring that has been set up and can do READ and WRITE.
@@ -189,8 +290,8 @@ pub fn unavailable_hint(err: &io::Error) -> &'static str {
 /// io_uring over one owned buffer.
 pub struct UringQueue {
     ring: IoUring,
-    /// Every range the kernel may be using, keyed by `user_data`.
-    pending: BTreeMap<u64, Pending>,
+    /// Every range the kernel may be using; the kernel's `user_data` is its index.
+    pending: Table,
     /// `None` only after Drop leaked it.
     buf: Option<Box<dyn DmaBuffer>>,
     location: Location,
@@ -222,7 +323,7 @@ impl UringQueue {
             },
             enable: ring.enable,
             ring: ring.ring,
-            pending: BTreeMap::new(),
+            pending: Table::default(),
             location: buf.location(),
             buf_len: buf.len(),
             buf: Some(buf),
@@ -281,11 +382,16 @@ impl UringQueue {
 
     fn reap(&mut self, out: &mut Vec<Completion>) {
         for cqe in self.ring.completion() {
-            let user_data = cqe.user_data();
+            // Every entry the kernel completes was pushed with its table index.
+            let Some(p) = self.pending.take(cqe.user_data()) else {
+                continue;
+            };
             let res = cqe.result();
-            self.pending.remove(&user_data);
             let result = usize::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res));
-            out.push(Completion { user_data, result });
+            out.push(Completion {
+                user_data: p.tag,
+                result,
+            });
         }
     }
 }
@@ -321,18 +427,20 @@ impl Queue for UringQueue {
             return Err(out_of_buffer);
         };
         let len32 = u32::try_from(len).map_err(|_| PushError::TooLong(len))?;
-        if self.pending.contains_key(&user_data) {
+        let range = Pending {
+            tag: user_data,
+            off: buf_off,
+            end: buf_off.saturating_add(len),
+        };
+        let conflict = self.pending.conflict(&range);
+        if conflict == Some(Conflict::Tag) {
             return Err(PushError::DuplicateTag(user_data));
         }
-        let end = buf_off
-            .checked_add(len)
-            .filter(|&e| e <= self.buf_len)
-            .ok_or(out_of_buffer.clone())?;
-        if self
-            .pending
-            .values()
-            .any(|p| p.off < end && buf_off < p.off + p.len)
-        {
+        // An end past usize::MAX saturated, and no buffer is that long.
+        if range.end > self.buf_len {
+            return Err(out_of_buffer);
+        }
+        if conflict == Some(Conflict::Range) {
             return Err(PushError::Busy {
                 offset: buf_off,
                 len,
@@ -355,7 +463,7 @@ impl Queue for UringQueue {
                     .build()
             }
         }
-        .user_data(user_data);
+        .user_data(self.pending.vacant() as u64);
         if self.ring.submission().is_full() {
             self.submit().map_err(|_| PushError::Full)?;
         }
@@ -370,8 +478,7 @@ impl Queue for UringQueue {
         // endpoints open for the queue's whole life.
         let pushed = unsafe { self.ring.submission().push(&entry) };
         pushed.map_err(|_| PushError::Full)?;
-        self.pending
-            .insert(user_data, Pending { off: buf_off, len });
+        self.pending.insert(range);
         self.unsubmitted += 1;
         if self.unsubmitted >= self.batch {
             // A failed submit leaves the entries queued: `wait` submits them again and
@@ -471,6 +578,81 @@ mod tests {
         assert_eq!((e.raw_os_error(), n), (Some(Errno::PERM.raw_os_error()), 1));
         let e = first_accepted::<()>(|_| Err(errno(Errno::INVAL))).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(Errno::INVAL.raw_os_error()));
+    }
+
+    fn range(tag: u64, off: usize, len: usize) -> Pending {
+        Pending {
+            tag,
+            off,
+            end: off + len,
+        }
+    }
+
+    #[test]
+    fn the_table_refuses_a_tag_or_a_range_in_flight_and_reuses_indices() {
+        let mut t = Table::default();
+        for (i, p) in [range(7, 0, 4096), range(9, 8192, 4096)]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!((t.conflict(&p), t.vacant()), (None, i));
+            t.insert(p);
+        }
+        assert_eq!(t.len(), 2);
+        // Adjacent ranges do not overlap; one byte more does.
+        assert_eq!(t.conflict(&range(1, 4096, 4096)), None);
+        assert_eq!(t.conflict(&range(1, 4095, 2)), Some(Conflict::Range));
+        assert_eq!(t.conflict(&range(1, 12287, 1)), Some(Conflict::Range));
+        assert_eq!(t.conflict(&range(1, 0, 1 << 20)), Some(Conflict::Range));
+        // A tag in flight is reported first, even where the range overlaps too.
+        assert_eq!(t.conflict(&range(9, 4096, 4096)), Some(Conflict::Tag));
+        assert_eq!(t.conflict(&range(9, 0, 4096)), Some(Conflict::Tag));
+        // A completion finds its entry by index, once; the index is used again.
+        assert_eq!(t.take(0), Some(range(7, 0, 4096)));
+        assert_eq!(t.take(0), None);
+        assert_eq!(t.take(5), None);
+        assert_eq!(t.take(u64::MAX), None);
+        assert_eq!((t.len(), t.vacant()), (1, 0));
+        assert_eq!(t.conflict(&range(7, 0, 4096)), None);
+        t.insert(range(7, 0, 4096));
+        assert_eq!((t.len(), t.vacant()), (2, 2));
+        assert_eq!(t.take(1), Some(range(9, 8192, 4096)));
+        assert_eq!(t.take(0), Some(range(7, 0, 4096)));
+        assert!(t.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Against a model that keeps every request in flight in a list: the same
+        /// refusals, and each completion gives back the tag and range it was pushed with.
+        #[test]
+        fn the_table_agrees_with_a_list(ops in proptest::collection::vec(
+            (0u64..12, 0usize..16, 1usize..4, proptest::bool::ANY), 1..200)) {
+            let mut t = Table::default();
+            let mut model: Vec<(usize, Pending)> = Vec::new();
+            for (tag, off, len, complete) in ops {
+                if complete && !model.is_empty() {
+                    let (index, p) = model.remove(tag as usize % model.len());
+                    proptest::prop_assert_eq!(t.take(index as u64), Some(p));
+                    continue;
+                }
+                let p = range(tag, off, len);
+                let want = if model.iter().any(|(_, q)| q.tag == tag) {
+                    Some(Conflict::Tag)
+                } else if model.iter().any(|(_, q)| q.off < p.end && p.off < q.end) {
+                    Some(Conflict::Range)
+                } else {
+                    None
+                };
+                proptest::prop_assert_eq!(t.conflict(&p), want);
+                if want.is_none() {
+                    let index = t.vacant();
+                    proptest::prop_assert!(model.iter().all(|(i, _)| *i != index));
+                    t.insert(p);
+                    model.push((index, p));
+                }
+                proptest::prop_assert_eq!(t.len(), model.len());
+            }
+        }
     }
 
     #[test]
