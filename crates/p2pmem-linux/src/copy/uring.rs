@@ -49,8 +49,8 @@ enum Conflict {
 /// range against every entry in one branch-free pass over flat arrays (the depth's worth),
 /// which the compiler vectorizes. It was a `BTreeMap` by tag, with a lookup, a walk of
 /// every entry, an insert and a remove a request: `bench --jobs 4`, 4 KiB random reads at
-/// depth 32 from a memory-backed loop device, spent 347-406 ns of user time a request
-/// with it and 244-320 with the table (3 alternated rounds, `perf stat`; README,
+/// depth 32 from a memory-backed loop device, spent 337-406 ns of user time a request
+/// with it and 206-258 with this table (3 alternated rounds, `perf stat`; README,
 /// Benchmarks).
 #[derive(Debug, Default)]
 struct Table {
