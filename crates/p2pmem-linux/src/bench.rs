@@ -237,9 +237,10 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
         } else {
             &mut said
         };
-        // Each request goes to the kernel as it is queued, as fio's do: the device sees
-        // requests of `bs`, never merged ones (see `Submit::Each`).
-        let queue = open_queue(engine, depth, depth, Submit::Each, buffer, notes)?;
+        // Requests go to the kernel two at a time, too few for the block layer to plug
+        // and merge them: the device sees requests of `bs`, as fio's, for half the
+        // system calls (see `Submit::Pairs`).
+        let queue = open_queue(engine, depth, depth, Submit::Pairs, buffer, notes)?;
         engine = if queue.name() == "sync" {
             EngineChoice::Sync
         } else {

@@ -593,9 +593,11 @@ fn a_submit_lets_the_kernel_post_the_completions_it_deferred() {
 
 #[test]
 fn a_queue_submits_each_request_or_gathers_half_its_depth() {
-    // Depth 8: gathering hands requests over four at a time, `Each` at once.
+    // Depth 8: gathering hands requests over four at a time, `Pairs` two at a time,
+    // `Each` at once.
     for (submit, left) in [
         (Submit::Each, [0, 0, 0, 0, 0]),
+        (Submit::Pairs, [1, 0, 1, 0, 1]),
         (Submit::Gathered, [1, 2, 3, 0, 1]),
     ] {
         let Some((_d, fd, mut q)) = uring_queue_submitting(8, 8 * 4096, 12, submit) else {
