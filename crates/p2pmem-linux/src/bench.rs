@@ -237,10 +237,16 @@ pub fn prepare(root: &Path, req: &BenchRequest) -> Result<Prepared, BenchError> 
         } else {
             &mut said
         };
-        // Requests go to the kernel two at a time, too few for the block layer to plug
-        // and merge them: the device sees requests of `bs`, as fio's, for half the
-        // system calls (see `Submit::Pairs`).
-        let queue = open_queue(engine, depth, depth, Submit::Pairs, buffer, notes)?;
+        // The device sees requests of `bs`, never merged ones, as fio's. Random requests
+        // go to the kernel two at a time, too few for the block layer to plug, for half
+        // the system calls (see `Submit::Pairs`); sequential ones each at once, which
+        // measured better than pairs with one job (README, Benchmarks).
+        let submit = if req.rw.random() {
+            Submit::Pairs
+        } else {
+            Submit::Each
+        };
+        let queue = open_queue(engine, depth, depth, submit, buffer, notes)?;
         engine = if queue.name() == "sync" {
             EngineChoice::Sync
         } else {

@@ -246,16 +246,17 @@ pub enum Submit {
     /// device: `block:block_rq_issue`), which would make `bench`'s IOPS, figures per
     /// request, those of larger requests than fio's.
     Each,
-    /// Two at a time: once two requests are queued, and at every wait. For `bench`: half
-    /// the system calls of [`Submit::Each`], and still no merged requests, because
-    /// io_uring plugs the block layer only for a call that hands it more than two
-    /// (`io_submit_state_start`: `need_plug = max_ios > 2`), so each request reaches the
-    /// driver as io_uring issues it, as one device request of its own size (Linux 6.18,
-    /// measured: a 4 KiB sequential bench at depth 8 with 4 jobs made 437,560 requests
-    /// and as many device reads, none merged). 4 KiB random reads at depth 32 with 4 jobs
-    /// from a memory-backed loop device, alternated with fio: 0.98-1.13 of it two at a time,
-    /// 0.96-1.02 each at once; between files on the virtio disk level (README,
-    /// Benchmarks).
+    /// Two at a time: once two requests are queued, and at every wait. For `bench`'s
+    /// random requests: half the system calls of [`Submit::Each`], and still no merged
+    /// requests, because io_uring plugs the block layer only for a call that hands it
+    /// more than two (`io_submit_state_start`: `need_plug = max_ios > 2`), so each
+    /// request reaches the driver as io_uring issues it, as one device request of its own
+    /// size (Linux 6.18, measured: a 4 KiB sequential bench at depth 8 with 4 jobs made
+    /// 437,560 requests and as many device reads, none merged). 4 KiB random reads at
+    /// depth 32 with 4 jobs from a memory-backed loop device, alternated with fio:
+    /// 0.98-1.13 of it two at a time, 0.96-1.02 each at once; between files on the virtio
+    /// disk level. Sequential reads at depth 8 with one job from that device were slower
+    /// two at a time (0.86 and 0.88 of fio, README, Benchmarks), so they go each at once.
     Pairs,
     /// Once `submit_batch(depth)` requests are queued, and at every wait. For the copy,
     /// which moves bytes: merged requests are fewer device operations for the same bytes.
