@@ -62,7 +62,6 @@ struct Table {
     ends: Vec<usize>,
     /// Indices of the free entries.
     free: Vec<usize>,
-    count: usize,
 }
 
 impl Table {
@@ -90,7 +89,6 @@ impl Table {
 
     /// Enters `p` (checked with [`Table::conflict`]) at [`Table::vacant`].
     fn insert(&mut self, p: Pending) {
-        self.count += 1;
         match self.free.pop() {
             Some(i) => {
                 self.tags[i] = p.tag;
@@ -122,16 +120,15 @@ impl Table {
         self.offs[i] = usize::MAX;
         self.ends[i] = 0;
         self.free.push(i);
-        self.count -= 1;
         Some(p)
     }
 
     fn len(&self) -> usize {
-        self.count
+        self.tags.len() - self.free.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.count == 0
+        self.len() == 0
     }
 }
 
@@ -396,7 +393,9 @@ impl UringQueue {
     fn reap(&mut self, out: &mut Vec<Completion>) {
         for cqe in self.ring.completion() {
             // Every entry the kernel completes was pushed with its table index.
-            let Some(p) = self.pending.take(cqe.user_data()) else {
+            let taken = self.pending.take(cqe.user_data());
+            debug_assert!(taken.is_some(), "a completion for no request in flight");
+            let Some(p) = taken else {
                 continue;
             };
             let res = cqe.result();
