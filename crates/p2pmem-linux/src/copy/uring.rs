@@ -54,25 +54,28 @@ enum Conflict {
 /// Benchmarks).
 #[derive(Debug, Default)]
 struct Table {
-    /// Each entry's tag, and `!0` in `live` where the entry holds a request, 0 where not.
+    /// Each entry's tag (stale in a free entry).
     tags: Vec<u64>,
-    live: Vec<u64>,
-    /// Each entry's range; a free entry's is `[usize::MAX, 0)`, which overlaps nothing.
+    /// Each entry's range; a free entry's is `[FREE, 0)`, which overlaps nothing, and no
+    /// request in flight starts at `FREE` (its end is at most the buffer's length).
     offs: Vec<usize>,
     ends: Vec<usize>,
     /// Indices of the free entries.
     free: Vec<usize>,
 }
 
+/// The start of a free entry's range.
+const FREE: usize = usize::MAX;
+
 impl Table {
     /// Whether `p` may join the requests in flight (a tag in flight is reported before an
     /// overlap).
     fn conflict(&self, p: &Pending) -> Option<Conflict> {
-        let mut tag = 0u64;
-        for (&t, &l) in self.tags.iter().zip(&self.live) {
-            tag |= u64::from(t == p.tag) & l;
+        let mut tag = false;
+        for (&t, &off) in self.tags.iter().zip(&self.offs) {
+            tag |= (t == p.tag) & (off != FREE);
         }
-        if tag != 0 {
+        if tag {
             return Some(Conflict::Tag);
         }
         let mut overlap = false;
@@ -89,16 +92,15 @@ impl Table {
 
     /// Enters `p` (checked with [`Table::conflict`]) at [`Table::vacant`].
     fn insert(&mut self, p: Pending) {
+        debug_assert!(p.off != FREE, "a request's range starts inside its buffer");
         match self.free.pop() {
             Some(i) => {
                 self.tags[i] = p.tag;
-                self.live[i] = !0;
                 self.offs[i] = p.off;
                 self.ends[i] = p.end;
             }
             None => {
                 self.tags.push(p.tag);
-                self.live.push(!0);
                 self.offs.push(p.off);
                 self.ends.push(p.end);
             }
@@ -108,7 +110,7 @@ impl Table {
     /// Takes the entry at `index` out (`None` if there is none).
     fn take(&mut self, index: u64) -> Option<Pending> {
         let i = usize::try_from(index).ok()?;
-        if *self.live.get(i)? == 0 {
+        if *self.offs.get(i)? == FREE {
             return None;
         }
         let p = Pending {
@@ -116,8 +118,7 @@ impl Table {
             off: self.offs[i],
             end: self.ends[i],
         };
-        self.live[i] = 0;
-        self.offs[i] = usize::MAX;
+        self.offs[i] = FREE;
         self.ends[i] = 0;
         self.free.push(i);
         Some(p)
