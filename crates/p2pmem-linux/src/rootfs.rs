@@ -14,14 +14,20 @@ use p2pmem_model::limits::{self, Bound};
 use rustix::fd::OwnedFd;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStringExt;
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 /// Most symlinks followed in one resolution (the kernel's limit is 40).
 pub const MAX_LINKS: usize = 40;
+
+/// Paths (relative to the root, as bytes) found to be directories and not links, for
+/// [`RootFs::resolve_with`]. A fast hash (FxHash, not SipHash): a 4,096-function capture
+/// asks it some 30,000 times. Its keys are the capture's own paths: a capture made to
+/// collide only slows the reading of itself.
+pub type KnownDirs = HashSet<Box<[u8]>, rustc_hash::FxBuildHasher>;
 
 /// Why a path could not be read or resolved.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +137,7 @@ impl RootFs {
     /// the resolved path relative to the root (`sys/devices/pci0000:00/...`). A `..` in
     /// `rel` itself stops at the root; a link that leads out of it is an error.
     pub fn resolve(&self, rel: impl AsRef<Path>) -> Result<PathBuf, FsError> {
-        self.resolve_with(rel, &mut HashSet::new())
+        self.resolve_with(rel, &mut KnownDirs::default())
     }
 
     /// [`RootFs::resolve`], remembering in `known` the paths (relative to the root)
@@ -141,40 +147,94 @@ impl RootFs {
     pub fn resolve_with(
         &self,
         rel: impl AsRef<Path>,
-        known: &mut HashSet<PathBuf>,
+        known: &mut KnownDirs,
+    ) -> Result<PathBuf, FsError> {
+        let mut walk = Walk::default();
+        walk.push(rel.as_ref().as_os_str().as_bytes());
+        self.walk(PathBuf::new(), walk, known)
+    }
+
+    /// [`RootFs::resolve_with`] for `name` in `dir`, a directory opened at a resolved
+    /// path: the same answer, but the entry is read relative to the open directory, so
+    /// that locating the 4,096 links of `sys/bus/pci/devices` costs no walk from `/` each.
+    pub fn resolve_in(
+        &self,
+        dir: &Dir,
+        name: &str,
+        known: &mut KnownDirs,
+    ) -> Result<PathBuf, FsError> {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return self.resolve_with(dir.rel.join(name), known);
+        }
+        let here = || dir.path.join(name);
+        match rustix::fs::readlinkat(&dir.fd, name, Vec::new()) {
+            Ok(target) => {
+                let here = here();
+                let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
+                let done = if target.is_absolute() {
+                    if !self.is_live() {
+                        return Err(FsError::Escape { link: here, target });
+                    }
+                    PathBuf::new()
+                } else {
+                    dir.rel.clone()
+                };
+                let mut walk = Walk::default();
+                walk.push(&[]);
+                walk.follow(here, target);
+                self.walk(done, walk, known)
+            }
+            Err(rustix::io::Errno::INVAL) => {
+                let rel = dir.rel.join(name);
+                known.insert(rel.as_os_str().as_bytes().into());
+                Ok(rel)
+            }
+            Err(e) => Err(FsError::Io {
+                path: here(),
+                what: "cannot resolve",
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// Walk what is left of `walk` from `done` (resolved, relative to the root).
+    fn walk(
+        &self,
+        mut done: PathBuf,
+        mut walk: Walk,
+        known: &mut KnownDirs,
     ) -> Result<PathBuf, FsError> {
         let live = self.is_live();
-        let mut done: Vec<OsString> = Vec::new();
-        // Each component remembers the link whose target it came from, if any.
-        let mut todo: Vec<(OsString, Option<usize>)> = Vec::new();
-        let mut followed: Vec<(PathBuf, PathBuf)> = Vec::new();
-        push_components(&mut todo, rel.as_ref(), None);
-        while let Some((c, from)) = todo.pop() {
-            if c == ".." {
-                if done.pop().is_none() && !live {
-                    if let Some((link, target)) = from.and_then(|i| followed.get(i)) {
-                        return Err(FsError::Escape {
-                            link: link.clone(),
-                            target: target.clone(),
-                        });
+        while let Some((text, start, end)) = walk.todo.pop() {
+            // Text 0 is the path given; text i + 1 the target of link i.
+            let from = text.checked_sub(1);
+            let c = walk
+                .texts
+                .get(text)
+                .and_then(|t| t.get(start..end))
+                .unwrap_or(&[]);
+            if c == b".." {
+                if !done.pop() && !live {
+                    if let Some(i) = from {
+                        let (link, target) = walk.link(i);
+                        return Err(FsError::Escape { link, target });
                     }
                 }
                 continue;
             }
-            if c == "." || c.is_empty() {
+            if c == b"." || c.is_empty() {
                 continue;
             }
-            done.push(c);
-            let so_far: PathBuf = done.iter().collect();
-            if known.contains(&so_far) {
+            done.push(OsStr::from_bytes(c));
+            if known.contains(done.as_os_str().as_bytes()) {
                 continue;
             }
-            let here = self.root.join(&so_far);
+            let here = self.root.join(&done);
             // One readlink tells a link (its target) from anything else (EINVAL), and a
             // missing component from both.
             match std::fs::read_link(&here) {
                 Ok(target) => {
-                    if followed.len() >= MAX_LINKS {
+                    if walk.links.len() >= MAX_LINKS {
                         return Err(FsError::Loop { path: here });
                     }
                     done.pop();
@@ -184,20 +244,22 @@ impl RootFs {
                         }
                         done.clear();
                     }
-                    push_components(&mut todo, &target, Some(followed.len()));
-                    followed.push((here, target));
+                    walk.follow(here, target);
                 }
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                    known.insert(so_far);
+                    known.insert(done.as_os_str().as_bytes().into());
                 }
                 Err(source) => {
                     // Name the link the missing part came from, if any.
-                    return Err(match from.and_then(|i| followed.get(i)) {
-                        Some((link, target)) => FsError::Dangling {
-                            link: link.clone(),
-                            target: target.clone(),
-                            source,
-                        },
+                    return Err(match from {
+                        Some(i) => {
+                            let (link, target) = walk.link(i);
+                            FsError::Dangling {
+                                link,
+                                target,
+                                source,
+                            }
+                        }
                         None => FsError::Io {
                             path: here,
                             what: "cannot resolve",
@@ -207,7 +269,7 @@ impl RootFs {
                 }
             }
         }
-        Ok(done.iter().collect())
+        Ok(done)
     }
 
     /// The full path of `rel` once resolved inside the root.
@@ -265,6 +327,16 @@ impl RootFs {
                 })
             })
             .is_ok_and(|m| m.is_dir())
+    }
+
+    /// Is `name` in `dir`, a directory already resolved, a directory itself (not a link
+    /// to one), as [`Dir::is_dir`] has it? One `lstat`: `dir` holds no links.
+    pub fn is_real_dir(&self, dir: &Path, name: &str) -> bool {
+        let mut path = self.path(dir);
+        path.push(name);
+        rustix::fs::statat(rustix::fs::CWD, path.as_path(), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(
+            |st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory,
+        )
     }
 
     /// The last component of where the link `rel` points (`driver` -> `nvme`), without
@@ -553,17 +625,54 @@ fn shorten(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn push_components(todo: &mut Vec<(OsString, Option<usize>)>, p: &Path, from: Option<usize>) {
-    // `todo` is a stack: push in reverse so the first component is popped first.
-    let comps: Vec<OsString> = p
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => None,
-        })
-        .collect();
-    todo.extend(comps.into_iter().rev().map(|c| (c, from)));
+/// A resolution in progress: the components still to walk, as byte ranges of the path
+/// given and of the targets of the links met on the way (no allocation per component).
+#[derive(Default)]
+struct Walk {
+    /// The path given, then each followed link's target.
+    texts: Vec<Vec<u8>>,
+    /// The links followed (their full paths), in order: link `i`'s target is text `i + 1`.
+    links: Vec<PathBuf>,
+    /// The components still to walk, the next one last: (text, start, end).
+    todo: Vec<(usize, usize, usize)>,
+}
+
+impl Walk {
+    /// Queue the components of `text` to be walked before anything queued so far.
+    fn push(&mut self, text: &[u8]) {
+        let t = self.texts.len();
+        // `todo` is a stack: push in reverse so the first component is popped first.
+        let mut end = text.len();
+        loop {
+            let start = text[..end]
+                .iter()
+                .rposition(|&b| b == b'/')
+                .map_or(0, |slash| slash + 1);
+            if start < end {
+                self.todo.push((t, start, end));
+            }
+            if start == 0 {
+                break;
+            }
+            end = start - 1;
+        }
+        self.texts.push(text.to_vec());
+    }
+
+    /// Follow the link `link` to `target`: its components are walked next.
+    fn follow(&mut self, link: PathBuf, target: PathBuf) {
+        self.push(target.as_os_str().as_bytes());
+        self.links.push(link);
+    }
+
+    /// Link `i` and its target, for an error that names them.
+    fn link(&self, i: usize) -> (PathBuf, PathBuf) {
+        let target = self.texts.get(i + 1).map_or(&[][..], Vec::as_slice);
+        (
+            self.links.get(i).cloned().unwrap_or_default(),
+            PathBuf::from(OsStr::from_bytes(target)),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -626,6 +735,54 @@ mod tests {
         assert_eq!(
             r.read("sys/inside/config", limits::SYSFS_ATTR).unwrap(),
             b"ok"
+        );
+    }
+
+    /// `resolve_in` (an entry of an open directory) answers as `resolve_with` does for
+    /// the same path, with the same known set: for a plain entry, links inside, out of
+    /// the root (absolute and climbing), dangling, looping, chained, and missing.
+    #[test]
+    fn resolving_in_an_open_directory_answers_as_the_long_way() {
+        let d = tempfile::tempdir().unwrap();
+        let r = RootFs::new(d.path());
+        std::fs::create_dir_all(r.path("sys/devices/pci0000:00/0000:00:04.0")).unwrap();
+        std::fs::create_dir_all(r.path("sys/bus/pci/devices/plain")).unwrap();
+        let dev = |n: &str| r.path(format!("sys/bus/pci/devices/{n}"));
+        symlink("../../../devices/pci0000:00/0000:00:04.0", dev("inside")).unwrap();
+        symlink("/sys/devices", dev("absolute")).unwrap();
+        symlink("../../../../../x", dev("climbs")).unwrap();
+        symlink("../../../devices/none", dev("dangling")).unwrap();
+        symlink("loop2", dev("loop1")).unwrap();
+        symlink("loop1", dev("loop2")).unwrap();
+        symlink("inside", dev("chained")).unwrap();
+        symlink(
+            "../../../devices/pci0000:00/../pci0000:00/.//0000:00:04.0/",
+            dev("dots"),
+        )
+        .unwrap();
+        let dir = r
+            .open_dir(r.resolve("sys/bus/pci/devices").unwrap())
+            .unwrap();
+        let names = [
+            "plain", "inside", "absolute", "climbs", "dangling", "loop1", "chained", "dots",
+            "missing", "..", ".",
+        ];
+        let mut known_in = KnownDirs::default();
+        let mut known_long = KnownDirs::default();
+        for name in names {
+            let rel = format!("sys/bus/pci/devices/{name}");
+            let long = r.resolve_with(&rel, &mut known_long);
+            let short = r.resolve_in(&dir, name, &mut known_in);
+            assert_eq!(
+                format!("{short:?}"),
+                format!("{long:?}"),
+                "{name}: in the directory {short:?}, the long way {long:?}"
+            );
+        }
+        assert_eq!(
+            r.resolve_in(&dir, "dots", &mut KnownDirs::default())
+                .unwrap(),
+            PathBuf::from("sys/devices/pci0000:00/0000:00:04.0")
         );
     }
 

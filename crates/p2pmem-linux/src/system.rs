@@ -15,6 +15,7 @@ use p2pmem_model::topology::{Function, P2pmemInfo, Topology};
 use p2pmem_model::{Bdf, HostBridgeId, KernelVersion};
 use serde::Serialize;
 use std::collections::HashSet;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Where PCI functions are listed, relative to the root.
@@ -123,21 +124,30 @@ pub struct System {
 /// The chain of PCI functions in a resolved device path: the components after the last
 /// `pciDDDD:BB` host-bridge component that parse as addresses, and that host bridge.
 pub fn chain_from_path(resolved: &Path) -> Option<(HostBridgeId, Vec<Bdf>)> {
-    let comps: Vec<String> = resolved
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    let hb_pos = comps
-        .iter()
-        .rposition(|c| c.parse::<HostBridgeId>().is_ok())?;
-    let hb = comps[hb_pos].parse().ok()?;
-    let mut chain = Vec::new();
-    for c in &comps[hb_pos + 1..] {
+    // One pass over the components (a 4,096-function capture has some 25,000): a host
+    // bridge starts the chain anew, the addresses after it extend it, anything else
+    // ends it. A component that is not UTF-8 is no address.
+    let mut found: Option<(HostBridgeId, Vec<Bdf>)> = None;
+    let mut open = false;
+    for c in resolved.as_os_str().as_bytes().split(|&b| b == b'/') {
+        if c.is_empty() || c == b"." {
+            continue;
+        }
+        let c = std::str::from_utf8(c).unwrap_or("");
+        if let Some(hb) = c.starts_with("pci").then(|| c.parse().ok()).flatten() {
+            found = Some((hb, Vec::new()));
+            open = true;
+            continue;
+        }
+        let Some((_, chain)) = found.as_mut().filter(|_| open) else {
+            continue;
+        };
         match c.parse::<Bdf>() {
             Ok(b) if c.len() >= 12 => chain.push(b),
-            _ => break,
+            _ => open = false,
         }
     }
+    let (hb, chain) = found?;
     (!chain.is_empty()).then_some((hb, chain))
 }
 
@@ -163,7 +173,7 @@ struct Reader {
     fs: RootFs,
     problems: Vec<Problem>,
     /// Directories already resolved (see [`RootFs::resolve_with`]).
-    known_dirs: HashSet<PathBuf>,
+    known_dirs: crate::rootfs::KnownDirs,
     /// Functions whose config space was cut short ([`System::truncated_config`]).
     truncated: Vec<Bdf>,
     /// An imported capture: functions whose config space the source showed only in part
@@ -195,7 +205,7 @@ impl Reader {
         Self {
             fs,
             problems: Vec::new(),
-            known_dirs: HashSet::new(),
+            known_dirs: crate::rootfs::KnownDirs::default(),
             truncated: Vec::new(),
             imported,
         }
@@ -248,16 +258,22 @@ impl Reader {
     }
 
     /// Where a listed function is: its address, its resolved directory and its chain.
-    fn locate(&mut self, name: &str) -> Option<Located> {
-        let link = format!("{PCI_DEVICES}/{name}");
+    /// Where the function `name` of `sys/bus/pci/devices` is: its link resolved, read
+    /// relative to `devices` (that directory, open) when given.
+    fn locate(&mut self, name: &str, devices: Option<&Dir>) -> Option<Located> {
+        let link = || format!("{PCI_DEVICES}/{name}");
         let bdf: Bdf = match name.parse() {
             Ok(b) => b,
             Err(_) => {
-                self.problem(&link, "not a PCI address; skipped");
+                self.problem(link(), "not a PCI address; skipped");
                 return None;
             }
         };
-        let dir = match self.fs.resolve_with(&link, &mut self.known_dirs) {
+        let dir = match devices {
+            Some(d) => self.fs.resolve_in(d, name, &mut self.known_dirs),
+            None => self.fs.resolve_with(link(), &mut self.known_dirs),
+        };
+        let dir = match dir {
             Ok(d) => d,
             Err(e) => {
                 self.fs_problem(&e);
@@ -286,18 +302,18 @@ impl Reader {
     }
 
     /// A located function read in full: config space, IDs, driver, p2pmem.
-    fn function(&mut self, at: Located) -> Option<Function> {
+    fn function(&mut self, at: &Located) -> Option<Function> {
         let Located {
             bdf,
-            dir,
+            ref dir,
             host_bridge,
-            path,
+            ref path,
             has_p2pmem,
             for_decision,
-        } = at;
+        } = *at;
         // One open directory, its files read relative to it: a 4,096-function capture
         // reads in a fraction of the time a walk from the root per file takes.
-        let d = match self.fs.open_dir(&dir) {
+        let d = match self.fs.open_dir(dir) {
             Ok(d) => d,
             Err(e) => {
                 self.fs_problem(&e);
@@ -327,7 +343,7 @@ impl Reader {
         Some(Function {
             bdf,
             host_bridge,
-            path,
+            path: path.clone(),
             vendor: (vendor & 0xffff) as u16,
             device: (device & 0xffff) as u16,
             class,
@@ -507,10 +523,19 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
         }
     );
     let names = r.fs.list(PCI_DEVICES)?;
+    // The links are read relative to their directory, open (if it opens: else each the
+    // long way, which names what is wrong).
+    let devices =
+        r.fs.resolve(PCI_DEVICES)
+            .and_then(|d| r.fs.open_dir(d))
+            .ok();
+    // By reference: a name dropped in the other thread would be freed into this one's
+    // malloc arena, under its lock, while this thread allocates from it.
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut located = in_order(&mut r, names, |r, name| {
-        let mut at = r.locate(&name)?;
+        let mut at = r.locate(name, devices.as_ref())?;
         if providers {
-            at.has_p2pmem = Some(r.fs.path(at.dir.join("p2pmem")).is_dir());
+            at.has_p2pmem = Some(r.fs.is_real_dir(&at.dir, "p2pmem"));
         }
         Some(at)
     });
@@ -530,7 +555,8 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
         .filter(|a| a.for_decision)
         .map(|a| a.bdf)
         .collect();
-    let functions = in_order(&mut r, todo, Reader::function);
+    // By reference, as the names above: what is dropped is dropped here, after.
+    let functions = in_order(&mut r, todo.iter().collect(), Reader::function);
     let topology = Topology::new(functions)?;
 
     let release = match r.fs.read_opt_string("proc/sys/kernel/osrelease") {

@@ -106,10 +106,10 @@ impl FromStr for Bdf {
         };
         let s = input.trim();
         let (head, function) = s.rsplit_once('.').ok_or_else(shape)?;
-        let parts: Vec<&str> = head.split(':').collect();
-        let (domain, bus, device) = match parts.as_slice() {
-            [d, b, dev] => (hex_field(input, "domain", d, 8)?, *b, *dev),
-            [b, dev] => (0, *b, *dev),
+        let mut parts = head.split(':');
+        let (domain, bus, device) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(d), Some(b), Some(dev), None) => (hex_field(input, "domain", d, 8)?, b, dev),
+            (Some(b), Some(dev), None, None) => (0, b, dev),
             _ => return Err(shape()),
         };
         let bus = hex_field(input, "bus", bus, 2)?;

@@ -73,7 +73,7 @@ pub(super) fn wanted(
     let mut bridges: HashSet<HostBridgeId> = HashSet::new();
     for l in located.iter_mut() {
         if *providers && l.has_p2pmem.is_none() {
-            l.has_p2pmem = Some(fs.path(l.dir.join("p2pmem")).is_dir());
+            l.has_p2pmem = Some(fs.is_real_dir(&l.dir, "p2pmem"));
         }
         if seeds.contains(&l.bdf) {
             full.extend(&l.path);
@@ -109,7 +109,7 @@ pub fn complete_ids(sys: &mut System, bdfs: &[Bdf]) {
         let Some(i) = sys.ids_from_config.iter().position(|b| b == bdf) else {
             continue;
         };
-        let Some(at) = r.locate(&bdf.to_string()) else {
+        let Some(at) = r.locate(&bdf.to_string(), None) else {
             continue;
         };
         let Ok(d) = r.fs.open_dir(&at.dir) else {

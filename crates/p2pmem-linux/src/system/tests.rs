@@ -381,3 +381,89 @@ fn a_large_capture_reads_in_the_listing_order() {
     want.sort();
     assert_eq!(providers, want);
 }
+
+/// A `p2pmem` that is a link (to another function's `p2pmem/`, inside the root) makes
+/// no provider: the full read does not follow it, and neither does a scoped `find`'s
+/// look for providers (which once did, and then read the linked `published`).
+#[test]
+fn a_p2pmem_link_is_no_provider_for_full_or_scoped_reads() {
+    use p2pmem_model::select::find;
+    let d = scratch_copy(&s01());
+    let root = d.path();
+    let dev = "sys/devices/pci0000:00/0000:00:04.0/0000:01:00.0/0000:02:02.0/0000:05:00.0";
+    symlink(
+        "../../0000:02:01.0/0000:04:00.0/p2pmem",
+        root.join(dev).join("p2pmem"),
+    )
+    .unwrap();
+    assert!(root.join(dev).join("p2pmem/published").is_file());
+    let full = read_system(root).unwrap();
+    let linked: Bdf = "0000:05:00.0".parse().unwrap();
+    assert_eq!(full.topology.get(&linked).unwrap().p2pmem, None);
+    let client: Bdf = "0000:03:00.0".parse().unwrap();
+    let scope = Scope::For {
+        names: vec![client.to_string()],
+        providers: true,
+    };
+    let part = read_system_scoped(root, &scope).unwrap();
+    assert_eq!(part.topology.get(&linked).and_then(|f| f.p2pmem), None);
+    let (a, b) = (
+        find(&part.topology, &part.rules, &[client]),
+        find(&full.topology, &full.rules, &[client]),
+    );
+    assert_eq!(a, b);
+    let candidates: Vec<Bdf> = b.unwrap().candidates.iter().map(|c| c.provider).collect();
+    assert!(!candidates.contains(&linked), "{candidates:?}");
+}
+
+/// The one-pass `chain_from_path` against the plain reading it replaced: the last
+/// host-bridge component, then the addresses after it up to the first that is not one.
+#[test]
+fn the_chain_of_a_path_is_read_as_the_plain_way_reads_it() {
+    use proptest::prelude::*;
+    fn plain(resolved: &Path) -> Option<(HostBridgeId, Vec<Bdf>)> {
+        let comps: Vec<String> = resolved
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let hb_pos = comps
+            .iter()
+            .rposition(|c| c.parse::<HostBridgeId>().is_ok())?;
+        let hb = comps[hb_pos].parse().ok()?;
+        let mut chain = Vec::new();
+        for c in &comps[hb_pos + 1..] {
+            match c.parse::<Bdf>() {
+                Ok(b) if c.len() >= 12 => chain.push(b),
+                _ => break,
+            }
+        }
+        (!chain.is_empty()).then_some((hb, chain))
+    }
+    let parts = [
+        "sys",
+        "devices",
+        "pci0000:00",
+        "pci0001:80",
+        "pcizz",
+        "0000:00:01.0",
+        "0000:01:00.0",
+        "01:00.0",
+        "0000:02:1f.7",
+        "nvme",
+        ".",
+        "..",
+        "",
+        "\u{fffd}",
+    ];
+    let path = prop::collection::vec(0..parts.len(), 0..12).prop_map(move |ix| {
+        let lead = if ix.first() == Some(&0) { "/" } else { "" };
+        let body: Vec<&str> = ix.iter().map(|&i| parts[i]).collect();
+        PathBuf::from(format!("{lead}{}", body.join("/")))
+    });
+    proptest!(ProptestConfig::with_cases(4000), |(p in path)| {
+        prop_assert_eq!(chain_from_path(&p), plain(&p), "{}", p.display());
+    });
+    let real = Path::new("sys/devices/pci0000:00/0000:00:04.0/0000:01:00.0/nvme/nvme0");
+    let (hb, chain) = chain_from_path(real).unwrap();
+    assert_eq!((hb.to_string(), chain.len()), ("pci0000:00".to_string(), 2));
+}
