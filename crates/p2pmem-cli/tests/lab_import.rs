@@ -27,10 +27,12 @@ fn plan() -> Plan {
 #[test]
 #[ignore = "lab tier: boots the lab kernel under QEMU; scripts/test runs it"]
 fn lspci_made_in_the_guest_imports_to_the_verdicts_of_the_sysfs_capture_on_every_topology() {
-    let mut pairs = 0;
+    use p2pmem_lab::run::parallel;
     let names: Vec<&str> = EMBEDDED.iter().map(|(n, _)| *n).collect();
-    let runs = lab_common::run_plans(&names, &plan());
-    for (name, run) in names.iter().zip(runs) {
+    // Each worker compares its guest's capture and import (a few hundred `p2pmem`
+    // processes on the host) as soon as that guest is done, while others boot.
+    let pairs: usize = parallel::map_ordered(&names, parallel::guests_at_once(), |name| {
+        let run = lab_common::run_plan(name, None, &plan());
         let lspci = run.exec("lspci").expect("lspci ran");
         assert_eq!(lspci.exit, Some(0), "{name}: {lspci:?}");
         let work = tempfile::tempdir().unwrap();
@@ -44,8 +46,10 @@ fn lspci_made_in_the_guest_imports_to_the_verdicts_of_the_sysfs_capture_on_every
         };
         let text = work.path().join("lspci.txt");
         std::fs::write(&text, &lspci.stdout).unwrap();
-        pairs += import_decides_alike(&text, &root, work.path());
-    }
+        import_decides_alike(&text, &root, work.path())
+    })
+    .into_iter()
+    .sum();
     eprintln!("{pairs} pairs alike on {} topologies", EMBEDDED.len());
     assert!(pairs > 0);
 }

@@ -66,16 +66,6 @@ pub fn run_plan(topology: &str, cpu: Option<&str>, plan: &Plan) -> PlanRun {
     run_plan_topo(&topo, cpu, plan)
 }
 
-/// [`run_plan`] of one plan on each of `topologies`, side by side as `lab matrix` boots
-/// them (`p2pmem_lab::run::parallel`). The runs in the given order.
-#[allow(dead_code)]
-pub fn run_plans(topologies: &[&str], plan: &Plan) -> Vec<PlanRun> {
-    use p2pmem_lab::run::parallel;
-    parallel::map_ordered(topologies, parallel::guests_at_once(), |name| {
-        run_plan(name, None, plan)
-    })
-}
-
 /// [`run_plan`] with a topology the test built or changed.
 #[allow(dead_code)]
 pub fn run_plan_topo(topo: &Topology, cpu: Option<&str>, plan: &Plan) -> PlanRun {
