@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 pub const MAX_LINKS: usize = 40;
 
 /// Paths (relative to the root, as bytes) found to be directories and not links, for
-/// [`RootFs::resolve_with`]. A fast hash (FxHash, not SipHash): a 4,096-function capture
-/// asks it some 30,000 times. Its keys are the capture's own paths: a capture made to
+/// [`RootFs::resolve_with`]. A fast hash (FxHash, not SipHash): it is asked once per
+/// component of every path resolved, a dozen for each of a large capture's 4,096 links. Its keys are the capture's own paths: a capture made to
 /// collide only slows the reading of itself.
 pub type KnownDirs = HashSet<Box<[u8]>, rustc_hash::FxBuildHasher>;
 
@@ -169,19 +169,12 @@ impl RootFs {
         let here = || dir.path.join(name);
         match rustix::fs::readlinkat(&dir.fd, name, Vec::new()) {
             Ok(target) => {
-                let here = here();
                 let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
-                let done = if target.is_absolute() {
-                    if !self.is_live() {
-                        return Err(FsError::Escape { link: here, target });
-                    }
-                    PathBuf::new()
-                } else {
-                    dir.rel.clone()
-                };
+                // No path given: text 0 is empty, the link's target text 1.
                 let mut walk = Walk::default();
                 walk.push(&[]);
-                walk.follow(here, target);
+                let mut done = dir.rel.clone();
+                self.enter_link(&mut walk, &mut done, here(), target)?;
                 self.walk(done, walk, known)
             }
             Err(rustix::io::Errno::INVAL) => {
@@ -195,6 +188,29 @@ impl RootFs {
                 source: e.into(),
             }),
         }
+    }
+
+    /// The link `here` (full path), found at `done` (its directory, resolved), leads to
+    /// `target`: its components are walked next, from the root when it is absolute (the
+    /// live system only: elsewhere it leads out of the root), within the loop bound.
+    fn enter_link(
+        &self,
+        walk: &mut Walk,
+        done: &mut PathBuf,
+        here: PathBuf,
+        target: PathBuf,
+    ) -> Result<(), FsError> {
+        if walk.links.len() >= MAX_LINKS {
+            return Err(FsError::Loop { path: here });
+        }
+        if target.is_absolute() {
+            if !self.is_live() {
+                return Err(FsError::Escape { link: here, target });
+            }
+            done.clear();
+        }
+        walk.follow(here, target);
+        Ok(())
     }
 
     /// Walk what is left of `walk` from `done` (resolved, relative to the root).
@@ -234,17 +250,8 @@ impl RootFs {
             // missing component from both.
             match std::fs::read_link(&here) {
                 Ok(target) => {
-                    if walk.links.len() >= MAX_LINKS {
-                        return Err(FsError::Loop { path: here });
-                    }
                     done.pop();
-                    if target.is_absolute() {
-                        if !live {
-                            return Err(FsError::Escape { link: here, target });
-                        }
-                        done.clear();
-                    }
-                    walk.follow(here, target);
+                    self.enter_link(&mut walk, &mut done, here, target)?;
                 }
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                     known.insert(done.as_os_str().as_bytes().into());
@@ -334,9 +341,7 @@ impl RootFs {
     pub fn is_real_dir(&self, dir: &Path, name: &str) -> bool {
         let mut path = self.path(dir);
         path.push(name);
-        rustix::fs::statat(rustix::fs::CWD, path.as_path(), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(
-            |st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory,
-        )
+        is_dir_at(rustix::fs::CWD, path.as_path())
     }
 
     /// The last component of where the link `rel` points (`driver` -> `nvme`), without
@@ -590,9 +595,7 @@ impl Dir {
 
     /// Is `name` a directory (a link is not followed)?
     pub fn is_dir(&self, name: &str) -> bool {
-        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
-            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
-        })
+        is_dir_at(&self.fd, name)
     }
 
     /// The target of the symlink `name`, if it is one.
@@ -601,6 +604,13 @@ impl Dir {
             .ok()
             .map(|t| PathBuf::from(OsString::from_vec(t.into_bytes())))
     }
+}
+
+/// Is `path` (relative to `dir`) a directory itself, not a link to one (`lstat`)?
+fn is_dir_at(dir: impl rustix::fd::AsFd, path: impl rustix::path::Arg) -> bool {
+    rustix::fs::statat(dir, path, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
+    })
 }
 
 /// A hexadecimal sysfs value (`vendor`, `device`, `class`: `0x8086`), trimmed.

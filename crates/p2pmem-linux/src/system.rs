@@ -257,9 +257,9 @@ impl Reader {
         self.problem(rel, what);
     }
 
-    /// Where a listed function is: its address, its resolved directory and its chain.
-    /// Where the function `name` of `sys/bus/pci/devices` is: its link resolved, read
-    /// relative to `devices` (that directory, open) when given.
+    /// Where the function `name` of `sys/bus/pci/devices` is: its address, its resolved
+    /// directory and its chain. Its link is read relative to `devices` (that directory,
+    /// open) when given.
     fn locate(&mut self, name: &str, devices: Option<&Dir>) -> Option<Located> {
         let link = || format!("{PCI_DEVICES}/{name}");
         let bdf: Bdf = match name.parse() {
@@ -545,7 +545,7 @@ pub fn read_system_scoped(root: &Path, scope: &Scope) -> Result<System, ReadErro
     };
     let want = classes
         .as_ref()
-        .and_then(|c| wanted(&r.fs, &mut located, scope, c));
+        .and_then(|c| wanted(&mut located, scope, c));
     let todo: Vec<Located> = located
         .into_iter()
         .filter(|at| want.as_ref().is_none_or(|w| w.contains(&at.bdf)))

@@ -33,14 +33,14 @@ pub enum Scope {
 }
 
 /// The functions `scope` asks for among `located`, with their bridges and the functions
-/// on the root buses of their host bridges.
+/// on the root buses of their host bridges. When it asks for providers, `located` says
+/// whether each has `p2pmem/` (`read_system_scoped` looks as it locates them).
 pub(super) fn wanted(
-    fs: &RootFs,
     located: &mut [Located],
     scope: &Scope,
     classes: &Classes,
 ) -> Option<HashSet<Bdf>> {
-    let Scope::For { names, providers } = scope else {
+    let Scope::For { names, .. } = scope else {
         return None;
     };
     let mut seeds: HashSet<Bdf> = HashSet::new();
@@ -72,9 +72,6 @@ pub(super) fn wanted(
     let mut decision: HashSet<Bdf> = HashSet::new();
     let mut bridges: HashSet<HostBridgeId> = HashSet::new();
     for l in located.iter_mut() {
-        if *providers && l.has_p2pmem.is_none() {
-            l.has_p2pmem = Some(fs.is_real_dir(&l.dir, "p2pmem"));
-        }
         if seeds.contains(&l.bdf) {
             full.extend(&l.path);
             bridges.insert(l.host_bridge);
