@@ -61,7 +61,12 @@ pub fn read_pci_ids(path: &Path) -> Result<PciIdDb, PciIdsError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut bytes = Vec::new();
+    // Room for the whole file at once (its length as it is now, within the bound): one
+    // read, no copying as the buffer grows.
+    let len = file
+        .metadata()
+        .map_or(0, |m| m.len().min(MAX_PCI_IDS_BYTES));
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1);
     file.take(MAX_PCI_IDS_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
@@ -70,7 +75,7 @@ pub fn read_pci_ids(path: &Path) -> Result<PciIdDb, PciIdsError> {
             path: path.to_path_buf(),
         });
     }
-    let db = PciIdDb::parse(&bytes);
+    let db = PciIdDb::parse_owned(bytes);
     if db.vendor_count() == 0 {
         return Err(PciIdsError::Empty {
             path: path.to_path_buf(),

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Most symlinks followed in one resolution (the kernel's limit is 40).
 pub const MAX_LINKS: usize = 40;
@@ -105,15 +106,70 @@ impl FsError {
 }
 
 /// A root directory that stands for `/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RootFs {
     root: PathBuf,
+    /// The root, open (`O_PATH`): what is below it is looked up from here, without the
+    /// root's own path before it each time. `None` when it does not open (then the
+    /// root's path is walked, and its errors name what is wrong).
+    fd: Option<Arc<OwnedFd>>,
 }
+
+impl PartialEq for RootFs {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+    }
+}
+
+impl Eq for RootFs {}
+
+/// Where a symlink's target is read without allocating (sysfs's longest are some 100
+/// bytes); a longer one is read again into a buffer of its size.
+const LINK_BUF: usize = 256;
 
 impl RootFs {
     /// A root; `/` for the live system.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        let fd = rustix::fs::open(
+            &root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+        .map(Arc::new);
+        Self { root, fd }
+    }
+
+    /// Is `rel` (below the root, resolved) a symbolic link? Its target if so, `None` if
+    /// it is anything else.
+    fn link_at(&self, rel: &Path) -> io::Result<Option<PathBuf>> {
+        let Some(fd) = &self.fd else {
+            return match std::fs::read_link(self.root.join(rel)) {
+                Ok(t) => Ok(Some(t)),
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+        };
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); LINK_BUF];
+        match rustix::fs::readlinkat_raw(fd, rel, &mut buf) {
+            Ok((target, _)) if target.len() < LINK_BUF => {
+                Ok(Some(PathBuf::from(OsStr::from_bytes(target))))
+            }
+            Ok(_) => {
+                let target = rustix::fs::readlinkat(fd, rel, Vec::new())?;
+                Ok(Some(PathBuf::from(OsString::from_vec(target.into_bytes()))))
+            }
+            Err(rustix::io::Errno::INVAL) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The root directory.
@@ -166,6 +222,12 @@ impl RootFs {
         if name.is_empty() || name == "." || name == ".." || name.contains('/') {
             return self.resolve_with(dir.rel.join(name), known);
         }
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); LINK_BUF];
+        if let Ok((target, _)) = rustix::fs::readlinkat_raw(&dir.fd, name, &mut buf) {
+            if let Some(done) = self.lexically(&dir.rel, target, known) {
+                return Ok(done);
+            }
+        }
         let here = || dir.path.join(name);
         match rustix::fs::readlinkat(&dir.fd, name, Vec::new()) {
             Ok(target) => {
@@ -188,6 +250,40 @@ impl RootFs {
                 source: e.into(),
             }),
         }
+    }
+
+    /// Where the link in `dir` (resolved) to `target` leads, when that is plain: a
+    /// relative target (shorter than [`LINK_BUF`]) whose components are all directories,
+    /// not links, and do not climb above the root. The same answer as the walk, which
+    /// names what is wrong when it is not plain (`None` here).
+    fn lexically(&self, dir: &Path, target: &[u8], known: &mut KnownDirs) -> Option<PathBuf> {
+        if target.first() == Some(&b'/') || target.len() >= LINK_BUF {
+            return None;
+        }
+        let mut done = dir.to_path_buf();
+        for c in target.split(|&b| b == b'/') {
+            match c {
+                b"" | b"." => {}
+                b".." => {
+                    if !done.pop() {
+                        return None;
+                    }
+                }
+                _ => {
+                    done.push(OsStr::from_bytes(c));
+                    if known.contains(done.as_os_str().as_bytes()) {
+                        continue;
+                    }
+                    match self.link_at(&done) {
+                        Ok(None) => {
+                            known.insert(done.as_os_str().as_bytes().into());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+        }
+        Some(done)
     }
 
     /// The link `here` (full path), found at `done` (its directory, resolved), leads to
@@ -245,18 +341,19 @@ impl RootFs {
             if known.contains(done.as_os_str().as_bytes()) {
                 continue;
             }
-            let here = self.root.join(&done);
             // One readlink tells a link (its target) from anything else (EINVAL), and a
             // missing component from both.
-            match std::fs::read_link(&here) {
-                Ok(target) => {
+            match self.link_at(&done) {
+                Ok(Some(target)) => {
+                    let here = self.root.join(&done);
                     done.pop();
                     self.enter_link(&mut walk, &mut done, here, target)?;
                 }
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                Ok(None) => {
                     known.insert(done.as_os_str().as_bytes().into());
                 }
                 Err(source) => {
+                    let here = self.root.join(&done);
                     // Name the link the missing part came from, if any.
                     return Err(match from {
                         Some(i) => {
@@ -339,9 +436,10 @@ impl RootFs {
     /// Is `name` in `dir`, a directory already resolved, a directory itself (not a link
     /// to one), as [`Dir::is_dir`] has it? One `lstat`: `dir` holds no links.
     pub fn is_real_dir(&self, dir: &Path, name: &str) -> bool {
-        let mut path = self.path(dir);
-        path.push(name);
-        is_dir_at(rustix::fs::CWD, path.as_path())
+        match &self.fd {
+            Some(fd) => is_dir_at(fd, dir.join(name).as_path()),
+            None => is_dir_at(rustix::fs::CWD, self.path(dir).join(name).as_path()),
+        }
     }
 
     /// The last component of where the link `rel` points (`driver` -> `nvme`), without
@@ -417,11 +515,14 @@ impl RootFs {
     pub fn open_dir(&self, rel: impl AsRef<Path>) -> Result<Dir, FsError> {
         let rel = rel.as_ref().to_path_buf();
         let path = self.path(&rel);
-        let fd = rustix::fs::open(
-            &path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let below = rel.strip_prefix("/").unwrap_or(&rel);
+        let fd = match &self.fd {
+            Some(root) if !below.as_os_str().is_empty() => {
+                rustix::fs::openat(root, below, flags, Mode::empty())
+            }
+            _ => rustix::fs::open(&path, flags, Mode::empty()),
+        }
         .map_err(|e| FsError::Io {
             path: path.clone(),
             what: "cannot open",
@@ -504,24 +605,46 @@ impl Dir {
     fn read_file(
         &self,
         name: &str,
-        mut file: File,
+        file: File,
         hint: usize,
         bound: Bound,
     ) -> Result<Vec<u8>, FsError> {
+        let mut bytes = Vec::new();
+        let len = self.read_file_into(name, file, hint, bound, &mut bytes)?;
+        bytes.truncate(len);
+        Ok(bytes)
+    }
+
+    /// [`Dir::read_file`] into the start of `bytes`, returning the length read. What lies
+    /// past it is left as it was, and so is the memory: the 4 KiB config spaces of 4,096
+    /// functions read into one buffer touch no new pages and clear none.
+    fn read_file_into(
+        &self,
+        name: &str,
+        mut file: File,
+        hint: usize,
+        bound: Bound,
+        bytes: &mut Vec<u8>,
+    ) -> Result<usize, FsError> {
         let max = usize::try_from(bound.max).unwrap_or(usize::MAX);
-        let mut bytes = vec![0u8; hint.max(64).min(max.saturating_add(1))];
+        // What this read may fill: the hint, then twice as much, up to one byte past the
+        // bound.
+        let mut window = hint.max(64).min(max.saturating_add(1));
         let mut len = 0;
         loop {
-            if len == bytes.len() {
+            if len == window {
                 if len > max {
                     return Err(FsError::TooLarge {
                         path: self.path.join(name),
                         bound,
                     });
                 }
-                bytes.resize((2 * len).min(max.saturating_add(1)).max(len + 1), 0);
+                window = (2 * len).min(max.saturating_add(1)).max(len + 1);
             }
-            match file.read(&mut bytes[len..]) {
+            if bytes.len() < window {
+                bytes.resize(window, 0);
+            }
+            match file.read(&mut bytes[len..window]) {
                 Ok(0) => break,
                 Ok(n) => {
                     len += n;
@@ -531,7 +654,7 @@ impl Dir {
                             bound,
                         });
                     }
-                    if len < bytes.len() {
+                    if len < window {
                         break;
                     }
                 }
@@ -545,8 +668,7 @@ impl Dir {
                 }
             }
         }
-        bytes.truncate(len);
-        Ok(bytes)
+        Ok(len)
     }
 
     /// Read a whole sysfs attribute (at most a page).
@@ -559,18 +681,21 @@ impl Dir {
 
     /// Read a whole `config` file (at most the 4 KiB of PCIe config space) and the length
     /// its metadata gives (what sysfs exposes, which an unprivileged read may cut short).
-    pub fn read_with_len(&self, name: &str) -> Result<(Vec<u8>, u64), FsError> {
+    /// It is read into the start of `bytes`, a buffer kept from one function to the
+    /// next: the bytes read are `bytes[..n]` for the `n` returned with the length.
+    pub fn read_with_len(&self, name: &str, bytes: &mut Vec<u8>) -> Result<(usize, u64), FsError> {
         let (file, len) = match self.open(name)? {
             Opened::File(file, len) => (file, len),
             Opened::Link => {
                 let rel = self.rel.join(name);
-                let bytes = self.fs.read(&rel, limits::CONFIG_SPACE)?;
-                return Ok((bytes, self.fs.len(&rel)?));
+                *bytes = self.fs.read(&rel, limits::CONFIG_SPACE)?;
+                return Ok((bytes.len(), self.fs.len(&rel)?));
             }
         };
         // One more byte than the length, so that the read that finds the end is the second.
         let hint = usize::try_from(len).unwrap_or(0).clamp(63, 1 << 16) + 1;
-        Ok((self.read_file(name, file, hint, limits::CONFIG_SPACE)?, len))
+        let n = self.read_file_into(name, file, hint, limits::CONFIG_SPACE, bytes)?;
+        Ok((n, len))
     }
 
     /// Parse a hex sysfs value like `0x8086`.
@@ -770,16 +895,45 @@ mod tests {
             dev("dots"),
         )
         .unwrap();
+        // A link at the end of the way, one on it, a file on it and at its end, a
+        // target too long to read at once.
+        symlink("0000:00:04.0", r.path("sys/devices/pci0000:00/last")).unwrap();
+        symlink("../devices/pci0000:00", r.path("sys/middle")).unwrap();
+        std::fs::write(r.path("sys/devices/pci0000:00/file"), "x").unwrap();
+        symlink("../../../devices/pci0000:00/last", dev("to_last")).unwrap();
+        symlink("../../../middle/0000:00:04.0", dev("via_middle")).unwrap();
+        symlink("../../../devices/pci0000:00/file", dev("to_file")).unwrap();
+        symlink("../../../devices/pci0000:00/file/x", dev("through_file")).unwrap();
+        let long = format!(
+            "../../..{}/devices/pci0000:00/0000:00:04.0",
+            "/.".repeat(150)
+        );
+        symlink(&long, dev("long")).unwrap();
         let dir = r
             .open_dir(r.resolve("sys/bus/pci/devices").unwrap())
             .unwrap();
         let names = [
-            "plain", "inside", "absolute", "climbs", "dangling", "loop1", "chained", "dots",
-            "missing", "..", ".",
+            "plain",
+            "inside",
+            "absolute",
+            "climbs",
+            "dangling",
+            "loop1",
+            "chained",
+            "dots",
+            "missing",
+            "..",
+            ".",
+            "to_last",
+            "via_middle",
+            "to_file",
+            "through_file",
+            "long",
         ];
         let mut known_in = KnownDirs::default();
         let mut known_long = KnownDirs::default();
-        for name in names {
+        // Twice: the second time with what the first found known.
+        for name in names.iter().chain(&names) {
             let rel = format!("sys/bus/pci/devices/{name}");
             let long = r.resolve_with(&rel, &mut known_long);
             let short = r.resolve_in(&dir, name, &mut known_in);

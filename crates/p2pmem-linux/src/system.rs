@@ -176,6 +176,8 @@ struct Reader {
     known_dirs: crate::rootfs::KnownDirs,
     /// Functions whose config space was cut short ([`System::truncated_config`]).
     truncated: Vec<Bdf>,
+    /// Where config space is read, one function after the other.
+    config_buf: Vec<u8>,
     /// An imported capture: functions whose config space the source showed only in part
     /// (their 4096 bytes are exposed, fewer known), and p2pmem sizes may be unknown.
     imported: Option<Imported>,
@@ -207,6 +209,7 @@ impl Reader {
             problems: Vec::new(),
             known_dirs: crate::rootfs::KnownDirs::default(),
             truncated: Vec::new(),
+            config_buf: Vec::new(),
             imported,
         }
     }
@@ -355,7 +358,7 @@ impl Reader {
     }
 
     fn config(&mut self, d: &Dir, bdf: Bdf) -> Option<ConfigSpace> {
-        let (bytes, exposed) = match d.read_with_len("config") {
+        let (read, exposed) = match d.read_with_len("config", &mut self.config_buf) {
             Ok(b) => b,
             Err(e) => {
                 self.fs_problem(&e);
@@ -368,7 +371,8 @@ impl Reader {
             Some(i) if i.extended_unknown.contains(&bdf) => exposed.max(4096),
             _ => exposed,
         };
-        match ConfigSpace::new(bytes, exposed as usize) {
+        let bytes = self.config_buf.get(..read).unwrap_or_default();
+        match ConfigSpace::from_read(bytes, exposed as usize) {
             Ok(cs) => {
                 if cs.is_truncated() || cs.exposed_len() <= 64 {
                     self.truncated.push(bdf);

@@ -72,6 +72,30 @@ impl Bdf {
     }
 }
 
+impl Bdf {
+    /// The kernel's own form (`pci_name`: `%04x:%02x:%02x.%d`, 12 bytes), read without
+    /// splitting: sysfs names 4,096 functions and their paths this way. `None` for
+    /// anything else, which [`str::parse`] then reads the long way.
+    fn from_kernel_form(b: &[u8]) -> Option<Bdf> {
+        let &[d0, d1, d2, d3, b':', b0, b1, b':', v0, v1, b'.', f] = b else {
+            return None;
+        };
+        let hex = |c: u8| char::from(c).to_digit(16);
+        let domain = [d0, d1, d2, d3]
+            .iter()
+            .try_fold(0u32, |a, &c| Some(a << 4 | hex(c)?))?;
+        let bus = hex(b0)? << 4 | hex(b1)?;
+        let device = hex(v0)? << 4 | hex(v1)?;
+        let function = hex(f)?;
+        (device <= 31 && function <= 7).then_some(Bdf {
+            domain,
+            bus: bus as u8,
+            device: device as u8,
+            function: function as u8,
+        })
+    }
+}
+
 fn hex_field(
     input: &str,
     field: &'static str,
@@ -101,6 +125,16 @@ impl FromStr for Bdf {
     type Err = BdfError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        match Self::from_kernel_form(input.as_bytes()) {
+            Some(b) => Ok(b),
+            None => Self::parse_any_form(input),
+        }
+    }
+}
+
+impl Bdf {
+    /// Every form [`str::parse`] takes, field by field, with errors that say which field.
+    fn parse_any_form(input: &str) -> Result<Self, BdfError> {
         let shape = || BdfError::Shape {
             input: input.to_string(),
         };
@@ -274,6 +308,23 @@ mod tests {
         fn display_parse_roundtrip(domain in 0u32..0x10000, bus: u8, device in 0u8..32, function in 0u8..8) {
             let b = Bdf::new(domain, bus, device, function).unwrap();
             prop_assert_eq!(b.to_string().parse::<Bdf>().unwrap(), b);
+        }
+
+        #[test]
+        fn the_kernel_form_reads_as_the_long_way(
+            d in "[0-9a-fA-F+g ]{4}", b in "[0-9a-fA-F+g ]{2}", v in "[0-9a-fA-F+g ]{2}",
+            f in "[0-9a-fA-F+g ]", seps in "[:.]{3}",
+        ) {
+            let sep: Vec<char> = seps.chars().collect();
+            let s = format!("{d}{}{b}{}{v}{}{f}", sep[0], sep[1], sep[2]);
+            let fast = Bdf::from_kernel_form(s.as_bytes());
+            if let Some(bdf) = fast {
+                prop_assert_eq!(Bdf::parse_any_form(&s).ok(), Some(bdf));
+            }
+            // And it takes what the long way takes in that shape.
+            if sep == [':', ':', '.'] {
+                prop_assert_eq!(fast, Bdf::parse_any_form(&s).ok());
+            }
         }
 
         #[test]

@@ -151,7 +151,12 @@ impl<T> Default for Walk<T> {
 /// A function's configuration space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigSpace {
+    /// What was read, without its trailing zero bytes: most of a 4 KiB extended space
+    /// is zero (a QEMU NVMe controller's last non-zero byte is at 0xa6), and a
+    /// 4,096-function fabric keeps a tenth of the memory.
     bytes: Vec<u8>,
+    /// How many bytes were read.
+    read_len: usize,
     exposed_len: usize,
 }
 
@@ -160,21 +165,39 @@ impl ConfigSpace {
     /// file size: 4096, 256, or 64 for some devices). An `exposed_len` smaller than what
     /// was read is raised to it.
     pub fn new(bytes: Vec<u8>, exposed_len: usize) -> Result<Self, ConfigError> {
+        Self::from_read(&bytes, exposed_len)
+    }
+
+    /// [`ConfigSpace::new`] from a borrowed read (a buffer the reader keeps for the next
+    /// function): only the bytes up to the last non-zero one are kept.
+    pub fn from_read(bytes: &[u8], exposed_len: usize) -> Result<Self, ConfigError> {
         if bytes.len() < 64 {
             return Err(ConfigError::TooShort { len: bytes.len() });
         }
-        let exposed_len = exposed_len.max(bytes.len());
-        Ok(Self { bytes, exposed_len })
+        // The zero tail, 16 bytes at a time (a byte at a time, 4 KiB of zeros cost as
+        // much as the rest of reading a function).
+        let mut kept = bytes.len();
+        while kept >= 16 && bytes.get(kept - 16..kept) == Some(&[0u8; 16][..]) {
+            kept -= 16;
+        }
+        while kept > 0 && bytes.get(kept - 1) == Some(&0) {
+            kept -= 1;
+        }
+        Ok(Self {
+            bytes: bytes.get(..kept).unwrap_or(bytes).to_vec(),
+            read_len: bytes.len(),
+            exposed_len: exposed_len.max(bytes.len()),
+        })
     }
 
     /// Config space where what was read is all there is.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::new(bytes.to_vec(), bytes.len())
+        Self::from_read(bytes, bytes.len())
     }
 
     /// Bytes actually read.
     pub fn readable_len(&self) -> usize {
-        self.bytes.len()
+        self.read_len
     }
 
     /// Bytes the kernel exposes (may exceed what an unprivileged reader got).
@@ -184,21 +207,31 @@ impl ConfigSpace {
 
     /// Was the read cut short (unprivileged)?
     pub fn is_truncated(&self) -> bool {
-        self.bytes.len() < self.exposed_len
+        self.read_len < self.exposed_len
+    }
+
+    /// `N` bytes at `off`, if they were read (past the kept bytes, zero).
+    fn at<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        if off.checked_add(N)? > self.read_len {
+            return None;
+        }
+        let mut b = [0u8; N];
+        for (i, v) in b.iter_mut().enumerate() {
+            *v = self.bytes.get(off + i).copied().unwrap_or(0);
+        }
+        Some(b)
     }
 
     fn u8_at(&self, off: usize) -> Option<u8> {
-        self.bytes.get(off).copied()
+        self.at::<1>(off).map(|[b]| b)
     }
 
     fn u16_at(&self, off: usize) -> Option<u16> {
-        let b = self.bytes.get(off..off + 2)?;
-        Some(u16::from_le_bytes([b[0], b[1]]))
+        self.at(off).map(u16::from_le_bytes)
     }
 
     fn u32_at(&self, off: usize) -> Option<u32> {
-        let b = self.bytes.get(off..off + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.at(off).map(u32::from_le_bytes)
     }
 
     /// Vendor ID.
@@ -341,7 +374,7 @@ impl ConfigSpace {
         if self.exposed_len <= 0x100 {
             return AcsState::Absent;
         }
-        if self.bytes.len() <= 0x100 {
+        if self.read_len <= 0x100 {
             return AcsState::Unknown {
                 reason: AcsUnknown::ConfigTruncated,
             };
@@ -492,6 +525,29 @@ pub(crate) mod tests {
                 prop_assert!(e.caps.len() <= MAX_EXT_CAPS);
                 let _ = cs.acs();
                 let _ = cs.port_type();
+            }
+        }
+
+        /// Kept without its zero tail, config space reads as the bytes read: every
+        /// register at every offset, and none past the end.
+        #[test]
+        fn the_zero_tail_reads_as_read(
+            head in proptest::collection::vec(any::<u8>(), 0..300),
+            zeros in 0usize..400,
+            exposed in 0usize..5000,
+        ) {
+            let mut bytes = head;
+            bytes.resize(bytes.len() + zeros, 0);
+            if let Ok(cs) = ConfigSpace::new(bytes.clone(), exposed) {
+                prop_assert_eq!(cs.readable_len(), bytes.len());
+                prop_assert_eq!(cs.is_truncated(), bytes.len() < exposed);
+                for off in 0..bytes.len() + 8 {
+                    prop_assert_eq!(cs.u8_at(off), bytes.get(off).copied());
+                    let w = bytes.get(off..off + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+                    prop_assert_eq!(cs.u16_at(off), w);
+                    let d = bytes.get(off..off + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    prop_assert_eq!(cs.u32_at(off), d);
+                }
             }
         }
     }

@@ -7,31 +7,37 @@
 //! programming interfaces. `#` starts a comment. The parser takes bytes (never a path),
 //! skips what it does not understand and never panics; the caller bounds the size.
 
-use std::collections::HashMap;
-
-/// A vendor's name and its devices' names.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Vendor {
-    name: String,
-    devices: HashMap<u16, String>,
-}
-
-/// A class's name and its subclasses' names.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Class {
-    name: String,
-    subclasses: HashMap<u8, String>,
-}
+use rustc_hash::FxHashMap;
+use std::ops::Range;
+use std::sync::OnceLock;
 
 /// A parsed `pci.ids`: only what p2pmem shows (vendors, devices, classes, subclasses).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The names stay in the file's text, which the tables index, and a vendor's device
+/// lines are read the first time one of its devices is asked for: of a file's 18,000
+/// device lines, a `find` over a 4,096-function fabric of one make reads a few.
+#[derive(Debug, Clone, Default)]
 pub struct PciIdDb {
-    vendors: HashMap<u16, Vendor>,
-    classes: HashMap<u8, Class>,
+    /// The whole file, invalid UTF-8 replaced.
+    text: String,
+    vendors: FxHashMap<u16, Vendor>,
+    classes: FxHashMap<u8, Range<usize>>,
+    /// By class (high 8 bits) and subclass.
+    subclasses: FxHashMap<u16, Range<usize>>,
     /// The `# Version: ...` line of the file header, when present.
     version: Option<String>,
-    /// Lines that were neither comments, blank nor understood.
+    /// Lines outside vendors' sections that were neither comments, blank nor understood.
     skipped: usize,
+}
+
+/// A vendor: where its name is, and where the lines of its devices are.
+#[derive(Debug, Clone, Default)]
+struct Vendor {
+    name: Range<usize>,
+    /// The text of each section it heads, after its line (a vendor named twice heads two).
+    sections: Vec<Range<usize>>,
+    /// Its devices, read from `sections` when first asked for, with the number of lines
+    /// there not understood.
+    devices: OnceLock<(FxHashMap<u16, Range<usize>>, usize)>,
 }
 
 /// Which section the parser is in.
@@ -39,7 +45,8 @@ pub struct PciIdDb {
 enum Section {
     /// Before the first vendor line, or after a line that closed the previous entry.
     None,
-    Vendor(u16),
+    /// A vendor's, its device lines from this byte on.
+    Vendor(u16, usize),
     Class(u8),
     /// A vendor-like top-level section p2pmem does not use (e.g. `C` never reached).
     Ignored,
@@ -53,30 +60,61 @@ fn hex_u16(s: &str, digits: usize) -> Option<u16> {
     u16::from_str_radix(s, 16).ok()
 }
 
-/// Split `"1b36  Red Hat, Inc."` into id and name (the name is trimmed; empty is refused).
-fn id_and_name(s: &str, digits: usize) -> Option<(u16, String)> {
+/// Split `"1b36  Red Hat, Inc."` (found at byte `at` of the text) into the id and where
+/// the name is (trimmed; empty is refused).
+fn id_and_name(s: &str, at: usize, digits: usize) -> Option<(u16, Range<usize>)> {
     let id = s.get(..digits)?;
     let rest = s.get(digits..)?;
     if !rest.starts_with(char::is_whitespace) {
         return None;
     }
+    let start = at + s.len() - rest.trim_start().len();
     let name = rest.trim();
     if name.is_empty() {
         return None;
     }
-    Some((hex_u16(id, digits)?, name.to_string()))
+    Some((hex_u16(id, digits)?, start..start + name.len()))
+}
+
+/// The lines of `text` in `range` (which starts at a line), each with where it starts and
+/// without its `\n`; trailing `\r` and spaces trimmed, blank lines left out.
+fn lines(text: &str, range: Range<usize>) -> impl Iterator<Item = (usize, &str)> {
+    let part = text.get(range.clone()).unwrap_or("");
+    let ends = memchr::memchr_iter(b'\n', part.as_bytes()).chain([part.len()]);
+    let mut at = 0;
+    ends.filter_map(move |end| {
+        let line = part.get(at..end).unwrap_or("");
+        let start = range.start + at;
+        at = end + 1;
+        let line = line.trim_end_matches(['\r', ' ']);
+        (!line.is_empty()).then_some((start, line))
+    })
 }
 
 impl PciIdDb {
     /// Parse the text of a `pci.ids` file. Unknown or malformed lines are counted in
     /// [`PciIdDb::skipped`] and otherwise ignored; invalid UTF-8 is replaced.
     pub fn parse(bytes: &[u8]) -> PciIdDb {
+        Self::parse_owned(bytes.to_vec())
+    }
+
+    /// [`PciIdDb::parse`], keeping `bytes` as the text the names are read from (no copy
+    /// of a valid file).
+    pub fn parse_owned(bytes: Vec<u8>) -> PciIdDb {
+        // Replacing invalid UTF-8 in the whole text or a line at a time is the same: a
+        // `\n` is never part of a UTF-8 sequence.
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
         let mut db = PciIdDb::default();
         let mut section = Section::None;
-        for raw in bytes.split(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(raw);
-            let line = line.trim_end_matches(['\r', ' ']);
-            if line.is_empty() {
+        for (at, line) in lines(&text, 0..text.len()) {
+            // Most lines are a vendor's devices and their subsystems: looked at later.
+            if line.starts_with('\t')
+                && (matches!(section, Section::Vendor(..) | Section::Ignored)
+                    || line.starts_with("\t\t"))
+            {
                 continue;
             }
             if let Some(comment) = line.strip_prefix('#') {
@@ -92,40 +130,27 @@ impl PciIdDb {
                 continue;
             }
             if let Some(rest) = line.strip_prefix('\t') {
-                let ok = match section {
-                    Section::Vendor(v) => match id_and_name(rest, 4) {
-                        Some((d, name)) => {
-                            if let Some(vendor) = db.vendors.get_mut(&v) {
-                                vendor.devices.insert(d, name);
-                            }
-                            true
-                        }
-                        None => false,
-                    },
-                    Section::Class(c) => match id_and_name(rest, 2) {
-                        Some((s, name)) => {
-                            if let (Some(class), Ok(s)) = (db.classes.get_mut(&c), u8::try_from(s))
-                            {
-                                class.subclasses.insert(s, name);
-                            }
-                            true
-                        }
-                        None => false,
-                    },
-                    Section::Ignored => true,
-                    Section::None => false,
-                };
-                if !ok {
-                    db.skipped += 1;
+                // A subclass in a class's section; before any section, not understood.
+                match (section, id_and_name(rest, at + 1, 2)) {
+                    (Section::Class(c), Some((s, name))) => {
+                        db.subclasses.insert(u16::from(c) << 8 | s, name);
+                    }
+                    _ => db.skipped += 1,
                 }
                 continue;
             }
+            // A top-level line ends the vendor's section.
+            if let Section::Vendor(v, from) = section {
+                if let Some(vendor) = db.vendors.get_mut(&v) {
+                    vendor.sections.push(from..at);
+                }
+            }
             if let Some(rest) = line.strip_prefix("C ") {
-                section = match id_and_name(rest, 2)
+                section = match id_and_name(rest, at + 2, 2)
                     .and_then(|(c, n)| Some((u8::try_from(c).ok()?, n)))
                 {
                     Some((c, name)) => {
-                        db.classes.entry(c).or_default().name = name;
+                        db.classes.insert(c, name);
                         Section::Class(c)
                     }
                     None => {
@@ -135,10 +160,12 @@ impl PciIdDb {
                 };
                 continue;
             }
-            section = match id_and_name(line, 4) {
+            section = match id_and_name(line, at, 4) {
+                // Its section starts right after the name: what is left of the line
+                // was trimmed off, and reads as blank.
                 Some((v, name)) => {
                     db.vendors.entry(v).or_default().name = name;
-                    Section::Vendor(v)
+                    Section::Vendor(v, at + line.len())
                 }
                 // Other top-level sections (e.g. `X` for the unknown-vendor block of
                 // some files) are skipped with their indented lines.
@@ -149,21 +176,55 @@ impl PciIdDb {
                 }
             };
         }
+        if let Section::Vendor(v, from) = section {
+            if let Some(vendor) = db.vendors.get_mut(&v) {
+                vendor.sections.push(from..text.len());
+            }
+        }
+        db.text = text;
         db
+    }
+
+    /// The devices of `vendor`, read from its sections the first time.
+    fn devices<'a>(&'a self, vendor: &'a Vendor) -> &'a (FxHashMap<u16, Range<usize>>, usize) {
+        vendor.devices.get_or_init(|| {
+            let mut devices = FxHashMap::default();
+            let mut skipped = 0;
+            for section in &vendor.sections {
+                for (at, line) in lines(&self.text, section.clone()) {
+                    // Comments (and blank lines) may stand among a vendor's devices;
+                    // subsystems are not shown.
+                    if line.starts_with('#') || line.starts_with("\t\t") {
+                        continue;
+                    }
+                    match line
+                        .strip_prefix('\t')
+                        .and_then(|rest| id_and_name(rest, at + 1, 4))
+                    {
+                        Some((d, name)) => {
+                            devices.insert(d, name);
+                        }
+                        None => skipped += 1,
+                    }
+                }
+            }
+            (devices, skipped)
+        })
+    }
+
+    fn name(&self, at: Option<&Range<usize>>) -> Option<&str> {
+        self.text.get(at?.clone())
     }
 
     /// The vendor's name (`Red Hat, Inc.` for 0x1b36).
     pub fn vendor(&self, vendor: u16) -> Option<&str> {
-        self.vendors.get(&vendor).map(|v| v.name.as_str())
+        self.name(self.vendors.get(&vendor).map(|v| &v.name))
     }
 
     /// The device's name (`QEMU NVM Express Controller` for 1b36:0010).
     pub fn device(&self, vendor: u16, device: u16) -> Option<&str> {
-        self.vendors
-            .get(&vendor)?
-            .devices
-            .get(&device)
-            .map(String::as_str)
+        let vendor = self.vendors.get(&vendor)?;
+        self.name(self.devices(vendor).0.get(&device))
     }
 
     /// The name of a class code's subclass, else its class (`Non-Volatile memory
@@ -171,13 +232,10 @@ impl PciIdDb {
     pub fn class(&self, class_code: u32) -> Option<&str> {
         let [_, base, sub, _] = class_code.to_be_bytes();
         let class = self.classes.get(&base)?;
-        Some(
-            class
-                .subclasses
-                .get(&sub)
-                .map(String::as_str)
-                .unwrap_or(class.name.as_str()),
-        )
+        let sub = self
+            .subclasses
+            .get(&(u16::from(base) << 8 | u16::from(sub)));
+        self.name(Some(sub.unwrap_or(class)))
     }
 
     /// The file's `# Version:` header, when it has one.
@@ -190,9 +248,15 @@ impl PciIdDb {
         self.vendors.len()
     }
 
-    /// Lines that were not understood (a sign of a damaged file when large).
+    /// Lines that were not understood (a sign of a damaged file when large). Reads every
+    /// vendor's devices.
     pub fn skipped(&self) -> usize {
         self.skipped
+            + self
+                .vendors
+                .values()
+                .map(|v| self.devices(v).1)
+                .sum::<usize>()
     }
 }
 
@@ -256,7 +320,146 @@ C 06  Bridge\n\
         assert_eq!(db.device(0x1b36, 0x0010), Some("N\u{fffd}"));
     }
 
+    /// The parser as it was before the names stayed in the text (a `String` per name,
+    /// a line converted at a time): the new one must answer as it did.
+    mod reference {
+        use std::collections::HashMap;
+
+        #[derive(Default)]
+        pub struct Db {
+            pub vendors: HashMap<u16, (String, HashMap<u16, String>)>,
+            pub classes: HashMap<u8, (String, HashMap<u8, String>)>,
+            pub version: Option<String>,
+            pub skipped: usize,
+        }
+
+        fn hex(s: &str, digits: usize) -> Option<u16> {
+            if s.len() != digits || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            u16::from_str_radix(s, 16).ok()
+        }
+
+        fn id_and_name(s: &str, digits: usize) -> Option<(u16, String)> {
+            let rest = s.get(digits..)?;
+            if !rest.starts_with(char::is_whitespace) || rest.trim().is_empty() {
+                return None;
+            }
+            Some((hex(s.get(..digits)?, digits)?, rest.trim().to_string()))
+        }
+
+        pub fn parse(bytes: &[u8]) -> Db {
+            enum Section {
+                None,
+                Vendor(u16),
+                Class(u8),
+                Ignored,
+            }
+            let mut db = Db::default();
+            let mut section = Section::None;
+            for raw in bytes.split(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(raw);
+                let line = line.trim_end_matches(['\r', ' ']);
+                if line.is_empty() {
+                    continue;
+                }
+                if let Some(comment) = line.strip_prefix('#') {
+                    if db.version.is_none() {
+                        if let Some(v) = comment.trim().strip_prefix("Version:") {
+                            db.version = Some(v.trim().to_string());
+                        }
+                    }
+                    continue;
+                }
+                if line.starts_with("\t\t") {
+                    continue;
+                }
+                if let Some(rest) = line.strip_prefix('\t') {
+                    let ok = match section {
+                        Section::Vendor(v) => id_and_name(rest, 4)
+                            .map(|(d, n)| db.vendors.entry(v).or_default().1.insert(d, n))
+                            .is_some(),
+                        Section::Class(c) => id_and_name(rest, 2)
+                            .and_then(|(s, n)| Some((u8::try_from(s).ok()?, n)))
+                            .map(|(s, n)| db.classes.entry(c).or_default().1.insert(s, n))
+                            .is_some(),
+                        Section::Ignored => true,
+                        Section::None => false,
+                    };
+                    db.skipped += usize::from(!ok);
+                    continue;
+                }
+                if let Some(rest) = line.strip_prefix("C ") {
+                    section = match id_and_name(rest, 2)
+                        .and_then(|(c, n)| Some((u8::try_from(c).ok()?, n)))
+                    {
+                        Some((c, n)) => {
+                            db.classes.entry(c).or_default().0 = n;
+                            Section::Class(c)
+                        }
+                        None => {
+                            db.skipped += 1;
+                            Section::None
+                        }
+                    };
+                    continue;
+                }
+                section = match id_and_name(line, 4) {
+                    Some((v, n)) => {
+                        db.vendors.entry(v).or_default().0 = n;
+                        Section::Vendor(v)
+                    }
+                    None if line.as_bytes().get(1) == Some(&b' ') => Section::Ignored,
+                    None => {
+                        db.skipped += 1;
+                        Section::None
+                    }
+                };
+            }
+            db
+        }
+    }
+
+    /// Every answer of `db` for the IDs that `text` could name is the reference's.
+    fn answers_as_the_reference(bytes: &[u8]) {
+        let db = PciIdDb::parse(bytes);
+        let old = reference::parse(bytes);
+        assert_eq!(db.vendor_count(), old.vendors.len());
+        assert_eq!(db.version(), old.version.as_deref());
+        assert_eq!(db.skipped(), old.skipped);
+        for (v, (name, devices)) in &old.vendors {
+            assert_eq!(db.vendor(*v), Some(name.as_str()));
+            for (d, name) in devices {
+                assert_eq!(db.device(*v, *d), Some(name.as_str()));
+            }
+        }
+        for (c, (name, subs)) in &old.classes {
+            for sub in 0..=255u8 {
+                let code = u32::from_be_bytes([0, *c, sub, 0]);
+                let want = subs.get(&sub).unwrap_or(name);
+                assert_eq!(db.class(code), Some(want.as_str()));
+            }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn answers_as_the_line_at_a_time_parser(lines in proptest::collection::vec(
+            proptest::sample::select(vec!["1b36  Red Hat, Inc.", "1b36  Renamed", "\t0010  NVMe",
+                "\t0010  Again ", "\t0011\u{a0} nbsp", "\t\t1af4 1100  Sub", "C 01  Mass", "\t08  NVM",
+                "C 01  Renamed", "\t08\t tab", "#", "# Version: 2025.07.11", "#Version:x", "", "\t",
+                "C ", "ffff", "\tffff  ", "C 0g  x", "X 1  y", "8086  Intel\r", "\tabcd  \u{e9}t\u{e9}",
+                "\tabc\u{e9}  multi", "\u{e9}abc  vendor", "12345  long", "\t00ff  \u{fffd}",
+                "8086 ", "  8086  lead"]), 0..64)) {
+            answers_as_the_reference(lines.join("\n").as_bytes());
+        }
+
+        #[test]
+        fn answers_as_the_reference_on_any_bytes(bytes in proptest::collection::vec(
+            proptest::sample::select(b"0123456789abcdefC \t\n\r#Vx\xc3\xa9\xff".to_vec()), 0..512)) {
+            answers_as_the_reference(&bytes);
+        }
+
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
             let _ = PciIdDb::parse(&bytes);

@@ -6,7 +6,7 @@ use super::{driver_of, Classes, Located, Reader, System};
 use crate::rootfs::RootFs;
 use p2pmem_model::topology::P2pmemInfo;
 use p2pmem_model::{Bdf, HostBridgeId};
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 
 /// Which PCI functions [`read_system_scoped`](crate::system::read_system_scoped) reads in
 /// full. Every function is located either way (its address and upstream chain, from its
@@ -39,11 +39,11 @@ pub(super) fn wanted(
     located: &mut [Located],
     scope: &Scope,
     classes: &Classes,
-) -> Option<HashSet<Bdf>> {
+) -> Option<FxHashSet<Bdf>> {
     let Scope::For { names, .. } = scope else {
         return None;
     };
-    let mut seeds: HashSet<Bdf> = HashSet::new();
+    let mut seeds: FxHashSet<Bdf> = FxHashSet::default();
     for name in names {
         let trimmed = name.trim();
         if let Ok(bdf) = trimmed.parse::<Bdf>() {
@@ -68,9 +68,9 @@ pub(super) fn wanted(
     }
     // In full: the named functions, their bridges and the root buses; for decisions
     // only (no IDs beyond config space): providers and their bridges.
-    let mut full: HashSet<Bdf> = HashSet::new();
-    let mut decision: HashSet<Bdf> = HashSet::new();
-    let mut bridges: HashSet<HostBridgeId> = HashSet::new();
+    let mut full: FxHashSet<Bdf> = FxHashSet::default();
+    let mut decision: FxHashSet<Bdf> = FxHashSet::default();
+    let mut bridges: FxHashSet<HostBridgeId> = FxHashSet::default();
     for l in located.iter_mut() {
         if seeds.contains(&l.bdf) {
             full.extend(&l.path);

@@ -12,7 +12,7 @@
 use super::{rule_h, DecideError, MapType, PairVerdict, Rules};
 use crate::bdf::{Bdf, HostBridgeId};
 use crate::topology::Topology;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 /// What the kernel decides for one pair, without the reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,7 +54,7 @@ pub struct PairIndex<'t> {
     topo: &'t Topology,
     rules: &'t Rules,
     /// Each function's number, and each address on a path that is not a function.
-    number: HashMap<Bdf, u32>,
+    number: FxHashMap<Bdf, u32>,
     /// The functions by number.
     bdfs: Vec<Bdf>,
     /// Per function: its chain (itself first, up to the root bus) as node numbers, in
@@ -77,7 +77,7 @@ pub struct PairIndex<'t> {
 impl<'t> PairIndex<'t> {
     /// Index `topo` for decisions under `rules`.
     pub fn new(topo: &'t Topology, rules: &'t Rules) -> Self {
-        let mut number: HashMap<Bdf, u32> = HashMap::new();
+        let mut number: FxHashMap<Bdf, u32> = FxHashMap::default();
         let mut acs = Vec::new();
         let mut bdfs = Vec::new();
         for f in topo.functions() {
