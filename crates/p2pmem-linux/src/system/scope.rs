@@ -17,13 +17,15 @@ pub enum Scope {
     #[default]
     All,
     /// What deciding for some functions needs: the functions these names stand for (as
-    /// [`crate::resolve::resolve_client`] reads them) and, with `providers`, every
-    /// function with `p2pmem/`; with each, the bridges above it and the functions on
-    /// the root bus of its host bridge (where the whitelist finds its representative).
-    /// Every P2PDMA decision among those functions is the one the full read gives;
-    /// problems with the files of other functions go unreported. Providers and their
-    /// bridges that no name asked for are read for decisions only (see
-    /// [`System::ids_from_config`]).
+    /// [`crate::resolve::resolve_client`] reads them), the bridges above them and the
+    /// functions on the root bus of their host bridges (where the whitelist finds its
+    /// representative); with `providers`, also every function with `p2pmem/`, the root
+    /// bus of its host bridge and, when its path meets a named function's, the bridges
+    /// above it (sharing no device with any, a provider maps through the host bridge
+    /// whatever their ACS). Every P2PDMA decision among the named functions and the
+    /// providers is the one the full read gives; problems with the files of other
+    /// functions go unreported. Providers and their bridges that no name asked for are
+    /// read for decisions only (see [`System::ids_from_config`]).
     For {
         /// Names of functions (PCI addresses, block, NVMe or RDMA device names).
         names: Vec<String>,
@@ -67,18 +69,28 @@ pub(super) fn wanted(
         );
     }
     // In full: the named functions, their bridges and the root buses; for decisions
-    // only (no IDs beyond config space): providers and their bridges.
+    // only (no IDs beyond config space): providers and, where a provider's path meets a
+    // named function's, its bridges. The kernel tests ACS on a pair's paths only up to
+    // the device they share (`calc_map_type_and_dist`): a provider whose path shares
+    // none with any named function's maps through the host bridge whatever its
+    // bridges' ACS, and its distance is its path's length, known from where it is.
     let mut full: FxHashSet<Bdf> = FxHashSet::default();
     let mut decision: FxHashSet<Bdf> = FxHashSet::default();
     let mut bridges: FxHashSet<HostBridgeId> = FxHashSet::default();
-    for l in located.iter_mut() {
-        if seeds.contains(&l.bdf) {
-            full.extend(&l.path);
-            bridges.insert(l.host_bridge);
-        } else if l.has_p2pmem == Some(true) {
-            decision.extend(&l.path);
-            bridges.insert(l.host_bridge);
+    for l in located.iter().filter(|l| seeds.contains(&l.bdf)) {
+        full.extend(&l.path);
+        bridges.insert(l.host_bridge);
+    }
+    for l in located.iter() {
+        if seeds.contains(&l.bdf) || l.has_p2pmem != Some(true) {
+            continue;
         }
+        if l.path.iter().any(|b| full.contains(b)) {
+            decision.extend(&l.path);
+        } else {
+            decision.insert(l.bdf);
+        }
+        bridges.insert(l.host_bridge);
     }
     full.extend(
         located

@@ -382,6 +382,48 @@ fn a_large_capture_reads_in_the_listing_order() {
     assert_eq!(providers, want);
 }
 
+/// `find` for clients spread over a fabric (a domain each, two behind one switch, one
+/// alone): the scoped read, which reads a provider's bridges only where its path meets a
+/// client's, decides every provider as the full read does, and reads fewer functions.
+#[test]
+fn a_scoped_find_over_a_fabric_decides_as_the_full_read() {
+    use crate::synth::{self, Shape};
+    use p2pmem_model::select::find;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("cap");
+    let shape = Shape {
+        functions: 700,
+        domains: 3,
+        ports_per_switch: 30,
+    };
+    let made = synth::write(&synth::template_root(), &root, shape).unwrap();
+    let full = read_system(&root).unwrap();
+    let plain = &made.plain_nvme;
+    let domain = |d: u32| plain.iter().copied().find(|b| b.domain == d).unwrap();
+    for clients in [
+        vec![domain(0), domain(1), domain(2)],
+        vec![plain[0], plain[1]],
+        vec![*plain.last().unwrap()],
+    ] {
+        let scope = Scope::For {
+            names: clients.iter().map(Bdf::to_string).collect(),
+            providers: true,
+        };
+        let part = read_system_scoped(&root, &scope).unwrap();
+        let found = find(&part.topology, &part.rules, &clients).unwrap();
+        assert_eq!(
+            found,
+            find(&full.topology, &full.rules, &clients).unwrap(),
+            "{clients:?}"
+        );
+        assert_eq!(found.candidates.len(), made.providers.len());
+        assert!(
+            part.topology.functions().count() < full.topology.functions().count(),
+            "{clients:?}"
+        );
+    }
+}
+
 /// A `p2pmem` that is a link (to another function's `p2pmem/`, inside the root) makes
 /// no provider: the full read does not follow it, and neither does a scoped `find`'s
 /// look for providers (which once did, and then read the linked `published`).
