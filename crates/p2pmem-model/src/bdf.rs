@@ -70,9 +70,7 @@ impl Bdf {
     pub fn short(&self) -> String {
         format!("{:02x}:{:02x}.{}", self.bus, self.device, self.function)
     }
-}
 
-impl Bdf {
     /// The kernel's own form (`pci_name`: `%04x:%02x:%02x.%d`, 12 bytes), read without
     /// splitting: sysfs names 4,096 functions and their paths this way. `None` for
     /// anything else, which [`str::parse`] then reads the long way.

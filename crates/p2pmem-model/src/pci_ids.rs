@@ -110,7 +110,8 @@ impl PciIdDb {
         let mut db = PciIdDb::default();
         let mut section = Section::None;
         for (at, line) in lines(&text, 0..text.len()) {
-            // Most lines are a vendor's devices and their subsystems: looked at later.
+            // Most lines are a vendor's devices (looked at later) and subsystems or
+            // programming interfaces (not shown by p2pmem).
             if line.starts_with('\t')
                 && (matches!(section, Section::Vendor(..) | Section::Ignored)
                     || line.starts_with("\t\t"))
@@ -123,10 +124,6 @@ impl PciIdDb {
                         db.version = Some(v.trim().to_string());
                     }
                 }
-                continue;
-            }
-            if line.starts_with("\t\t") {
-                // Subsystem or programming interface: not shown by p2pmem.
                 continue;
             }
             if let Some(rest) = line.strip_prefix('\t') {
