@@ -11,15 +11,16 @@
 
 use crate::bounded;
 use p2pmem_model::limits::{self, Bound};
-use rustix::fd::OwnedFd;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Most symlinks followed in one resolution (the kernel's limit is 40).
 pub const MAX_LINKS: usize = 40;
@@ -109,10 +110,11 @@ impl FsError {
 #[derive(Debug, Clone)]
 pub struct RootFs {
     root: PathBuf,
-    /// The root, open (`O_PATH`): what is below it is looked up from here, without the
-    /// root's own path before it each time. `None` when it does not open (then the
-    /// root's path is walked, and its errors name what is wrong).
-    fd: Option<Arc<OwnedFd>>,
+    /// The root, open (`O_PATH`) at the first lookup below it, shared by the clones:
+    /// what is below it is looked up from here, without the root's own path before it
+    /// each time. `None` when it does not open (then the root's path is walked, and its
+    /// errors name what is wrong).
+    fd: Arc<OnceLock<Option<OwnedFd>>>,
 }
 
 impl PartialEq for RootFs {
@@ -127,49 +129,54 @@ impl Eq for RootFs {}
 /// bytes); a longer one is read again into a buffer of its size.
 const LINK_BUF: usize = 256;
 
+/// The target of the symlink `path` (relative to `dir`) handed to `f`, read into a stack
+/// buffer when it fits; `None` when `path` is anything but a link.
+fn with_link<R>(
+    dir: impl rustix::fd::AsFd,
+    path: &Path,
+    f: impl FnOnce(&[u8]) -> R,
+) -> io::Result<Option<R>> {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); LINK_BUF];
+    match rustix::fs::readlinkat_raw(&dir, path, &mut buf) {
+        Ok((target, _)) if target.len() < LINK_BUF => Ok(Some(f(target))),
+        Ok(_) => {
+            let target = rustix::fs::readlinkat(&dir, path, Vec::new())?;
+            Ok(Some(f(target.as_bytes())))
+        }
+        Err(rustix::io::Errno::INVAL) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl RootFs {
     /// A root; `/` for the live system.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        let root = root.into();
-        let fd = rustix::fs::open(
-            &root,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .ok()
-        .map(Arc::new);
-        Self { root, fd }
+        Self {
+            root: root.into(),
+            fd: Arc::default(),
+        }
+    }
+
+    /// Where `rel` (below the root) is looked up from: the open root and `rel`, else the
+    /// current directory and the root's path joined.
+    fn at<'a>(&'a self, rel: &'a Path) -> (BorrowedFd<'a>, Cow<'a, Path>) {
+        let fd = self.fd.get_or_init(|| {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            rustix::fs::open(&self.root, flags, Mode::empty()).ok()
+        });
+        let rel = rel.strip_prefix("/").unwrap_or(rel);
+        match fd {
+            Some(fd) if rel.as_os_str().is_empty() => (fd.as_fd(), Cow::Borrowed(Path::new("."))),
+            Some(fd) => (fd.as_fd(), Cow::Borrowed(rel)),
+            None => (rustix::fs::CWD, Cow::Owned(self.root.join(rel))),
+        }
     }
 
     /// Is `rel` (below the root, resolved) a symbolic link? Its target if so, `None` if
     /// it is anything else.
     fn link_at(&self, rel: &Path) -> io::Result<Option<PathBuf>> {
-        let Some(fd) = &self.fd else {
-            return match std::fs::read_link(self.root.join(rel)) {
-                Ok(t) => Ok(Some(t)),
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            };
-        };
-        let rel = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); LINK_BUF];
-        match rustix::fs::readlinkat_raw(fd, rel, &mut buf) {
-            Ok((target, _)) if target.len() < LINK_BUF => {
-                Ok(Some(PathBuf::from(OsStr::from_bytes(target))))
-            }
-            Ok(_) => {
-                let target = rustix::fs::readlinkat(fd, rel, Vec::new())?;
-                Ok(Some(PathBuf::from(OsString::from_vec(target.into_bytes()))))
-            }
-            Err(rustix::io::Errno::INVAL) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let (dir, rel) = self.at(rel);
+        with_link(dir, &rel, |t| PathBuf::from(OsStr::from_bytes(t)))
     }
 
     /// The root directory.
@@ -222,24 +229,26 @@ impl RootFs {
         if name.is_empty() || name == "." || name == ".." || name.contains('/') {
             return self.resolve_with(dir.rel.join(name), known);
         }
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); LINK_BUF];
-        if let Ok((target, _)) = rustix::fs::readlinkat_raw(&dir.fd, name, &mut buf) {
-            if let Some(done) = self.lexically(&dir.rel, target, known) {
-                return Ok(done);
-            }
-        }
         let here = || dir.path.join(name);
-        match rustix::fs::readlinkat(&dir.fd, name, Vec::new()) {
-            Ok(target) => {
-                let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
-                // No path given: text 0 is empty, the link's target text 1.
-                let mut walk = Walk::default();
-                walk.push(&[]);
-                let mut done = dir.rel.clone();
-                self.enter_link(&mut walk, &mut done, here(), target)?;
-                self.walk(done, walk, known)
+        // A plain target is resolved as read; any other is walked, which names what is
+        // wrong with it.
+        let resolved = with_link(&dir.fd, Path::new(name), |target| {
+            match self.lexically(&dir.rel, target, known) {
+                Some(done) => Ok(done),
+                None => {
+                    let target = PathBuf::from(OsStr::from_bytes(target));
+                    // No path given: text 0 is empty, the link's target text 1.
+                    let mut walk = Walk::default();
+                    walk.push(&[]);
+                    let mut done = dir.rel.clone();
+                    self.enter_link(&mut walk, &mut done, here(), target)?;
+                    self.walk(done, walk, known)
+                }
             }
-            Err(rustix::io::Errno::INVAL) => {
+        });
+        match resolved {
+            Ok(Some(r)) => r,
+            Ok(None) => {
                 let rel = dir.rel.join(name);
                 known.insert(rel.as_os_str().as_bytes().into());
                 Ok(rel)
@@ -247,17 +256,17 @@ impl RootFs {
             Err(e) => Err(FsError::Io {
                 path: here(),
                 what: "cannot resolve",
-                source: e.into(),
+                source: e,
             }),
         }
     }
 
     /// Where the link in `dir` (resolved) to `target` leads, when that is plain: a
-    /// relative target (shorter than [`LINK_BUF`]) whose components are all directories,
-    /// not links, and do not climb above the root. The same answer as the walk, which
-    /// names what is wrong when it is not plain (`None` here).
+    /// relative target whose components are all directories, not links, and do not
+    /// climb above the root. The same answer as the walk, which names what is wrong when
+    /// it is not plain (`None` here).
     fn lexically(&self, dir: &Path, target: &[u8], known: &mut KnownDirs) -> Option<PathBuf> {
-        if target.first() == Some(&b'/') || target.len() >= LINK_BUF {
+        if target.first() == Some(&b'/') {
             return None;
         }
         let mut done = dir.to_path_buf();
@@ -436,10 +445,9 @@ impl RootFs {
     /// Is `name` in `dir`, a directory already resolved, a directory itself (not a link
     /// to one), as [`Dir::is_dir`] has it? One `lstat`: `dir` holds no links.
     pub fn is_real_dir(&self, dir: &Path, name: &str) -> bool {
-        match &self.fd {
-            Some(fd) => is_dir_at(fd, dir.join(name).as_path()),
-            None => is_dir_at(rustix::fs::CWD, self.path(dir).join(name).as_path()),
-        }
+        let path = dir.join(name);
+        let (dir, path) = self.at(&path);
+        is_dir_at(dir, path.as_ref())
     }
 
     /// The last component of where the link `rel` points (`driver` -> `nvme`), without
@@ -516,17 +524,13 @@ impl RootFs {
         let rel = rel.as_ref().to_path_buf();
         let path = self.path(&rel);
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        let below = rel.strip_prefix("/").unwrap_or(&rel);
-        let fd = match &self.fd {
-            Some(root) if !below.as_os_str().is_empty() => {
-                rustix::fs::openat(root, below, flags, Mode::empty())
+        let (dir, below) = self.at(&rel);
+        let fd = rustix::fs::openat(dir, below.as_ref(), flags, Mode::empty()).map_err(|e| {
+            FsError::Io {
+                path: path.clone(),
+                what: "cannot open",
+                source: e.into(),
             }
-            _ => rustix::fs::open(&path, flags, Mode::empty()),
-        }
-        .map_err(|e| FsError::Io {
-            path: path.clone(),
-            what: "cannot open",
-            source: e.into(),
         })?;
         Ok(Dir {
             fd,
