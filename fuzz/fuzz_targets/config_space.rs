@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let exposed = usize::from(u16::from_le_bytes(*head)) % 4097;
-    let Ok(cs) = ConfigSpace::new(bytes.to_vec(), exposed) else {
+    let Ok(cs) = ConfigSpace::new(bytes, exposed) else {
         return;
     };
     let caps = cs.capabilities();

@@ -251,7 +251,7 @@ fn needs_extended(form: &LspciForm, config: &[u8]) -> bool {
     if config.len() < 0x100 {
         return true;
     }
-    let cs = p2pmem_model::config_space::ConfigSpace::new(config.to_vec(), config.len());
+    let cs = p2pmem_model::config_space::ConfigSpace::new(config, config.len());
     cs.is_ok_and(|c| c.pcie_cap_offset().is_some())
 }
 

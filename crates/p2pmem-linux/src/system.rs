@@ -372,7 +372,7 @@ impl Reader {
             _ => exposed,
         };
         let bytes = self.config_buf.get(..read).unwrap_or_default();
-        match ConfigSpace::from_read(bytes, exposed as usize) {
+        match ConfigSpace::new(bytes, exposed as usize) {
             Ok(cs) => {
                 if cs.is_truncated() || cs.exposed_len() <= 64 {
                     self.truncated.push(bdf);

@@ -163,14 +163,9 @@ pub struct ConfigSpace {
 impl ConfigSpace {
     /// Config space from the bytes read and the length the kernel exposes (the sysfs
     /// file size: 4096, 256, or 64 for some devices). An `exposed_len` smaller than what
-    /// was read is raised to it.
-    pub fn new(bytes: Vec<u8>, exposed_len: usize) -> Result<Self, ConfigError> {
-        Self::from_read(&bytes, exposed_len)
-    }
-
-    /// [`ConfigSpace::new`] from a borrowed read (a buffer the reader keeps for the next
-    /// function): only the bytes up to the last non-zero one are kept.
-    pub fn from_read(bytes: &[u8], exposed_len: usize) -> Result<Self, ConfigError> {
+    /// was read is raised to it. The bytes are borrowed (a reader keeps its buffer for
+    /// the next function): only those up to the last non-zero one are kept.
+    pub fn new(bytes: &[u8], exposed_len: usize) -> Result<Self, ConfigError> {
         if bytes.len() < 64 {
             return Err(ConfigError::TooShort { len: bytes.len() });
         }
@@ -192,7 +187,7 @@ impl ConfigSpace {
 
     /// Config space where what was read is all there is.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Self::from_read(bytes, bytes.len())
+        Self::new(bytes, bytes.len())
     }
 
     /// Bytes actually read.
@@ -459,7 +454,7 @@ pub(crate) mod tests {
     #[test]
     fn truncated_reads_make_acs_unknown_but_conventional_absent() {
         let full = pcie_function(6, Some(0));
-        let cs = ConfigSpace::new(full[..64].to_vec(), 4096).unwrap();
+        let cs = ConfigSpace::new(&full[..64], 4096).unwrap();
         assert!(cs.is_truncated());
         assert_eq!(
             cs.acs(),
@@ -469,7 +464,7 @@ pub(crate) mod tests {
         );
         assert_eq!(cs.port_type(), None);
         // A conventional function exposes 256 bytes: no extended space, so no ACS.
-        let cs = ConfigSpace::new(full[..64].to_vec(), 256).unwrap();
+        let cs = ConfigSpace::new(&full[..64], 256).unwrap();
         assert_eq!(cs.acs(), AcsState::Absent);
         // A 64-byte file (an unprivileged capture) says nothing.
         let cs = ConfigSpace::from_bytes(&full[..64]).unwrap();
@@ -518,7 +513,7 @@ pub(crate) mod tests {
     proptest! {
         #[test]
         fn walks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 64..4097), exposed in 0usize..5000) {
-            if let Ok(cs) = ConfigSpace::new(bytes, exposed) {
+            if let Ok(cs) = ConfigSpace::new(&bytes, exposed) {
                 let w = cs.capabilities();
                 prop_assert!(w.caps.len() <= MAX_STD_CAPS);
                 let e = cs.extended_capabilities();
@@ -538,7 +533,7 @@ pub(crate) mod tests {
         ) {
             let mut bytes = head;
             bytes.resize(bytes.len() + zeros, 0);
-            if let Ok(cs) = ConfigSpace::new(bytes.clone(), exposed) {
+            if let Ok(cs) = ConfigSpace::new(&bytes, exposed) {
                 prop_assert_eq!(cs.readable_len(), bytes.len());
                 prop_assert_eq!(cs.is_truncated(), bytes.len() < exposed);
                 for off in 0..bytes.len() + 8 {

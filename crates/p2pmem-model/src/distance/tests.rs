@@ -196,7 +196,7 @@ fn unknown_acs_never_guesses() {
             let exposed = cs.exposed_len();
             let mut head = bytes;
             head[0] = 1;
-            f.config = crate::config_space::ConfigSpace::new(head, exposed).ok();
+            f.config = crate::config_space::ConfigSpace::new(&head, exposed).ok();
         }
     }
     t = Topology::new(fns).unwrap();
